@@ -1,0 +1,106 @@
+"""/healthz and the download routes the pages link to (files are streamed, never loaded whole)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from services.auth import current_user
+from services.models import NotFound
+from services.portal import get_portal
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _job_id(request: Request) -> int | None:
+    try:
+        return int(request.path_params["job_id"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def healthz(_request: Request) -> Response:
+    portal = get_portal()
+    try:
+        portal.jobs.counts()
+    except Exception as exc:  # the probe must say why, not crash
+        return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
+    sync = portal.sync
+    body = {
+        "status": "ok",
+        "backend": portal.jobs.backend.name,
+        "sync": {"running": sync.alive, "ticks": sync.ticks, "last_error": sync.last_error},
+    }
+    return JSONResponse(body)
+
+
+async def job_log(request: Request) -> Response:
+    job_id = _job_id(request)
+    if job_id is None:
+        return _error(404, "Job not found.")
+    jobs = get_portal().jobs
+    try:
+        job = jobs.get(current_user(), job_id)
+        path, _ = jobs.log_info(job_id)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    if not path.is_file():
+        return _error(404, "This job has no log yet.")
+    return FileResponse(path, media_type="text/plain; charset=utf-8", filename=f"{job.name}-{job_id}.log")
+
+
+async def job_file(request: Request) -> Response:
+    job_id = _job_id(request)
+    if job_id is None:
+        return _error(404, "Job not found.")
+    try:
+        path = get_portal().jobs.output_file(current_user(), job_id, request.path_params["path"])
+    except NotFound as exc:
+        return _error(404, str(exc))
+    return FileResponse(path, filename=path.name)
+
+
+def _zip_output(root: os.PathLike[str], names: Iterator[str]) -> str:
+    fd, tmp = tempfile.mkstemp(suffix=".zip")
+    os.close(fd)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            zf.write(os.path.join(root, name), arcname=name)
+    return tmp
+
+
+async def job_results(request: Request) -> Response:
+    job_id = _job_id(request)
+    if job_id is None:
+        return _error(404, "Job not found.")
+    jobs = get_portal().jobs
+    try:
+        job = jobs.get(current_user(), job_id)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    files = jobs.output_files(job_id)
+    if not files:
+        return _error(404, "This job wrote no files.")
+    # Written to a temporary file on disk (not memory) and removed after sending.
+    tmp = _zip_output(jobs.backend.output_dir(job_id), (f.path for f in files))
+    return FileResponse(
+        tmp, media_type="application/zip", filename=f"{job.name}-{job_id}-results.zip",
+        background=BackgroundTask(os.unlink, tmp),
+    )
+
+
+ROUTES = [
+    Route("/healthz", healthz),
+    Route("/api/v1/jobs/{job_id}/log", job_log),
+    Route("/api/v1/jobs/{job_id}/results.zip", job_results),
+    Route("/api/v1/jobs/{job_id}/files/{path:path}", job_file),
+]

@@ -1,0 +1,199 @@
+"""What the pages share: the portal handle, formatting, flash messages, a job card."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import streamlit as st
+
+from services.auth import current_user
+from services.backends.base import BackendError
+from services.models import Conflict, JobStatus, JobView, NotFound, User, ValidationProblem
+from services.portal import Portal, get_portal
+
+JOB_PAGE = "pages/job.py"
+SUBMIT_PAGE = "pages/submit.py"
+DASHBOARD_PAGE = "pages/dashboard.py"
+
+STATUS_ICON = {
+    JobStatus.SUBMITTING: "⏳",
+    JobStatus.QUEUED: "⏳",
+    JobStatus.RUNNING: "🟢",
+    JobStatus.SUCCEEDED: "✅",
+    JobStatus.FAILED: "❌",
+    JobStatus.SUBMIT_FAILED: "❌",
+    JobStatus.STOPPED: "⏹️",
+}
+
+
+def portal() -> Portal:
+    return get_portal()
+
+
+def me() -> User:
+    return current_user()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m {s}s" if m < 10 else f"{m}m"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h}h {m}m"
+    return f"{h // 24}d {h % 24}h"
+
+
+def ago(when: datetime | None) -> str:
+    if when is None:
+        return "not yet"
+    return f"{duration((now() - when).total_seconds())} ago"
+
+
+def eta_text(job: JobView) -> str:
+    if job.status is JobStatus.SUCCEEDED:
+        return "done"
+    if not job.is_active or job.eta_seconds is None:
+        return "unknown"
+    return duration(job.eta_seconds)
+
+
+def epoch_text(job: JobView) -> str:
+    if job.epoch is None:
+        return f"Epoch –/{job.total_epochs}" if job.total_epochs else "Epoch –"
+    return f"Epoch {job.epoch}/{job.total_epochs}" if job.total_epochs else f"Epoch {job.epoch}"
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{portal().settings.currency}{value:,.2f}"
+
+
+def metric_text(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}"
+
+
+def flash(message: str, kind: str = "success") -> None:
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(message)
+
+
+def run_action(fn: Callable[[], Any], done: str) -> Any:
+    """Call a use case; turn its known failures into a sentence for the user (never a traceback)."""
+    try:
+        result = fn()
+    except (NotFound, Conflict, BackendError) as exc:
+        flash(str(exc), "error")
+        return None
+    except ValidationProblem as exc:
+        flash(str(exc), "error")
+        return None
+    flash(done)
+    return result
+
+
+def stop_job(job: JobView) -> None:
+    run_action(lambda: portal().jobs.stop(me(), job.id), f"Stopping {job.name}…")
+
+
+def delete_job(job: JobView) -> None:
+    st.session_state.pop("_confirm_delete", None)
+    run_action(lambda: portal().jobs.delete(me(), job.id), f"Deleted {job.name}.")
+
+
+def ask_delete(job: JobView) -> None:
+    st.session_state["_confirm_delete"] = job.id
+
+
+def cancel_delete() -> None:
+    st.session_state.pop("_confirm_delete", None)
+
+
+def delete_confirmation(job: JobView, key: str) -> None:
+    if st.session_state.get("_confirm_delete") != job.id:
+        return
+    st.warning(f"Delete **{job.name}** with its logs, metrics and files? This cannot be undone.")
+    a, b, _ = st.columns([1, 1, 4])
+    a.button("Yes, delete", key=f"{key}-confirm", type="primary", on_click=delete_job, args=(job,))
+    b.button("Cancel", key=f"{key}-cancel", on_click=cancel_delete)
+
+
+def retry_job(job: JobView) -> None:
+    new_id = run_action(lambda: portal().jobs.retry(me(), job.id), f"Retried {job.name}.")
+    if new_id is not None:
+        st.session_state["_goto_job"] = new_id
+
+
+def goto_pending_job() -> None:
+    """Switch pages outside of callbacks (Streamlit does not allow it inside one)."""
+    if "_goto_job" in st.session_state:
+        st.switch_page(JOB_PAGE, query_params={"id": str(st.session_state.pop("_goto_job"))})
+    if "_goto_clone" in st.session_state:
+        st.switch_page(SUBMIT_PAGE, query_params={"clone": str(st.session_state.pop("_goto_clone"))})
+
+
+def clone_job(job: JobView) -> None:
+    st.session_state["_goto_clone"] = job.id
+
+
+def job_card(job: JobView, key_prefix: str = "card") -> None:
+    """One job on the dashboard: the facts a researcher scans for, and what they can do next."""
+    k = f"{key_prefix}-{job.id}"
+    with st.container(border=True, key=f"{k}-box"):
+        left, mid, right = st.columns([3, 2, 2])
+        with left:
+            st.page_link(JOB_PAGE, label=f"**{job.name}**", query_params={"id": str(job.id)})
+            status = f"{STATUS_ICON[job.status]} {job.status.value}"
+            if job.reason:
+                status += f" · {job.reason}"
+            st.caption(f"{status} · #{job.id} · {job.owner}")
+        if job.is_active:
+            with mid:
+                st.markdown(f"{epoch_text(job)}  \nStarted: {ago(job.started_at)}")
+            with right:
+                gpu = f"{job.gpu_util:.0f}%" if job.gpu_util is not None else "–"
+                st.markdown(f"ETA: {eta_text(job)}  \nGPU: {gpu} · Loss: {metric_text(job.loss)}")
+            if job.progress is not None:
+                st.progress(min(1.0, job.progress))
+        else:
+            with mid:
+                when = job.finished_at or job.created_at
+                verb = "Finished" if job.status is JobStatus.SUCCEEDED else job.status.value
+                st.markdown(f"{verb}: {ago(when)}  \nRuntime: {duration(job.runtime_seconds(now()))}")
+            with right:
+                label = "Final loss" if job.status is JobStatus.SUCCEEDED else "Loss"
+                extra = f"at {epoch_text(job)}" if job.status is not JobStatus.SUCCEEDED else ""
+                st.markdown(f"{label}: {metric_text(job.loss)} {extra}  \nCost: {money(job.cost(now()))}")
+        cols = st.columns(7)
+        cols[0].page_link(JOB_PAGE, label="View logs", icon=":material/article:",
+                          query_params={"id": str(job.id), "tab": "Logs"})
+        cols[1].page_link(JOB_PAGE, label="Metrics", icon=":material/show_chart:",
+                          query_params={"id": str(job.id), "tab": "Metrics"})
+        if job.is_active:
+            cols[2].button("Stop", key=f"{k}-stop", icon=":material/stop:", on_click=stop_job, args=(job,))
+        else:
+            cols[2].button("Retry", key=f"{k}-retry", icon=":material/replay:", on_click=retry_job, args=(job,))
+        cols[3].button("Clone", key=f"{k}-clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
+        if not job.is_active:
+            cols[4].button("Delete", key=f"{k}-delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
+            cols[5].link_button("Download results", f"/api/v1/jobs/{job.id}/results.zip",
+                                icon=":material/download:")
+        delete_confirmation(job, k)

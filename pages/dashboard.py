@@ -1,0 +1,74 @@
+"""Dashboard: the researcher's jobs by section, with the actions they need next."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.common import SUBMIT_PAGE, goto_pending_job, job_card, portal, show_flash
+from services.models import StatusGroup
+
+P = portal()
+PAGE = P.settings.dashboard_page_size
+SECTION_ICON = {StatusGroup.ACTIVE: "🟢", StatusGroup.SUCCEEDED: "✅", StatusGroup.FAILED: "❌",
+                StatusGroup.STOPPED: "⏹️"}
+FILTERS = ["All", *[g.value for g in StatusGroup]]
+RUNNING_REFRESH = "3s"
+
+goto_pending_job()
+
+head, new = st.columns([5, 1])
+head.title("My experiments")
+new.page_link(SUBMIT_PAGE, label="New job", icon=":material/add:")
+show_flash()
+
+search = st.text_input("Search", key="dash_search", placeholder="name, owner or script",
+                       label_visibility="collapsed")
+counts = P.jobs.counts(search=search)
+choice = st.segmented_control(
+    "Filter", FILTERS, key="dash_filter", default="All", required=True,
+    format_func=lambda f: f if f == "All" else f"{f} ({counts[StatusGroup(f)]})",
+)
+groups = list(StatusGroup) if choice in (None, "All") else [StatusGroup(choice)]
+
+
+def load_more(group: StatusGroup) -> None:
+    st.session_state[f"limit_{group.name}"] = st.session_state.get(f"limit_{group.name}", PAGE) + PAGE
+
+
+def section(group: StatusGroup) -> None:
+    n = counts[group]
+    if n == 0 and choice == "All":
+        return
+    st.subheader(f"{SECTION_ICON[group]} {group.value} ({n})")
+    if n == 0:
+        st.caption("No jobs here.")
+        return
+    limit = st.session_state.get(f"limit_{group.name}", PAGE)
+    page = P.jobs.list_group(group, limit, search=search)
+    for job in page.jobs:
+        job_card(job, key_prefix=group.name)
+    if page.has_more:
+        st.button("Load more…", key=f"more_{group.name}", on_click=load_more, args=(group,))
+
+
+@st.fragment(run_every=RUNNING_REFRESH)
+def running_section() -> None:
+    """The running cards refresh by themselves; when a job leaves the section the whole page redraws."""
+    fresh = P.jobs.counts(search=search)
+    if fresh != counts:
+        st.rerun(scope="app")
+    section(StatusGroup.ACTIVE)
+
+
+if sum(counts.values()) == 0:
+    if search:
+        st.info(f"No job matches “{search}”.")
+    else:
+        st.info("No jobs yet. Submit your first one: the example script `train_example.py` is in your workspace.")
+        st.page_link(SUBMIT_PAGE, label="Submit a job", icon=":material/rocket_launch:")
+
+for g in groups:
+    if g is StatusGroup.ACTIVE and counts[g] > 0:
+        running_section()
+    else:
+        section(g)

@@ -1,0 +1,164 @@
+"""One job: status, live log, metric charts, the exact config, and the files it wrote."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages.common import (
+    DASHBOARD_PAGE,
+    STATUS_ICON,
+    ago,
+    ask_delete,
+    clone_job,
+    delete_confirmation,
+    duration,
+    epoch_text,
+    eta_text,
+    goto_pending_job,
+    me,
+    metric_text,
+    money,
+    now,
+    portal,
+    retry_job,
+    run_action,
+    show_flash,
+    stop_job,
+)
+from services.models import JobStatus, NotFound
+
+P = portal()
+LOG_LINES = 500
+PRIMARY_SERIES = ("loss", "train_loss", "val_loss", "eval_loss", "accuracy", "acc", "val_acc", "val_accuracy")
+
+goto_pending_job()
+raw_id = st.query_params.get("id")
+try:
+    job = P.jobs.get(me(), int(raw_id or ""))
+except (NotFound, ValueError):
+    st.error(f"No job with id {raw_id!r}." if raw_id else "No job selected.")
+    st.page_link(DASHBOARD_PAGE, label="Back to the dashboard", icon=":material/arrow_back:")
+    st.stop()
+
+active = job.is_active
+head, back = st.columns([5, 1])
+head.title(job.name)
+back.page_link(DASHBOARD_PAGE, label="Back", icon=":material/arrow_back:")
+show_flash()
+
+
+@st.fragment(run_every="2s" if active else None)
+def status_strip() -> None:
+    j = P.jobs.get(me(), job.id)
+    if j.is_active != active:
+        st.rerun(scope="app")  # finished: redraw everything (buttons, final metrics) without a timer
+    c = st.columns(3)
+    c[0].metric("Status", f"{STATUS_ICON[j.status]} {j.status.value}")
+    c[1].metric("Progress", epoch_text(j))
+    c[2].metric("Started", ago(j.started_at))
+    c = st.columns(3)
+    c[0].metric("ETA", eta_text(j))
+    c[1].metric("Loss", metric_text(j.loss))
+    c[2].metric("Cost so far", money(j.cost(now())))
+    if j.reason:
+        (st.error if j.status in (JobStatus.FAILED, JobStatus.SUBMIT_FAILED) else st.info)(j.reason)
+    if j.progress is not None and j.is_active:
+        st.progress(min(1.0, j.progress))
+
+
+status_strip()
+
+
+def save_checkpoint() -> None:
+    run_action(lambda: P.jobs.save_checkpoint(me(), job.id), "Checkpoint requested: the script saves it shortly.")
+
+
+actions = st.columns(6)
+if active:
+    actions[0].button("Stop job", key="stop", icon=":material/stop:", type="primary", on_click=stop_job, args=(job,))
+    actions[1].button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint,
+                      disabled=job.status is not JobStatus.RUNNING)
+else:
+    actions[0].button("Retry", key="retry", icon=":material/replay:", on_click=retry_job, args=(job,))
+    actions[1].button("Delete", key="delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
+actions[2].button("Clone", key="clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
+delete_confirmation(job, "job")
+
+logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
+    ["Logs", "Metrics", "Config", "Files"], key="tab", bind="query-params", on_change="rerun"
+)
+
+
+@st.fragment(run_every="2s" if active else None)
+def log_pane() -> None:
+    paused = st.session_state.get("log_paused", False)
+    lines = st.session_state.get("_log_cache") if paused else None
+    if lines is None:
+        lines = P.jobs.log_tail(job.id, LOG_LINES)
+        st.session_state["_log_cache"] = lines
+    _, total = P.jobs.log_info(job.id)
+    shown = f"last {len(lines)} of {max(total, len(lines)):,} lines" if total > len(lines) else f"{len(lines)} lines"
+    st.caption(("Paused · " if paused else ("Live · " if active else "")) + shown)
+    with st.container(height=480, autoscroll=st.session_state.get("log_autoscroll", True), key="log_box"):
+        st.code("\n".join(lines) if lines else "(no output yet)", language=None)
+
+
+with logs_tab:
+    if logs_tab.open:
+        a, b, c = st.columns([1, 1, 4])
+        a.toggle("Auto-scroll", value=True, key="log_autoscroll")
+        b.toggle("Pause", value=False, key="log_paused", disabled=not active)
+        c.link_button("Download full log", f"/api/v1/jobs/{job.id}/log", icon=":material/download:")
+        log_pane()
+
+
+def chart(name: str, x, y) -> go.Figure:  # noqa: ANN001 - numpy arrays
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=name))
+    fig.update_layout(title=name, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis_title="step", showlegend=False)
+    return fig
+
+
+@st.fragment(run_every="5s" if active else None)
+def metric_charts() -> None:
+    series = P.jobs.metric_series(job.id)
+    if not series:
+        st.info("No metrics yet. Print lines like `Epoch 3/10` and `Loss: 0.42`, or use "
+                "`portal_metrics.log_metrics(loss=...)` (see docs/scripts.md).")
+        return
+    names = sorted(series, key=lambda n: (n not in PRIMARY_SERIES, PRIMARY_SERIES.index(n)
+                                          if n in PRIMARY_SERIES else 0, n))
+    cols = st.columns(2)
+    for i, name in enumerate(names):
+        x, y = series[name]
+        cols[i % 2].plotly_chart(chart(name, x, y), key=f"chart-{name}", width="stretch")
+
+
+with metrics_tab:
+    if metrics_tab.open:
+        metric_charts()
+
+with config_tab:
+    if config_tab.open:
+        st.subheader("What was submitted")
+        st.json(job.request)
+        st.subheader("The exact spec that ran")
+        st.json(job.spec or {"note": "The job never reached the backend."})
+        st.subheader("Timeline")
+        events = P.jobs.events(job.id)
+        st.dataframe(pd.DataFrame(events, columns=["time", "status", "message"]), hide_index=True, width="stretch")
+        runtime = job.runtime_seconds(now())
+        st.caption(f"Runtime {duration(runtime)} · {job.gpus} GPU × {job.nodes} node · "
+                   f"{money(job.cost_per_hour)}/hour · owner {job.owner}")
+
+with files_tab:
+    if files_tab.open:
+        files = P.jobs.output_files(job.id)
+        if not files:
+            st.info("The job has not written any files yet. Scripts write results to `$PORTAL_OUTPUT_DIR`.")
+        else:
+            st.link_button("Download all as .zip", f"/api/v1/jobs/{job.id}/results.zip", icon=":material/download:")
+            for f in files:
+                st.markdown(f"[`{f.path}`](/api/v1/jobs/{job.id}/files/{f.path}) · {f.size:,} bytes")

@@ -1,0 +1,170 @@
+"""Submit a training job: a form a researcher fills without knowing Kubernetes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from pages.common import JOB_PAGE, me, money, portal
+from services.models import NAME_MAX, NotFound, ValidationProblem
+
+P = portal()
+S = P.settings
+FIELDS = ["name", "script", "upload", "learning_rate", "epochs", "batch_size", "dataset_path", "extra_args",
+          "gpus", "nodes", "mixed_precision", "gradient_checkpointing", "checkpoint_every", "max_runtime_hours"]
+DEFAULTS: dict[str, Any] = {
+    "name": "", "learning_rate": 0.001, "epochs": 10, "batch_size": 32, "dataset_path": "", "extra_args": "",
+    "gpus": 0, "nodes": 1, "mixed_precision": False, "gradient_checkpointing": False, "checkpoint_every": 0,
+    "max_runtime_hours": S.default_runtime_hours,
+}
+
+
+def prefill(values: dict[str, Any]) -> None:
+    for field, default in DEFAULTS.items():
+        st.session_state[f"f_{field}"] = values.get(field, default)
+    # A number left at 0 means "no periodic checkpoints"; the checkbox mirrors it.
+    st.session_state["f_checkpoints_on"] = bool(values.get("checkpoint_every"))
+    if values.get("script"):
+        st.session_state["f_source"] = "Use from workspace"
+        st.session_state["f_script"] = values["script"]
+
+
+clone_id = st.query_params.get("clone")
+if clone_id and st.session_state.get("_cloned_from") != clone_id:
+    st.session_state["_cloned_from"] = clone_id
+    try:
+        values = P.jobs.clone_values(me(), int(clone_id))
+        values["name"] = (values["name"][: NAME_MAX - 6] + "-clone").strip("-")
+        prefill(values)
+    except (NotFound, ValueError):
+        st.error(f"Job {clone_id} was not found, so there is nothing to clone.")
+elif "f_name" not in st.session_state:
+    prefill({})
+
+problems: dict[str, str] = st.session_state.get("_problems", {})
+
+
+def field_error(field: str) -> None:
+    if field in problems:
+        st.error(problems[field], icon=":material/error:")
+
+
+def collect() -> dict[str, Any]:
+    ss = st.session_state
+    data = {f: ss[f"f_{f}"] for f in DEFAULTS}
+    if not ss.get("f_checkpoints_on"):
+        data["checkpoint_every"] = 0
+    data["script"] = ss.get("f_script") or ""
+    return data
+
+
+def on_submit() -> None:
+    ss = st.session_state
+    data = collect()
+    if ss.get("f_checkpoints_on") and ss.get("f_checkpoint_every", 0) <= 0:
+        ss["_problems"] = {"checkpoint_every": "enter a positive number of epochs, or untick the box"}
+        return
+    upload = None
+    if ss.get("f_source") == "Upload new script":
+        file = ss.get("f_upload")
+        if file is None:
+            ss["_problems"] = {"upload": "choose a .py file to upload, or pick a script from the workspace"}
+            return
+        upload = (file.name, file.getvalue())
+        data["script"] = "upload.py"  # replaced by the stored upload's workspace path
+    try:
+        job_id = P.jobs.submit(me(), data, upload=upload)
+    except ValidationProblem as exc:
+        ss["_problems"] = exc.problems
+        return
+    ss.pop("_problems", None)
+    ss["_submitted"] = job_id
+
+
+if "_submitted" in st.session_state:
+    st.switch_page(JOB_PAGE, query_params={"id": str(st.session_state.pop("_submitted"))})
+
+st.title("Submit training job")
+if problems:
+    st.error("The job was not submitted: please fix the fields marked below.")
+    field_error("")
+
+st.text_input("Experiment name", key="f_name", max_chars=None, placeholder="gpt-finetune-v2",
+              help="Lower-case letters, digits and '-', at most 63 characters: it names the job on the cluster.")
+field_error("name")
+
+st.subheader("Training script")
+scripts = P.jobs.scripts()
+st.radio("Source", ["Use from workspace", "Upload new script"], key="f_source", horizontal=True,
+         label_visibility="collapsed")
+if st.session_state["f_source"] == "Use from workspace":
+    if st.session_state.get("f_script") not in scripts:
+        st.session_state["f_script"] = scripts[0] if scripts else None
+    st.selectbox("Script from workspace", scripts, key="f_script",
+                 help=f"Python files in the workspace ({S.workspace_dir}). Uploads are added to it.")
+    field_error("script")
+else:
+    st.file_uploader(f"Upload a .py script (at most {S.max_upload_mb:g} MB)", key="f_upload")
+    field_error("upload")
+    field_error("script")
+
+st.subheader("Parameters")
+c1, c2 = st.columns(2)
+with c1:
+    st.number_input("Learning rate", key="f_learning_rate", step=0.0001, format="%.6f")
+    field_error("learning_rate")
+    st.number_input("Epochs", key="f_epochs", step=1)
+    field_error("epochs")
+    st.number_input("Batch size", key="f_batch_size", step=1)
+    field_error("batch_size")
+with c2:
+    st.text_input("Dataset path", key="f_dataset_path", placeholder="/datasets/wikitext")
+    field_error("dataset_path")
+    st.text_input("Additional args", key="f_extra_args", placeholder="--warmup-steps 500 --seed 42",
+                  help="Passed to the script as separate arguments after the flags above (quotes work as in a shell, "
+                       "but no shell runs).")
+    field_error("extra_args")
+
+st.subheader("Resources")
+r1, r2, r3 = st.columns(3)
+with r1:
+    st.number_input("GPUs", key="f_gpus", step=1, help=f"Per node; at most {S.max_gpus_per_node}.")
+    field_error("gpus")
+with r2:
+    st.number_input("Nodes", key="f_nodes", step=1, help=f"At most {min(S.max_nodes, P.jobs.backend.max_nodes)}.")
+    field_error("nodes")
+with r3:
+    try:
+        cost = S.cost_per_hour(max(0, int(st.session_state["f_gpus"])), max(1, int(st.session_state["f_nodes"])))
+        st.metric("Estimated cost", f"{money(cost)}/hour")
+    except (TypeError, ValueError):
+        st.metric("Estimated cost", "–")
+
+with st.expander("Advanced", expanded=True):
+    st.checkbox("Use mixed precision", key="f_mixed_precision")
+    st.checkbox("Enable gradient checkpointing", key="f_gradient_checkpointing")
+    a, b = st.columns([1, 2])
+    a.checkbox("Save checkpoints every N epochs", key="f_checkpoints_on")
+    b.number_input("N (epochs)", key="f_checkpoint_every", step=1, disabled=not st.session_state["f_checkpoints_on"])
+    field_error("checkpoint_every")
+
+st.number_input("Max runtime (hours)", key="f_max_runtime_hours", step=1.0, format="%g",
+                help=f"The job is stopped after this long; at most {S.max_runtime_hours:g} hours.")
+field_error("max_runtime_hours")
+
+with st.expander("How these values reach your script"):
+    st.markdown(
+        "Your script runs as `python SCRIPT --learning-rate LR --epochs N --batch-size B "
+        "[--dataset-path P] [--mixed-precision] [--gradient-checkpointing] [--checkpoint-every N] "
+        "ADDITIONAL ARGS`.\n\nThe same values are in the environment: `PORTAL_LEARNING_RATE`, `PORTAL_EPOCHS`, "
+        "`PORTAL_BATCH_SIZE`, `PORTAL_DATASET_PATH`, `PORTAL_MIXED_PRECISION` (1/0), "
+        "`PORTAL_GRADIENT_CHECKPOINTING`, `PORTAL_CHECKPOINT_EVERY`, `PORTAL_GPUS`, `PORTAL_NODES`, and "
+        "`PORTAL_OUTPUT_DIR` (write results there). **Save checkpoint** sends `SIGUSR1`. "
+        "Print `Epoch 3/10`, `Loss: 0.42`, `key=value` pairs, or use `portal_metrics.log_metrics()` for charts. "
+        "Details: docs/scripts.md."
+    )
+
+left, right = st.columns([1, 5])
+left.button("Submit job", type="primary", key="submit", icon=":material/rocket_launch:", on_click=on_submit)
+right.page_link("pages/dashboard.py", label="Cancel")

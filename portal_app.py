@@ -1,0 +1,47 @@
+"""ML Job Portal: one process serving the pages, the HTTP routes, /healthz and the sync loop.
+
+``streamlit run portal_app.py`` finds ``app`` below and serves it. For each browser session
+Streamlit then executes this same file as ``__main__``: that run only draws the navigation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import streamlit as st
+
+if __name__ == "__main__":
+    PAGES = {
+        "Experiments": [
+            st.Page("pages/dashboard.py", title="Dashboard", icon=":material/dashboard:", url_path="dashboard",
+                    default=True),
+            st.Page("pages/submit.py", title="Submit job", icon=":material/rocket_launch:", url_path="submit"),
+            st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
+        ],
+        "Job": [st.Page("pages/job.py", title="Job", icon=":material/monitoring:", url_path="job", visibility="hidden")],
+    }
+    st.set_page_config(page_title="ML Job Portal", page_icon=":material/model_training:", layout="wide")
+    st.navigation(PAGES).run()
+else:
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from api.routes import ROUTES
+    from services.portal import get_portal
+
+    # The house layout keeps pages in pages/, which Streamlit would also treat as a legacy (v1)
+    # pages folder until the first st.navigation call: a first request for /submit would then run
+    # pages/submit.py without the navigation. Pages are only ever served through st.navigation.
+    PagesManager.uses_pages_directory = False
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+        portal = get_portal()  # migrations run here, before the first request
+        portal.sync.start()
+        try:
+            yield {}
+        finally:
+            portal.sync.stop()
+
+    app = st.App(__file__, routes=ROUTES, lifespan=lifespan)

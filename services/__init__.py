@@ -1,0 +1,1 @@
+"""The portal's services layer: plain Python, never imports streamlit."""

@@ -1,0 +1,1 @@
+"""Where jobs run: ``local`` (child processes, the embedded default) and, later, ``kubernetes``."""

@@ -1,0 +1,234 @@
+"""The embedded default: each job is a supervised child process on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.config import Settings
+from services.logs import read_tail
+from services.models import JobRequest, JobStatus
+from services.reasons import failure_reason
+
+RUNNER = Path(__file__).with_name("local_runner.py")
+SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit"
+CHECKPOINT_SIGNAL = "SIGUSR1"
+
+
+def script_argv(request: JobRequest, script: str) -> list[str]:
+    """How the form's values reach the script as flags (documented in docs/scripts.md)."""
+    argv = [
+        script,
+        "--learning-rate", repr(request.learning_rate),
+        "--epochs", str(request.epochs),
+        "--batch-size", str(request.batch_size),
+    ]
+    if request.dataset_path:
+        argv += ["--dataset-path", request.dataset_path]
+    if request.mixed_precision:
+        argv.append("--mixed-precision")
+    if request.gradient_checkpointing:
+        argv.append("--gradient-checkpointing")
+    if request.checkpoint_every:
+        argv += ["--checkpoint-every", str(request.checkpoint_every)]
+    return argv + request.extra_argv()
+
+
+def script_env(job_id: int, request: JobRequest, output_dir: str) -> dict[str, str]:
+    """The same values as environment variables, for scripts that prefer them."""
+    return {
+        "PORTAL_JOB_ID": str(job_id),
+        "PORTAL_EXPERIMENT": request.name,
+        "PORTAL_LEARNING_RATE": repr(request.learning_rate),
+        "PORTAL_EPOCHS": str(request.epochs),
+        "PORTAL_BATCH_SIZE": str(request.batch_size),
+        "PORTAL_DATASET_PATH": request.dataset_path,
+        "PORTAL_MIXED_PRECISION": "1" if request.mixed_precision else "0",
+        "PORTAL_GRADIENT_CHECKPOINTING": "1" if request.gradient_checkpointing else "0",
+        "PORTAL_CHECKPOINT_EVERY": str(request.checkpoint_every),
+        "PORTAL_GPUS": str(request.gpus),
+        "PORTAL_NODES": str(request.nodes),
+        "PORTAL_OUTPUT_DIR": output_dir,
+        "PORTAL_CHECKPOINT_SIGNAL": CHECKPOINT_SIGNAL,
+    }
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class LocalBackend:
+    name = "local"
+    max_nodes = 1
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # Paths --------------------------------------------------------------------------------------
+    def job_dir(self, job_id: int) -> Path:
+        return self.settings.jobs_dir / str(job_id)
+
+    def log_path(self, job_id: int) -> Path:
+        return self.job_dir(job_id) / "job.log"
+
+    def output_dir(self, job_id: int) -> Path:
+        return self.job_dir(job_id) / "output"
+
+    # Use cases ----------------------------------------------------------------------------------
+    def submit(self, job: JobSubmission) -> SubmitResult:
+        req = job.request
+        jdir = self.job_dir(job.job_id)
+        script_dir = jdir / "script"
+        out_dir = self.output_dir(job.job_id)
+        script_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # A snapshot, so that editing the workspace file later does not change what this job ran.
+        snapshot = script_dir / job.script_source.name
+        shutil.copyfile(job.script_source, snapshot)
+        (jdir / "job.log").touch()
+
+        python = self.settings.python_executable or sys.executable
+        argv = [python, "-u", *script_argv(req, str(snapshot))]
+        portal_env = script_env(job.job_id, req, str(out_dir))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+        env.update(portal_env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTKIT), env.get("PYTHONPATH", "")]))
+        if req.gpus == 0:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        elif "CUDA_VISIBLE_DEVICES" not in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(req.gpus))
+        launch = {
+            "argv": argv,
+            "cwd": str(out_dir),
+            "env": env,
+            "max_runtime_seconds": req.max_runtime_hours * 3600,
+            "grace_seconds": self.settings.stop_grace_seconds,
+        }
+        (jdir / "launch.json").write_text(json.dumps(launch))
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, str(RUNNER), str(jdir)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(jdir / "runner.err", "ab"),  # noqa: SIM115 - handed to the child
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise BackendError(f"Could not start the job's process: {exc.strerror or exc}") from exc
+        self._procs[job.job_id] = proc
+        ref = {"runner_pid": proc.pid, "runner_started": psutil.Process(proc.pid).create_time()}
+        # The exact spec that runs: argv and the portal's own variables (not the inherited environment).
+        spec = {
+            "backend": "local",
+            "argv": argv,
+            "cwd": str(out_dir),
+            "env": portal_env | {"CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES", "")},
+            "max_runtime_seconds": launch["max_runtime_seconds"],
+            "checkpoint_signal": CHECKPOINT_SIGNAL,
+        }
+        return SubmitResult(spec=spec, ref=ref, status=JobStatus.QUEUED)
+
+    def _state(self, job_id: int) -> dict[str, Any]:
+        try:
+            return json.loads((self.job_dir(job_id) / "state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _runner_alive(self, job_id: int, ref: dict[str, Any]) -> bool:
+        proc = self._procs.get(job_id)
+        if proc is not None and proc.poll() is not None:  # reaps our own child
+            self._procs.pop(job_id, None)
+            return False
+        pid = ref.get("runner_pid")
+        if not pid:
+            return False
+        try:
+            p = psutil.Process(pid)
+            # A recycled pid belongs to another process: compare start times.
+            return abs(p.create_time() - float(ref.get("runner_started", 0))) < 1.0 and p.status() != "zombie"
+        except psutil.Error:
+            return False
+
+    def observe(self, jobs: list[ActiveJob]) -> dict[int, Observation]:
+        out: dict[int, Observation] = {}
+        for job in jobs:
+            state = self._state(job.id)
+            started = _ts(state.get("started_at"))
+            if "returncode" in state:
+                out[job.id] = self._finished(job, state)
+            elif self._runner_alive(job.id, job.ref):
+                if state.get("child_pid"):
+                    out[job.id] = Observation(JobStatus.RUNNING, started_at=started)
+            else:
+                # Re-read: the runner may have written its final state between the two reads.
+                state = self._state(job.id)
+                if "returncode" in state:
+                    out[job.id] = self._finished(job, state)
+                else:
+                    out[job.id] = Observation(
+                        JobStatus.FAILED,
+                        reason="Lost: the job's process is gone and left no exit status "
+                        "(the machine or the portal's container was restarted)",
+                        started_at=started,
+                        finished_at=datetime.now(UTC),
+                    )
+        return out
+
+    def _finished(self, job: ActiveJob, state: dict[str, Any]) -> Observation:
+        rc = int(state["returncode"])
+        started, finished = _ts(state.get("started_at")), _ts(state.get("finished_at"))
+        if state.get("stopped"):
+            return Observation(JobStatus.STOPPED, "Stopped by user", rc, started, finished)
+        if state.get("timed_out"):
+            reason = failure_reason(rc, None, "", timed_out_hours=job.max_runtime_hours)
+            return Observation(JobStatus.FAILED, reason, rc, started, finished)
+        if rc == 0:
+            return Observation(JobStatus.SUCCEEDED, None, 0, started, finished)
+        tail = "\n".join(read_tail(self.log_path(job.id), max_lines=60, max_bytes=16 * 1024))
+        reason = failure_reason(rc if rc > 0 else None, -rc if rc < 0 else None, tail)
+        return Observation(JobStatus.FAILED, reason, rc, started, finished)
+
+    def _signal(self, job_id: int, ref: dict[str, Any], sig: signal.Signals) -> bool:
+        if not self._runner_alive(job_id, ref):
+            return False
+        try:
+            os.kill(int(ref["runner_pid"]), sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, job_id: int, ref: dict[str, Any]) -> None:
+        self._signal(job_id, ref, signal.SIGTERM)
+
+    def signal_checkpoint(self, job_id: int, ref: dict[str, Any]) -> None:
+        if not self._signal(job_id, ref, signal.SIGUSR1):
+            raise BackendError("The job is not running any more, so it cannot save a checkpoint.")
+
+    def delete(self, job_id: int, ref: dict[str, Any]) -> None:
+        if self._runner_alive(job_id, ref):
+            self._signal(job_id, ref, signal.SIGKILL)
+            state = self._state(job_id)
+            if state.get("child_pid"):
+                try:
+                    os.killpg(int(state["child_pid"]), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def close(self) -> None:
+        # Jobs keep running across a portal restart on purpose; only reap what already ended.
+        for proc in list(self._procs.values()):
+            proc.poll()

@@ -1,0 +1,109 @@
+"""One settings object for the whole portal (env vars ``PORTAL_*``, optional YAML/TOML file)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path | None:
+    raw = os.environ.get("PORTAL_CONFIG_FILE")
+    return Path(raw).expanduser() if raw else None
+
+
+class Settings(BaseSettings):
+    """Every knob an admin can turn. Env var = ``PORTAL_`` + upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="PORTAL_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("portal-data"),
+        description="Where the database, job working directories, logs and the workspace live.",
+    )
+    backend: Literal["auto", "local", "kubernetes"] = Field(
+        default="auto",
+        description="Where jobs run. 'auto' picks kubernetes when a cluster is configured, else local.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: a SQLite file portal.db in the data directory.",
+    )
+    currency: str = "$"
+    gpu_price_per_hour: float = Field(default=2.50, ge=0, description="Price of one GPU for one hour.")
+    node_price_per_hour: float = Field(
+        default=0.40, ge=0, description="Price of one node's CPU and memory for one hour."
+    )
+    max_gpus_per_node: int = Field(default=8, ge=0)
+    max_nodes: int = Field(default=4, ge=1)
+    max_runtime_hours: float = Field(default=72.0, gt=0)
+    default_runtime_hours: float = Field(default=8.0, gt=0)
+    max_upload_mb: float = Field(default=5.0, gt=0)
+    default_cpu: str = "4"
+    default_memory: str = "16Gi"
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
+    sync_interval_seconds: float = Field(default=1.0, gt=0)
+    python_executable: str = Field(
+        default="", description="Interpreter for local jobs. Empty: the portal's own interpreter."
+    )
+    dashboard_page_size: int = Field(default=10, ge=1, le=200)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            # Env vars win over the file so one value can be overridden without editing it.
+            if path.suffix in (".yaml", ".yml"):
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            elif path.suffix == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            else:
+                raise ValueError(f"PORTAL_CONFIG_FILE must end in .yaml, .yml or .toml: {path}")
+        return tuple(sources)
+
+    # Derived locations -------------------------------------------------------------------------
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'portal.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.data_dir / "workspace"
+
+    def cost_per_hour(self, gpus: int, nodes: int) -> float:
+        return round(nodes * (self.node_price_per_hour + gpus * self.gpu_price_per_hour), 2)
+
+    def describe(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,352 @@
+"""Use cases: submit, stop, delete, retry, clone, save checkpoint, and the queries pages need."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.auth import may_act
+from services.backends.base import Backend, BackendError, JobSubmission
+from services.config import Settings
+from services.downsample import lttb
+from services.logs import read_tail
+from services.models import (
+    ACTIVE_STATUSES,
+    GROUP_OF,
+    Conflict,
+    JobRequest,
+    JobStatus,
+    JobView,
+    NotFound,
+    StatusGroup,
+    User,
+    ValidationProblem,
+)
+from services.store.orm import Job, JobEvent, JobLog, MetricPoint, utcnow
+from services.workspace import OutputFile, confined, list_files, list_scripts, save_upload
+
+MAX_CHART_POINTS = 2000
+HIDDEN_SERIES = frozenset({"epoch", "step", "global_step"})
+
+
+def validation_problems(exc: ValidationError) -> dict[str, str]:
+    """pydantic errors -> one sentence per form field."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        if not field and ":" in msg:
+            field, msg = (s.strip() for s in msg.split(":", 1))
+        out.setdefault(field, msg)
+    return out
+
+
+def parse_request(data: dict[str, Any]) -> JobRequest:
+    try:
+        return JobRequest.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationProblem(validation_problems(exc)) from None
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[JobView]
+    has_more: bool
+
+
+def to_view(job: Job) -> JobView:
+    return JobView(
+        id=job.id,
+        name=job.name,
+        owner=job.owner,
+        status=JobStatus(job.status),
+        reason=job.reason,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        epoch=job.epoch,
+        total_epochs=job.total_epochs,
+        progress=job.progress,
+        eta_seconds=job.eta_seconds,
+        latest_metrics=job.latest_metrics or {},
+        final_metrics=job.final_metrics or {},
+        gpus=job.gpus,
+        nodes=job.nodes,
+        cost_per_hour=job.cost_per_hour,
+        gpu_util=job.gpu_util,
+        request=job.request,
+        spec=job.spec,
+        exit_code=job.exit_code,
+    )
+
+
+def set_status(s: Session, job: Job, status: JobStatus, message: str = "") -> None:
+    """Every state change goes through here, so the events table is the job's full timeline."""
+    if job.status == status and not message:
+        return
+    job.status = status.value
+    job.status_group = GROUP_OF[status].value
+    job.updated_at = utcnow()
+    s.add(JobEvent(job_id=job.id, ts=job.updated_at, status=status.value, message=message))
+
+
+class JobService:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], backend: Backend):
+        self.settings = settings
+        self.sessions = sessions
+        self.backend = backend
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions.begin() as s:
+            yield s
+
+    # Validation that needs settings --------------------------------------------------------------
+    def check_limits(self, req: JobRequest) -> None:
+        st = self.settings
+        problems: dict[str, str] = {}
+        if req.gpus > st.max_gpus_per_node:
+            problems["gpus"] = f"at most {st.max_gpus_per_node} GPUs per node are allowed"
+        max_nodes = min(st.max_nodes, self.backend.max_nodes)
+        if req.nodes > max_nodes:
+            problems["nodes"] = (
+                "multi-node jobs need the Kubernetes backend; this portal runs jobs on this machine"
+                if self.backend.max_nodes == 1
+                else f"at most {max_nodes} nodes are allowed"
+            )
+        if req.max_runtime_hours > st.max_runtime_hours:
+            problems["max_runtime_hours"] = f"at most {st.max_runtime_hours:g} hours are allowed"
+        if req.script not in set(list_scripts(st.workspace_dir)):
+            problems["script"] = f"'{req.script}' is not in the workspace"
+        if problems:
+            raise ValidationProblem(problems)
+
+    # Use cases ---------------------------------------------------------------------------------
+    def submit(
+        self,
+        user: User,
+        data: dict[str, Any],
+        upload: tuple[str, bytes] | None = None,
+        parent_id: int | None = None,
+    ) -> int:
+        """Validate, record, then start. Returns the job id (also for a failed start: the row says why)."""
+        if upload is not None:
+            data = dict(data)
+            data["script"] = save_upload(
+                self.settings.workspace_dir, upload[0], upload[1], int(self.settings.max_upload_mb * 1e6)
+            )
+        req = parse_request(data)
+        self.check_limits(req)
+        script_source = confined(self.settings.workspace_dir, req.script)
+        now = utcnow()
+        with self.session() as s:
+            job = Job(
+                submission_id=str(uuid.uuid4()),
+                owner=user.name,
+                name=req.name,
+                status=JobStatus.SUBMITTING.value,
+                status_group=StatusGroup.ACTIVE.value,
+                backend=self.backend.name,
+                request=req.model_dump(mode="json"),
+                gpus=req.gpus,
+                nodes=req.nodes,
+                cost_per_hour=self.settings.cost_per_hour(req.gpus, req.nodes),
+                created_at=now,
+                updated_at=now,
+                total_epochs=req.epochs,
+                latest_metrics={},
+                final_metrics={},
+                parent_id=parent_id,
+                search_text=f"{req.name} {user.name} {req.script}".lower(),
+            )
+            s.add(job)
+            s.flush()
+            s.add(JobEvent(job_id=job.id, ts=now, status=job.status, message="Submitted"))
+            s.add(
+                JobLog(job_id=job.id, path=str(self.backend.log_path(job.id)), offset=0, lines=0,
+                       parser_state={}, updated_at=now)
+            )
+            job_id = job.id
+        # The row exists before the backend is asked, so a crash here leaves a visible job, never a ghost.
+        try:
+            result = self.backend.submit(JobSubmission(job_id, user.name, req, script_source))
+        except (BackendError, OSError) as exc:
+            with self.session() as s:
+                job = s.get_one(Job, job_id)
+                job.reason = str(exc)
+                job.finished_at = utcnow()
+                set_status(s, job, JobStatus.SUBMIT_FAILED, str(exc))
+            return job_id
+        with self.session() as s:
+            job = s.get_one(Job, job_id)
+            job.spec = result.spec
+            job.backend_ref = result.ref
+            if job.status == JobStatus.SUBMITTING.value:
+                set_status(s, job, result.status, "Accepted by the backend")
+        return job_id
+
+    def _owned(self, s: Session, user: User, job_id: int) -> Job:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} was not found.")
+        if not may_act(user, job.owner):
+            raise NotFound(f"Job {job_id} was not found.")
+        return job
+
+    def stop(self, user: User, job_id: int) -> None:
+        with self.session() as s:
+            job = self._owned(s, user, job_id)
+            if JobStatus(job.status) not in ACTIVE_STATUSES:
+                raise Conflict(f"Job {job.name} has already finished ({job.status}).")
+            ref = dict(job.backend_ref or {})
+            s.add(JobEvent(job_id=job.id, ts=utcnow(), status=job.status, message=f"Stop requested by {user.name}"))
+        # The sync loop records the final state once the process has actually ended.
+        self.backend.stop(job_id, ref)
+
+    def save_checkpoint(self, user: User, job_id: int) -> None:
+        with self.session() as s:
+            job = self._owned(s, user, job_id)
+            if job.status != JobStatus.RUNNING.value:
+                raise Conflict("Only a running job can save a checkpoint.")
+            ref = dict(job.backend_ref or {})
+            s.add(JobEvent(job_id=job.id, ts=utcnow(), status=job.status, message="Checkpoint requested"))
+        self.backend.signal_checkpoint(job_id, ref)
+
+    def delete(self, user: User, job_id: int) -> None:
+        with self.session() as s:
+            job = self._owned(s, user, job_id)
+            ref = dict(job.backend_ref or {})
+        self.backend.delete(job_id, ref)
+        with self.session() as s:
+            s.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id))
+            s.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+            s.execute(delete(JobLog).where(JobLog.job_id == job_id))
+            s.execute(delete(Job).where(Job.id == job_id))
+
+    def clone_values(self, user: User, job_id: int) -> dict[str, Any]:
+        """The submitted values of a job, to prefill the Submit form."""
+        job = self.get(user, job_id)
+        return dict(job.request)
+
+    def retry(self, user: User, job_id: int) -> int:
+        with self.session() as s:
+            job = self._owned(s, user, job_id)
+            if JobStatus(job.status) in ACTIVE_STATUSES:
+                raise Conflict("The job is still running; stop it before retrying.")
+            data = dict(job.request)
+        return self.submit(user, data, parent_id=job_id)
+
+    # Queries -----------------------------------------------------------------------------------
+    def get(self, user: User, job_id: int) -> JobView:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"Job {job_id} was not found.")
+            return to_view(job)
+
+    def _filtered(self, stmt: Any, search: str, owner: str | None) -> Any:
+        if owner:
+            stmt = stmt.where(Job.owner == owner)
+        if search.strip():
+            term = search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(Job.search_text.like(f"%{term}%", escape="\\"))
+        return stmt
+
+    def counts(self, search: str = "", owner: str | None = None) -> dict[StatusGroup, int]:
+        stmt = self._filtered(select(Job.status_group, func.count()).group_by(Job.status_group), search, owner)
+        with self.session() as s:
+            rows = dict(s.execute(stmt).all())
+        return {g: int(rows.get(g.value, 0)) for g in StatusGroup}
+
+    def list_group(
+        self, group: StatusGroup, limit: int, search: str = "", owner: str | None = None
+    ) -> Page:
+        stmt = self._filtered(select(Job).where(Job.status_group == group.value), search, owner)
+        stmt = stmt.order_by(Job.id.desc()).limit(limit + 1)
+        with self.session() as s:
+            rows = list(s.scalars(stmt))
+            views = [to_view(j) for j in rows[:limit]]
+        return Page(views, has_more=len(rows) > limit)
+
+    def list_jobs(
+        self, limit: int = 50, offset: int = 0, search: str = "", owner: str | None = None
+    ) -> list[JobView]:
+        stmt = self._filtered(select(Job), search, owner).order_by(Job.id.desc()).limit(limit).offset(offset)
+        with self.session() as s:
+            return [to_view(j) for j in s.scalars(stmt)]
+
+    def events(self, job_id: int) -> list[tuple[Any, str, str]]:
+        with self.session() as s:
+            rows = s.execute(
+                select(JobEvent.ts, JobEvent.status, JobEvent.message)
+                .where(JobEvent.job_id == job_id)
+                .order_by(JobEvent.id)
+            ).all()
+        return [tuple(r) for r in rows]
+
+    def log_info(self, job_id: int) -> tuple[Path, int]:
+        with self.session() as s:
+            log = s.get(JobLog, job_id)
+            if log is None:
+                raise NotFound(f"Job {job_id} has no log.")
+            return Path(log.path), log.lines
+
+    def log_tail(self, job_id: int, max_lines: int = 500) -> list[str]:
+        path, _ = self.log_info(job_id)
+        return read_tail(path, max_lines=max_lines)
+
+    def metric_names(self, job_id: int) -> list[str]:
+        with self.session() as s:
+            names = s.scalars(
+                select(MetricPoint.name).where(MetricPoint.job_id == job_id).distinct()
+            ).all()
+        return sorted(n for n in names if n not in HIDDEN_SERIES)
+
+    def metric_series(
+        self, job_id: int, max_points: int = MAX_CHART_POINTS
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every numeric series of a job, each downsampled on the server to at most max_points."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        with self.session() as s:
+            conn = s.connection()
+            for name in self.metric_names(job_id):
+                rows = conn.execute(
+                    select(MetricPoint.step, MetricPoint.value)
+                    .where(MetricPoint.job_id == job_id, MetricPoint.name == name)
+                    .order_by(MetricPoint.step, MetricPoint.id)
+                ).all()
+                if not rows:
+                    continue
+                arr = np.asarray(rows, dtype=np.float64)
+                out[name] = lttb(arr[:, 0], arr[:, 1], max_points)
+        return out
+
+    def output_files(self, job_id: int) -> list[OutputFile]:
+        return list_files(self.backend.output_dir(job_id))
+
+    def output_file(self, user: User, job_id: int, relative: str) -> Path:
+        self.get(user, job_id)
+        try:
+            path = confined(self.backend.output_dir(job_id), relative)
+        except FileNotFoundError:
+            raise NotFound(f"No file '{relative}' in job {job_id}.") from None
+        if not path.is_file():
+            raise NotFound(f"No file '{relative}' in job {job_id}.")
+        return path
+
+    def scripts(self) -> list[str]:
+        return list_scripts(self.settings.workspace_dir)
+
+    def mark(self, job_id: int, **values: Any) -> None:
+        """Set plain columns (used by the sync loop and tests)."""
+        with self.session() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**values))

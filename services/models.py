@@ -1,0 +1,204 @@
+"""Domain types shared by the services, the pages and the API."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A Kubernetes object name / label value (RFC 1123 label): what `kubectl` would accept.
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME_MAX = 63
+EXTRA_ARGS_MAX_CHARS = 2000
+EXTRA_ARGS_MAX_COUNT = 100
+
+
+class JobStatus(StrEnum):
+    SUBMITTING = "Submitting"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    SUBMIT_FAILED = "Submit failed"
+
+
+class StatusGroup(StrEnum):
+    """The dashboard's sections (and filter values)."""
+
+    ACTIVE = "Running"
+    SUCCEEDED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+
+GROUP_OF: dict[JobStatus, StatusGroup] = {
+    JobStatus.SUBMITTING: StatusGroup.ACTIVE,
+    JobStatus.QUEUED: StatusGroup.ACTIVE,
+    JobStatus.RUNNING: StatusGroup.ACTIVE,
+    JobStatus.SUCCEEDED: StatusGroup.SUCCEEDED,
+    JobStatus.FAILED: StatusGroup.FAILED,
+    JobStatus.SUBMIT_FAILED: StatusGroup.FAILED,
+    JobStatus.STOPPED: StatusGroup.STOPPED,
+}
+ACTIVE_STATUSES = frozenset(s for s, g in GROUP_OF.items() if g is StatusGroup.ACTIVE)
+
+
+def format_hours(hours: float) -> str:
+    """8 -> '8 h', 1.5 -> '1.5 h', 0.5 -> '30 min'."""
+    if hours < 1:
+        return f"{round(hours * 60)} min"
+    return f"{hours:g} h"
+
+
+class JobRequest(BaseModel):
+    """What a researcher submits. Validated here, at the edge, for the UI and the API alike."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=NAME_MAX, description="Experiment name")
+    script: str = Field(min_length=1, max_length=255, description="Workspace path of the training script")
+    learning_rate: float = Field(default=0.001, gt=0, le=100)
+    epochs: int = Field(default=10, gt=0, le=1_000_000)
+    batch_size: int = Field(default=32, gt=0, le=1_000_000)
+    dataset_path: str = Field(default="", max_length=1024)
+    extra_args: str = Field(default="", max_length=EXTRA_ARGS_MAX_CHARS)
+    gpus: int = Field(default=0, ge=0, le=1024)
+    nodes: int = Field(default=1, ge=1, le=1024)
+    mixed_precision: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(default=0, ge=0, le=1_000_000, description="0 = no periodic checkpoints")
+    max_runtime_hours: float = Field(default=8.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _k8s_name(cls, v: str) -> str:
+        if not DNS1123_LABEL.match(v):
+            raise ValueError(
+                "use only lower-case letters, digits and '-', starting and ending with a letter or digit "
+                "(for example 'gpt-finetune-v2')"
+            )
+        return v
+
+    @field_validator("script")
+    @classmethod
+    def _python_script(cls, v: str) -> str:
+        if not v.endswith(".py"):
+            raise ValueError("the training script must be a Python file (.py)")
+        if v.startswith("/") or ".." in v.split("/") or "\\" in v or "\x00" in v:
+            raise ValueError("pick a script inside the workspace")
+        return v
+
+    @field_validator("dataset_path")
+    @classmethod
+    def _no_control_chars(cls, v: str) -> str:
+        if any(ord(c) < 32 for c in v):
+            raise ValueError("the dataset path contains control characters")
+        return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _splittable(cls, v: str) -> str:
+        split_args(v)
+        return v
+
+    @model_validator(mode="after")
+    def _checkpoint_within_epochs(self) -> JobRequest:
+        if self.checkpoint_every > self.epochs:
+            raise ValueError("checkpoint_every: must not exceed the number of epochs")
+        return self
+
+    def extra_argv(self) -> list[str]:
+        return split_args(self.extra_args)
+
+
+def split_args(text: str) -> list[str]:
+    """Additional args become an argv list (never a shell string)."""
+    try:
+        args = shlex.split(text)
+    except ValueError as exc:  # unbalanced quotes
+        raise ValueError(f"cannot split the additional arguments: {exc}") from None
+    if len(args) > EXTRA_ARGS_MAX_COUNT:
+        raise ValueError(f"at most {EXTRA_ARGS_MAX_COUNT} additional arguments")
+    if any("\x00" in a for a in args):
+        raise ValueError("the additional arguments contain a NUL character")
+    return args
+
+
+class ValidationProblem(Exception):
+    """Bad input, with one sentence per form field (field '' = the whole form)."""
+
+    def __init__(self, problems: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" if k else v for k, v in problems.items()))
+        self.problems = problems
+
+
+class NotFound(Exception):
+    """The job (or file) does not exist, or the user may not see it."""
+
+
+class Conflict(Exception):
+    """The action does not fit the job's state (e.g. stopping a finished job)."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    is_admin: bool = True
+
+
+@dataclass
+class JobView:
+    """A job as the pages and the API show it."""
+
+    id: int
+    name: str
+    owner: str
+    status: JobStatus
+    reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    epoch: int | None
+    total_epochs: int | None
+    progress: float | None
+    eta_seconds: float | None
+    latest_metrics: dict[str, float]
+    final_metrics: dict[str, float]
+    gpus: int
+    nodes: int
+    cost_per_hour: float
+    gpu_util: float | None
+    request: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+    exit_code: int | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def group(self) -> StatusGroup:
+        return GROUP_OF[self.status]
+
+    @property
+    def loss(self) -> float | None:
+        src = self.final_metrics or self.latest_metrics
+        for key in ("loss", "train_loss", "val_loss", "eval_loss"):
+            if key in src:
+                return src[key]
+        return None
+
+    def runtime_seconds(self, now: datetime) -> float | None:
+        if self.started_at is None:
+            return None
+        return max(0.0, ((self.finished_at or now) - self.started_at).total_seconds())
+
+    def cost(self, now: datetime) -> float | None:
+        secs = self.runtime_seconds(now)
+        return None if secs is None else round(secs / 3600 * self.cost_per_hour, 2)

@@ -1,0 +1,65 @@
+"""The process-wide services: one settings object, one engine, one backend, one sync loop."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from services.backends.base import Backend
+from services.backends.local import LocalBackend
+from services.config import Settings, get_settings
+from services.jobs import JobService
+from services.store.db import make_engine, make_sessionmaker, migrate
+from services.sync import SyncLoop
+from services.workspace import seed_workspace
+
+
+@dataclass
+class Portal:
+    settings: Settings
+    jobs: JobService
+    sync: SyncLoop
+
+    def close(self) -> None:
+        self.sync.stop()
+        self.jobs.backend.close()
+        self.jobs.sessions.kw["bind"].dispose()
+
+
+def make_backend(settings: Settings) -> Backend:
+    if settings.backend == "kubernetes":
+        raise RuntimeError("The Kubernetes backend is not available yet; set PORTAL_BACKEND=local.")
+    return LocalBackend(settings)
+
+
+def build_portal(settings: Settings) -> Portal:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    seed_workspace(settings.workspace_dir)
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    service = JobService(settings, make_sessionmaker(engine), make_backend(settings))
+    return Portal(settings, service, SyncLoop(service, settings.sync_interval_seconds))
+
+
+_lock = threading.Lock()
+_portal: Portal | None = None
+
+
+def get_portal() -> Portal:
+    """The one Portal of this process, built on first use (pages, API routes and the lifespan share it)."""
+    global _portal
+    with _lock:
+        if _portal is None:
+            get_settings.cache_clear()
+            _portal = build_portal(get_settings())
+        return _portal
+
+
+def reset_portal() -> None:
+    """Close and forget the process's Portal (tests point PORTAL_DATA_DIR elsewhere, then call this)."""
+    global _portal
+    with _lock:
+        if _portal is not None:
+            _portal.close()
+        _portal = None

@@ -1,0 +1,1 @@
+"""Job history: SQLAlchemy 2.0 ORM, Alembic migrations, queries."""

@@ -1,0 +1,157 @@
+"""The ONE background loop per process: backend state -> store, log bytes -> metrics.
+
+Pages never watch the backend themselves; they read what this loop wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import insert, select
+
+from services.backends.base import ActiveJob, Observation
+from services.jobs import JobService, set_status
+from services.logs import read_from
+from services.metrics import MetricExtractor, ParserState, eta_seconds
+from services.models import ACTIVE_STATUSES, JobStatus
+from services.store.orm import Job, JobLog, MetricPoint, utcnow
+
+log = logging.getLogger(__name__)
+READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
+
+
+class SyncLoop:
+    def __init__(self, service: JobService, interval: float):
+        self.service = service
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+
+    # Thread control -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="portal-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
+
+    def _run(self) -> None:
+        backoff = self.interval
+        while not self._stop.is_set():
+            try:
+                self.tick()
+                self.last_error = None
+                backoff = self.interval
+            except Exception as exc:  # the loop must survive a locked database or a backend hiccup
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("sync tick failed")
+                backoff = min(backoff * 2, 30.0)
+            self._stop.wait(backoff)
+
+    # One pass -----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        with self._lock:
+            svc = self.service
+            with svc.session() as s:
+                rows = s.execute(
+                    select(Job.id, Job.backend_ref, Job.request).where(
+                        Job.status.in_([st.value for st in ACTIVE_STATUSES]), Job.backend == svc.backend.name
+                    )
+                ).all()
+            active = [
+                ActiveJob(r.id, dict(r.backend_ref or {}), float(r.request.get("max_runtime_hours", 8)))
+                for r in rows
+                if r.backend_ref is not None
+            ]
+            observed = svc.backend.observe(active) if active else {}
+            for job in active:
+                # Logs first: a job's final metrics must be in before it is shown as finished.
+                obs = observed.get(job.id)
+                finished = obs is not None and obs.status not in ACTIVE_STATUSES
+                self.ingest_logs(job.id, final=finished)
+                if obs is not None:
+                    self.apply(job.id, obs)
+            self.ticks += 1
+
+    def apply(self, job_id: int, obs: Observation) -> None:
+        with self.service.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return
+            if obs.started_at and job.started_at is None:
+                job.started_at = obs.started_at
+            if obs.status.value == job.status:
+                return
+            if obs.status not in ACTIVE_STATUSES:
+                job.finished_at = obs.finished_at or utcnow()
+                job.exit_code = obs.exit_code
+                job.reason = obs.reason
+                job.eta_seconds = None
+                job.final_metrics = dict(job.latest_metrics or {})
+                if obs.status is JobStatus.SUCCEEDED:
+                    job.progress = 1.0
+            set_status(s, job, obs.status, obs.reason or "")
+
+    def ingest_logs(self, job_id: int, final: bool = False) -> int:
+        """Read new log bytes from the stored cursor; extract metrics; advance the cursor. Returns bytes read."""
+        with self.service.session() as s:
+            jl = s.get(JobLog, job_id)
+            if jl is None:
+                return 0
+            path, offset, state_json = Path(jl.path), jl.offset, jl.parser_state
+        data = read_from(path, offset, READ_LIMIT)
+        if not final:
+            # Only whole lines: a half-written line is read again, complete, next time.
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+            data = data[: cut + 1] if cut >= 0 else b""
+        if not data:
+            return 0
+        now = time.time()
+        text = data.decode("utf-8", errors="replace")
+        extractor = MetricExtractor(ParserState.from_json(state_json))
+        points = extractor.feed(text, now)
+        st = extractor.state
+        with self.service.session() as s:
+            job = s.get(Job, job_id)
+            jl = s.get(JobLog, job_id)
+            if job is None or jl is None or jl.offset != offset:
+                return 0  # deleted meanwhile, or another reader advanced the cursor
+            if points:
+                s.execute(
+                    insert(MetricPoint),
+                    [
+                        {"job_id": job_id, "name": n, "step": x, "epoch": ep, "value": v, "ts": now, "rank": r}
+                        for (n, x, ep, v, r) in points
+                    ],
+                )
+            jl.offset = offset + len(data)
+            jl.lines += text.count("\n")
+            jl.parser_state = st.to_json()
+            jl.updated_at = utcnow()
+            planned = (job.request or {}).get("epochs")
+            if st.epoch is not None:
+                job.epoch = int(st.epoch)
+            if st.total_epochs:
+                job.total_epochs = st.total_epochs
+            job.step = st.step
+            job.total_steps = st.total_steps
+            job.progress = st.progress(planned)
+            job.eta_seconds = eta_seconds(st.marks, now)
+            job.latest_metrics = dict(st.latest)
+            job.updated_at = utcnow()
+        return len(data)
