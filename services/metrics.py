@@ -23,7 +23,7 @@ _PATTERN = re.compile(
     r"^\#\#portal[ \t]+(?P<json>\{[^\n\r]*\})"
     r"|\b(?P<ep>[Ee]poch)[ \t]*[:#]?[ \t]*\[?(?P<ep_n>\d+)[ \t]*/[ \t]*(?P<ep_t>\d+)"
     r"|\b(?P<st>[Ss]tep|[Ii]ter(?:ation)?)[ \t]*[:#]?[ \t]*\[?(?P<st_n>\d+)[ \t]*/[ \t]*(?P<st_t>\d+)"
-    r"|\b(?P<key>[A-Za-z][\w./-]*(?:[ ][A-Za-z][\w./-]*)?)['\"]?[ \t]*[:=][ \t]*"
+    r"|\b(?P<key>[A-Za-z][\w./-]*(?:[ ][A-Za-z][\w./-]*)?)['\"]?(?P<sep>[ \t]*[:=][ \t]*)"
     r"(?P<val>" + _NUMBER + r"|(?:nan|inf)\b)",
     re.M,
 )
@@ -123,8 +123,8 @@ class MetricExtractor:
                 if key is None:
                     continue
                 raw = m.group("val")
-                if "." in key and raw.isdigit():
-                    continue  # host:port, not a metric
+                if raw.isdigit() and ("." in key or m.group("sep") == ":"):
+                    continue  # host:port or a clock time, not a metric
                 line_kv.append((key, float(raw)))
             elif kind == "ep_t":
                 st.epoch = int(m.group("ep_n"))

@@ -17,7 +17,7 @@ from services.jobs import JobService, set_status
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus
-from services.store.orm import Job, JobLog, MetricPoint, utcnow
+from services.store.orm import Job, JobEvent, JobLog, MetricPoint, utcnow
 
 log = logging.getLogger(__name__)
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
@@ -98,6 +98,9 @@ class SyncLoop:
             if obs.status.value == job.status:
                 return
             if obs.status not in ACTIVE_STATUSES:
+                if obs.started_at and job.status != JobStatus.RUNNING.value:
+                    # Started and ended between two ticks: the timeline still shows when it ran.
+                    s.add(JobEvent(job_id=job.id, ts=obs.started_at, status=JobStatus.RUNNING.value, message=""))
                 job.finished_at = obs.finished_at or utcnow()
                 job.exit_code = obs.exit_code
                 job.reason = obs.reason

@@ -1,0 +1,151 @@
+"""Shared fixtures: every test gets its own data directory (SQLite file, workspace, job dirs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.auth import current_user
+from services.models import User
+from services.portal import Portal, get_portal, reset_portal
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    d = tmp_path / "portal-data"
+    monkeypatch.setenv("PORTAL_DATA_DIR", str(d))
+    monkeypatch.setenv("PORTAL_STOP_GRACE_SECONDS", "2")
+    reset_portal()
+    yield d
+    reset_portal()
+
+
+@pytest.fixture
+def portal(data_dir: Path) -> Iterator[Portal]:
+    p = get_portal()
+    yield p
+    _kill_leftover_jobs(p)
+
+
+def _kill_leftover_jobs(p: Portal) -> None:
+    """A failed test must not leave training processes behind."""
+    for job_dir in p.settings.jobs_dir.glob("*"):
+        state = job_dir / "state.json"
+        if state.exists():
+            import json
+
+            st = json.loads(state.read_text())
+            for key in ("runner_pid", "child_pid"):
+                pid = st.get(key)
+                if pid and "returncode" not in st:
+                    try:
+                        os.killpg(pid, signal.SIGKILL) if key == "child_pid" else os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+
+
+@pytest.fixture
+def user() -> User:
+    return current_user()
+
+
+@pytest.fixture
+def workspace_script(portal: Portal) -> Callable[[str, str], str]:
+    """Write a script into the workspace; returns its workspace path."""
+
+    def write(name: str, body: str) -> str:
+        path = portal.settings.workspace_dir / name
+        path.write_text(body)
+        return name
+
+    return write
+
+
+def run_to_end(portal: Portal, user: User, job_id: int, timeout: float = 60.0):
+    """Drive the sync loop by hand until the job has finished; returns its view."""
+
+    def finished():
+        portal.sync.tick()
+        job = portal.jobs.get(user, job_id)
+        return job if not job.is_active else None
+
+    return wait_until(finished, timeout=timeout, interval=0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PortalServer:
+    """The portal as a user starts it: `streamlit run portal_app.py`, bound to 127.0.0.1."""
+
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PortalServer:
+        env = dict(os.environ, PORTAL_DATA_DIR=str(self.data_dir), PORTAL_STOP_GRACE_SECONDS="2")
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "portal_app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(self.port),
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+             "--client.toolbarMode", "viewer"],
+            cwd=ROOT, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+
+        def healthy() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=60, interval=0.3)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PortalServer]:
+    srv = PortalServer(tmp_path / "portal-data").start()
+    yield srv
+    srv.stop()

@@ -1,0 +1,90 @@
+import math
+
+import numpy as np
+
+from services.downsample import lttb
+from services.metrics import MetricExtractor, ParserState, eta_seconds
+
+DESIGN_LOG = """[2024-02-24 15:23:45] Epoch 47/100
+[2024-02-24 15:23:46] Loss: 0.342
+[2024-02-24 15:23:47] Accuracy: 0.856
+[2024-02-24 15:23:48] GPU Memory: 72GB
+[2024-02-24 15:23:49] Samples/sec: 1250
+[2024-02-24 15:23:50] Gradient norm: 0.8
+"""
+
+
+def series(points):
+    out = {}
+    for name, x, _epoch, value, _rank in points:
+        out.setdefault(name, []).append((x, value))
+    return out
+
+
+def test_design_log_format():
+    ex = MetricExtractor()
+    s = series(ex.feed(DESIGN_LOG, now=1.0))
+    assert s == {
+        "loss": [(0, 0.342)], "accuracy": [(0, 0.856)], "gpu_memory": [(0, 72.0)],
+        "samples/sec": [(0, 1250.0)], "gradient_norm": [(0, 0.8)],
+    }
+    assert (ex.state.epoch, ex.state.total_epochs) == (47, 100)
+    # Timestamps are not metrics.
+    assert not any(k[0].isdigit() for k in s)
+
+
+def test_key_value_pairs_and_steps_on_one_line():
+    ex = MetricExtractor()
+    s = series(ex.feed("loss=0.5 step=10 val acc: 0.7\nstep=20 loss=0.4\n", now=1.0))
+    # A step on the line applies to every value of that line, wherever it stands.
+    assert s["loss"] == [(10, 0.5), (20, 0.4)]
+    assert s["val_acc"] == [(10, 0.7)]
+
+
+def test_json_protocol_lines_are_exact():
+    ex = MetricExtractor()
+    pts = ex.feed('##portal {"step": 3, "epoch": 1, "loss": 0.25, "lr": 1e-4, "note": "x"}\n', now=1.0)
+    assert sorted((n, x, v) for n, x, _, v, _ in pts) == [("loss", 3, 0.25), ("lr", 3, 1e-4)]
+
+
+def test_protocol_helper_output_round_trips(capsys):
+    from services.scriptkit.portal_metrics import log_metrics
+
+    log_metrics(step=7, epoch=2, total_epochs=5, loss=float("nan"), acc=0.5)
+    ex = MetricExtractor()
+    pts = series(ex.feed(capsys.readouterr().out, now=1.0))
+    assert pts["acc"] == [(7, 0.5)]
+    assert math.isnan(pts["loss"][0][1])
+    assert ex.state.total_epochs == 5
+
+
+def test_state_survives_chunk_boundaries():
+    ex = MetricExtractor()
+    ex.feed("Epoch 1/3\nLoss: 1.0\n", now=1.0)
+    restored = MetricExtractor(ParserState.from_json(ex.state.to_json()))
+    s = series(restored.feed("Epoch 2/3\nLoss: 0.5\n", now=2.0))
+    assert s["loss"] == [(1, 0.5)]  # second point of the series, not a restart at 0
+    assert restored.state.progress() == 1 / 3
+
+
+def test_noise_is_not_a_metric():
+    ex = MetricExtractor()
+    s = series(ex.feed("Connecting to http://example.com:8080 at localhost:29500\nlevel: info\n", now=1.0))
+    assert s == {}
+
+
+def test_eta_ignores_a_slow_first_epoch_and_says_unknown_without_a_rate():
+    assert eta_seconds([[0.0, 0.0]], now=0.0) is None
+    # first epoch took 100 s (warm-up), then 10 s each; 10 epochs in all
+    marks = [[0.0, 0.0], [100.0, 0.1], [110.0, 0.2], [120.0, 0.3]]
+    assert eta_seconds(marks, now=120.0) == 70.0
+
+
+def test_lttb_keeps_peaks_and_limits_points():
+    x = np.arange(1_000_000, dtype=float)
+    y = np.sin(x / 5000.0)
+    y[123_456] = 50.0  # a spike a user must see
+    dx, dy = lttb(x, y, 2000)
+    assert len(dx) == 2000
+    assert dy.max() == 50.0
+    assert dx[0] == 0 and dx[-1] == 999_999

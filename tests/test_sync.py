@@ -1,0 +1,40 @@
+"""The sync loop: reads only new bytes, never half a line, and survives its own failures."""
+
+from services.models import JobStatus
+from services.store.orm import JobLog
+from tests.conftest import run_to_end, wait_until
+
+
+def test_half_written_lines_wait_for_their_end(portal, user, workspace_script):
+    s = workspace_script("slow.py", "import sys, time\nsys.stdout.write('Loss: 0.3')\nsys.stdout.flush()\n"
+                                    "time.sleep(1.5)\nprint('5')\n")
+    job_id = portal.jobs.submit(user, {"name": "half", "script": s})
+    wait_until(lambda: (portal.sync.tick(), portal.jobs.get(user, job_id).status is JobStatus.RUNNING)[1])
+    portal.sync.tick()
+    assert portal.jobs.get(user, job_id).latest_metrics == {}  # 'Loss: 0.3' might still become 'Loss: 0.35'
+    job = run_to_end(portal, user, job_id)
+    assert job.final_metrics == {"loss": 0.35}
+
+
+def test_cursor_advances_and_is_stored(portal, user):
+    job_id = portal.jobs.submit(user, {"name": "c", "script": "train_example.py", "epochs": 2,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, job_id)
+    with portal.jobs.session() as s:
+        log = s.get(JobLog, job_id)
+        path = portal.jobs.backend.log_path(job_id)
+        assert log.offset == path.stat().st_size
+        assert log.lines == len(path.read_text().splitlines()) == 8
+    assert portal.sync.ingest_logs(job_id) == 0  # nothing new: nothing re-read
+
+
+def test_background_loop_runs_and_reports(portal, user):
+    portal.sync.start()
+    try:
+        job_id = portal.jobs.submit(user, {"name": "bg", "script": "train_example.py", "epochs": 1,
+                                           "extra_args": "--seconds-per-epoch 0"})
+        wait_until(lambda: portal.jobs.get(user, job_id).status is JobStatus.SUCCEEDED, timeout=30)
+        assert portal.sync.alive and portal.sync.ticks > 0 and portal.sync.last_error is None
+    finally:
+        portal.sync.stop()
+    assert not portal.sync.alive
