@@ -111,24 +111,44 @@ class JobService:
             yield s
 
     # Validation that needs settings --------------------------------------------------------------
-    def check_limits(self, req: JobRequest) -> None:
+    def limit_problems(self, data: dict[str, Any]) -> dict[str, str]:
+        """The admin's limits, checked on the raw values so they are reported with the form's other problems."""
         st = self.settings
         problems: dict[str, str] = {}
-        if req.gpus > st.max_gpus_per_node:
+
+        def number(field: str) -> float | None:
+            try:
+                return float(data.get(field))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return None
+
+        gpus, nodes, hours = number("gpus"), number("nodes"), number("max_runtime_hours")
+        if gpus is not None and gpus > st.max_gpus_per_node:
             problems["gpus"] = f"at most {st.max_gpus_per_node} GPUs per node are allowed"
         max_nodes = min(st.max_nodes, self.backend.max_nodes)
-        if req.nodes > max_nodes:
+        if nodes is not None and nodes > max_nodes:
             problems["nodes"] = (
                 "multi-node jobs need the Kubernetes backend; this portal runs jobs on this machine"
                 if self.backend.max_nodes == 1
                 else f"at most {max_nodes} nodes are allowed"
             )
-        if req.max_runtime_hours > st.max_runtime_hours:
+        if hours is not None and hours > st.max_runtime_hours:
             problems["max_runtime_hours"] = f"at most {st.max_runtime_hours:g} hours are allowed"
-        if req.script not in set(list_scripts(st.workspace_dir)):
-            problems["script"] = f"'{req.script}' is not in the workspace"
-        if problems:
-            raise ValidationProblem(problems)
+        script = data.get("script")
+        if isinstance(script, str) and script.endswith(".py") and script not in set(list_scripts(st.workspace_dir)):
+            problems["script"] = f"'{script}' is not in the workspace"
+        return problems
+
+    def validate(self, data: dict[str, Any]) -> JobRequest:
+        """Every problem with a submission at once, one sentence per field."""
+        limits = self.limit_problems(data)
+        try:
+            req = parse_request(data)
+        except ValidationProblem as exc:
+            raise ValidationProblem(limits | exc.problems) from None
+        if limits:
+            raise ValidationProblem(limits)
+        return req
 
     # Use cases ---------------------------------------------------------------------------------
     def submit(
@@ -144,8 +164,7 @@ class JobService:
             data["script"] = save_upload(
                 self.settings.workspace_dir, upload[0], upload[1], int(self.settings.max_upload_mb * 1e6)
             )
-        req = parse_request(data)
-        self.check_limits(req)
+        req = self.validate(data)
         script_source = confined(self.settings.workspace_dir, req.script)
         now = utcnow()
         with self.session() as s:

@@ -1,0 +1,52 @@
+"""Bulk-insert synthetic finished jobs (for benchmarks, demos and paging tests)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import Engine, insert
+
+from services.models import GROUP_OF, JobStatus
+from services.store.orm import Job, utcnow
+
+BATCH = 5000
+MIX = [JobStatus.SUCCEEDED] * 6 + [JobStatus.FAILED] * 2 + [JobStatus.STOPPED] + [JobStatus.RUNNING]
+
+
+def seed_jobs(engine: Engine, n: int, owner: str = "researcher", *, status: JobStatus | None = None,
+              seed: int = 0) -> None:
+    rng = random.Random(seed)
+    now = utcnow()
+    rows = []
+    for i in range(n):
+        st = status or rng.choice(MIX)
+        created = now - timedelta(minutes=n - i)
+        lr = rng.choice([1e-4, 3e-4, 1e-3, 3e-3])
+        name = f"exp-{i:07d}"
+        loss = round(rng.uniform(0.05, 2.0), 4)
+        rows.append({
+            "submission_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "owner": owner, "name": name, "status": st.value, "status_group": GROUP_OF[st].value,
+            "reason": "Exited with code 1" if st is JobStatus.FAILED else None,
+            "backend": "local", "backend_ref": None,
+            "request": {"name": name, "script": "train_example.py", "learning_rate": lr, "epochs": 10,
+                        "batch_size": 32, "gpus": 1, "nodes": 1, "max_runtime_hours": 8},
+            "spec": None, "gpus": 1, "nodes": 1, "cost_per_hour": 2.9,
+            "created_at": created, "started_at": created, "updated_at": created,
+            "finished_at": None if st is JobStatus.RUNNING else created + timedelta(minutes=30),
+            "epoch": 10, "total_epochs": 10, "progress": 1.0 if st is JobStatus.SUCCEEDED else 0.5,
+            "latest_metrics": {"loss": loss}, "final_metrics": {} if st is JobStatus.RUNNING else {"loss": loss},
+            "search_text": f"{name} {owner} train_example.py",
+        })
+        if len(rows) >= BATCH:
+            _flush(engine, rows)
+    _flush(engine, rows)
+
+
+def _flush(engine: Engine, rows: list[dict]) -> None:
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(insert(Job), rows)
+        rows.clear()

@@ -1,0 +1,222 @@
+"""Each page under Streamlit's AppTest: what a researcher sees and does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services.models import JobStatus
+from services.store.seed import seed_jobs
+from tests.conftest import run_to_end
+
+APP = str(Path(__file__).resolve().parent.parent / "portal_app.py")
+
+
+@pytest.fixture
+def app(portal):
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
+    parts += [i.value for i in at.info] + [s.value for s in at.subheader] + [t.value for t in at.title]
+    parts += [w.value for w in at.warning] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def open_submit(at):
+    at.switch_page("pages/submit.py").run()
+    assert not at.exception
+    return at
+
+
+# Submit ------------------------------------------------------------------------------------------
+def test_bad_submission_shows_messages_at_the_fields_and_submits_nothing(app, portal):
+    at = open_submit(app)
+    at.text_input(key="f_name").input("My Run")
+    at.number_input(key="f_learning_rate").set_value(0.0)
+    at.number_input(key="f_epochs").set_value(-3)
+    at.number_input(key="f_gpus").set_value(99)
+    at.button(key="submit").click().run()
+    errors = [e.value for e in at.error]
+    assert "The job was not submitted: please fix the fields marked below." in errors
+    assert any("lower-case letters" in e for e in errors)
+    assert errors.count("must be greater than 0") == 2
+    assert any("at most 8 GPUs" in e for e in errors)
+    assert portal.jobs.list_jobs() == []
+    assert at.title[0].value == "Submit training job"  # still on the form, values kept
+    assert at.text_input(key="f_name").value == "My Run"
+
+
+def test_empty_and_too_long_names(app, portal):
+    at = open_submit(app)
+    at.button(key="submit").click().run()
+    assert any("at least 1 character" in e.value for e in at.error)
+    at.text_input(key="f_name").input("a" * 64).run()
+    at.button(key="submit").click().run()
+    assert any("at most 63 characters" in e.value for e in at.error)
+    assert portal.jobs.list_jobs() == []
+
+
+def test_upload_that_is_not_python_or_too_big_is_refused(app, portal, monkeypatch):
+    at = open_submit(app)
+    at.text_input(key="f_name").input("upload-test")
+    at.radio(key="f_source").set_value("Upload new script").run()
+    at.file_uploader(key="f_upload").upload("notes.txt", b"just text", "text/plain").run()
+    at.button(key="submit").click().run()
+    assert any("is not a Python file" in e.value for e in at.error)
+    at.file_uploader(key="f_upload").upload("huge.py", b"x = 1\n" * 1_000_000, "text/x-python").run()
+    at.button(key="submit").click().run()
+    assert any("the limit is 5 MB" in e.value for e in at.error)
+    assert portal.jobs.list_jobs() == []
+
+
+def test_good_upload_is_submitted_and_opens_the_job_page(app, portal, user):
+    at = open_submit(app)
+    at.text_input(key="f_name").input("uploaded")
+    at.radio(key="f_source").set_value("Upload new script").run()
+    at.file_uploader(key="f_upload").upload("my_train.py", b"print('Loss: 0.5')\n", "text/x-python").run()
+    at.button(key="submit").click().run()
+    assert not at.exception
+    jobs = portal.jobs.list_jobs()
+    assert [j.name for j in jobs] == ["uploaded"]
+    assert jobs[0].request["script"] == "uploads/my_train.py"
+    assert at.query_params["id"] == [str(jobs[0].id)] or at.query_params["id"] == str(jobs[0].id)
+    assert at.title[0].value == "uploaded"
+    run_to_end(portal, user, jobs[0].id)
+
+
+def test_cost_estimate_follows_the_resources(app):
+    at = open_submit(app)
+    assert at.metric[0].value == "$0.40/hour"  # one node, no GPU
+    at.number_input(key="f_gpus").set_value(4).run()
+    at.number_input(key="f_nodes").set_value(1).run()
+    assert at.metric[0].value == "$10.40/hour"  # 1 x (0.40 + 4 x 2.50)
+
+
+def test_multi_node_is_explained_on_the_local_backend(app, portal):
+    at = open_submit(app)
+    at.text_input(key="f_name").input("multi")
+    at.number_input(key="f_nodes").set_value(2)
+    at.button(key="submit").click().run()
+    assert any("multi-node jobs need the Kubernetes backend" in e.value for e in at.error)
+    assert portal.jobs.list_jobs() == []
+
+
+def test_clone_opens_submit_prefilled(app, portal, user):
+    job_id = portal.jobs.submit(user, {"name": "orig", "script": "train_example.py", "epochs": 1,
+                                       "learning_rate": 0.05, "batch_size": 7,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, job_id)
+    app.query_params["clone"] = str(job_id)
+    at = open_submit(app)
+    assert at.text_input(key="f_name").value == "orig-clone"
+    assert at.number_input(key="f_learning_rate").value == 0.05
+    assert at.number_input(key="f_batch_size").value == 7
+    assert at.text_input(key="f_extra_args").value == "--seconds-per-epoch 0"
+
+
+# Dashboard ---------------------------------------------------------------------------------------
+def test_empty_dashboard_points_to_submit(app):
+    assert "No jobs yet" in texts(app)
+
+
+def test_dashboard_sections_filters_search_and_load_more(app, portal, user):
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 25, owner=user.name, status=JobStatus.SUCCEEDED)
+    seed_jobs(engine, 3, owner=user.name, status=JobStatus.FAILED, seed=1)
+    at = app
+    at.run()
+    body = texts(at)
+    assert "✅ Completed (25)" in body and "❌ Failed (3)" in body
+    assert len([b for b in at.button if b.key and b.key.startswith("SUCCEEDED-") and b.key.endswith("-retry")]) == 10
+    at.button(key="more_SUCCEEDED").click().run()
+    assert len([b for b in at.button if b.key and b.key.startswith("SUCCEEDED-") and b.key.endswith("-retry")]) == 20
+    # Filter: only the failed section.
+    at.segmented_control(key="dash_filter").set_value("Failed").run()
+    body = texts(at)
+    assert "❌ Failed (3)" in body and "Completed (25)" not in body
+    # Search narrows the counts and the cards.
+    at.segmented_control(key="dash_filter").set_value("All").run()
+    at.text_input(key="dash_search").input("exp-0000024").run()
+    body = texts(at)
+    assert "✅ Completed (1)" in body and "Failed" not in body.split("Completed")[1]
+
+
+def test_dashboard_card_actions(app, portal, user):
+    job_id = portal.jobs.submit(user, {"name": "card", "script": "train_example.py", "epochs": 1,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, job_id)
+    at = app
+    at.run()
+    assert "card" in texts(at) or any(p.label == "**card**" for p in at.get("page_link"))
+    at.button(key=f"SUCCEEDED-{job_id}-delete").click().run()
+    assert "cannot be undone" in texts(at)
+    at.button(key=f"SUCCEEDED-{job_id}-confirm").click().run()
+    assert portal.jobs.list_jobs() == []
+    assert "Deleted card." in texts(at)
+
+
+def test_running_card_has_stop_and_stop_works(app, portal, user, workspace_script):
+    s = workspace_script("loop.py", "import time\nfor i in range(600):\n    print(f'Epoch {i}/600', flush=True)\n"
+                                    "    time.sleep(0.1)\n")
+    job_id = portal.jobs.submit(user, {"name": "runner", "script": s})
+    from tests.conftest import wait_until
+
+    wait_until(lambda: (portal.sync.tick(), portal.jobs.get(user, job_id).status is JobStatus.RUNNING)[1])
+    at = app
+    at.run()
+    assert "🟢 Running (1)" in texts(at)
+    at.button(key=f"ACTIVE-{job_id}-stop").click().run()
+    assert run_to_end(portal, user, job_id).status is JobStatus.STOPPED
+
+
+# Job page ----------------------------------------------------------------------------------------
+def test_job_page_tabs(app, portal, user):
+    job_id = portal.jobs.submit(user, {"name": "tabs", "script": "train_example.py", "epochs": 2,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, job_id)
+    at = app
+    at.query_params["id"] = str(job_id)
+    at.switch_page("pages/job.py").run()
+    assert not at.exception
+    assert at.title[0].value == "tabs"
+    assert [t.label for t in at.tabs] == ["Logs", "Metrics", "Config", "Files"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"].endswith("Succeeded") and metrics["Progress"] == "Epoch 2/2"
+    # Logs tab (default): the tail of the log.
+    assert "Training finished" in at.code[0].value
+    # Metrics tab: a Plotly chart per series, loss first.
+    at.query_params["tab"] = "Metrics"
+    at.run()
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2 and '"loss"' in charts[0].proto.spec
+    # Config: the request and the exact spec.
+    at.query_params["tab"] = "Config"
+    at.run()
+    shown = "\n".join(j.proto.body for j in at.json)
+    assert '"epochs": 2' in shown and '"argv"' in shown
+    # Files: what the job wrote, each a download link.
+    at.query_params["tab"] = "Files"
+    at.run()
+    assert f"/api/v1/jobs/{job_id}/files/model.json" in texts(at)
+
+
+def test_job_page_for_unknown_id_says_so(app):
+    app.query_params["id"] = "999"
+    app.switch_page("pages/job.py").run()
+    assert not app.exception
+    assert "No job with id '999'." in [e.value for e in app.error]
+
+
+def test_history_lists_jobs(app, portal, user):
+    seed_jobs(portal.jobs.sessions.kw["bind"], 60, owner=user.name, status=JobStatus.SUCCEEDED)
+    app.switch_page("pages/history.py").run()
+    assert not app.exception
+    df = app.dataframe[0].value
+    assert len(df) == 50 and df.iloc[0]["name"] == "exp-0000059"
