@@ -20,7 +20,9 @@ if __name__ == "__main__":
             st.Page("pages/submit.py", title="Submit job", icon=":material/rocket_launch:", url_path="submit"),
             st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
         ],
-        "Job": [st.Page("pages/job.py", title="Job", icon=":material/monitoring:", url_path="job", visibility="hidden")],
+        "Job": [
+            st.Page("pages/job.py", title="Job", icon=":material/monitoring:", url_path="job", visibility="hidden")
+        ],
     }
     st.set_page_config(page_title="ML Job Portal", page_icon=":material/model_training:", layout="wide")
     st.navigation(PAGES).run()

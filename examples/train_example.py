@@ -47,13 +47,17 @@ def make_data(n: int, seed: int = 0) -> list[tuple[list[float], int]]:
     data = []
     for _ in range(n):
         x = [rng.gauss(0, 1) for _ in true_w]
-        z = sum(w * xi for w, xi in zip(true_w, x)) + rng.gauss(0, 0.5)
+        z = sum(w * xi for w, xi in zip(true_w, x, strict=True)) + rng.gauss(0, 0.5)
         data.append((x, 1 if z > 0 else 0))
     return data
 
 
 def sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def predict(w: list[float], b: float, x: list[float]) -> float:
+    return sigmoid(sum(wi * xi for wi, xi in zip(w, x, strict=True)) + b)
 
 
 def main() -> int:
@@ -93,17 +97,17 @@ def main() -> int:
             gw = [0.0, 0.0, 0.0]
             gb = 0.0
             for x, y in batch:
-                p = sigmoid(sum(wi * xi for wi, xi in zip(w, x)) + b)
+                p = predict(w, b, x)
                 total_loss += -(y * math.log(p + 1e-12) + (1 - y) * math.log(1 - p + 1e-12))
                 for j in range(3):
                     gw[j] += (p - y) * x[j]
                 gb += p - y
-            w = [wi - args.learning_rate * g / len(batch) for wi, g in zip(w, gw)]
+            w = [wi - args.learning_rate * g / len(batch) for wi, g in zip(w, gw, strict=True)]
             b -= args.learning_rate * gb / len(batch)
             if checkpoint_requested:
                 save_checkpoint(f"manual-epoch{epoch}")
                 checkpoint_requested = False
-        correct = sum((sigmoid(sum(wi * xi for wi, xi in zip(w, x)) + b) > 0.5) == bool(y) for x, y in data)
+        correct = sum((predict(w, b, x) > 0.5) == bool(y) for x, y in data)
         print(f"Loss: {total_loss / len(data):.4f}", flush=True)
         print(f"Accuracy: {correct / len(data):.4f}", flush=True)
         if args.checkpoint_every and epoch % args.checkpoint_every == 0:
@@ -111,7 +115,8 @@ def main() -> int:
         time.sleep(max(0.0, args.seconds_per_epoch - (time.time() - started)))
 
     (out / "model.json").write_text(json.dumps({"w": w, "b": b}, indent=2))
-    (out / "metrics.json").write_text(json.dumps({"loss": total_loss / len(data), "accuracy": correct / len(data)}))
+    final = {"loss": total_loss / len(data), "accuracy": correct / len(data)}
+    (out / "metrics.json").write_text(json.dumps(final))
     print("Training finished; model written to model.json", flush=True)
     return 0
 

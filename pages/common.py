@@ -43,7 +43,7 @@ def now() -> datetime:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     m, s = divmod(s, 60)

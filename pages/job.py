@@ -114,7 +114,7 @@ with logs_tab:
         log_pane()
 
 
-def chart(name: str, x, y) -> go.Figure:  # noqa: ANN001 - numpy arrays
+def chart(name: str, x, y) -> go.Figure:
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=name))
     fig.update_layout(title=name, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis_title="step", showlegend=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -60,10 +61,8 @@ def _kill_leftover_jobs(p: Portal) -> None:
             for key in ("runner_pid", "child_pid"):
                 pid = st.get(key)
                 if pid and "returncode" not in st:
-                    try:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(pid, signal.SIGKILL) if key == "child_pid" else os.kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
 
 
 @pytest.fixture

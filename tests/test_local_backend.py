@@ -5,8 +5,8 @@ import os
 import signal
 import time
 
-from services.portal import build_portal, get_portal
 from services.models import JobStatus
+from services.portal import build_portal, get_portal
 from tests.conftest import run_to_end, wait_until
 
 LOOP = "import time\nfor i in range(600):\n    print(f'Epoch {i+1}/600', flush=True)\n    time.sleep(0.1)\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -222,10 +223,8 @@ class LocalBackend:
             self._signal(job_id, ref, signal.SIGKILL)
             state = self._state(job_id)
             if state.get("child_pid"):
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(state["child_pid"]), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ forwards SIGUSR1 (save checkpoint), and records the outcome in state.json for th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,10 +25,8 @@ def _write_state(job_dir: Path, state: dict) -> None:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def main(job_dir: Path) -> int:

@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  `make run` (the portal)  and  `make test` (the whole suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ADDRESS ?= 127.0.0.1
+PORT   ?= 8501
+
+.PHONY: run test lint bench chromium
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+## Run the portal on this machine (jobs run as local processes, history in SQLite under portal-data/).
+run: $(VENV)/.runtime
+	$(BIN)/streamlit run portal_app.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--browser.gatherUsageStats false --client.toolbarMode viewer
+
+## Lint and run every test (browser tests need Debian's chromium: installed here when run as root).
+test: $(VENV)/.dev chromium
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/dashboard_render.py
+	$(BIN)/python bench/job_page_log.py
+	$(BIN)/python bench/metric_extraction.py
+
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing Debian's chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is not installed and this is not root: the browser tests will be skipped"; \
+		fi; \
+	fi
