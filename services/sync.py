@@ -125,9 +125,8 @@ class SyncLoop:
         if not data:
             return 0
         now = time.time()
-        text = data.decode("utf-8", errors="replace")
         extractor = MetricExtractor(ParserState.from_json(state_json))
-        points = extractor.feed(text, now)
+        points = extractor.feed(data, now)
         st = extractor.state
         with self.service.session() as s:
             job = s.get(Job, job_id)
@@ -143,7 +142,7 @@ class SyncLoop:
                     ],
                 )
             jl.offset = offset + len(data)
-            jl.lines += text.count("\n")
+            jl.lines += data.count(b"\n")
             jl.parser_state = st.to_json()
             jl.updated_at = utcnow()
             planned = (job.request or {}).get("epochs")

@@ -88,3 +88,27 @@ def test_lttb_keeps_peaks_and_limits_points():
     assert len(dx) == 2000
     assert dy.max() == 50.0
     assert dx[0] == 0 and dx[-1] == 999_999
+
+
+def test_protocol_line_without_newline_and_not_at_line_start():
+    ex = MetricExtractor()
+    pts = ex.feed('##portal {"loss": 1.5}', now=1.0)
+    assert [(n, v) for n, _, _, v, _ in pts] == [("loss", 1.5)]
+    # Mentioned inside another line it is not the protocol (its pairs still count as text).
+    pts = MetricExtractor().feed('echo ##portal {"loss": 2.5}\n', now=1.0)
+    assert [(n, v) for n, _, _, v, _ in pts] == [("loss", 2.5)]
+
+
+def test_empty_and_metric_free_chunks():
+    ex = MetricExtractor()
+    assert ex.feed("", now=1.0) == []
+    assert ex.feed("no numbers here\nnor here: none\n", now=1.0) == []
+    assert ex.feed(b"\xff\xfe binary junk = \x00\n", now=1.0) == []
+
+
+def test_progress_words_must_be_whole():
+    ex = MetricExtractor()
+    ex.feed("Steps 3/10 done\nrepoch 4/5\n", now=1.0)
+    assert ex.state.epoch is None
+    ex.feed("Epoch [3/10] Step 20/100\n", now=2.0)
+    assert (ex.state.epoch, ex.state.total_epochs, ex.state.step, ex.state.total_steps) == (3, 10, 20, 100)

@@ -95,7 +95,8 @@ def test_submit_watch_stop_restart(browser, tmp_path):
         page.goto(f"{base}/dashboard")
         wait_for_app(page)
         page.get_by_text(re.compile(r"Running \(1\)")).first.wait_for(timeout=15_000)
-        assert page.get_by_text("browser-demo").count() >= 1
+        page.get_by_text("browser-demo").first.wait_for(timeout=15_000)
+        page.get_by_role("button", name="Stop").first.wait_for(timeout=15_000)
 
         # 4. A second job, stopped from its page.
         job2 = submit_from_form(page, base, "to-be-stopped", epochs=500, seconds_per_epoch=0.5)
