@@ -40,3 +40,29 @@ def time_runs(run, n: int) -> list[float]:
 def summary(ms: list[float]) -> str:
     return (f"p50 {statistics.median(ms):7.1f} ms   p95 {percentile(ms, 95):7.1f} ms   "
             f"max {max(ms):7.1f} ms   (n={len(ms)})")
+
+
+class ScriptTimer:
+    """Times only the script run inside Streamlit's ScriptRunner (what a server spends per rerun),
+    leaving out AppTest's own work of parsing the result into its element tree."""
+
+    def __init__(self) -> None:
+        from streamlit.runtime.scriptrunner import script_runner
+
+        self.times: list[float] = []
+        self._cls = script_runner.ScriptRunner
+        self._orig = self._cls._run_script
+        timer = self
+
+        def timed(runner, *args, **kwargs):  # noqa: ANN001, ANN202
+            t = time.perf_counter()
+            try:
+                return timer._orig(runner, *args, **kwargs)
+            finally:
+                timer.times.append((time.perf_counter() - t) * 1000)
+
+        self._cls._run_script = timed
+
+    def take(self) -> list[float]:
+        out, self.times = self.times, []
+        return out

@@ -154,46 +154,45 @@ def clone_job(job: JobView) -> None:
     st.session_state["_goto_clone"] = job.id
 
 
+def card_facts(job: JobView) -> str:
+    if job.is_active:
+        gpu = f"{job.gpu_util:.0f}%" if job.gpu_util is not None else "–"
+        return (f"**{epoch_text(job)}** · Started {ago(job.started_at)} · ETA {eta_text(job)}  \n"
+                f"GPU {gpu} · Loss {metric_text(job.loss)}")
+    when = job.finished_at or job.created_at
+    verb = "Finished" if job.status is JobStatus.SUCCEEDED else job.status.value
+    loss = f"Final loss {metric_text(job.loss)}" if job.status is JobStatus.SUCCEEDED else (
+        f"Loss {metric_text(job.loss)} at {epoch_text(job)}")
+    return (f"{verb} {ago(when)} · Runtime {duration(job.runtime_seconds(now()))}  \n"
+            f"{loss} · Cost {money(job.cost(now()))}")
+
+
 def job_card(job: JobView, key_prefix: str = "card") -> None:
     """One job on the dashboard: the facts a researcher scans for, and what they can do next."""
     k = f"{key_prefix}-{job.id}"
+    ids = {"id": str(job.id)}
     with st.container(border=True, key=f"{k}-box"):
-        left, mid, right = st.columns([3, 2, 2])
+        left, right = st.columns([2, 3])
         with left:
-            st.page_link(JOB_PAGE, label=f"**{job.name}**", query_params={"id": str(job.id)})
+            st.page_link(JOB_PAGE, label=f"**{job.name}**", query_params=ids)
             status = f"{STATUS_ICON[job.status]} {job.status.value}"
             if job.reason:
                 status += f" · {job.reason}"
             st.caption(f"{status} · #{job.id} · {job.owner}")
-        if job.is_active:
-            with mid:
-                st.markdown(f"{epoch_text(job)}  \nStarted: {ago(job.started_at)}")
-            with right:
-                gpu = f"{job.gpu_util:.0f}%" if job.gpu_util is not None else "–"
-                st.markdown(f"ETA: {eta_text(job)}  \nGPU: {gpu} · Loss: {metric_text(job.loss)}")
-            if job.progress is not None:
-                st.progress(min(1.0, job.progress))
-        else:
-            with mid:
-                when = job.finished_at or job.created_at
-                verb = "Finished" if job.status is JobStatus.SUCCEEDED else job.status.value
-                st.markdown(f"{verb}: {ago(when)}  \nRuntime: {duration(job.runtime_seconds(now()))}")
-            with right:
-                label = "Final loss" if job.status is JobStatus.SUCCEEDED else "Loss"
-                extra = f"at {epoch_text(job)}" if job.status is not JobStatus.SUCCEEDED else ""
-                st.markdown(f"{label}: {metric_text(job.loss)} {extra}  \nCost: {money(job.cost(now()))}")
-        cols = st.columns(7)
-        cols[0].page_link(JOB_PAGE, label="View logs", icon=":material/article:",
-                          query_params={"id": str(job.id), "tab": "Logs"})
-        cols[1].page_link(JOB_PAGE, label="Metrics", icon=":material/show_chart:",
-                          query_params={"id": str(job.id), "tab": "Metrics"})
-        if job.is_active:
-            cols[2].button("Stop", key=f"{k}-stop", icon=":material/stop:", on_click=stop_job, args=(job,))
-        else:
-            cols[2].button("Retry", key=f"{k}-retry", icon=":material/replay:", on_click=retry_job, args=(job,))
-        cols[3].button("Clone", key=f"{k}-clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
-        if not job.is_active:
-            cols[4].button("Delete", key=f"{k}-delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
-            cols[5].link_button("Download results", f"/api/v1/jobs/{job.id}/results.zip",
-                                icon=":material/download:")
+        right.markdown(card_facts(job))
+        if job.is_active and job.progress is not None:
+            st.progress(min(1.0, job.progress))
+        with st.container(horizontal=True, gap="small"):
+            st.page_link(JOB_PAGE, label="View logs", icon=":material/article:", query_params=ids | {"tab": "Logs"})
+            st.page_link(JOB_PAGE, label="Metrics", icon=":material/show_chart:",
+                         query_params=ids | {"tab": "Metrics"})
+            if job.is_active:
+                st.button("Stop", key=f"{k}-stop", icon=":material/stop:", on_click=stop_job, args=(job,))
+            else:
+                st.button("Retry", key=f"{k}-retry", icon=":material/replay:", on_click=retry_job, args=(job,))
+            st.button("Clone", key=f"{k}-clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
+            if not job.is_active:
+                st.button("Delete", key=f"{k}-delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
+                st.link_button("Download results", f"/api/v1/jobs/{job.id}/results.zip",
+                               icon=":material/download:")
         delete_confirmation(job, k)

@@ -8,7 +8,6 @@ from pages.common import SUBMIT_PAGE, goto_pending_job, job_card, portal, show_f
 from services.models import StatusGroup
 
 P = portal()
-PAGE = P.settings.dashboard_page_size
 SECTION_ICON = {StatusGroup.ACTIVE: "🟢", StatusGroup.SUCCEEDED: "✅", StatusGroup.FAILED: "❌",
                 StatusGroup.STOPPED: "⏹️"}
 FILTERS = ["All", *[g.value for g in StatusGroup]]
@@ -29,6 +28,8 @@ choice = st.segmented_control(
     format_func=lambda f: f if f == "All" else f"{f} ({counts[StatusGroup(f)]})",
 )
 groups = list(StatusGroup) if choice in (None, "All") else [StatusGroup(choice)]
+# With every section on screen, each starts shorter; "Load more" adds a page at a time.
+PAGE = P.settings.dashboard_page_size if len(groups) == 1 else max(1, P.settings.dashboard_page_size // 2)
 
 
 def load_more(group: StatusGroup) -> None:
@@ -43,7 +44,7 @@ def section(group: StatusGroup) -> None:
     if n == 0:
         st.caption("No jobs here.")
         return
-    limit = st.session_state.get(f"limit_{group.name}", PAGE)
+    limit = max(PAGE, st.session_state.get(f"limit_{group.name}", PAGE))
     page = P.jobs.list_group(group, limit, search=search)
     for job in page.jobs:
         job_card(job, key_prefix=group.name)
