@@ -54,7 +54,7 @@ class ScriptTimer:
         self._orig = self._cls._run_script
         timer = self
 
-        def timed(runner, *args, **kwargs):  # noqa: ANN001, ANN202
+        def timed(runner, *args, **kwargs):
             t = time.perf_counter()
             try:
                 return timer._orig(runner, *args, **kwargs)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pandas as pd
-import plotly.graph_objects as go
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from pages.common import (
@@ -28,6 +28,10 @@ from pages.common import (
     stop_job,
 )
 from services.models import JobStatus, NotFound
+
+if TYPE_CHECKING:
+    import numpy as np
+    import plotly.graph_objects as go
 
 P = portal()
 LOG_LINES = 500
@@ -114,7 +118,9 @@ with logs_tab:
         log_pane()
 
 
-def chart(name: str, x, y) -> go.Figure:
+def chart(name: str, x: np.ndarray, y: np.ndarray) -> go.Figure:
+    import plotly.graph_objects as go  # only pages that draw charts pay for importing Plotly
+
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=name))
     fig.update_layout(title=name, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis_title="step", showlegend=False)
@@ -147,6 +153,8 @@ with config_tab:
         st.subheader("The exact spec that ran")
         st.json(job.spec or {"note": "The job never reached the backend."})
         st.subheader("Timeline")
+        import pandas as pd
+
         events = P.jobs.events(job.id)
         st.dataframe(pd.DataFrame(events, columns=["time", "status", "message"]), hide_index=True, width="stretch")
         runtime = job.runtime_seconds(now())

@@ -198,7 +198,9 @@ class JobService:
         # The row exists before the backend is asked, so a crash here leaves a visible job, never a ghost.
         try:
             result = self.backend.submit(JobSubmission(job_id, user.name, req, script_source))
-        except (BackendError, OSError) as exc:
+        except Exception as exc:  # any failure to start is recorded on the job, never left half-done
+            if not isinstance(exc, BackendError | OSError):
+                exc = BackendError(f"Could not start the job: {type(exc).__name__}: {exc}")
             with self.session() as s:
                 job = s.get_one(Job, job_id)
                 job.reason = str(exc)

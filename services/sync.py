@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import insert, select
@@ -20,6 +21,7 @@ from services.models import ACTIVE_STATUSES, JobStatus
 from services.store.orm import Job, JobEvent, JobLog, MetricPoint, utcnow
 
 log = logging.getLogger(__name__)
+SUBMIT_GRACE_SECONDS = 120
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
 
@@ -78,6 +80,7 @@ class SyncLoop:
                 for r in rows
                 if r.backend_ref is not None
             ]
+            self.fail_abandoned_submissions({r.id for r in rows if r.backend_ref is None})
             observed = svc.backend.observe(active) if active else {}
             for job in active:
                 # Logs first: a job's final metrics must be in before it is shown as finished.
@@ -87,6 +90,18 @@ class SyncLoop:
                 if obs is not None:
                     self.apply(job.id, obs)
             self.ticks += 1
+
+    def fail_abandoned_submissions(self, job_ids: set[int]) -> None:
+        """A row left in Submitting by a portal that died mid-submit would otherwise wait forever."""
+        if not job_ids:
+            return
+        cutoff = utcnow() - timedelta(seconds=SUBMIT_GRACE_SECONDS)
+        with self.service.session() as s:
+            for job in s.scalars(select(Job).where(Job.id.in_(job_ids), Job.created_at < cutoff)):
+                if job.status == JobStatus.SUBMITTING.value and job.backend_ref is None:
+                    job.reason = "The portal stopped while submitting this job; nothing was started. Retry it."
+                    job.finished_at = utcnow()
+                    set_status(s, job, JobStatus.SUBMIT_FAILED, job.reason)
 
     def apply(self, job_id: int, obs: Observation) -> None:
         with self.service.session() as s:

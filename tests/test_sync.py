@@ -38,3 +38,20 @@ def test_background_loop_runs_and_reports(portal, user):
     finally:
         portal.sync.stop()
     assert not portal.sync.alive
+
+
+def test_submission_abandoned_by_a_crashed_portal_is_marked_failed(portal, user):
+    from datetime import timedelta
+
+    from services.store.orm import utcnow
+
+    job_id = portal.jobs.submit(user, {"name": "crash", "script": "train_example.py", "epochs": 1,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, job_id)
+    # Simulate the row a portal leaves when it dies between recording a job and starting it.
+    portal.jobs.mark(job_id, status="Submitting", status_group="Running", backend_ref=None,
+                     created_at=utcnow() - timedelta(minutes=5))
+    portal.sync.tick()
+    job = portal.jobs.get(user, job_id)
+    assert job.status is JobStatus.SUBMIT_FAILED
+    assert "stopped while submitting" in job.reason
