@@ -15,7 +15,7 @@ import streamlit as st
 if __name__ == "__main__":
     PAGES = {
         "Experiments": [
-            st.Page("pages/dashboard.py", title="Dashboard", icon=":material/dashboard:", url_path="dashboard",
+            st.Page("pages/dashboard.py", title="Dashboard", icon=":material/dashboard:",
                     default=True),
             st.Page("pages/submit.py", title="Submit job", icon=":material/rocket_launch:", url_path="submit"),
             st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),

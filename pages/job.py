@@ -118,12 +118,12 @@ with logs_tab:
         log_pane()
 
 
-def chart(name: str, x: np.ndarray, y: np.ndarray) -> go.Figure:
+def chart(name: str, x: np.ndarray, y: np.ndarray, axis: str) -> go.Figure:
     import plotly.graph_objects as go  # only pages that draw charts pay for importing Plotly
 
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=name))
     fig.update_layout(title=name, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title="step", showlegend=False)
+                      xaxis_title=axis, showlegend=False)
     return fig
 
 
@@ -138,8 +138,8 @@ def metric_charts() -> None:
                                           if n in PRIMARY_SERIES else 0, n))
     cols = st.columns(2)
     for i, name in enumerate(names):
-        x, y = series[name]
-        cols[i % 2].plotly_chart(chart(name, x, y), key=f"chart-{name}", width="stretch")
+        ser = series[name]
+        cols[i % 2].plotly_chart(chart(name, ser.x, ser.y, ser.axis), key=f"chart-{name}", width="stretch")
 
 
 with metrics_tab:

@@ -58,6 +58,13 @@ def parse_request(data: dict[str, Any]) -> JobRequest:
 
 
 @dataclass(frozen=True)
+class Series:
+    x: np.ndarray
+    y: np.ndarray
+    axis: str  # what x is: "step" or "epoch"
+
+
+@dataclass(frozen=True)
 class Page:
     jobs: list[JobView]
     has_more: bool
@@ -332,23 +339,27 @@ class JobService:
             ).all()
         return sorted(n for n in names if n not in HIDDEN_SERIES)
 
-    def metric_series(
-        self, job_id: int, max_points: int = MAX_CHART_POINTS
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def metric_series(self, job_id: int, max_points: int = MAX_CHART_POINTS) -> dict[str, Series]:
         """Every numeric series of a job, each downsampled on the server to at most max_points."""
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        out: dict[str, Series] = {}
         with self.session() as s:
             conn = s.connection()
             for name in self.metric_names(job_id):
                 rows = conn.execute(
-                    select(MetricPoint.step, MetricPoint.value)
+                    select(MetricPoint.step, MetricPoint.epoch, MetricPoint.value)
                     .where(MetricPoint.job_id == job_id, MetricPoint.name == name)
                     .order_by(MetricPoint.step, MetricPoint.id)
                 ).all()
                 if not rows:
                     continue
                 arr = np.asarray(rows, dtype=np.float64)
-                out[name] = lttb(arr[:, 0], arr[:, 1], max_points)
+                x, axis = arr[:, 0], "step"
+                epochs = arr[:, 1]
+                # One value per epoch (the common "Epoch N ... Loss: x" style): plot against the epoch.
+                if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
+                    x, axis = epochs, "epoch"
+                dx, dy = lttb(x, arr[:, 2], max_points)
+                out[name] = Series(dx, dy, axis)
         return out
 
     def output_files(self, job_id: int) -> list[OutputFile]:

@@ -33,7 +33,8 @@ def test_example_script_succeeds_with_logs_metrics_and_files(portal, user):
     assert set(job.final_metrics) >= {"loss", "accuracy"}
     assert any("Training finished" in line for line in portal.jobs.log_tail(job_id))
     series = portal.jobs.metric_series(job_id)
-    assert len(series["loss"][1]) == 3
+    assert len(series["loss"].y) == 3
+    assert series["loss"].axis == "epoch" and list(series["loss"].x) == [1.0, 2.0, 3.0]
     assert {f.path for f in portal.jobs.output_files(job_id)} >= {"model.json", "metrics.json"}
     # The exact spec records argv as a list with the form's values as flags.
     argv = job.spec["argv"]

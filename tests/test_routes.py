@@ -56,5 +56,5 @@ def test_paths_outside_the_job_are_not_found(server):
 
 
 def test_pages_are_served_including_deep_links(server):
-    for path in ["/", "/dashboard", "/submit", "/history", "/job?id=1"]:
+    for path in ["/", "/submit", "/history", "/job?id=1"]:
         assert httpx.get(f"{server.url}{path}").status_code == 200

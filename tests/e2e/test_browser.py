@@ -92,7 +92,7 @@ def test_submit_watch_stop_restart(browser, tmp_path):
         )
 
         # 3. On the dashboard it is shown as running.
-        page.goto(f"{base}/dashboard")
+        page.goto(f"{base}/")
         wait_for_app(page)
         page.get_by_text(re.compile(r"Running \(1\)")).first.wait_for(timeout=15_000)
         page.get_by_text("browser-demo").first.wait_for(timeout=15_000)
@@ -111,7 +111,7 @@ def test_submit_watch_stop_restart(browser, tmp_path):
         # 5. Restart the portal: both jobs are still there, with their logs and charts.
         server.stop()
         server = PortalServer(server.data_dir, port=server.port).start()
-        page.goto(f"{base}/dashboard")
+        page.goto(f"{base}/")
         wait_for_app(page)
         page.get_by_text(re.compile(r"Completed \(1\)")).first.wait_for(timeout=15_000)
         page.get_by_text(re.compile(r"Stopped \(1\)")).first.wait_for(timeout=15_000)
