@@ -38,6 +38,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     d = tmp_path / "portal-data"
     monkeypatch.setenv("PORTAL_DATA_DIR", str(d))
     monkeypatch.setenv("PORTAL_STOP_GRACE_SECONDS", "2")
+    monkeypatch.setenv("PORTAL_BACKEND", "local")
     reset_portal()
     yield d
     reset_portal()
@@ -114,6 +115,7 @@ class PortalServer:
 
     def start(self) -> PortalServer:
         env = dict(os.environ, PORTAL_DATA_DIR=str(self.data_dir), PORTAL_STOP_GRACE_SECONDS="2")
+        env.setdefault("PORTAL_BACKEND", "local")
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "portal_app.py", "--server.headless", "true",

@@ -8,6 +8,7 @@ import re
 import shutil
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import PortalServer
 
@@ -68,9 +69,10 @@ def test_submit_watch_stop_restart(browser, tmp_path):
 
         # 1. Submit the example from the form; the job page opens and its log pane moves by itself.
         job1 = submit_from_form(page, base, "browser-demo", epochs=12, seconds_per_epoch=1.0)
-        page.get_by_text("Epoch 2/12").first.wait_for(timeout=30_000)
+        log_pane = page.get_by_test_id("stCode").first
+        expect(log_pane).to_contain_text("Epoch 2/12", timeout=30_000)
         first = log_text(page)
-        page.get_by_text("Epoch 4/12").first.wait_for(timeout=30_000)  # no reload: the fragment polls
+        expect(log_pane).to_contain_text("Epoch 4/12", timeout=30_000)  # no reload: the fragment polls
         assert log_text(page) != first
 
         # 2. The loss chart on the Metrics tab gains points while the job runs.
@@ -100,7 +102,7 @@ def test_submit_watch_stop_restart(browser, tmp_path):
 
         # 4. A second job, stopped from its page.
         job2 = submit_from_form(page, base, "to-be-stopped", epochs=500, seconds_per_epoch=0.5)
-        page.get_by_text("Epoch 2/500").first.wait_for(timeout=30_000)
+        expect(page.get_by_test_id("stCode").first).to_contain_text("Epoch 2/500", timeout=30_000)
         page.get_by_role("button", name="Stop job").click()
         page.get_by_text("Stopped by user").first.wait_for(timeout=30_000)
 

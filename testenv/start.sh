@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Starts the Kubernetes test control plane (real kube-apiserver, etcd, controller-manager, scheduler;
+# nodes and pods simulated by KWOK) on 127.0.0.1 and prints the kubeconfig path.
+#   testenv/start.sh [NAME]       (default NAME: portal-it)     stop: testenv/stop.sh [NAME]
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+NAME=${1:-portal-it}
+BIN=$("$HERE/build.sh")
+KWOK_VERSION=${KWOK_VERSION:-0.8.0}
+KW=$(go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION
+export KWOK_WORKDIR=${KWOK_WORKDIR:-/var/tmp/ml-portal-kwok}
+export NO_PROXY=localhost,127.0.0.1
+if [ ! -f "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" ]; then
+  "$BIN/kwokctl" create cluster --name "$NAME" --runtime binary \
+    --kube-apiserver-binary "$BIN/kube-apiserver" --kube-controller-manager-binary "$BIN/kube-controller-manager" \
+    --kube-scheduler-binary "$BIN/kube-scheduler" --etcd-binary "$BIN/etcd" --kwok-controller-binary "$BIN/kwok" \
+    --enable-crds ClusterLogs,Logs --disable-qps-limits --kubeconfig '' --wait 3m \
+    -c "$KW/kustomize/stage/node/fast" -c "$KW/kustomize/stage/node/heartbeat-with-lease" \
+    -c "$KW/kustomize/stage/pod/fast/pod-ready.yaml" -c "$KW/kustomize/stage/pod/fast/pod-delete.yaml" \
+    -c "$HERE/kwok-pod-stages.yaml" -c "$HERE/kwokctl.yaml" >&2
+fi
+KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
+# Two fake GPU nodes with 8 GPUs each (kept if they exist).
+"$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f "$HERE/gpu-nodes.yaml" >&2
+echo "$KUBECONFIG_PATH"
