@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     )
     backend: Literal["auto", "local", "kubernetes"] = Field(
         default="auto",
-        description="Where jobs run. 'auto' picks kubernetes when a cluster is configured, else local.",
+        description="Where jobs run. 'auto': kubernetes in a cluster or with a kubeconfig, else local.",
     )
     database_url: str | None = Field(
         default=None,
@@ -57,6 +57,17 @@ class Settings(BaseSettings):
         default="", description="Interpreter for local jobs. Empty: the portal's own interpreter."
     )
     dashboard_page_size: int = Field(default=10, ge=1, le=200)
+
+    # Kubernetes backend -------------------------------------------------------------------------
+    kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
+    namespace: str = Field(default="", description="Namespace for jobs. Empty: the pod's own, or the context's.")
+    job_image: str = Field(default="python:3.11-slim", description="Container image that runs the scripts.")
+    job_service_account: str = Field(default="", description="ServiceAccount of job pods (no token is mounted).")
+    job_run_as_user: int = Field(default=1000, ge=1, description="UID of job containers (never root).")
+    job_name_prefix: str = Field(default="mlp", pattern=r"^[a-z]([-a-z0-9]{0,20}[a-z0-9])?$")
+    job_ttl_hours: float = Field(default=24 * 7, gt=0, description="Finished Jobs are removed after this long.")
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on job pods.")
+    kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod
@@ -96,6 +107,18 @@ class Settings(BaseSettings):
     @property
     def workspace_dir(self) -> Path:
         return self.data_dir / "workspace"
+
+    def kubeconfig_path(self) -> Path | None:
+        for candidate in (self.kubeconfig, os.environ.get("KUBECONFIG", "").split(os.pathsep)[0], "~/.kube/config"):
+            if candidate and Path(candidate).expanduser().is_file():
+                return Path(candidate).expanduser()
+        return None
+
+    def resolved_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        return "kubernetes" if in_cluster or self.kubeconfig_path() else "local"
 
     def cost_per_hour(self, gpus: int, nodes: int) -> float:
         return round(nodes * (self.node_price_per_hour + gpus * self.gpu_price_per_hour), 2)

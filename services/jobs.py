@@ -196,6 +196,7 @@ class JobService:
             )
             s.add(job)
             s.flush()
+            submission_id = job.submission_id
             s.add(JobEvent(job_id=job.id, ts=now, status=job.status, message="Submitted"))
             s.add(
                 JobLog(job_id=job.id, path=str(self.backend.log_path(job.id)), offset=0, lines=0,
@@ -204,7 +205,7 @@ class JobService:
             job_id = job.id
         # The row exists before the backend is asked, so a crash here leaves a visible job, never a ghost.
         try:
-            result = self.backend.submit(JobSubmission(job_id, user.name, req, script_source))
+            result = self.backend.submit(JobSubmission(job_id, user.name, req, script_source, submission_id))
         except Exception as exc:  # any failure to start is recorded on the job, never left half-done
             if not isinstance(exc, BackendError | OSError):
                 exc = BackendError(f"Could not start the job: {type(exc).__name__}: {exc}")
@@ -235,7 +236,9 @@ class JobService:
             job = self._owned(s, user, job_id)
             if JobStatus(job.status) not in ACTIVE_STATUSES:
                 raise Conflict(f"Job {job.name} has already finished ({job.status}).")
-            ref = dict(job.backend_ref or {})
+            # Remembered on the job: a backend that deletes the job on stop must not call it "lost".
+            ref = dict(job.backend_ref or {}) | {"stop_requested": True}
+            job.backend_ref = ref
             s.add(JobEvent(job_id=job.id, ts=utcnow(), status=job.status, message=f"Stop requested by {user.name}"))
         # The sync loop records the final state once the process has actually ended.
         self.backend.stop(job_id, ref)

@@ -27,8 +27,10 @@ class Portal:
 
 
 def make_backend(settings: Settings) -> Backend:
-    if settings.backend == "kubernetes":
-        raise RuntimeError("The Kubernetes backend is not available yet; set PORTAL_BACKEND=local.")
+    if settings.resolved_backend() == "kubernetes":
+        from services.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
     return LocalBackend(settings)
 
 

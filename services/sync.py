@@ -39,6 +39,7 @@ class SyncLoop:
     def start(self) -> None:
         if self._thread and self._thread.is_alive():
             return
+        self.service.backend.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="portal-sync", daemon=True)
         self._thread.start()
@@ -86,6 +87,10 @@ class SyncLoop:
                 # Logs first: a job's final metrics must be in before it is shown as finished.
                 obs = observed.get(job.id)
                 finished = obs is not None and obs.status not in ACTIVE_STATUSES
+                try:
+                    svc.backend.pull_logs(job)
+                except Exception as exc:  # logs are retried next tick; the state change still goes in
+                    log.warning("could not read the logs of job %s: %s", job.id, exc)
                 self.ingest_logs(job.id, final=finished)
                 if obs is not None:
                     self.apply(job.id, obs)
@@ -111,6 +116,9 @@ class SyncLoop:
             if obs.started_at and job.started_at is None:
                 job.started_at = obs.started_at
             if obs.status.value == job.status:
+                if obs.reason != job.reason:  # e.g. Queued: "Waiting for 4 GPUs", Running: "2/2 pods running"
+                    job.reason = obs.reason
+                    s.add(JobEvent(job_id=job.id, ts=utcnow(), status=job.status, message=obs.reason or ""))
                 return
             if obs.status not in ACTIVE_STATUSES:
                 if obs.started_at and job.status != JobStatus.RUNNING.value:

@@ -16,6 +16,7 @@ class JobSubmission:
     owner: str
     request: JobRequest
     script_source: Path
+    submission_id: str = ""
 
 
 @dataclass
@@ -46,19 +47,33 @@ class Backend(Protocol):
     name: str
     max_nodes: int
 
+    def start(self) -> None:
+        """Begin watching (called once by the sync loop)."""
+        ...
+
+    def health(self) -> str | None:
+        """None when the backend works; else one sentence for a banner."""
+        ...
+
     def submit(self, job: JobSubmission) -> SubmitResult: ...
 
     def observe(self, jobs: list[ActiveJob]) -> dict[int, Observation]:
         """The current state of each active job (missing key = no change known)."""
         ...
 
+    def pull_logs(self, job: ActiveJob) -> None:
+        """Bring the job's new log lines into its archive file (a no-op where the job writes it directly)."""
+        ...
+
+    def log_ranks(self, job_id: int) -> list[int]: ...
+
+    def log_path(self, job_id: int, rank: int = 0) -> Path: ...
+
     def stop(self, job_id: int, ref: dict[str, Any]) -> None: ...
 
     def delete(self, job_id: int, ref: dict[str, Any]) -> None: ...
 
     def signal_checkpoint(self, job_id: int, ref: dict[str, Any]) -> None: ...
-
-    def log_path(self, job_id: int) -> Path: ...
 
     def output_dir(self, job_id: int) -> Path: ...
 

@@ -80,8 +80,20 @@ class LocalBackend:
     def job_dir(self, job_id: int) -> Path:
         return self.settings.jobs_dir / str(job_id)
 
-    def log_path(self, job_id: int) -> Path:
+    def log_path(self, job_id: int, rank: int = 0) -> Path:
         return self.job_dir(job_id) / "job.log"
+
+    def log_ranks(self, job_id: int) -> list[int]:
+        return [0]
+
+    def start(self) -> None:
+        """Nothing to watch: the runner writes state.json and the log file itself."""
+
+    def health(self) -> str | None:
+        return None
+
+    def pull_logs(self, job: ActiveJob) -> None:
+        """The job writes its log straight into the archive file."""
 
     def output_dir(self, job_id: int) -> Path:
         return self.job_dir(job_id) / "output"

@@ -1,0 +1,438 @@
+"""Jobs on a Kubernetes or OpenShift cluster: batch/v1 Jobs, watched by one cache per process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.backends.k8s_manifests import (
+    CONFIGMAP_MAX_BYTES,
+    INDEX_ANNOTATION,
+    build_configmap,
+    build_headless_service,
+    build_job,
+    job_name,
+    selector,
+)
+from services.backends.k8s_status import observe as observe_job
+from services.backends.k8s_status import parse_time
+from services.config import Settings
+from services.logs import read_tail
+from services.models import JobStatus
+
+log = logging.getLogger(__name__)
+SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit" / "portal_metrics.py"
+WATCH_SECONDS = 240
+_TS_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z) ?(.*)$")
+
+
+def load_api_client(settings: Settings) -> tuple[client.ApiClient, str]:
+    """The API client and namespace: in-cluster config first, else the kubeconfig."""
+    ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        config.load_incluster_config()
+        api = client.ApiClient()
+        namespace = settings.namespace or (ns_file.read_text().strip() if ns_file.exists() else "default")
+        return api, namespace
+    except config.ConfigException:
+        pass
+    path = settings.kubeconfig_path()
+    if path is None:
+        raise BackendError("No Kubernetes configuration: not in a cluster and no kubeconfig found.")
+    api = config.new_client_from_config(config_file=str(path))
+    namespace = settings.namespace
+    if not namespace:
+        _, active = config.list_kube_config_contexts(config_file=str(path))
+        namespace = (active or {}).get("context", {}).get("namespace") or "default"
+    return api, namespace
+
+
+def describe_api_error(exc: Exception) -> str:
+    """One sentence for a person, whatever the client raised."""
+    if isinstance(exc, ApiException):
+        if exc.status in (401, 403):
+            return "The portal is not allowed to do this in the cluster (its service account lacks a permission)."
+        if exc.status == 422:
+            try:
+                return f"The cluster refused the job: {json.loads(exc.body).get('message', '')}"
+            except (TypeError, ValueError):
+                return "The cluster refused the job."
+        return f"The cluster answered {exc.status} {exc.reason}."
+    return "The cluster cannot be reached right now."
+
+
+class WatchCache:
+    """One LIST+WATCH loop for a kind of object in the namespace, keeping the objects as plain dicts."""
+
+    def __init__(self, api: client.ApiClient, list_fn: Callable[..., Any], namespace: str, kind: str,
+                 on_error: Callable[[Exception | None], None], counter: Callable[[], None]):
+        self.api = api
+        self.list_fn = list_fn
+        self.namespace = namespace
+        self.kind = kind
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.synced = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._watch: watch.Watch | None = None
+        self._thread: threading.Thread | None = None
+        self._on_error = on_error
+        self._count = counter
+        self.relists = 0
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"k8s-watch-{self.kind}", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self.objects)
+
+    def relist(self) -> str:
+        """Paginated LIST by label; replaces the view. Returns the resourceVersion to watch from."""
+        items: dict[str, dict[str, Any]] = {}
+        cont: str | None = None
+        while True:
+            self._count()
+            resp = self.list_fn(self.namespace, label_selector=selector(), limit=500, _continue=cont,
+                                _preload_content=False, _request_timeout=30)
+            body = json.loads(resp.data)
+            for obj in body.get("items") or []:
+                items[obj["metadata"]["name"]] = obj
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                break
+        with self._lock:
+            self.objects = items
+        self.relists += 1
+        self.synced.set()
+        return body["metadata"]["resourceVersion"]
+
+    def _run(self) -> None:
+        backoff = 1.0
+        rv: str | None = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    rv = self.relist()
+                    self._on_error(None)
+                self._watch = watch.Watch()
+                self._count()
+                for event in self._watch.stream(
+                    self.list_fn, self.namespace, label_selector=selector(), resource_version=rv,
+                    allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, deserialize=False,
+                    _request_timeout=WATCH_SECONDS + 30,
+                ):
+                    obj = event["object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    with self._lock:
+                        if event["type"] == "DELETED":
+                            self.objects.pop(obj["metadata"]["name"], None)
+                        else:
+                            self.objects[obj["metadata"]["name"]] = obj
+                    if self._stop.is_set():
+                        break
+                backoff = 1.0
+            except ApiException as exc:
+                if exc.status == 410:  # our resourceVersion is too old: start over from a fresh LIST
+                    rv = None
+                    continue
+                self._failed(exc, backoff)
+                backoff = min(backoff * 2, 30.0)
+                rv = None
+            except Exception as exc:  # connection refused, timeouts, TLS: wait and relist
+                self._failed(exc, backoff)
+                backoff = min(backoff * 2, 30.0)
+                rv = None
+
+    def _failed(self, exc: Exception, backoff: float) -> None:
+        if self._stop.is_set():
+            return
+        log.warning("watch of %s failed: %s", self.kind, exc)
+        self._on_error(exc)
+        self._stop.wait(backoff * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, settings: Settings, api: client.ApiClient | None = None, namespace: str | None = None):
+        self.settings = settings
+        if api is None:
+            api, ns = load_api_client(settings)
+            namespace = namespace or ns
+        self.api = api
+        self.namespace = namespace or "default"
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.max_nodes = settings.max_nodes
+        self.requests = 0  # API calls made by this process (LIST, WATCH, logs, writes)
+        self.error: str | None = None
+        self._count_lock = threading.Lock()
+        self.jobs = WatchCache(api, self.batch.list_namespaced_job, self.namespace, "jobs", self._on_error, self._inc)
+        self.pods = WatchCache(api, self.core.list_namespaced_pod, self.namespace, "pods", self._on_error, self._inc)
+        self._cursors: dict[str, dict[str, Any]] = {}
+
+    # Bookkeeping --------------------------------------------------------------------------------
+    def _inc(self) -> None:
+        with self._count_lock:
+            self.requests += 1
+
+    def _on_error(self, exc: Exception | None) -> None:
+        self.error = None if exc is None else describe_api_error(exc)
+
+    def health(self) -> str | None:
+        return self.error
+
+    def start(self) -> None:
+        self.jobs.start()
+        self.pods.start()
+
+    def close(self) -> None:
+        self.jobs.stop()
+        self.pods.stop()
+
+    def _timeout(self) -> float:
+        return self.settings.kube_request_timeout_seconds
+
+    # Paths --------------------------------------------------------------------------------------
+    def job_dir(self, job_id: int) -> Path:
+        return self.settings.jobs_dir / str(job_id)
+
+    def log_path(self, job_id: int, rank: int = 0) -> Path:
+        return self.job_dir(job_id) / ("job.log" if rank == 0 else f"job.rank-{rank}.log")
+
+    def output_dir(self, job_id: int) -> Path:
+        return self.job_dir(job_id) / "output"
+
+    # Submit -------------------------------------------------------------------------------------
+    def submit(self, job: JobSubmission) -> SubmitResult:
+        req = job.request
+        source = job.script_source.read_text(encoding="utf-8", errors="replace")
+        if len(source.encode()) > CONFIGMAP_MAX_BYTES:
+            raise BackendError("Scripts larger than 900 KB cannot be sent to the cluster; ask your admin "
+                               "to configure a workspace volume.")
+        name = job_name(self.settings, job.job_id)
+        submission_id = job.submission_id
+        manifest = build_job(self.settings, job_id=job.job_id, owner=job.owner, submission_id=submission_id,
+                             request=req, script_file=job.script_source.name, configmap=f"{name}-script")
+        self.job_dir(job.job_id).mkdir(parents=True, exist_ok=True)
+        created = self._create_job_idempotent(manifest, submission_id)
+        labels = manifest["metadata"]["labels"]
+        files = {job.script_source.name: source, "portal_metrics.py": SCRIPTKIT.read_text()}
+        try:
+            self._create_ignore_exists(self.core.create_namespaced_config_map,
+                                       build_configmap(f"{name}-script", files, created, labels))
+            if req.nodes > 1:
+                self._create_ignore_exists(self.core.create_namespaced_service, build_headless_service(created))
+        except Exception as exc:
+            # No half-job: without its script the Job could never run.
+            self._delete_job(name)
+            raise BackendError(describe_api_error(exc)) from exc
+        ref = {"job_name": name, "uid": created["metadata"]["uid"], "namespace": self.namespace,
+               "nodes": req.nodes}
+        return SubmitResult(spec=manifest, ref=ref, status=JobStatus.QUEUED)
+
+    def _create_ignore_exists(self, fn: Callable[..., Any], body: dict[str, Any]) -> None:
+        self._inc()
+        try:
+            fn(self.namespace, body, _request_timeout=self._timeout())
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def _read_job(self, name: str) -> dict[str, Any] | None:
+        self._inc()
+        try:
+            resp = self.batch.read_namespaced_job(name, self.namespace, _preload_content=False,
+                                                  _request_timeout=self._timeout())
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return json.loads(resp.data)
+
+    def _create_job_idempotent(self, manifest: dict[str, Any], submission_id: str) -> dict[str, Any]:
+        """Create under a fixed name; on a timeout read back; on AlreadyExists compare the submission id."""
+        name = manifest["metadata"]["name"]
+        self._inc()
+        try:
+            resp = self.batch.create_namespaced_job(self.namespace, manifest, _preload_content=False,
+                                                    _request_timeout=self._timeout())
+            return json.loads(resp.data)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise BackendError(describe_api_error(exc)) from exc
+        except Exception as exc:
+            # The request may or may not have reached the cluster: look before saying anything.
+            try:
+                existing = self._read_job(name)
+            except Exception:
+                raise BackendError(describe_api_error(exc)) from exc
+            if existing is None:
+                raise BackendError(describe_api_error(exc)) from exc
+            manifest_existing = existing
+            if manifest_existing["metadata"].get("annotations", {}).get("ml-portal/submission-id") == submission_id:
+                return existing
+            raise BackendError(f"A different job named {name} already exists in the cluster.") from exc
+        existing = self._read_job(name)
+        if existing and existing["metadata"].get("annotations", {}).get("ml-portal/submission-id") == submission_id:
+            return existing
+        raise BackendError(f"A different job named {name} already exists in the cluster.")
+
+    # Observe ------------------------------------------------------------------------------------
+    def pods_of(self, name: str) -> list[dict[str, Any]]:
+        pods = [p for p in self.pods.snapshot().values()
+                if (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") == name
+                or (p["metadata"].get("labels") or {}).get("job-name") == name]
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+    def observe(self, jobs: list[ActiveJob]) -> dict[int, Observation]:
+        self.start()
+        if not (self.jobs.synced.wait(10) and self.pods.synced.wait(10)):
+            return {}  # no view of the cluster yet: change nothing
+        snapshot = self.jobs.snapshot()
+        out: dict[int, Observation] = {}
+        for job in jobs:
+            name = job.ref.get("job_name") or job_name(self.settings, job.id)
+            kjob = snapshot.get(name)
+            if kjob is not None and job.ref.get("uid") and kjob["metadata"].get("uid") != job.ref["uid"]:
+                kjob = None  # same name, another object: ours is gone
+            tail = "\n".join(read_tail(self.log_path(job.id), max_lines=60, max_bytes=16 * 1024))
+            out[job.id] = observe_job(kjob, self.pods_of(name), stop_requested=bool(job.ref.get("stop_requested")),
+                                      nodes=int(job.ref.get("nodes", 1)), log_tail=tail)
+        return out
+
+    # Logs ---------------------------------------------------------------------------------------
+    def _cursor_file(self, job_id: int) -> Path:
+        return self.job_dir(job_id) / "log-cursors.json"
+
+    def pull_logs(self, job: ActiveJob) -> None:
+        """Append what each pod printed since the last pull to the job's archive (one file per rank)."""
+        name = job.ref.get("job_name") or job_name(self.settings, job.id)
+        pods = self.pods_of(name)
+        if not pods:
+            return
+        key = str(job.id)
+        if key not in self._cursors:
+            try:
+                self._cursors[key] = json.loads(self._cursor_file(job.id).read_text())
+            except (FileNotFoundError, ValueError):
+                self._cursors[key] = {}
+        cursors = self._cursors[key]
+        changed = False
+        for pod in pods:
+            phase = (pod.get("status") or {}).get("phase")
+            pod_name = pod["metadata"]["name"]
+            cur = cursors.get(pod_name) or {}
+            if phase not in ("Running", "Succeeded", "Failed") or cur.get("done"):
+                continue
+            rank = int((pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION, 0))
+            if self._pull_pod(job.id, pod_name, rank, cur, final=phase != "Running"):
+                changed = True
+            cursors[pod_name] = cur
+        if changed:
+            self._cursor_file(job.id).write_text(json.dumps(cursors))
+
+    def _pull_pod(self, job_id: int, pod_name: str, rank: int, cur: dict[str, Any], final: bool) -> bool:
+        kwargs: dict[str, Any] = {"timestamps": True, "_request_timeout": self._timeout()}
+        last = cur.get("ts")
+        if last:
+            ago = (datetime.now(UTC) - parse_time(last)).total_seconds()
+            kwargs["since_seconds"] = max(1, math.ceil(ago) + 1)
+        self._inc()
+        try:
+            text = self.core.read_namespaced_pod_log(pod_name, self.namespace, container="main", **kwargs)
+        except ApiException as exc:
+            if exc.status in (400, 404):  # container not started yet, or the pod is gone
+                return False
+            raise
+        lines: list[str] = []
+        seen_at_last = int(cur.get("n", 0))
+        same = 0
+        for raw in (text or "").splitlines():
+            m = _TS_LINE.match(raw)
+            ts, body = (m.group(1), m.group(2)) if m else (last or "", raw)
+            if last and ts < last:
+                continue
+            if last and ts == last:
+                same += 1
+                if same <= seen_at_last:
+                    continue  # already archived: since_seconds overlaps on purpose
+            if ts != last:
+                last, same, seen_at_last = ts, 1, 0
+            lines.append(body)
+        cur["ts"], cur["n"] = last, max(same, seen_at_last)
+        if final:
+            cur["done"] = True
+        if lines:
+            with open(self.log_path(job_id, rank), "a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+        return bool(lines) or final
+
+    def log_ranks(self, job_id: int) -> list[int]:
+        ranks = [0]
+        for p in self.job_dir(job_id).glob("job.rank-*.log"):
+            ranks.append(int(p.stem.rsplit("-", 1)[1]))
+        return sorted(ranks)
+
+    # Stop / delete ------------------------------------------------------------------------------
+    def _delete_job(self, name: str) -> None:
+        self._inc()
+        try:
+            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background",
+                                             _request_timeout=self._timeout())
+        except ApiException as exc:
+            if exc.status != 404:
+                raise BackendError(describe_api_error(exc)) from exc
+        except Exception as exc:
+            raise BackendError(describe_api_error(exc)) from exc
+
+    def stop(self, job_id: int, ref: dict[str, Any]) -> None:
+        """Delete the Job (pods go with it); the history stays in the store."""
+        name = ref.get("job_name") or job_name(self.settings, job_id)
+        try:
+            self.pull_logs(ActiveJob(job_id, ref, 0))  # what the pods printed last, before they go
+        except Exception:
+            log.warning("could not read the last logs of %s before stopping it", name)
+        self._delete_job(name)
+
+    def delete(self, job_id: int, ref: dict[str, Any]) -> None:
+        name = ref.get("job_name") or job_name(self.settings, job_id)
+        if ref:
+            self._delete_job(name)
+        import shutil
+
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def signal_checkpoint(self, job_id: int, ref: dict[str, Any]) -> None:
+        raise BackendError("Saving a checkpoint on demand is not available for cluster jobs yet; "
+                           "use 'Save checkpoints every N epochs' when you submit.")
+
+
+def now_ts() -> float:
+    return time.time()
