@@ -15,6 +15,8 @@ if [ ! -f "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" ]; then
     --kube-apiserver-binary "$BIN/kube-apiserver" --kube-controller-manager-binary "$BIN/kube-controller-manager" \
     --kube-scheduler-binary "$BIN/kube-scheduler" --etcd-binary "$BIN/etcd" --kwok-controller-binary "$BIN/kwok" \
     --enable-crds ClusterLogs,Logs --disable-qps-limits --kubeconfig '' --wait 3m \
+    --extra-args kube-apiserver=etcd-compaction-interval=20s \
+    --extra-args kube-apiserver=watch-cache=false \
     -c "$KW/kustomize/stage/node/fast" -c "$KW/kustomize/stage/node/heartbeat-with-lease" \
     -c "$KW/kustomize/stage/pod/fast/pod-ready.yaml" -c "$KW/kustomize/stage/pod/fast/pod-delete.yaml" \
     -c "$HERE/kwok-pod-stages.yaml" -c "$HERE/kwokctl.yaml" >&2

@@ -109,7 +109,7 @@ def build_job(
     spec: dict[str, Any] = {
         "backoffLimit": 3,  # only disruptions are retried: the script's own failure fails the Job at once
         "podFailurePolicy": {"rules": [
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "NotIn", "values": [0]}},
         ]},
         "activeDeadlineSeconds": max(1, round(request.max_runtime_hours * 3600)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -9,13 +10,14 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
 from services.backends.k8s_manifests import (
@@ -87,11 +89,12 @@ class WatchCache:
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._watch: watch.Watch | None = None
+        self._resp: Any = None
         self._thread: threading.Thread | None = None
         self._on_error = on_error
         self._count = counter
         self.relists = 0
+        self._resume_from: str | None = None
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -101,10 +104,21 @@ class WatchCache:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
+        self._interrupt()
         if self._thread is not None:
             self._thread.join(5)
+
+    def _interrupt(self) -> None:
+        """Cut the open WATCH connection so the loop notices a stop or a resume at once."""
+        resp = self._resp
+        if resp is not None:
+            with contextlib.suppress(Exception):
+                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
+
+    def rewatch(self, resource_version: str) -> None:
+        """End the current watch and resume from the given version (an old one tests the 410 path)."""
+        self._resume_from = resource_version
+        self._interrupt()
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -135,16 +149,13 @@ class WatchCache:
         rv: str | None = None
         while not self._stop.is_set():
             try:
+                if self._resume_from is not None:
+                    rv, self._resume_from = self._resume_from, None
                 if rv is None:
                     rv = self.relist()
                     self._on_error(None)
-                self._watch = watch.Watch()
                 self._count()
-                for event in self._watch.stream(
-                    self.list_fn, self.namespace, label_selector=selector(), resource_version=rv,
-                    allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, deserialize=False,
-                    _request_timeout=WATCH_SECONDS + 30,
-                ):
+                for event in self.stream_events(rv):
                     obj = event["object"]
                     rv = obj["metadata"].get("resourceVersion", rv)
                     if event["type"] == "BOOKMARK":
@@ -154,7 +165,7 @@ class WatchCache:
                             self.objects.pop(obj["metadata"]["name"], None)
                         else:
                             self.objects[obj["metadata"]["name"]] = obj
-                    if self._stop.is_set():
+                    if self._stop.is_set() or self._resume_from is not None:
                         break
                 backoff = 1.0
             except ApiException as exc:
@@ -168,6 +179,26 @@ class WatchCache:
                 self._failed(exc, backoff)
                 backoff = min(backoff * 2, 30.0)
                 rv = None
+
+    def stream_events(self, rv: str, seconds: int = WATCH_SECONDS) -> Iterator[dict[str, Any]]:
+        """One WATCH request as raw JSON events; an ERROR event becomes an ApiException (410 Gone included)."""
+        resp = self.list_fn(self.namespace, label_selector=selector(), resource_version=rv, watch=True,
+                            allow_watch_bookmarks=True, timeout_seconds=seconds,
+                            _preload_content=False, _request_timeout=seconds + 30)
+        self._resp = resp
+        try:
+            for line in iter_resp_lines(resp):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiException(status=status.get("code", 500), reason=status.get("message", "watch error"))
+                yield event
+        finally:
+            self._resp = None
+            resp.close()
+            resp.release_conn()
 
     def _failed(self, exc: Exception, backoff: float) -> None:
         if self._stop.is_set():

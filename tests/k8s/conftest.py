@@ -1,0 +1,116 @@
+"""The Kubernetes test control plane (testenv/): a real kube-apiserver, etcd, controller-manager and
+scheduler with KWOK-simulated GPU nodes, started once per test session on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.config import Settings
+from services.portal import Portal, build_portal
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTENV = ROOT / "testenv"
+LOGS_DIR = Path(os.environ.get("PORTAL_TESTENV_LOGS", "/var/tmp/ml-portal-kwok-logs"))
+CLUSTER = "portal-it"
+
+
+class Cluster:
+    def __init__(self, kubeconfig: Path, bin_dir: Path):
+        self.kubeconfig = kubeconfig
+        self.bin = bin_dir
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run([str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+                             capture_output=True, text=True, timeout=120)
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}")
+        return out.stdout
+
+    def kwokctl(self, *args: str) -> None:
+        env = dict(os.environ, KWOK_WORKDIR=os.environ.get("KWOK_WORKDIR", "/var/tmp/ml-portal-kwok"))
+        subprocess.run([str(self.bin / "kwokctl"), *args, "--name", CLUSTER], check=True, env=env, timeout=180,
+                       capture_output=True)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the Kubernetes tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    if shutil.which("go") is None:
+        _unavailable("Go is not installed, so the Kubernetes test control plane cannot be built")
+    try:
+        bin_dir = Path(subprocess.run([str(TESTENV / "build.sh")], check=True, capture_output=True, text=True,
+                                      timeout=3600).stdout.strip().splitlines()[-1])
+        kubeconfig = Path(subprocess.run([str(TESTENV / "start.sh"), CLUSTER], check=True, capture_output=True,
+                                         text=True, timeout=600).stdout.strip().splitlines()[-1])
+    except subprocess.CalledProcessError as exc:
+        _unavailable(f"the test control plane did not start: {exc.stderr[-2000:]}")
+    c = Cluster(kubeconfig, bin_dir)
+    yield c
+    if not os.environ.get("PORTAL_TESTENV_KEEP"):
+        subprocess.run([str(TESTENV / "stop.sh"), CLUSTER], capture_output=True, timeout=120)
+
+
+def recorded_example_output(epochs: int = 3) -> list[str]:
+    """Real output of examples/train_example.py, which simulated pods serve as their log."""
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "train_example.py"), "--epochs", str(epochs),
+                          "--seconds-per-epoch", "0", "--samples", "200"],
+                         capture_output=True, text=True, check=True, timeout=60,
+                         env=dict(os.environ, PORTAL_OUTPUT_DIR=str(LOGS_DIR / "example-output")))
+    return out.stdout.splitlines()
+
+
+def write_cri_log(path: Path, lines: list[str]) -> None:
+    """The kubelet's CRI log format, which KWOK serves through the real pods/log API."""
+    start = datetime.now(UTC) - timedelta(seconds=len(lines))
+    with open(path, "w") as fh:
+        for i, line in enumerate(lines):
+            ts = (start + timedelta(milliseconds=10 * i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            fh.write(f"{ts} stdout F {line}\n")
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    LOGS_DIR.mkdir(parents=True, exist_ok=True)
+    log_file = LOGS_DIR / f"{ns}.log"
+    write_cri_log(log_file, recorded_example_output())
+    manifest = LOGS_DIR / f"{ns}-logs.yaml"
+    manifest.write_text(
+        "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n"
+        f"metadata: {{name: logs-{ns}}}\n"
+        f"spec:\n  selector: {{matchNamespaces: [\"{ns}\"]}}\n"
+        f"  logs:\n  - containers: [main]\n    logsFile: {log_file}\n"
+    )
+    cluster.kubectl("apply", "-f", str(manifest))
+    yield ns
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    cluster.kubectl("delete", "clusterlogs", f"logs-{ns}", "--wait=false", check=False)
+
+
+def k8s_settings(cluster: Cluster, namespace: str, data_dir: Path, **overrides) -> Settings:
+    values = {"data_dir": data_dir, "backend": "kubernetes", "kubeconfig": str(cluster.kubeconfig),
+              "namespace": namespace, "sync_interval_seconds": 0.5, "kube_request_timeout_seconds": 5,
+              "max_gpus_per_node": 16} | overrides
+    return Settings(**values)
+
+
+@pytest.fixture
+def k8s_portal(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Portal]:
+    portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data"))
+    yield portal
+    portal.close()
