@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ADDRESS ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: run test lint bench chromium
+.PHONY: run test lint bench chromium testenv testenv-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,10 @@ chromium:
 			echo "chromium is not installed and this is not root: the browser tests will be skipped"; \
 		fi; \
 	fi
+
+## The Kubernetes test control plane (built from the Go module proxy on first use, then cached).
+testenv:
+	@kubeconfig=$$(testenv/start.sh) && echo "export KUBECONFIG=$$kubeconfig"
+
+testenv-stop:
+	testenv/stop.sh

@@ -25,7 +25,11 @@ if __name__ == "__main__":
         ],
     }
     st.set_page_config(page_title="ML Job Portal", page_icon=":material/model_training:", layout="wide")
-    st.navigation(PAGES).run()
+    page = st.navigation(PAGES)
+    from pages.common import health_banner
+
+    health_banner()
+    page.run()
 else:
     from streamlit.runtime.pages_manager import PagesManager
 

@@ -49,8 +49,12 @@ async def job_log(request: Request) -> Response:
         return _error(404, "Job not found.")
     jobs = get_portal().jobs
     try:
+        rank = int(request.query_params.get("rank", "0"))
+    except ValueError:
+        return _error(400, "rank must be a whole number.")
+    try:
         job = jobs.get(current_user(), job_id)
-        path, _ = jobs.log_info(job_id)
+        path = jobs.log_file(job_id, rank)
     except NotFound as exc:
         return _error(404, str(exc))
     if not path.is_file():

@@ -87,6 +87,17 @@ def metric_text(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+def health_banner() -> None:
+    """One clear banner when the cluster cannot be used; the history stays browsable underneath."""
+    p = portal()
+    problem = p.jobs.backend.health()
+    if problem:
+        st.warning(f"**The cluster is not available:** {problem} Your job history is still here; new jobs "
+                   "cannot start until it is back.", icon=":material/cloud_off:")
+    elif p.sync.last_error:
+        st.warning(f"Job updates are delayed: {p.sync.last_error}", icon=":material/sync_problem:")
+
+
 def flash(message: str, kind: str = "success") -> None:
     st.session_state.setdefault("_flash", []).append((kind, message))
 

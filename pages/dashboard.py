@@ -11,7 +11,7 @@ P = portal()
 SECTION_ICON = {StatusGroup.ACTIVE: "🟢", StatusGroup.SUCCEEDED: "✅", StatusGroup.FAILED: "❌",
                 StatusGroup.STOPPED: "⏹️"}
 FILTERS = ["All", *[g.value for g in StatusGroup]]
-RUNNING_REFRESH = "3s"
+RUNNING_REFRESH = "2s"
 
 goto_pending_job()
 

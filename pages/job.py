@@ -96,13 +96,15 @@ logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
 
 
 @st.fragment(run_every="2s" if active else None)
-def log_pane() -> None:
+def log_pane(rank: int) -> None:
     paused = st.session_state.get("log_paused", False)
     lines = st.session_state.get("_log_cache") if paused else None
     if lines is None:
-        lines = P.jobs.log_tail(job.id, LOG_LINES)
+        lines = P.jobs.log_tail(job.id, LOG_LINES, rank=rank)
         st.session_state["_log_cache"] = lines
     _, total = P.jobs.log_info(job.id)
+    if rank:
+        total = 0  # the line count is kept for rank 0
     shown = f"last {len(lines)} of {max(total, len(lines)):,} lines" if total > len(lines) else f"{len(lines)} lines"
     st.caption(("Paused · " if paused else ("Live · " if active else "")) + shown)
     with st.container(height=480, autoscroll=st.session_state.get("log_autoscroll", True), key="log_box"):
@@ -111,11 +113,13 @@ def log_pane() -> None:
 
 with logs_tab:
     if logs_tab.open:
-        a, b, c = st.columns([1, 1, 4])
+        ranks = P.jobs.log_ranks(job.id)
+        a, b, c, d = st.columns([1, 1, 1, 3])
+        rank = c.selectbox("Rank", ranks, key="log_rank", format_func=lambda r: f"node {r}") if len(ranks) > 1 else 0
         a.toggle("Auto-scroll", value=True, key="log_autoscroll")
         b.toggle("Pause", value=False, key="log_paused", disabled=not active)
-        c.link_button("Download full log", f"/api/v1/jobs/{job.id}/log", icon=":material/download:")
-        log_pane()
+        d.link_button("Download full log", f"/api/v1/jobs/{job.id}/log?rank={rank}", icon=":material/download:")
+        log_pane(rank)
 
 
 def chart(name: str, x: np.ndarray, y: np.ndarray, axis: str) -> go.Figure:

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     default_cpu: str = "4"
     default_memory: str = "16Gi"
     stop_grace_seconds: float = Field(default=10.0, ge=0)
-    sync_interval_seconds: float = Field(default=1.0, gt=0)
+    sync_interval_seconds: float = Field(default=0.5, gt=0)
     python_executable: str = Field(
         default="", description="Interpreter for local jobs. Empty: the portal's own interpreter."
     )
@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     job_name_prefix: str = Field(default="mlp", pattern=r"^[a-z]([-a-z0-9]{0,20}[a-z0-9])?$")
     job_ttl_hours: float = Field(default=24 * 7, gt=0, description="Finished Jobs are removed after this long.")
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on job pods.")
+    job_template: str = Field(default="", description="Path of the admin's Jinja2 job template (optional).")
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("data_dir")

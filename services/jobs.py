@@ -331,9 +331,21 @@ class JobService:
                 raise NotFound(f"Job {job_id} has no log.")
             return Path(log.path), log.lines
 
-    def log_tail(self, job_id: int, max_lines: int = 500) -> list[str]:
-        path, _ = self.log_info(job_id)
+    def log_tail(self, job_id: int, max_lines: int = 500, rank: int = 0) -> list[str]:
+        path = self.log_file(job_id, rank)
         return read_tail(path, max_lines=max_lines)
+
+    def log_ranks(self, job_id: int) -> list[int]:
+        return self.backend.log_ranks(job_id)
+
+    def log_file(self, job_id: int, rank: int = 0) -> Path:
+        """The archive of one rank's log (rank 0 is the job's main log)."""
+        path, _ = self.log_info(job_id)
+        if rank == 0:
+            return path
+        if rank not in self.backend.log_ranks(job_id):
+            raise NotFound(f"Job {job_id} has no log for node {rank}.")
+        return self.backend.log_path(job_id, rank)
 
     def metric_names(self, job_id: int) -> list[str]:
         with self.session() as s:

@@ -24,4 +24,24 @@ fi
 KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
 # Two fake GPU nodes with 8 GPUs each (kept if they exist).
 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f "$HERE/gpu-nodes.yaml" >&2
+# Pods in the default namespace serve a recorded run of the example script as their log, so a portal
+# pointed at this cluster shows a real log and loss curve for the jobs it submits there.
+LOGS=${PORTAL_TESTENV_LOGS:-/var/tmp/ml-portal-kwok-logs}
+mkdir -p "$LOGS"
+python3 "$HERE/../examples/train_example.py" --epochs 10 --seconds-per-epoch 0 --samples 500 2>&1 \
+  | python3 -c 'import sys, datetime as d
+t = d.datetime.now(d.timezone.utc)
+for i, line in enumerate(sys.stdin):
+    ts = (t + d.timedelta(milliseconds=10 * i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    sys.stdout.write(f"{ts} stdout F {line}")' > "$LOGS/default.log"
+"$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f - >&2 <<YAML
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata: {name: logs-default}
+spec:
+  selector: {matchNamespaces: [default]}
+  logs:
+  - containers: [main]
+    logsFile: $LOGS/default.log
+YAML
 echo "$KUBECONFIG_PATH"

@@ -31,6 +31,7 @@ from services.backends.k8s_manifests import (
 )
 from services.backends.k8s_status import observe as observe_job
 from services.backends.k8s_status import parse_time
+from services.backends.k8s_template import apply_template
 from services.config import Settings
 from services.logs import read_tail
 from services.models import JobStatus
@@ -271,6 +272,12 @@ class KubernetesBackend:
         submission_id = job.submission_id
         manifest = build_job(self.settings, job_id=job.job_id, owner=job.owner, submission_id=submission_id,
                              request=req, script_file=job.script_source.name, configmap=f"{name}-script")
+        if self.settings.job_template:
+            values = req.model_dump(mode="json") | {
+                "experiment": req.name, "job_id": job.job_id, "owner": job.owner, "image": self.settings.job_image,
+                "cpu": self.settings.default_cpu, "memory": self.settings.default_memory, "namespace": self.namespace,
+            }
+            manifest = apply_template(self.settings.job_template, manifest, values)
         self.job_dir(job.job_id).mkdir(parents=True, exist_ok=True)
         created = self._create_job_idempotent(manifest, submission_id)
         labels = manifest["metadata"]["labels"]

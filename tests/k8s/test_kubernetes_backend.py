@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from services.auth import current_user
 from services.backends.k8s_manifests import owner_hash
 from services.models import JobStatus
@@ -203,3 +201,59 @@ def test_unreachable_cluster_fails_the_submit_with_a_sentence(cluster, namespace
         wait_until(lambda: portal.jobs.backend.health() == "The cluster cannot be reached right now.", timeout=20)
     finally:
         portal.close()
+
+
+def test_admin_template_that_sets_privileged_is_refused(cluster, namespace, tmp_path):
+    template = tmp_path / "job.yaml"
+    template.write_text("spec:\n  template:\n    spec:\n      containers:\n      - securityContext:\n"
+                        "          privileged: true\n")
+    portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data", job_template=str(template)))
+    try:
+        job_id = portal.jobs.submit(current_user(), {"name": "k8s-privileged", **EXAMPLE})
+        job = portal.jobs.get(current_user(), job_id)
+        assert job.status is JobStatus.SUBMIT_FAILED
+        assert "spec.template.spec.containers[0].securityContext.privileged" in job.reason
+        assert cluster.kubectl("-n", namespace, "get", "jobs", "-o", "name").strip() == ""
+    finally:
+        portal.close()
+
+
+def test_admin_template_image_and_node_selector_reach_the_cluster(cluster, namespace, tmp_path):
+    template = tmp_path / "job.yaml"
+    template.write_text(
+        "metadata:\n  annotations:\n    team/experiment: {{ experiment }}\n"
+        "spec:\n  template:\n    spec:\n      nodeSelector:\n        kubernetes.io/os: linux\n"
+        "      containers:\n      - image: registry.example/ml/train:2.4\n"
+    )
+    portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data", job_template=str(template)))
+    try:
+        job_id = portal.jobs.submit(current_user(), {"name": "k8s-templated", **EXAMPLE})
+        kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{job_id}", "-o", "json"))
+        assert kjob["metadata"]["annotations"]["team/experiment"] == "k8s-templated"
+        pod = kjob["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == "registry.example/ml/train:2.4"
+        assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+        assert finished(portal, job_id).status is JobStatus.SUCCEEDED
+    finally:
+        portal.close()
+
+
+def test_apiserver_stopped_during_a_submit(k8s_portal, cluster):
+    """The control plane goes down: the submit says so in a sentence, leaves no half-job, and the banner shows."""
+    user = current_user()
+    k8s_portal.sync.start()
+    wait_until(lambda: k8s_portal.jobs.backend.jobs.synced.is_set())
+    cluster.kwokctl("stop", "cluster")
+    try:
+        job_id = k8s_portal.jobs.submit(user, {"name": "k8s-during-outage", **EXAMPLE})
+        job = k8s_portal.jobs.get(user, job_id)
+        assert job.status is JobStatus.SUBMIT_FAILED
+        assert job.reason == "The cluster cannot be reached right now."
+        wait_until(lambda: k8s_portal.jobs.backend.health() is not None, timeout=60)
+    finally:
+        cluster.kwokctl("start", "cluster")
+    # Back up: the banner clears and new jobs run (the restarted controllers first wait out their leases).
+    wait_until(lambda: k8s_portal.jobs.backend.health() is None, timeout=120, interval=1)
+    outcome(k8s_portal, runtime="1s")
+    job_id = k8s_portal.jobs.submit(user, {"name": "k8s-after-outage", **EXAMPLE})
+    assert finished(k8s_portal, job_id, timeout=180).status is JobStatus.SUCCEEDED
