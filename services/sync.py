@@ -82,6 +82,7 @@ class SyncLoop:
                 if r.backend_ref is not None
             ]
             self.fail_abandoned_submissions({r.id for r in rows if r.backend_ref is None})
+            svc.backend.remove_ghosts(self.recent_failed_submissions())
             observed = svc.backend.observe(active) if active else {}
             for job in active:
                 # Logs first: a job's final metrics must be in before it is shown as finished.
@@ -95,6 +96,17 @@ class SyncLoop:
                 if obs is not None:
                     self.apply(job.id, obs)
             self.ticks += 1
+
+    def recent_failed_submissions(self) -> list[tuple[int, str]]:
+        since = utcnow() - timedelta(hours=1)
+        with self.service.session() as s:
+            rows = s.execute(
+                select(Job.id, Job.submission_id).where(
+                    Job.status == JobStatus.SUBMIT_FAILED.value, Job.backend == self.service.backend.name,
+                    Job.updated_at > since,
+                ).limit(200)
+            ).all()
+        return [(r.id, r.submission_id) for r in rows]
 
     def fail_abandoned_submissions(self, job_ids: set[int]) -> None:
         """A row left in Submitting by a portal that died mid-submit would otherwise wait forever."""

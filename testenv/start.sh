@@ -17,6 +17,7 @@ if [ ! -f "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" ]; then
     --enable-crds ClusterLogs,Logs --disable-qps-limits --kubeconfig '' --wait 3m \
     --extra-args kube-apiserver=etcd-compaction-interval=20s \
     --extra-args kube-apiserver=watch-cache=false \
+    --extra-args kube-controller-manager=leader-elect=false --extra-args kube-scheduler=leader-elect=false \
     -c "$KW/kustomize/stage/node/fast" -c "$KW/kustomize/stage/node/heartbeat-with-lease" \
     -c "$KW/kustomize/stage/pod/fast/pod-ready.yaml" -c "$KW/kustomize/stage/pod/fast/pod-delete.yaml" \
     -c "$HERE/kwok-pod-stages.yaml" -c "$HERE/kwokctl.yaml" >&2

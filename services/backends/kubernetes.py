@@ -55,7 +55,11 @@ def load_api_client(settings: Settings) -> tuple[client.ApiClient, str]:
     path = settings.kubeconfig_path()
     if path is None:
         raise BackendError("No Kubernetes configuration: not in a cluster and no kubeconfig found.")
-    api = config.new_client_from_config(config_file=str(path))
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(path), client_configuration=cfg)
+    # One retry, not three: a user waiting on "Submit" learns about an outage in seconds.
+    cfg.retries = 1
+    api = client.ApiClient(cfg)
     namespace = settings.namespace
     if not namespace:
         _, active = config.list_kube_config_contexts(config_file=str(path))
@@ -321,11 +325,13 @@ class KubernetesBackend:
         try:
             resp = self.batch.create_namespaced_job(self.namespace, manifest, _preload_content=False,
                                                     _request_timeout=self._timeout())
+            self._on_error(None)
             return json.loads(resp.data)
         except ApiException as exc:
             if exc.status != 409:
                 raise BackendError(describe_api_error(exc)) from exc
         except Exception as exc:
+            self._on_error(exc)
             # The request may or may not have reached the cluster: look before saying anything.
             try:
                 existing = self._read_job(name)
@@ -437,6 +443,19 @@ class KubernetesBackend:
         for p in self.job_dir(job_id).glob("job.rank-*.log"):
             ranks.append(int(p.stem.rsplit("-", 1)[1]))
         return sorted(ranks)
+
+    def remove_ghosts(self, failed: list[tuple[int, str]]) -> None:
+        """A create that timed out may still have been carried out: delete the Job the user was told failed."""
+        if not failed or not self.jobs.synced.is_set():
+            return
+        snapshot = self.jobs.snapshot()
+        for job_id, submission_id in failed:
+            kjob = snapshot.get(job_name(self.settings, job_id))
+            if kjob and not kjob["metadata"].get("deletionTimestamp") and (
+                kjob["metadata"].get("annotations") or {}
+            ).get("ml-portal/submission-id") == submission_id:
+                log.warning("removing job %s: its submission was reported as failed", job_id)
+                self._delete_job(kjob["metadata"]["name"])
 
     # Stop / delete ------------------------------------------------------------------------------
     def _delete_job(self, name: str) -> None:

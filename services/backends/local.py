@@ -92,6 +92,9 @@ class LocalBackend:
     def health(self) -> str | None:
         return None
 
+    def remove_ghosts(self, failed: list[tuple[int, str]]) -> None:
+        """A local start either happened or raised: there is nothing half-made to remove."""
+
     def pull_logs(self, job: ActiveJob) -> None:
         """The job writes its log straight into the archive file."""
 

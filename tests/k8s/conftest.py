@@ -35,6 +35,9 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}")
         return out.stdout
 
+    def apiserver_pid(self) -> int:
+        return int((self.kubeconfig.parent / "pids" / "kube-apiserver.pid").read_text().strip())
+
     def kwokctl(self, *args: str) -> None:
         env = dict(os.environ, KWOK_WORKDIR=os.environ.get("KWOK_WORKDIR", "/var/tmp/ml-portal-kwok"))
         subprocess.run([str(self.bin / "kwokctl"), *args, "--name", CLUSTER], check=True, env=env, timeout=180,
