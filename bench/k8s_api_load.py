@@ -77,10 +77,10 @@ def main() -> None:
             for n in SESSIONS:
                 while len(pages) < n:
                     pg = ctx.new_page()
-                    pg.goto(server.url)
+                    pg.goto(server.url, timeout=180_000)
                     pages.append(pg)
-                pages[-1].get_by_text(re.compile(r"Running \(3\)")).first.wait_for(timeout=60_000)
-                time.sleep(3)
+                pages[-1].get_by_text(re.compile(r"Running \(3\)")).first.wait_for(timeout=180_000)
+                pages[0].wait_for_timeout(10_000)  # steady state: jobs running, every tab polling
                 before = api_requests(kubeconfig)
                 pages[0].wait_for_timeout(WINDOW * 1000)
                 rate = (api_requests(kubeconfig) - before - 1) * 60 / WINDOW  # -1: our own /metrics read

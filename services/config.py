@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on job pods.")
     job_template: str = Field(default="", description="Path of the admin's Jinja2 job template (optional).")
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    log_poll_seconds: float = Field(default=2.0, gt=0, description="How often running pods' logs are read.")
 
     @field_validator("data_dir")
     @classmethod

@@ -232,6 +232,7 @@ class KubernetesBackend:
         self.jobs = WatchCache(api, self.batch.list_namespaced_job, self.namespace, "jobs", self._on_error, self._inc)
         self.pods = WatchCache(api, self.core.list_namespaced_pod, self.namespace, "pods", self._on_error, self._inc)
         self._cursors: dict[str, dict[str, Any]] = {}
+        self._last_pull: dict[int, float] = {}
 
     # Bookkeeping --------------------------------------------------------------------------------
     def _inc(self) -> None:
@@ -381,6 +382,12 @@ class KubernetesBackend:
         pods = self.pods_of(name)
         if not pods:
             return
+        # Running pods are read every few seconds (the log pane's pace), finished ones once more at once.
+        now = time.monotonic()
+        all_running = all((p.get("status") or {}).get("phase") == "Running" for p in pods)
+        if all_running and now - self._last_pull.get(job.id, 0.0) < self.settings.log_poll_seconds:
+            return
+        self._last_pull[job.id] = now
         key = str(job.id)
         if key not in self._cursors:
             try:
