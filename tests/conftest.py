@@ -103,8 +103,9 @@ def free_port() -> int:
 class PortalServer:
     """The portal as a user starts it: `streamlit run portal_app.py`, bound to 127.0.0.1."""
 
-    def __init__(self, data_dir: Path, port: int | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None):
         self.data_dir = data_dir
+        self.extra_env = env or {}
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
@@ -116,6 +117,7 @@ class PortalServer:
     def start(self) -> PortalServer:
         env = dict(os.environ, PORTAL_DATA_DIR=str(self.data_dir), PORTAL_STOP_GRACE_SECONDS="2")
         env.setdefault("PORTAL_BACKEND", "local")
+        env.update(self.extra_env)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "portal_app.py", "--server.headless", "true",
