@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from services.auth import current_user
-from services.models import NotFound
+from services.models import JobView, NotFound
 from services.portal import get_portal
 
 
@@ -21,11 +21,16 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _job_id(request: Request) -> int | None:
+def _visible_job(request: Request) -> JobView | JSONResponse:
+    """The job named in the path if the caller may see it, else the 404 to answer with."""
     try:
-        return int(request.path_params["job_id"])
+        job_id = int(request.path_params["job_id"])
     except (KeyError, ValueError):
-        return None
+        return _error(404, "Job not found.")
+    try:
+        return get_portal().jobs.get(current_user(), job_id)
+    except NotFound as exc:
+        return _error(404, str(exc))
 
 
 async def healthz(_request: Request) -> Response:
@@ -44,30 +49,29 @@ async def healthz(_request: Request) -> Response:
 
 
 async def job_log(request: Request) -> Response:
-    job_id = _job_id(request)
-    if job_id is None:
-        return _error(404, "Job not found.")
-    jobs = get_portal().jobs
+    job = _visible_job(request)
+    if isinstance(job, JSONResponse):
+        return job
     try:
         rank = int(request.query_params.get("rank", "0"))
     except ValueError:
         return _error(400, "rank must be a whole number.")
     try:
-        job = jobs.get(current_user(), job_id)
-        path = jobs.log_file(job_id, rank)
+        path = get_portal().jobs.log_file(job.id, rank)
     except NotFound as exc:
         return _error(404, str(exc))
     if not path.is_file():
         return _error(404, "This job has no log yet.")
-    return FileResponse(path, media_type="text/plain; charset=utf-8", filename=f"{job.name}-{job_id}.log")
+    suffix = f"-node{rank}" if rank else ""
+    return FileResponse(path, media_type="text/plain; charset=utf-8", filename=f"{job.name}-{job.id}{suffix}.log")
 
 
 async def job_file(request: Request) -> Response:
-    job_id = _job_id(request)
-    if job_id is None:
-        return _error(404, "Job not found.")
+    job = _visible_job(request)
+    if isinstance(job, JSONResponse):
+        return job
     try:
-        path = get_portal().jobs.output_file(current_user(), job_id, request.path_params["path"])
+        path = get_portal().jobs.output_file(current_user(), job.id, request.path_params["path"])
     except NotFound as exc:
         return _error(404, str(exc))
     return FileResponse(path, filename=path.name)
@@ -83,14 +87,11 @@ def _zip_output(root: os.PathLike[str], names: Iterator[str]) -> str:
 
 
 async def job_results(request: Request) -> Response:
-    job_id = _job_id(request)
-    if job_id is None:
-        return _error(404, "Job not found.")
+    job = _visible_job(request)
+    if isinstance(job, JSONResponse):
+        return job
+    job_id = job.id
     jobs = get_portal().jobs
-    try:
-        job = jobs.get(current_user(), job_id)
-    except NotFound as exc:
-        return _error(404, str(exc))
     files = jobs.output_files(job_id)
     if not files:
         return _error(404, "This job wrote no files.")

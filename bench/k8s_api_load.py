@@ -70,13 +70,13 @@ def main() -> None:
             submitter.jobs.submit(user, {"name": f"bench-run-{i}", "script": "train_example.py"})
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            ctx = browser.new_context()
+            ctx = browser.new_context(viewport={"width": 800, "height": 600})
             pages = []
             base_rate = None
             print(f"API requests for jobs+pods per minute (window {WINDOW:.0f} s), read from apiserver_request_total:")
             for n in SESSIONS:
                 while len(pages) < n:
-                    pg = ctx.new_page(viewport={"width": 800, "height": 600})
+                    pg = ctx.new_page()
                     pg.goto(server.url, wait_until="commit", timeout=180_000)
                     pages.append(pg)
                 pages[0].wait_for_timeout(30_000)  # steady state: every tab connected and polling

@@ -168,7 +168,10 @@ with config_tab:
 with files_tab:
     if files_tab.open:
         files = P.jobs.output_files(job.id)
-        if not files:
+        if not files and P.jobs.backend.name == "kubernetes":
+            st.info("Files a job writes stay in its pod: the portal shows them once your admin configures a "
+                    "shared workspace volume. Print metrics to the log, or save results to your own storage.")
+        elif not files:
             st.info("The job has not written any files yet. Scripts write results to `$PORTAL_OUTPUT_DIR`.")
         else:
             st.link_button("Download all as .zip", f"/api/v1/jobs/{job.id}/results.zip", icon=":material/download:")
