@@ -168,7 +168,7 @@ with config_tab:
 with files_tab:
     if files_tab.open:
         files = P.jobs.output_files(job.id)
-        if not files and P.jobs.backend.name == "kubernetes":
+        if not files and P.jobs.backend.name == "kubernetes" and not P.settings.job_data_volume_claim:
             st.info("Files a job writes stay in its pod: the portal shows them once your admin configures a "
                     "shared workspace volume. Print metrics to the log, or save results to your own storage.")
         elif not files:

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     job_ttl_hours: float = Field(default=24 * 7, gt=0, description="Finished Jobs are removed after this long.")
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on job pods.")
     job_template: str = Field(default="", description="Path of the admin's Jinja2 job template (optional).")
+    job_data_volume_claim: str = Field(
+        default="",
+        description="PVC holding the portal's data directory (ReadWriteMany), mounted into job pods: the script "
+        "comes from it and the job's files land in it, so the Files tab shows them. Empty: ConfigMap + emptyDir.",
+    )
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_poll_seconds: float = Field(default=2.0, gt=0, description="How often running pods' logs are read.")
 

@@ -50,7 +50,9 @@ ACTIVE_STATUSES = frozenset(s for s, g in GROUP_OF.items() if g is StatusGroup.A
 
 
 def format_hours(hours: float) -> str:
-    """8 -> '8 h', 1.5 -> '1.5 h', 0.5 -> '30 min'."""
+    """8 -> '8 h', 1.5 -> '1.5 h', 0.5 -> '30 min', 0.001 -> '4 s'."""
+    if hours < 1 / 60:
+        return f"{round(hours * 3600)} s"
     if hours < 1:
         return f"{round(hours * 60)} min"
     return f"{hours:g} h"

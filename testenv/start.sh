@@ -10,7 +10,13 @@ KWOK_VERSION=${KWOK_VERSION:-0.8.0}
 KW=$(go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION
 export KWOK_WORKDIR=${KWOK_WORKDIR:-/var/tmp/ml-portal-kwok}
 export NO_PROXY=localhost,127.0.0.1
-if [ ! -f "$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml" ]; then
+KC="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
+# A cluster left from an earlier run whose processes are gone (machine restarted, session ended) is removed.
+if [ -f "$KC" ] && ! "$BIN/kubectl" --kubeconfig "$KC" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
+  echo "cluster $NAME is not answering: recreating it" >&2
+  "$BIN/kwokctl" delete cluster --name "$NAME" >&2 || rm -rf "$KWOK_WORKDIR/clusters/$NAME"
+fi
+if [ ! -f "$KC" ]; then
   "$BIN/kwokctl" create cluster --name "$NAME" --runtime binary \
     --kube-apiserver-binary "$BIN/kube-apiserver" --kube-controller-manager-binary "$BIN/kube-controller-manager" \
     --kube-scheduler-binary "$BIN/kube-scheduler" --etcd-binary "$BIN/etcd" --kwok-controller-binary "$BIN/kwok" \

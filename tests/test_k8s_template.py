@@ -76,3 +76,17 @@ def test_undefined_values_and_sandbox_escapes_are_errors():
         render("metadata: {labels: {a: {{ nope }}}}", {})
     with pytest.raises(BackendError, match="cannot be used"):
         render("metadata: {labels: {a: {{ ''.__class__.__mro__ }}}}", {})
+
+
+def test_data_volume_replaces_configmap_and_empty_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path, job_data_volume_claim="portal-data")
+    req = JobRequest(name="exp", script="train.py", extra_args="--tag $(HOME) $$x")
+    job = build_job(settings, job_id=7, owner="alice", submission_id="s", request=req,
+                    script_file="train.py", configmap="unused")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "portal-data"}}]
+    ctr = pod["containers"][0]
+    assert ctr["args"][0] == "/portal/data/jobs/7/script/train.py"
+    assert ctr["workingDir"] == "/portal/data/jobs/7/output"
+    # Kubernetes would expand $(HOME): the user's text is escaped so it arrives as typed.
+    assert ctr["args"][-3:] == ["--tag", "$$(HOME)", "$$$$x"]

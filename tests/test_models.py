@@ -63,3 +63,4 @@ def test_format_hours():
     assert format_hours(8) == "8 h"
     assert format_hours(1.5) == "1.5 h"
     assert format_hours(0.5) == "30 min"
+    assert format_hours(0.001) == "4 s"

@@ -228,3 +228,32 @@ def test_history_lists_jobs(app, portal, user):
     assert not app.exception
     df = app.dataframe[0].value
     assert len(df) == 50 and df.iloc[0]["name"] == "exp-0000059"
+
+
+def test_every_page_shows_one_banner_when_the_cluster_is_unreachable(tmp_path, monkeypatch):
+    """No cluster needed: a kubeconfig that points at a closed port is a cluster that is down."""
+    from services.portal import get_portal, reset_portal
+    from tests.conftest import wait_until
+
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: down\n"
+        "clusters: [{name: down, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: down, context: {cluster: down, user: u}}]\n"
+    )
+    monkeypatch.setenv("PORTAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PORTAL_BACKEND", "kubernetes")
+    monkeypatch.setenv("PORTAL_KUBECONFIG", str(kubeconfig))
+    reset_portal()
+    try:
+        portal = get_portal()
+        portal.sync.start()
+        wait_until(lambda: portal.jobs.backend.health() is not None, timeout=30)
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.run()
+        assert not at.exception
+        banners = [w.value for w in at.warning if "The cluster is not available" in w.value]
+        assert len(banners) == 1 and "history is still here" in banners[0]
+        assert at.title[0].value == "My experiments"  # the history stays browsable
+    finally:
+        reset_portal()

@@ -19,6 +19,7 @@ ANN_SUBMISSION = "ml-portal/submission-id"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 SCRIPT_DIR = "/portal/script"
 OUTPUT_DIR = "/portal/output"
+DATA_DIR = "/portal/data"
 MASTER_PORT = 29500
 CONFIGMAP_MAX_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB in all
 
@@ -55,10 +56,21 @@ def build_job(
 ) -> dict[str, Any]:
     name = job_name(settings, job_id)
     labels = _labels(job_id, owner)
-    script_path = f"{SCRIPT_DIR}/{script_file}"
+    if settings.job_data_volume_claim:
+        # The portal's own data volume: the script snapshot and the job's files live in its job directory.
+        script_dir = f"{DATA_DIR}/jobs/{job_id}/script"
+        output_dir = f"{DATA_DIR}/jobs/{job_id}/output"
+        volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.job_data_volume_claim}}]
+        mounts = [{"name": "data", "mountPath": DATA_DIR}]
+    else:
+        script_dir, output_dir = SCRIPT_DIR, OUTPUT_DIR
+        volumes = [{"name": "script", "configMap": {"name": configmap}}, {"name": "output", "emptyDir": {}}]
+        mounts = [{"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True},
+                  {"name": "output", "mountPath": OUTPUT_DIR}]
+    script_path = f"{script_dir}/{script_file}"
     user_args = [k8s_literal(a) for a in script_argv(request, script_path)[1:]]
-    env = script_env(job_id, request, OUTPUT_DIR)
-    env.update({"PYTHONUNBUFFERED": "1", "PYTHONPATH": SCRIPT_DIR, "HOME": OUTPUT_DIR})
+    env = script_env(job_id, request, output_dir)
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHONPATH": script_dir, "HOME": output_dir})
     env_list: list[dict[str, Any]] = [{"name": k, "value": k8s_literal(v)} for k, v in sorted(env.items())]
     if request.nodes > 1:
         # torchrun rendezvous: index 0 is the master; each pod learns its rank from its completion index.
@@ -86,13 +98,12 @@ def build_job(
         "command": command,
         "args": args,
         "env": env_list,
-        "workingDir": OUTPUT_DIR,
+        "workingDir": output_dir,
         "resources": {"requests": {"cpu": settings.default_cpu, "memory": settings.default_memory},
                       "limits": limits},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                             "runAsNonRoot": True, "readOnlyRootFilesystem": False},
-        "volumeMounts": [{"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True},
-                         {"name": "output", "mountPath": OUTPUT_DIR}],
+        "volumeMounts": mounts,
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -102,7 +113,7 @@ def build_job(
                             "runAsGroup": settings.job_run_as_user, "fsGroup": settings.job_run_as_user,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "script", "configMap": {"name": configmap}}, {"name": "output", "emptyDir": {}}],
+        "volumes": volumes,
     }
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account

@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -270,7 +271,8 @@ class KubernetesBackend:
     def submit(self, job: JobSubmission) -> SubmitResult:
         req = job.request
         source = job.script_source.read_text(encoding="utf-8", errors="replace")
-        if len(source.encode()) > CONFIGMAP_MAX_BYTES:
+        on_volume = bool(self.settings.job_data_volume_claim)
+        if not on_volume and len(source.encode()) > CONFIGMAP_MAX_BYTES:
             raise BackendError("Scripts larger than 900 KB cannot be sent to the cluster; ask your admin "
                                "to configure a workspace volume.")
         name = job_name(self.settings, job.job_id)
@@ -284,12 +286,19 @@ class KubernetesBackend:
             }
             manifest = apply_template(self.settings.job_template, manifest, values)
         self.job_dir(job.job_id).mkdir(parents=True, exist_ok=True)
+        if on_volume:  # the pod reads its snapshot from the shared data volume
+            script_dir = self.job_dir(job.job_id) / "script"
+            script_dir.mkdir(parents=True, exist_ok=True)
+            self.output_dir(job.job_id).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(job.script_source, script_dir / job.script_source.name)
+            shutil.copyfile(SCRIPTKIT, script_dir / SCRIPTKIT.name)
         created = self._create_job_idempotent(manifest, submission_id)
         labels = manifest["metadata"]["labels"]
         files = {job.script_source.name: source, "portal_metrics.py": SCRIPTKIT.read_text()}
         try:
-            self._create_ignore_exists(self.core.create_namespaced_config_map,
-                                       build_configmap(f"{name}-script", files, created, labels))
+            if not on_volume:
+                self._create_ignore_exists(self.core.create_namespaced_config_map,
+                                           build_configmap(f"{name}-script", files, created, labels))
             if req.nodes > 1:
                 self._create_ignore_exists(self.core.create_namespaced_service, build_headless_service(created))
         except Exception as exc:
@@ -489,8 +498,6 @@ class KubernetesBackend:
         name = ref.get("job_name") or job_name(self.settings, job_id)
         if ref:
             self._delete_job(name)
-        import shutil
-
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     def signal_checkpoint(self, job_id: int, ref: dict[str, Any]) -> None:

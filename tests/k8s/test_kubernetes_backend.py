@@ -264,3 +264,10 @@ def test_apiserver_stopped_during_a_submit(k8s_portal, cluster, namespace):
     outcome(k8s_portal, runtime="1s")
     again = k8s_portal.jobs.submit(user, {"name": "k8s-after-outage", **EXAMPLE})
     assert finished(k8s_portal, again).status is JobStatus.SUCCEEDED
+
+
+def test_max_runtime_on_the_cluster(k8s_portal):
+    outcome(k8s_portal, outcome="hang")
+    job_id = k8s_portal.jobs.submit(current_user(), {"name": "k8s-deadline", "max_runtime_hours": 0.001, **EXAMPLE})
+    job = finished(k8s_portal, job_id, timeout=90)
+    assert (job.status, job.reason) == (JobStatus.FAILED, "Hit max runtime (4 s)")
