@@ -385,7 +385,7 @@ class KubernetesBackend:
     def _cursor_file(self, job_id: int) -> Path:
         return self.job_dir(job_id) / "log-cursors.json"
 
-    def pull_logs(self, job: ActiveJob) -> None:
+    def pull_logs(self, job: ActiveJob, force: bool = False) -> None:
         """Append what each pod printed since the last pull to the job's archive (one file per rank)."""
         name = job.ref.get("job_name") or job_name(self.settings, job.id)
         pods = self.pods_of(name)
@@ -394,9 +394,8 @@ class KubernetesBackend:
         # Running pods are read every few seconds (the log pane's pace), finished ones once more at once.
         now = time.monotonic()
         all_running = all((p.get("status") or {}).get("phase") == "Running" for p in pods)
-        if all_running and now - self._last_pull.get(job.id, 0.0) < self.settings.log_poll_seconds:
+        if not force and all_running and now - self._last_pull.get(job.id, 0.0) < self.settings.log_poll_seconds:
             return
-        self._last_pull[job.id] = now
         key = str(job.id)
         if key not in self._cursors:
             try:
@@ -412,6 +411,7 @@ class KubernetesBackend:
             if phase not in ("Running", "Succeeded", "Failed") or cur.get("done"):
                 continue
             rank = int((pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION, 0))
+            self._last_pull[job.id] = now  # only a read of a started pod counts toward the pace
             if self._pull_pod(job.id, pod_name, rank, cur, final=phase != "Running"):
                 changed = True
             cursors[pod_name] = cur
@@ -489,7 +489,7 @@ class KubernetesBackend:
         """Delete the Job (pods go with it); the history stays in the store."""
         name = ref.get("job_name") or job_name(self.settings, job_id)
         try:
-            self.pull_logs(ActiveJob(job_id, ref, 0))  # what the pods printed last, before they go
+            self.pull_logs(ActiveJob(job_id, ref, 0), force=True)  # what the pods printed last, before they go
         except Exception:
             log.warning("could not read the last logs of %s before stopping it", name)
         self._delete_job(name)
