@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -77,12 +79,17 @@ async def job_file(request: Request) -> Response:
     return FileResponse(path, filename=path.name)
 
 
-def _zip_output(root: os.PathLike[str], names: Iterator[str]) -> str:
+def _zip_output(root: os.PathLike[str], names: Iterable[str]) -> str:
     fd, tmp = tempfile.mkstemp(suffix=".zip")
     os.close(fd)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in names:
-            zf.write(os.path.join(root, name), arcname=name)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # a running job may rotate its checkpoints
+                    zf.write(os.path.join(root, name), arcname=name)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return tmp
 
 
@@ -96,7 +103,7 @@ async def job_results(request: Request) -> Response:
     if not files:
         return _error(404, "This job wrote no files.")
     # Written to a temporary file on disk (not memory) and removed after sending.
-    tmp = _zip_output(jobs.backend.output_dir(job_id), (f.path for f in files))
+    tmp = await run_in_threadpool(_zip_output, jobs.backend.output_dir(job_id), [f.path for f in files])
     return FileResponse(
         tmp, media_type="application/zip", filename=f"{job.name}-{job_id}-results.zip",
         background=BackgroundTask(os.unlink, tmp),

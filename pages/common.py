@@ -127,7 +127,8 @@ def stop_job(job: JobView) -> None:
 
 def delete_job(job: JobView) -> None:
     st.session_state.pop("_confirm_delete", None)
-    run_action(lambda: portal().jobs.delete(me(), job.id), f"Deleted {job.name}.")
+    if run_action(lambda: portal().jobs.delete(me(), job.id) or True, f"Deleted {job.name}."):
+        st.session_state["_goto_dashboard"] = True  # the job page of a deleted job has nothing to show
 
 
 def ask_delete(job: JobView) -> None:
@@ -157,6 +158,8 @@ def goto_pending_job() -> None:
     """Switch pages outside of callbacks (Streamlit does not allow it inside one)."""
     if "_goto_job" in st.session_state:
         st.switch_page(JOB_PAGE, query_params={"id": str(st.session_state.pop("_goto_job"))})
+    if st.session_state.pop("_goto_dashboard", False) and st.query_params.get("id"):
+        st.switch_page(DASHBOARD_PAGE)
     if "_goto_clone" in st.session_state:
         st.switch_page(SUBMIT_PAGE, query_params={"clone": str(st.session_state.pop("_goto_clone"))})
 

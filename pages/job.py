@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import streamlit as st
 
@@ -97,11 +98,12 @@ logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
 
 @st.fragment(run_every="2s" if active else None)
 def log_pane(rank: int) -> None:
-    paused = st.session_state.get("log_paused", False)
-    lines = st.session_state.get("_log_cache") if paused else None
+    paused = active and st.session_state.get("log_paused", False)
+    cache_key = f"_log_cache-{job.id}-{rank}"
+    lines = st.session_state.get(cache_key) if paused else None
     if lines is None:
         lines = P.jobs.log_tail(job.id, LOG_LINES, rank=rank)
-        st.session_state["_log_cache"] = lines
+        st.session_state[cache_key] = lines
     _, total = P.jobs.log_info(job.id)
     if rank:
         total = 0  # the line count is kept for rank 0
@@ -176,4 +178,6 @@ with files_tab:
         else:
             st.link_button("Download all as .zip", f"/api/v1/jobs/{job.id}/results.zip", icon=":material/download:")
             for f in files:
-                st.markdown(f"[`{f.path}`](/api/v1/jobs/{job.id}/files/{f.path}) · {f.size:,} bytes")
+                url = f"/api/v1/jobs/{job.id}/files/{quote(f.path)}"
+                name = f.path.replace("`", "'")
+                st.markdown(f"[`{name}`]({url}) · {f.size:,} bytes")

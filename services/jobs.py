@@ -236,6 +236,8 @@ class JobService:
             job = self._owned(s, user, job_id)
             if JobStatus(job.status) not in ACTIVE_STATUSES:
                 raise Conflict(f"Job {job.name} has already finished ({job.status}).")
+            if job.backend_ref is None:
+                raise Conflict(f"Job {job.name} is still being started; try Stop again in a moment.")
             # Remembered on the job: a backend that deletes the job on stop must not call it "lost".
             ref = dict(job.backend_ref or {}) | {"stop_requested": True}
             job.backend_ref = ref

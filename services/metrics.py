@@ -177,10 +177,9 @@ class MetricExtractor:
             return
         st = self.state
         rank = obj.pop("rank", None)
-        if "total_epochs" in obj:
-            st.total_epochs = _as_int(obj.pop("total_epochs"))
-        if "total_steps" in obj:
-            st.total_steps = _as_int(obj.pop("total_steps"))
+        total_epochs, total_steps = _as_int(obj.pop("total_epochs", None)), _as_int(obj.pop("total_steps", None))
+        st.total_epochs = total_epochs or st.total_epochs
+        st.total_steps = total_steps or st.total_steps
         kv = [(str(k)[:MAX_KEY_LEN], float(v)) for k, v in obj.items() if _is_number(v)]
         self._emit(kv, points, rank if isinstance(rank, int) else None)
 
@@ -189,9 +188,11 @@ class MetricExtractor:
         metrics: list[tuple[str, float]] = []
         for key, value in kv:
             if key == "epoch":
-                st.epoch = value
-            elif key in _STEP_KEYS and value == value and not math.isinf(value):
-                st.step = int(value)
+                if math.isfinite(value):
+                    st.epoch = value
+            elif key in _STEP_KEYS:
+                if math.isfinite(value):
+                    st.step = int(value)
             else:
                 metrics.append((key, value))
         if not metrics:
@@ -200,12 +201,14 @@ class MetricExtractor:
         counters = st.counters
         latest = st.latest
         for key, value in metrics:
+            latest[key] = value  # a NaN loss is news for the card, though it cannot be a chart point
+            if not math.isfinite(value):
+                continue
             if st.step is not None:
                 x = st.step
             else:
                 x = counters.get(key, 0)
                 counters[key] = x + 1
-            latest[key] = value
             points.append((key, x, epoch, value, rank))
 
 
@@ -296,7 +299,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _as_int(v: Any) -> int | None:
-    return int(v) if _is_number(v) and v > 0 else None
+    return int(v) if _is_number(v) and math.isfinite(v) and v > 0 else None
 
 
 def eta_seconds(marks: list[list[float]], now: float) -> float | None:

@@ -92,7 +92,12 @@ class SyncLoop:
                     svc.backend.pull_logs(job)
                 except Exception as exc:  # logs are retried next tick; the state change still goes in
                     log.warning("could not read the logs of job %s: %s", job.id, exc)
-                self.ingest_logs(job.id, final=finished)
+                try:
+                    # A finished job is read to its end: it leaves the active list after this tick.
+                    while self.ingest_logs(job.id, final=finished) and finished:
+                        pass
+                except Exception:  # one job's bad log must not stall every other job
+                    log.exception("could not extract metrics of job %s", job.id)
                 if obs is not None:
                     self.apply(job.id, obs)
             self.ticks += 1
@@ -127,6 +132,11 @@ class SyncLoop:
                 return
             if obs.started_at and job.started_at is None:
                 job.started_at = obs.started_at
+            if obs.status is JobStatus.FAILED and (obs.reason or "").startswith("Lost") and (
+                job.backend_ref or {}
+            ).get("stop_requested"):
+                obs = Observation(JobStatus.STOPPED, "Stopped by user", obs.exit_code, obs.started_at,
+                                  obs.finished_at)
             if obs.status.value == job.status:
                 if obs.reason != job.reason:  # e.g. Queued: "Waiting for 4 GPUs", Running: "2/2 pods running"
                     job.reason = obs.reason
@@ -153,10 +163,14 @@ class SyncLoop:
                 return 0
             path, offset, state_json = Path(jl.path), jl.offset, jl.parser_state
         data = read_from(path, offset, READ_LIMIT)
-        if not final:
-            # Only whole lines: a half-written line is read again, complete, next time.
+        if not final or len(data) == READ_LIMIT:
+            # Only whole lines (a half-written one, or one cut by the read limit, is read again next time),
+            # except at the very end of a finished job's log.
             cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
-            data = data[: cut + 1] if cut >= 0 else b""
+            if cut >= 0:
+                data = data[: cut + 1]
+            elif len(data) < READ_LIMIT:
+                data = b""  # an unfinished line; a single line longer than the limit is taken as it is
         if not data:
             return 0
         now = time.time()

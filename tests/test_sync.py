@@ -55,3 +55,39 @@ def test_submission_abandoned_by_a_crashed_portal_is_marked_failed(portal, user)
     job = portal.jobs.get(user, job_id)
     assert job.status is JobStatus.SUBMIT_FAILED
     assert "stopped while submitting" in job.reason
+
+
+def test_nan_loss_neither_stalls_the_loop_nor_becomes_a_point(portal, user, workspace_script):
+    s = workspace_script("diverge.py", "print('Epoch 1/2')\nprint('loss: 0.5')\nprint('Epoch 2/2')\n"
+                                       "print('loss: nan epoch: nan')\n"
+                                       "print('##portal {\"total_epochs\": Infinity}')\n")
+    job = run_to_end(portal, user, portal.jobs.submit(user, {"name": "nan", "script": s}))
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.epoch == 2 and job.total_epochs == 2
+    import math
+
+    assert math.isnan(job.final_metrics["loss"])  # the card can say the loss went NaN
+    assert list(portal.jobs.metric_series(job.id)["loss"].y) == [0.5]
+
+
+def test_a_finished_job_is_read_to_the_end(portal, user, workspace_script, monkeypatch):
+    import services.sync
+
+    monkeypatch.setattr(services.sync, "READ_LIMIT", 2000)  # a log far longer than one read
+    s = workspace_script("long.py", "for i in range(1, 501):\n    print(f'step={i} loss={1 / i:.5f}')\n")
+    job = run_to_end(portal, user, portal.jobs.submit(user, {"name": "long", "script": s}))
+    assert job.final_metrics["loss"] == 1 / 500
+    assert len(portal.jobs.metric_series(job.id, max_points=10_000)["loss"].y) == 500
+
+
+def test_stop_while_the_job_is_still_being_started_is_refused_with_a_sentence(portal, user):
+    import pytest
+
+    from services.models import Conflict
+
+    job_id = portal.jobs.submit(user, {"name": "early", "script": "train_example.py", "epochs": 1,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, job_id)
+    portal.jobs.mark(job_id, status="Submitting", status_group="Running", backend_ref=None)
+    with pytest.raises(Conflict, match="still being started"):
+        portal.jobs.stop(user, job_id)

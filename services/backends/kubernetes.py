@@ -22,6 +22,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
 from services.backends.k8s_manifests import (
+    ANN_SUBMISSION,
     CONFIGMAP_MAX_BYTES,
     INDEX_ANNOTATION,
     build_configmap,
@@ -234,6 +235,7 @@ class KubernetesBackend:
         self.pods = WatchCache(api, self.core.list_namespaced_pod, self.namespace, "pods", self._on_error, self._inc)
         self._cursors: dict[str, dict[str, Any]] = {}
         self._last_pull: dict[int, float] = {}
+        self._pull_lock = threading.Lock()  # Stop (a page's thread) and the sync loop both pull logs
 
     # Bookkeeping --------------------------------------------------------------------------------
     def _inc(self) -> None:
@@ -349,12 +351,11 @@ class KubernetesBackend:
                 raise BackendError(describe_api_error(exc)) from exc
             if existing is None:
                 raise BackendError(describe_api_error(exc)) from exc
-            manifest_existing = existing
-            if manifest_existing["metadata"].get("annotations", {}).get("ml-portal/submission-id") == submission_id:
+            if _submission_of(existing) == submission_id:
                 return existing
             raise BackendError(f"A different job named {name} already exists in the cluster.") from exc
         existing = self._read_job(name)
-        if existing and existing["metadata"].get("annotations", {}).get("ml-portal/submission-id") == submission_id:
+        if existing and _submission_of(existing) == submission_id:
             return existing
         raise BackendError(f"A different job named {name} already exists in the cluster.")
 
@@ -387,6 +388,10 @@ class KubernetesBackend:
 
     def pull_logs(self, job: ActiveJob, force: bool = False) -> None:
         """Append what each pod printed since the last pull to the job's archive (one file per rank)."""
+        with self._pull_lock:
+            self._pull_logs(job, force)
+
+    def _pull_logs(self, job: ActiveJob, force: bool) -> None:
         name = job.ref.get("job_name") or job_name(self.settings, job.id)
         pods = self.pods_of(name)
         if not pods:
@@ -467,9 +472,7 @@ class KubernetesBackend:
         snapshot = self.jobs.snapshot()
         for job_id, submission_id in failed:
             kjob = snapshot.get(job_name(self.settings, job_id))
-            if kjob and not kjob["metadata"].get("deletionTimestamp") and (
-                kjob["metadata"].get("annotations") or {}
-            ).get("ml-portal/submission-id") == submission_id:
+            if kjob and not kjob["metadata"].get("deletionTimestamp") and _submission_of(kjob) == submission_id:
                 log.warning("removing job %s: its submission was reported as failed", job_id)
                 self._delete_job(kjob["metadata"]["name"])
 
@@ -505,5 +508,5 @@ class KubernetesBackend:
                            "use 'Save checkpoints every N epochs' when you submit.")
 
 
-def now_ts() -> float:
-    return time.time()
+def _submission_of(kjob: dict[str, Any]) -> str | None:
+    return (kjob["metadata"].get("annotations") or {}).get(ANN_SUBMISSION)

@@ -35,6 +35,30 @@ def main(job_dir: Path) -> int:
     deadline = time.time() + float(launch["max_runtime_seconds"])
     state: dict = {"runner_pid": os.getpid(), "stopped": False, "timed_out": False}
 
+    kill_at: list[float] = []
+    child: list[subprocess.Popen[bytes]] = []
+
+    # Handlers go in before the script starts: a Stop that arrives first must not kill the runner alone.
+    def on_term(_sig: int, _frm: object) -> None:
+        if not state["stopped"]:
+            state["stopped"] = True
+            _write_state(job_dir, state)
+            if child:
+                _killpg(child[0].pid, signal.SIGTERM)
+                kill_at.append(time.time() + grace)
+
+    def on_usr1(_sig: int, _frm: object) -> None:
+        if child:
+            _killpg(child[0].pid, signal.SIGUSR1)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+    if state["stopped"]:  # stopped before it started: record that and run nothing
+        state.update(returncode=-signal.SIGTERM, started_at=time.time(), finished_at=time.time())
+        _write_state(job_dir, state)
+        return 0
     with open(job_dir / "job.log", "ab", buffering=0) as log:
         proc = subprocess.Popen(
             launch["argv"],
@@ -46,23 +70,12 @@ def main(job_dir: Path) -> int:
             start_new_session=True,  # own process group: signals reach data-loader workers too
             close_fds=True,
         )
+    child.append(proc)
     state.update(child_pid=proc.pid, started_at=time.time())
     _write_state(job_dir, state)
-    kill_at: list[float] = []
-
-    def on_term(_sig: int, _frm: object) -> None:
-        if not state["stopped"]:
-            state["stopped"] = True
-            _write_state(job_dir, state)
-            _killpg(proc.pid, signal.SIGTERM)
-            kill_at.append(time.time() + grace)
-
-    def on_usr1(_sig: int, _frm: object) -> None:
-        _killpg(proc.pid, signal.SIGUSR1)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGUSR1, on_usr1)
+    if state["stopped"]:  # the Stop came while the script was being started
+        _killpg(proc.pid, signal.SIGTERM)
+        kill_at.append(time.time() + grace)
 
     while True:
         try:
