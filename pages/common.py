@@ -111,10 +111,7 @@ def run_action(fn: Callable[[], Any], done: str) -> Any:
     """Call a use case; turn its known failures into a sentence for the user (never a traceback)."""
     try:
         result = fn()
-    except (NotFound, Conflict, BackendError) as exc:
-        flash(str(exc), "error")
-        return None
-    except ValidationProblem as exc:
+    except (NotFound, Conflict, BackendError, ValidationProblem) as exc:
         flash(str(exc), "error")
         return None
     flash(done)
@@ -127,7 +124,11 @@ def stop_job(job: JobView) -> None:
 
 def delete_job(job: JobView) -> None:
     st.session_state.pop("_confirm_delete", None)
-    if run_action(lambda: portal().jobs.delete(me(), job.id) or True, f"Deleted {job.name}."):
+    def delete() -> bool:
+        portal().jobs.delete(me(), job.id)
+        return True
+
+    if run_action(delete, f"Deleted {job.name}."):
         st.session_state["_goto_dashboard"] = True  # the job page of a deleted job has nothing to show
 
 

@@ -100,13 +100,11 @@ logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
 def log_pane(rank: int) -> None:
     paused = active and st.session_state.get("log_paused", False)
     cache_key = f"_log_cache-{job.id}-{rank}"
-    lines = st.session_state.get(cache_key) if paused else None
-    if lines is None:
-        lines = P.jobs.log_tail(job.id, LOG_LINES, rank=rank)
-        st.session_state[cache_key] = lines
-    _, total = P.jobs.log_info(job.id)
-    if rank:
-        total = 0  # the line count is kept for rank 0
+    view = st.session_state.get(cache_key) if paused else None
+    if view is None:
+        view = P.jobs.log_view(job.id, LOG_LINES, rank=rank)
+        st.session_state[cache_key] = view
+    lines, total = view
     shown = f"last {len(lines)} of {max(total, len(lines)):,} lines" if total > len(lines) else f"{len(lines)} lines"
     st.caption(("Paused · " if paused else ("Live · " if active else "")) + shown)
     with st.container(height=480, autoscroll=st.session_state.get("log_autoscroll", True), key="log_box"):

@@ -29,6 +29,11 @@ def read_tail(path: Path, max_lines: int = 500, max_bytes: int = TAIL_BYTES) -> 
     return lines
 
 
+def failure_tail(path: Path) -> str:
+    """The last lines of a log, where a failed job's cause (CUDA OOM, traceback) is found."""
+    return "\n".join(read_tail(path, max_lines=60, max_bytes=16 * 1024))
+
+
 def read_from(path: Path, offset: int, limit: int) -> bytes:
     try:
         with open(path, "rb") as fh:

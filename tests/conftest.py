@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -56,8 +57,6 @@ def _kill_leftover_jobs(p: Portal) -> None:
     for job_dir in p.settings.jobs_dir.glob("*"):
         state = job_dir / "state.json"
         if state.exists():
-            import json
-
             st = json.loads(state.read_text())
             for key in ("runner_pid", "child_pid"):
                 pid = st.get(key)

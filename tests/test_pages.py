@@ -63,25 +63,30 @@ def test_empty_and_too_long_names(app, portal):
     assert portal.jobs.list_jobs() == []
 
 
-def test_upload_that_is_not_python_or_too_big_is_refused(app, portal, monkeypatch):
+def submit_upload(at, filename: str, data: bytes, mime: str):
+    at.file_uploader(key="f_upload").upload(filename, data, mime).run()
+    at.button(key="submit").click().run()
+    return at
+
+
+def upload_form(app, name: str):
     at = open_submit(app)
-    at.text_input(key="f_name").input("upload-test")
+    at.text_input(key="f_name").input(name)
     at.radio(key="f_source").set_value("Upload new script").run()
-    at.file_uploader(key="f_upload").upload("notes.txt", b"just text", "text/plain").run()
-    at.button(key="submit").click().run()
+    return at
+
+
+def test_upload_that_is_not_python_or_too_big_is_refused(app, portal, monkeypatch):
+    at = upload_form(app, "upload-test")
+    submit_upload(at, "notes.txt", b"just text", "text/plain")
     assert any("is not a Python file" in e.value for e in at.error)
-    at.file_uploader(key="f_upload").upload("huge.py", b"x = 1\n" * 1_000_000, "text/x-python").run()
-    at.button(key="submit").click().run()
+    submit_upload(at, "huge.py", b"x = 1\n" * 1_000_000, "text/x-python")
     assert any("the limit is 5 MB" in e.value for e in at.error)
     assert portal.jobs.list_jobs() == []
 
 
 def test_good_upload_is_submitted_and_opens_the_job_page(app, portal, user):
-    at = open_submit(app)
-    at.text_input(key="f_name").input("uploaded")
-    at.radio(key="f_source").set_value("Upload new script").run()
-    at.file_uploader(key="f_upload").upload("my_train.py", b"print('Loss: 0.5')\n", "text/x-python").run()
-    at.button(key="submit").click().run()
+    at = submit_upload(upload_form(app, "uploaded"), "my_train.py", b"print('Loss: 0.5')\n", "text/x-python")
     assert not at.exception
     jobs = portal.jobs.list_jobs()
     assert [j.name for j in jobs] == ["uploaded"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +36,9 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def failed_reason(job: dict[str, Any], pods: list[dict[str, Any]], log_tail: str) -> tuple[str, int | None]:
+def failed_reason(
+    job: dict[str, Any], pods: list[dict[str, Any]], log_tail: Callable[[], str]
+) -> tuple[str, int | None]:
     cond = _conditions(job).get("Failed") or {}
     if cond.get("reason") == "DeadlineExceeded":
         hours = (job["spec"].get("activeDeadlineSeconds") or 0) / 3600
@@ -52,12 +55,13 @@ def failed_reason(job: dict[str, Any], pods: list[dict[str, Any]], log_tail: str
             code = term.get("exitCode")
             if term.get("reason") == "OOMKilled":
                 return "Killed: out of memory", code
-            return failure_reason(code, None, log_tail), code
+            return failure_reason(code, None, log_tail()), code
     return f"Failed: {cond.get('message') or cond.get('reason') or 'the Job failed'}", None
 
 
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requested: bool,
-            nodes: int, log_tail: str = "") -> Observation:
+            nodes: int, log_tail: Callable[[], str] = str) -> Observation:
+    """log_tail is called only for a failed job: reading the log on every tick would be wasted work."""
     now = datetime.now(UTC)
     if job is None or job["metadata"].get("deletionTimestamp"):
         if stop_requested:

@@ -35,7 +35,7 @@ from services.backends.k8s_status import observe as observe_job
 from services.backends.k8s_status import parse_time
 from services.backends.k8s_template import apply_template
 from services.config import Settings
-from services.logs import read_tail
+from services.logs import failure_tail
 from services.models import JobStatus
 
 log = logging.getLogger(__name__)
@@ -360,26 +360,36 @@ class KubernetesBackend:
         raise BackendError(f"A different job named {name} already exists in the cluster.")
 
     # Observe ------------------------------------------------------------------------------------
+    def pods_by_job(self) -> dict[str, list[dict[str, Any]]]:
+        """Every cached pod grouped under its Job's name, oldest first (one pass over the cache)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.pods.snapshot().values():
+            labels = pod["metadata"].get("labels") or {}
+            owner = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+            if owner:
+                out.setdefault(owner, []).append(pod)
+        for pods in out.values():
+            pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return out
+
     def pods_of(self, name: str) -> list[dict[str, Any]]:
-        pods = [p for p in self.pods.snapshot().values()
-                if (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") == name
-                or (p["metadata"].get("labels") or {}).get("job-name") == name]
-        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return self.pods_by_job().get(name, [])
 
     def observe(self, jobs: list[ActiveJob]) -> dict[int, Observation]:
         self.start()
         if not (self.jobs.synced.wait(10) and self.pods.synced.wait(10)):
             return {}  # no view of the cluster yet: change nothing
         snapshot = self.jobs.snapshot()
+        pods = self.pods_by_job()
         out: dict[int, Observation] = {}
         for job in jobs:
             name = job.ref.get("job_name") or job_name(self.settings, job.id)
             kjob = snapshot.get(name)
             if kjob is not None and job.ref.get("uid") and kjob["metadata"].get("uid") != job.ref["uid"]:
                 kjob = None  # same name, another object: ours is gone
-            tail = "\n".join(read_tail(self.log_path(job.id), max_lines=60, max_bytes=16 * 1024))
-            out[job.id] = observe_job(kjob, self.pods_of(name), stop_requested=bool(job.ref.get("stop_requested")),
-                                      nodes=int(job.ref.get("nodes", 1)), log_tail=tail)
+            path = self.log_path(job.id)
+            out[job.id] = observe_job(kjob, pods.get(name, []), stop_requested=bool(job.ref.get("stop_requested")),
+                                      nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
         return out
 
     # Logs ---------------------------------------------------------------------------------------

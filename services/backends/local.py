@@ -17,7 +17,7 @@ import psutil
 
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
 from services.config import Settings
-from services.logs import read_tail
+from services.logs import failure_tail
 from services.models import JobRequest, JobStatus
 from services.reasons import failure_reason
 
@@ -213,8 +213,7 @@ class LocalBackend:
             return Observation(JobStatus.FAILED, reason, rc, started, finished)
         if rc == 0:
             return Observation(JobStatus.SUCCEEDED, None, 0, started, finished)
-        tail = "\n".join(read_tail(self.log_path(job.id), max_lines=60, max_bytes=16 * 1024))
-        reason = failure_reason(rc if rc > 0 else None, -rc if rc < 0 else None, tail)
+        reason = failure_reason(rc if rc > 0 else None, -rc if rc < 0 else None, failure_tail(self.log_path(job.id)))
         return Observation(JobStatus.FAILED, reason, rc, started, finished)
 
     def _signal(self, job_id: int, ref: dict[str, Any], sig: signal.Signals) -> bool:
