@@ -20,21 +20,33 @@ if __name__ == "__main__":
             st.Page("pages/submit.py", title="Submit job", icon=":material/rocket_launch:", url_path="submit"),
             st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
         ],
+        "Account": [
+            st.Page("pages/tokens.py", title="API tokens", icon=":material/key:", url_path="tokens"),
+        ],
         "Job": [
             st.Page("pages/job.py", title="Job", icon=":material/monitoring:", url_path="job", visibility="hidden")
         ],
     }
     st.set_page_config(page_title="ML Job Portal", page_icon=":material/model_training:", layout="wide")
     page = st.navigation(PAGES)
-    from pages.common import health_banner
+    from pages.common import health_banner, identity_badge
 
+    identity_badge()  # also the sign-in gate: nothing below runs without a user
     health_banner()
     page.run()
 else:
+    from streamlit import config as st_config
     from streamlit.runtime.pages_manager import PagesManager
 
     from api.routes import ROUTES
+    from services.auth import bind_problem
+    from services.config import get_settings
     from services.portal import get_portal
+
+    # Before anything listens: single-user mode (no login) only on loopback, unless the admin says otherwise.
+    problem = bind_problem(get_settings(), st_config.get_option("server.address"))
+    if problem:
+        raise SystemExit(problem)
 
     # The house layout keeps pages in pages/, which Streamlit would also treat as a legacy (v1)
     # pages folder until the first st.navigation call: a first request for /submit would then run

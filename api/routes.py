@@ -1,4 +1,5 @@
-"""/healthz and the download routes the pages link to (files are streamed, never loaded whole)."""
+"""The portal's HTTP routes besides the pages: /healthz, signed download links, the OpenAPI document and
+the REST API (api/v1.py). Files are streamed from disk, never loaded whole."""
 
 from __future__ import annotations
 
@@ -14,69 +15,28 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from services.auth import current_user
-from services.models import JobView, NotFound
+from api import v1
+from api.openapi import openapi_document
+from services.auth import may_download, open_link
+from services.models import JobView, NotFound, User
 from services.portal import get_portal
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def _visible_job(request: Request) -> JobView | JSONResponse:
-    """The job named in the path if the caller may see it, else the 404 to answer with."""
-    try:
-        job_id = int(request.path_params["job_id"])
-    except (KeyError, ValueError):
-        return _error(404, "Job not found.")
-    try:
-        return get_portal().jobs.get(current_user(), job_id)
-    except NotFound as exc:
-        return _error(404, str(exc))
 
 
 async def healthz(_request: Request) -> Response:
     portal = get_portal()
     try:
-        portal.jobs.counts()
+        await run_in_threadpool(portal.jobs.counts)
     except Exception as exc:  # the probe must say why, not crash
         return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
     sync = portal.sync
     body = {
         "status": "ok",
         "backend": portal.jobs.backend.name,
+        # Cluster trouble is reported, not failed on: restarting the portal would not fix the cluster.
+        "backend_error": portal.jobs.backend.health(),
         "sync": {"running": sync.alive, "ticks": sync.ticks, "last_error": sync.last_error},
     }
     return JSONResponse(body)
-
-
-async def job_log(request: Request) -> Response:
-    job = _visible_job(request)
-    if isinstance(job, JSONResponse):
-        return job
-    try:
-        rank = int(request.query_params.get("rank", "0"))
-    except ValueError:
-        return _error(400, "rank must be a whole number.")
-    try:
-        path = get_portal().jobs.log_file(job.id, rank)
-    except NotFound as exc:
-        return _error(404, str(exc))
-    if not path.is_file():
-        return _error(404, "This job has no log yet.")
-    suffix = f"-node{rank}" if rank else ""
-    return FileResponse(path, media_type="text/plain; charset=utf-8", filename=f"{job.name}-{job.id}{suffix}.log")
-
-
-async def job_file(request: Request) -> Response:
-    job = _visible_job(request)
-    if isinstance(job, JSONResponse):
-        return job
-    try:
-        path = get_portal().jobs.output_file(current_user(), job.id, request.path_params["path"])
-    except NotFound as exc:
-        return _error(404, str(exc))
-    return FileResponse(path, filename=path.name)
 
 
 def _zip_output(root: os.PathLike[str], names: Iterable[str]) -> str:
@@ -93,26 +53,63 @@ def _zip_output(root: os.PathLike[str], names: Iterable[str]) -> str:
     return tmp
 
 
-async def job_results(request: Request) -> Response:
-    job = _visible_job(request)
-    if isinstance(job, JSONResponse):
-        return job
-    job_id = job.id
+async def results_zip(job: JobView) -> Response:
     jobs = get_portal().jobs
-    files = jobs.output_files(job_id)
+    files = await run_in_threadpool(jobs.output_files, job.id)
     if not files:
-        return _error(404, "This job wrote no files.")
+        return v1.error(404, "This job wrote no files.")
     # Written to a temporary file on disk (not memory) and removed after sending.
-    tmp = await run_in_threadpool(_zip_output, jobs.backend.output_dir(job_id), [f.path for f in files])
-    return FileResponse(
-        tmp, media_type="application/zip", filename=f"{job.name}-{job_id}-results.zip",
-        background=BackgroundTask(os.unlink, tmp),
-    )
+    tmp = await run_in_threadpool(_zip_output, jobs.backend.output_dir(job.id), [f.path for f in files])
+    return FileResponse(tmp, media_type="application/zip", filename=f"{job.name}-{job.id}-results.zip",
+                        background=BackgroundTask(os.unlink, tmp))
+
+
+def _downloadable(user: User, job_id: int) -> JobView:
+    job = get_portal().jobs.get(user, job_id)
+    if not may_download(user, job.owner):
+        raise NotFound(f"Job {job_id} was not found.")
+    return job
+
+
+async def download(request: Request) -> Response:
+    """A link the pages signed for one user and one file; checked again against the job's owner now."""
+    opened = open_link(get_portal().settings, request.path_params["token"])
+    if opened is None:
+        return v1.error(404, "This download link is not valid or has expired: reload the job page.")
+    user, what = opened
+    jobs = get_portal().jobs
+    try:
+        job = await run_in_threadpool(_downloadable, user, int(what.get("job", 0)))
+        if what.get("kind") == "zip":
+            return await results_zip(job)
+        if what.get("kind") == "log":
+            rank = int(what.get("rank", 0))
+            path = await run_in_threadpool(jobs.log_file, job.id, rank)
+            if not path.is_file():
+                return v1.error(404, "This job has no log yet.")
+            suffix = f"-node{rank}" if rank else ""
+            return FileResponse(path, media_type="text/plain; charset=utf-8",
+                                filename=f"{job.name}-{job.id}{suffix}.log")
+        path = await run_in_threadpool(jobs.output_file, user, job.id, str(what.get("path", "")))
+        return FileResponse(path, filename=path.name)
+    except NotFound as exc:
+        return v1.error(404, str(exc))
+
+
+@v1.endpoint(raw=True)
+async def api_results_zip(request: Request, user: User) -> Response:
+    job = await run_in_threadpool(_downloadable, user, v1.path_int(request))
+    return await results_zip(job)
+
+
+async def openapi(_request: Request) -> Response:
+    return JSONResponse(openapi_document())
 
 
 ROUTES = [
     Route("/healthz", healthz),
-    Route("/api/v1/jobs/{job_id}/log", job_log),
-    Route("/api/v1/jobs/{job_id}/results.zip", job_results),
-    Route("/api/v1/jobs/{job_id}/files/{path:path}", job_file),
+    Route("/download/{token}", download),
+    Route("/api/v1/openapi.json", openapi),
+    Route("/api/v1/jobs/{job_id}/results.zip", api_results_zip, methods=["GET"]),
+    *v1.ROUTES,
 ]

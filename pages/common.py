@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from services.auth import current_user
+from services.auth import current_user, may_act, may_download, sign_link
 from services.backends.base import BackendError
 from services.models import Conflict, JobStatus, JobView, NotFound, User, ValidationProblem
 from services.portal import Portal, get_portal
@@ -33,7 +33,47 @@ def portal() -> Portal:
 
 
 def me() -> User:
-    return current_user()
+    """The user of this browser session. Without one (proxy headers missing, OIDC not logged in) the page
+    asks them to sign in and stops there."""
+    settings = portal().settings
+    claims = None
+    if settings.auth_mode == "oidc" and st.user.is_logged_in:
+        claims = dict(st.user.to_dict())
+    user = current_user(settings, dict(st.context.headers or {}), claims)
+    if user is None:
+        if settings.auth_mode == "oidc":
+            st.title("ML Job Portal")
+            st.write("Sign in to see and submit your training jobs.")
+            st.button("Sign in", type="primary", on_click=st.login)
+        else:
+            st.error("The portal did not receive your identity from the sign-in proxy. Reload the page; if this "
+                     "persists, tell your admin (the proxy must send the user header).")
+        st.stop()
+    return user
+
+
+def identity_badge() -> None:
+    user = me()
+    mode = portal().settings.auth_mode
+    with st.sidebar:
+        if mode == "single":
+            st.caption(f"Single-user mode: you are **{user.name}** on this machine.")
+        else:
+            st.caption(f"Signed in as **{user.name}** ({user.role.value})")
+            if mode == "oidc":
+                st.button("Sign out", on_click=st.logout, key="_signout")
+
+
+def can_act(job: JobView) -> bool:
+    return may_act(me(), job.owner)
+
+
+def download_url(job: JobView, kind: str, **what: Any) -> str | None:
+    """A signed link for a download from this job, or None if the user may not download it."""
+    user = me()
+    if not may_download(user, job.owner):
+        return None
+    return f"/download/{sign_link(portal().settings, user, job=job.id, kind=kind, **what)}"
 
 
 def now() -> datetime:
@@ -197,17 +237,19 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
         right.markdown(card_facts(job))
         if job.is_active and job.progress is not None:
             st.progress(min(1.0, job.progress))
+        mine = can_act(job)
         with st.container(horizontal=True, gap="small"):
             st.page_link(JOB_PAGE, label="View logs", icon=":material/article:", query_params=ids | {"tab": "Logs"})
             st.page_link(JOB_PAGE, label="Metrics", icon=":material/show_chart:",
                          query_params=ids | {"tab": "Metrics"})
-            if job.is_active:
+            if mine and job.is_active:
                 st.button("Stop", key=f"{k}-stop", icon=":material/stop:", on_click=stop_job, args=(job,))
-            else:
+            elif mine:
                 st.button("Retry", key=f"{k}-retry", icon=":material/replay:", on_click=retry_job, args=(job,))
             st.button("Clone", key=f"{k}-clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
-            if not job.is_active:
+            if mine and not job.is_active:
                 st.button("Delete", key=f"{k}-delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
-                st.link_button("Download results", f"/api/v1/jobs/{job.id}/results.zip",
-                               icon=":material/download:")
+            results = None if job.is_active else download_url(job, "zip")
+            if results:
+                st.link_button("Download results", results, icon=":material/download:")
         delete_confirmation(job, k)

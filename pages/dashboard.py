@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import SUBMIT_PAGE, goto_pending_job, job_card, portal, show_flash
+from pages.common import SUBMIT_PAGE, goto_pending_job, job_card, me, portal, show_flash
 from services.models import StatusGroup
 
 P = portal()
@@ -15,14 +15,19 @@ RUNNING_REFRESH = "2s"
 
 goto_pending_job()
 
+USER = me()
 head, new = st.columns([5, 1])
-head.title("My experiments")
 new.page_link(SUBMIT_PAGE, label="New job", icon=":material/add:")
 show_flash()
 
-search = st.text_input("Search", key="dash_search", placeholder="name, owner or script",
-                       label_visibility="collapsed")
-counts = P.jobs.counts(search=search)
+search_col, scope_col = st.columns([4, 1])
+search = search_col.text_input("Search", key="dash_search", placeholder="name, owner or script",
+                               label_visibility="collapsed")
+# "My jobs" by default; "Everyone" when the user may see others' jobs (read-only unless an admin).
+everyone = P.jobs.may_see_others(USER) and scope_col.toggle("Everyone", key="dash_everyone", value=False)
+owner = P.jobs.visible_owner(USER, everyone)
+head.title("All experiments" if owner is None else "My experiments")
+counts = P.jobs.counts(search=search, owner=owner)
 choice = st.segmented_control(
     "Filter", FILTERS, key="dash_filter", default="All", required=True,
     format_func=lambda f: f if f == "All" else f"{f} ({counts[StatusGroup(f)]})",
@@ -45,7 +50,7 @@ def section(group: StatusGroup) -> None:
         st.caption("No jobs here.")
         return
     limit = max(PAGE, st.session_state.get(f"limit_{group.name}", PAGE))
-    page = P.jobs.list_group(group, limit, search=search)
+    page = P.jobs.list_group(group, limit, search=search, owner=owner)
     for job in page.jobs:
         job_card(job, key_prefix=group.name)
     if page.has_more:
@@ -55,7 +60,7 @@ def section(group: StatusGroup) -> None:
 @st.fragment(run_every=RUNNING_REFRESH)
 def running_section() -> None:
     """The running cards refresh by themselves; when a job leaves the section the whole page redraws."""
-    fresh = P.jobs.counts(search=search)
+    fresh = P.jobs.counts(search=search, owner=owner)
     if fresh != counts:
         st.rerun(scope="app")
     section(StatusGroup.ACTIVE)

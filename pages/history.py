@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.common import JOB_PAGE, duration, now, portal
+from pages.common import JOB_PAGE, duration, me, now, portal
 
 P = portal()
 PAGE = 50
@@ -13,7 +13,9 @@ PAGE = 50
 st.title("Experiment history")
 search = st.text_input("Search", key="hist_search", placeholder="name, owner or script")
 page_no = st.number_input("Page", min_value=1, value=1, step=1, key="hist_page")
-jobs = P.jobs.list_jobs(limit=PAGE, offset=(page_no - 1) * PAGE, search=search)
+# History shows every job the user may see (all of them for viewers and admins).
+owner = P.jobs.visible_owner(me(), everyone=True)
+jobs = P.jobs.list_jobs(limit=PAGE, offset=(page_no - 1) * PAGE, search=search, owner=owner)
 if not jobs:
     st.info("No jobs match." if search else "No jobs yet.")
     st.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import streamlit as st
 
@@ -12,8 +11,10 @@ from pages.common import (
     STATUS_ICON,
     ago,
     ask_delete,
+    can_act,
     clone_job,
     delete_confirmation,
+    download_url,
     duration,
     epoch_text,
     eta_text,
@@ -81,7 +82,9 @@ def save_checkpoint() -> None:
 
 
 actions = st.columns(6)
-if active:
+if not can_act(job):
+    actions[0].caption(f"{job.owner}'s job: read-only.")
+elif active:
     actions[0].button("Stop job", key="stop", icon=":material/stop:", type="primary", on_click=stop_job, args=(job,))
     actions[1].button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint,
                       disabled=job.status is not JobStatus.RUNNING)
@@ -118,7 +121,9 @@ with logs_tab:
         rank = c.selectbox("Rank", ranks, key="log_rank", format_func=lambda r: f"node {r}") if len(ranks) > 1 else 0
         a.toggle("Auto-scroll", value=True, key="log_autoscroll")
         b.toggle("Pause", value=False, key="log_paused", disabled=not active)
-        d.link_button("Download full log", f"/api/v1/jobs/{job.id}/log?rank={rank}", icon=":material/download:")
+        log_url = download_url(job, "log", rank=rank)
+        if log_url:
+            d.link_button("Download full log", log_url, icon=":material/download:")
         log_pane(rank)
 
 
@@ -174,8 +179,12 @@ with files_tab:
         elif not files:
             st.info("The job has not written any files yet. Scripts write results to `$PORTAL_OUTPUT_DIR`.")
         else:
-            st.link_button("Download all as .zip", f"/api/v1/jobs/{job.id}/results.zip", icon=":material/download:")
+            zip_url = download_url(job, "zip")
+            if zip_url:
+                st.link_button("Download all as .zip", zip_url, icon=":material/download:")
+            else:
+                st.caption("Only the owner, viewers and admins may download this job's files.")
             for f in files:
-                url = f"/api/v1/jobs/{job.id}/files/{quote(f.path)}"
                 name = f.path.replace("`", "'")
-                st.markdown(f"[`{name}`]({url}) · {f.size:,} bytes")
+                url = download_url(job, "file", path=f.path)
+                st.markdown(f"[`{name}`]({url}) · {f.size:,} bytes" if url else f"`{name}` · {f.size:,} bytes")

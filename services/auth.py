@@ -1,26 +1,155 @@
-"""Who is asking. Identity enters here and nowhere else.
+"""Who is asking, and what they may do. Identity enters here and nowhere else.
 
-This first version knows one mode, ``single``: one local user on a laptop, who owns every job.
+Modes (``PORTAL_AUTH_MODE``):
+- ``single``: the one local user of a laptop portal, who manages everything. Refused on a non-loopback
+  address unless ``PORTAL_ALLOW_INSECURE_BIND`` says the admin put their own auth in front.
+- ``proxy``: the user, e-mail and groups from an auth proxy's headers. Only the proxy can reach the portal
+  (it listens on the pod's loopback), so the headers are believed in this mode and ignored in every other.
+- ``oidc``: Streamlit's own login (``st.login``) against an OIDC provider; the pages pass the claims in.
+
+The REST API authenticates with personal API tokens in every mode (services/tokens.py).
 """
 
 from __future__ import annotations
 
 import getpass
+import ipaddress
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from services.models import User
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from services.config import Settings
+from services.models import Role, User
+
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 
-def local_user() -> User:
+def role_for(settings: Settings, name: str, groups: tuple[str, ...] = ()) -> Role:
+    keys = {name, *(f"group:{g}" for g in groups)}
+    if keys & set(settings.admins):
+        return Role.ADMIN
+    if keys & set(settings.viewers):
+        return Role.VIEWER
+    return Role.RESEARCHER
+
+
+def local_user(settings: Settings) -> User:
+    name = settings.single_user
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "researcher"
+    return User(name=name or "researcher", role=Role.ADMIN)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    if not name:
+        return ""
+    for key, value in headers.items():  # header names are case-insensitive; some mappings are not
+        if key.lower() == name.lower():
+            return value.strip()
+    return ""
+
+
+def user_from_headers(settings: Settings, headers: Mapping[str, str]) -> User | None:
+    """The proxy's user, in proxy mode only (elsewhere a header proves nothing)."""
+    if settings.auth_mode != "proxy":
+        return None
+    name = _header(headers, settings.proxy_user_header)
+    if not _NAME.match(name):
+        return None
+    email = _header(headers, settings.proxy_email_header)
+    raw_groups = _header(headers, settings.proxy_groups_header)
+    groups = tuple(sorted({g.strip() for g in raw_groups.split(",") if g.strip()}))
+    return User(name=name, role=role_for(settings, name, groups), email=email[:320], groups=groups)
+
+
+def user_from_claims(settings: Settings, claims: Mapping[str, Any] | None) -> User | None:
+    """The OIDC user Streamlit logged in (st.user), in oidc mode only."""
+    if settings.auth_mode != "oidc" or not claims or not claims.get("is_logged_in", True):
+        return None
+    email = str(claims.get("email") or "")
+    name = str(claims.get("preferred_username") or email or claims.get("sub") or "")
+    if not _NAME.match(name):
+        return None
+    raw = claims.get("groups") or ()
+    groups = tuple(sorted(str(g) for g in raw)) if isinstance(raw, list | tuple) else ()
+    return User(name=name, role=role_for(settings, name, groups), email=email, groups=groups)
+
+
+def current_user(
+    settings: Settings, headers: Mapping[str, str], claims: Mapping[str, Any] | None = None
+) -> User | None:
+    """The user of a page session: None means nobody is signed in (the page asks them to)."""
+    if settings.auth_mode == "single":
+        return local_user(settings)
+    if settings.auth_mode == "proxy":
+        return user_from_headers(settings, headers)
+    return user_from_claims(settings, claims)
+
+
+def bind_problem(settings: Settings, address: str | None) -> str | None:
+    """Why the portal must not start on this address, or None."""
+    if settings.auth_mode != "single" or settings.allow_insecure_bind:
+        return None
+    host = (address or "").strip("[]")
+    if host == "localhost":
+        return None
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "researcher"
-    return User(name=name or "researcher", is_admin=True)
+        if host and ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    shown = host or "every address"
+    return (f"Refusing to listen on {shown} in single-user mode: anyone who can reach it would act as "
+            f"'{local_user(settings).name}'. Bind to 127.0.0.1, use PORTAL_AUTH_MODE=proxy or oidc, or set "
+            "PORTAL_ALLOW_INSECURE_BIND=true if your own authentication is in front.")
 
 
-def current_user() -> User:
-    return local_user()
-
-
+# What a user may do with a job -----------------------------------------------------------------------
 def may_act(user: User, owner: str) -> bool:
+    """Stop, delete, retry, save checkpoint: the owner and admins."""
     return user.is_admin or user.name == owner
+
+
+def may_see(settings: Settings, user: User, owner: str) -> bool:
+    return user.name == owner or user.reads_all or settings.show_others_jobs
+
+
+def may_download(user: User, owner: str) -> bool:
+    """A job's files: the owner, admins, and viewers (who read everything)."""
+    return user.name == owner or user.reads_all
+
+
+# Signed links for downloads from the pages (no cookie or header reaches a plain link in every mode) ------
+def _secret_key(settings: Settings) -> str:
+    path = Path(settings.secret_key_file) if settings.secret_key_file else settings.data_dir / "secret.key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+def _signer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(_secret_key(settings), salt="ml-portal-download")
+
+
+def sign_link(settings: Settings, user: User, **what: Any) -> str:
+    return _signer(settings).dumps({"user": user.name, "role": user.role.value, **what})
+
+
+def open_link(settings: Settings, token: str, max_age_seconds: int = 12 * 3600) -> tuple[User, dict[str, Any]] | None:
+    try:
+        data = _signer(settings).loads(token, max_age=max_age_seconds)
+    except BadSignature:
+        return None
+    user = User(name=str(data.pop("user")), role=Role(data.pop("role")))
+    return user, data

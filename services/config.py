@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -58,6 +59,38 @@ class Settings(BaseSettings):
     )
     dashboard_page_size: int = Field(default=10, ge=1, le=200)
 
+    # Identity (services/auth.py) --------------------------------------------------------------------
+    auth_mode: Literal["single", "proxy", "oidc"] = Field(
+        default="single",
+        description="Who is asking. single: the one local user (laptop); proxy: an auth proxy's headers; "
+        "oidc: Streamlit's login against an OIDC provider (.streamlit/secrets.toml [auth]).",
+    )
+    admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Users (or group:NAME) who manage every job and see the settings. Comma-separated.",
+    )
+    viewers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Users (or group:NAME) who read every job and the history (data leads). Comma-separated.",
+    )
+    proxy_user_header: str = Field(default="X-Forwarded-User", description="proxy mode: header with the user name.")
+    proxy_email_header: str = Field(default="X-Forwarded-Email", description="proxy mode: header with the e-mail.")
+    proxy_groups_header: str = Field(
+        default="X-Forwarded-Groups",
+        description="proxy mode: header with comma-separated groups. Empty: groups are not trusted.",
+    )
+    show_others_jobs: bool = Field(
+        default=True, description="Researchers see others' jobs read-only. False: only their own (and 'not found')."
+    )
+    allow_insecure_bind: bool = Field(
+        default=False,
+        description="Let single mode (no login) listen on a non-loopback address. Only behind your own auth.",
+    )
+    single_user: str = Field(default="", description="single mode: the user's name. Empty: the login name.")
+    secret_key_file: str = Field(
+        default="", description="Key that signs download links. Empty: secret.key in the data directory (made once)."
+    )
+
     # Kubernetes backend -------------------------------------------------------------------------
     kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
     namespace: str = Field(default="", description="Namespace for jobs. Empty: the pod's own, or the context's.")
@@ -75,6 +108,13 @@ class Settings(BaseSettings):
     )
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_poll_seconds: float = Field(default=2.0, gt=0, description="How often running pods' logs are read.")
+
+    @field_validator("admins", "viewers", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [item.strip() for item in v.split(",") if item.strip()]
+        return v
 
     @field_validator("data_dir")
     @classmethod

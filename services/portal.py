@@ -11,6 +11,8 @@ from services.config import Settings, get_settings
 from services.jobs import JobService
 from services.store.db import make_engine, make_sessionmaker, migrate
 from services.sync import SyncLoop
+from services.templates import TemplateService
+from services.tokens import TokenService
 from services.workspace import seed_workspace
 
 
@@ -19,6 +21,8 @@ class Portal:
     settings: Settings
     jobs: JobService
     sync: SyncLoop
+    tokens: TokenService
+    templates: TemplateService
 
     def close(self) -> None:
         self.sync.stop()
@@ -40,8 +44,10 @@ def build_portal(settings: Settings) -> Portal:
     seed_workspace(settings.workspace_dir)
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
-    service = JobService(settings, make_sessionmaker(engine), make_backend(settings))
-    return Portal(settings, service, SyncLoop(service, settings.sync_interval_seconds))
+    sessions = make_sessionmaker(engine)
+    service = JobService(settings, sessions, make_backend(settings))
+    sync = SyncLoop(service, settings.sync_interval_seconds)
+    return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions))
 
 
 _lock = threading.Lock()

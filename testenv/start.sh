@@ -31,6 +31,9 @@ fi
 KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
 # Two fake GPU nodes with 8 GPUs each (kept if they exist).
 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f "$HERE/gpu-nodes.yaml" >&2
+# OpenShift's Route API, so the openshift overlay of manifests/ is checked by this apiserver too.
+"$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" apply -f "$HERE/crds/" >&2
+"$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" wait --for=condition=Established --timeout=60s crd --all >&2
 # Pods in the default namespace serve a recorded run of the example script as their log, so a portal
 # pointed at this cluster shows a real log and loss curve for the jobs it submits there.
 LOGS=${PORTAL_TESTENV_LOGS:-/var/tmp/ml-portal-kwok-logs}

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.auth import current_user
+from services.auth import local_user
 from services.models import User
 from services.portal import Portal, get_portal, reset_portal
 
@@ -66,8 +66,9 @@ def _kill_leftover_jobs(p: Portal) -> None:
 
 
 @pytest.fixture
-def user() -> User:
-    return current_user()
+def user(portal: Portal) -> User:
+    """The single-mode user of a laptop portal (an admin of their own portal)."""
+    return local_user(portal.settings)
 
 
 @pytest.fixture
@@ -151,3 +152,16 @@ def server(tmp_path: Path) -> Iterator[PortalServer]:
     srv = PortalServer(tmp_path / "portal-data").start()
     yield srv
     srv.stop()
+
+
+def create_token(data_dir: Path, user: str, name: str = "test", groups: tuple[str, ...] = ()) -> str:
+    """A personal API token for `user`, written straight into the store of the portal at data_dir."""
+    from services.config import Settings
+    from services.portal import build_portal
+
+    p = build_portal(Settings(data_dir=data_dir, backend="local"))
+    try:
+        _, secret = p.tokens.create(User(name=user, groups=groups), name)
+        return secret
+    finally:
+        p.close()

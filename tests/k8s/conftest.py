@@ -3,6 +3,7 @@ scheduler with KWOK-simulated GPU nodes, started once per test session on 127.0.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -117,3 +118,62 @@ def k8s_portal(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Por
     portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data"))
     yield portal
     portal.close()
+
+
+MANIFESTS = ROOT / "manifests"
+
+
+def render_manifests(cluster: Cluster, workdir: Path, target: str, namespace: str,
+                     components: tuple[str, ...] = ()) -> Path:
+    """`kubectl kustomize` of an overlay placed in `namespace`, the way an admin sets their namespace."""
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                     "namespace": namespace, "resources": [os.path.relpath(MANIFESTS / target, workdir)]}
+    if components:
+        kustomization["components"] = [os.path.relpath(MANIFESTS / c, workdir) for c in components]
+    (workdir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    out = workdir / "rendered.yaml"
+    out.write_text(cluster.kubectl("kustomize", str(workdir)))
+    return out
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig holding only a token of `account`, as the portal's pod has (TokenRequest API)."""
+    import yaml
+
+    token = cluster.kubectl("-n", namespace, "create", "token", account, "--duration=2h").strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "portal",
+        "clusters": [{"name": "test", "cluster": server}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "portal", "context": {"cluster": "test", "user": account, "namespace": namespace}}],
+    }))
+    return path
+
+
+@pytest.fixture
+def deployed(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """The kubernetes overlay applied to a namespace that enforces Pod Security "restricted"; returns a
+    kubeconfig with the portal ServiceAccount's own token."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+                    "pod-security.kubernetes.io/enforce-version=latest")
+    rendered = render_manifests(cluster, tmp_path / "deploy", "overlays/kubernetes", namespace)
+    # The test cluster has no storage provisioner: a volume for the data claim, as a storage class would make.
+    volume = tmp_path / "pv.json"
+    volume.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"data-{namespace}"},
+        "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": f"/var/tmp/ml-portal-kwok-volumes/{namespace}"},
+                 "claimRef": {"namespace": namespace, "name": "ml-portal-data"},
+                 "persistentVolumeReclaimPolicy": "Delete"}}))
+    cluster.kubectl("apply", "-f", str(volume))
+    cluster.kubectl("apply", "-f", str(rendered))
+    try:
+        cluster.kubectl("-n", namespace, "rollout", "status", "deployment/ml-portal", "--timeout=90s")
+        yield service_account_kubeconfig(cluster, namespace, "ml-portal", tmp_path / "portal-sa.kubeconfig")
+    finally:
+        cluster.kubectl("delete", "persistentvolume", f"data-{namespace}", "--wait=false", check=False)

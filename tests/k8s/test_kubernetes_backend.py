@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import json
 
-from services.auth import current_user
 from services.backends.k8s_manifests import owner_hash
-from services.models import JobStatus
+from services.models import JobStatus, Role, User
 from services.portal import build_portal
 from tests.conftest import wait_until
 from tests.k8s.conftest import k8s_settings
 
+ME = User(name="researcher", role=Role.ADMIN)
 EXAMPLE = {"script": "train_example.py", "epochs": 3}
 
 
 def until(portal, job_id, predicate, timeout=60):
-    user = current_user()
+    user = ME
 
     def check():
         portal.sync.tick()
@@ -37,7 +37,7 @@ def outcome(portal, **annotations):
 
 
 def test_single_node_job_runs_to_succeeded_with_logs_and_metrics(k8s_portal, cluster, namespace):
-    user = current_user()
+    user = ME
     outcome(k8s_portal, runtime="2s")
     job_id = k8s_portal.jobs.submit(user, {"name": "k8s-single", "gpus": 1, **EXAMPLE})
     job = until(k8s_portal, job_id, lambda j: j.status is JobStatus.RUNNING)
@@ -75,7 +75,7 @@ def test_single_node_job_runs_to_succeeded_with_logs_and_metrics(k8s_portal, clu
 
 
 def test_two_nodes_with_four_gpus_each(k8s_portal, cluster, namespace):
-    user = current_user()
+    user = ME
     outcome(k8s_portal, runtime="4s")
     job_id = k8s_portal.jobs.submit(user, {"name": "k8s-multi", "gpus": 4, "nodes": 2, **EXAMPLE})
     job = until(k8s_portal, job_id, lambda j: j.status is JobStatus.RUNNING and j.reason == "2/2 pods running")
@@ -97,7 +97,7 @@ def test_two_nodes_with_four_gpus_each(k8s_portal, cluster, namespace):
 
 def test_oom_killed_pod_is_shown_as_killed_out_of_memory(k8s_portal):
     outcome(k8s_portal, outcome="fail", exit_code="137", reason="OOMKilled", runtime="1s")
-    job_id = k8s_portal.jobs.submit(current_user(), {"name": "k8s-oom", **EXAMPLE})
+    job_id = k8s_portal.jobs.submit(ME, {"name": "k8s-oom", **EXAMPLE})
     job = finished(k8s_portal, job_id)
     assert (job.status, job.reason) == (JobStatus.FAILED, "Killed: out of memory")
     assert job.exit_code == 137
@@ -105,22 +105,22 @@ def test_oom_killed_pod_is_shown_as_killed_out_of_memory(k8s_portal):
 
 def test_script_error_exit_code_is_the_reason(k8s_portal):
     outcome(k8s_portal, outcome="fail", exit_code="2", runtime="1s")
-    job = finished(k8s_portal, k8s_portal.jobs.submit(current_user(), {"name": "k8s-exit2", **EXAMPLE}))
+    job = finished(k8s_portal, k8s_portal.jobs.submit(ME, {"name": "k8s-exit2", **EXAMPLE}))
     assert (job.status, job.reason) == (JobStatus.FAILED, "Exited with code 2")
 
 
 def test_more_gpus_than_any_node_waits_with_the_reason(k8s_portal):
     outcome(k8s_portal, runtime="1s")
-    job_id = k8s_portal.jobs.submit(current_user(), {"name": "k8s-greedy", "gpus": 12, **EXAMPLE})
+    job_id = k8s_portal.jobs.submit(ME, {"name": "k8s-greedy", "gpus": 12, **EXAMPLE})
     job = until(k8s_portal, job_id, lambda j: j.reason == "Waiting for 12 GPUs", timeout=60)
     assert job.status is JobStatus.QUEUED
-    k8s_portal.jobs.stop(current_user(), job_id)
+    k8s_portal.jobs.stop(ME, job_id)
     assert finished(k8s_portal, job_id).status is JobStatus.STOPPED
 
 
 def test_logs_survive_the_pod(k8s_portal, cluster, namespace):
     outcome(k8s_portal, runtime="1s")
-    job_id = k8s_portal.jobs.submit(current_user(), {"name": "k8s-logs", **EXAMPLE})
+    job_id = k8s_portal.jobs.submit(ME, {"name": "k8s-logs", **EXAMPLE})
     finished(k8s_portal, job_id)
     cluster.kubectl("-n", namespace, "delete", "job", f"mlp-{job_id}", "--cascade=foreground", "--wait=true")
     assert cluster.kubectl("-n", namespace, "get", "pods", "-o", "name").strip() == ""
@@ -129,7 +129,7 @@ def test_logs_survive_the_pod(k8s_portal, cluster, namespace):
 
 
 def test_stop_deletes_the_job_and_keeps_the_history(k8s_portal, cluster, namespace):
-    user = current_user()
+    user = ME
     outcome(k8s_portal, outcome="hang")
     job_id = k8s_portal.jobs.submit(user, {"name": "k8s-stop", **EXAMPLE})
     until(k8s_portal, job_id, lambda j: j.status is JobStatus.RUNNING)
@@ -141,7 +141,7 @@ def test_stop_deletes_the_job_and_keeps_the_history(k8s_portal, cluster, namespa
 
 
 def test_portal_restart_while_a_job_runs(k8s_portal, cluster, namespace, tmp_path):
-    user = current_user()
+    user = ME
     outcome(k8s_portal, outcome="hang")
     job_id = k8s_portal.jobs.submit(user, {"name": "k8s-restart", **EXAMPLE})
     until(k8s_portal, job_id, lambda j: j.status is JobStatus.RUNNING)
@@ -177,7 +177,7 @@ def test_watch_relists_after_410_gone(k8s_portal):
     relists = backend.jobs.relists
     backend.jobs.rewatch("1")
     outcome(k8s_portal, runtime="1s")
-    job_id = k8s_portal.jobs.submit(current_user(), {"name": "k8s-after-410", **EXAMPLE})
+    job_id = k8s_portal.jobs.submit(ME, {"name": "k8s-after-410", **EXAMPLE})
     # The dashboard keeps following jobs: the cache listed again and watches on.
     assert finished(k8s_portal, job_id).status is JobStatus.SUCCEEDED
     assert backend.jobs.relists > relists
@@ -192,7 +192,7 @@ def test_unreachable_cluster_fails_the_submit_with_a_sentence(cluster, namespace
     settings = k8s_settings(cluster, namespace, tmp_path / "portal-data", kubeconfig=str(dead))
     portal = build_portal(settings)
     try:
-        user = current_user()
+        user = ME
         job_id = portal.jobs.submit(user, {"name": "k8s-down", **EXAMPLE})
         job = portal.jobs.get(user, job_id)
         assert job.status is JobStatus.SUBMIT_FAILED
@@ -209,8 +209,8 @@ def test_admin_template_that_sets_privileged_is_refused(cluster, namespace, tmp_
                         "          privileged: true\n")
     portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data", job_template=str(template)))
     try:
-        job_id = portal.jobs.submit(current_user(), {"name": "k8s-privileged", **EXAMPLE})
-        job = portal.jobs.get(current_user(), job_id)
+        job_id = portal.jobs.submit(ME, {"name": "k8s-privileged", **EXAMPLE})
+        job = portal.jobs.get(ME, job_id)
         assert job.status is JobStatus.SUBMIT_FAILED
         assert "spec.template.spec.containers[0].securityContext.privileged" in job.reason
         assert cluster.kubectl("-n", namespace, "get", "jobs", "-o", "name").strip() == ""
@@ -227,7 +227,7 @@ def test_admin_template_image_and_node_selector_reach_the_cluster(cluster, names
     )
     portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data", job_template=str(template)))
     try:
-        job_id = portal.jobs.submit(current_user(), {"name": "k8s-templated", **EXAMPLE})
+        job_id = portal.jobs.submit(ME, {"name": "k8s-templated", **EXAMPLE})
         kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{job_id}", "-o", "json"))
         assert kjob["metadata"]["annotations"]["team/experiment"] == "k8s-templated"
         pod = kjob["spec"]["template"]["spec"]
@@ -244,7 +244,7 @@ def test_apiserver_stopped_during_a_submit(k8s_portal, cluster, namespace):
     import os
     import signal
 
-    user = current_user()
+    user = ME
     k8s_portal.sync.start()
     wait_until(lambda: k8s_portal.jobs.backend.jobs.synced.is_set())
     pid = cluster.apiserver_pid()
@@ -268,6 +268,6 @@ def test_apiserver_stopped_during_a_submit(k8s_portal, cluster, namespace):
 
 def test_max_runtime_on_the_cluster(k8s_portal):
     outcome(k8s_portal, outcome="hang")
-    job_id = k8s_portal.jobs.submit(current_user(), {"name": "k8s-deadline", "max_runtime_hours": 0.001, **EXAMPLE})
+    job_id = k8s_portal.jobs.submit(ME, {"name": "k8s-deadline", "max_runtime_hours": 0.001, **EXAMPLE})
     job = finished(k8s_portal, job_id, timeout=90)
     assert (job.status, job.reason) == (JobStatus.FAILED, "Hit max runtime (4 s)")

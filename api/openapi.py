@@ -1,0 +1,189 @@
+"""The OpenAPI 3.1 document of /api/v1, built from the same pydantic model that validates submissions."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from services.models import JobRequest, StatusGroup
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {JSON: {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad request", 401: "No or bad API token", 403: "Cross-site mutation", 404: "Not found",
+            409: "Conflicts with the job's state", 413: "Too large", 415: "Not JSON", 422: "Invalid values",
+            503: "The cluster refused or cannot be reached"}
+    return {str(c): {"description": text[c], **_content(ERROR)} for c in codes}
+
+
+def _op(summary: str, ok: tuple[int, dict[str, Any] | None], *errors: int, params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None, tag: str = "jobs") -> dict[str, Any]:
+    code, schema = ok
+    responses: dict[str, Any] = {str(code): {"description": "OK", **(_content(schema) if schema else {})}}
+    responses |= _errors(401, *errors)
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, **_content(body)}
+    return op
+
+
+def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+FILE_PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+RANK = _q("rank", {"type": "integer", "minimum": 0, "maximum": 4096}, "Node of a multi-node job (0 = the first).")
+NULLABLE_NUM = {"type": ["number", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_STR = {"type": ["string", "null"]}
+METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    submit = JobRequest.model_json_schema()
+    submit_props = dict(submit["properties"])
+    submit_props["template"] = {"type": "string", "description": "Name of a template whose values are the base."}
+    submit_schema = {"type": "object", "properties": submit_props, "required": submit.get("required", []),
+                     "additionalProperties": False}
+    changes = {"type": "object", "properties": submit_props, "additionalProperties": False}
+    job = {"type": "object", "required": ["id", "name", "owner", "status", "finished"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": "string"},
+        "status": {"type": "string", "enum": ["Submitting", "Queued", "Running", "Succeeded", "Failed", "Stopped",
+                                              "Submit failed"]},
+        "group": {"type": "string", "enum": [g.value for g in StatusGroup]}, "finished": {"type": "boolean"},
+        "reason": NULLABLE_STR, "created_at": {"type": "string"}, "started_at": NULLABLE_STR,
+        "finished_at": NULLABLE_STR, "epoch": NULLABLE_INT, "total_epochs": NULLABLE_INT, "progress": NULLABLE_NUM,
+        "eta_seconds": NULLABLE_NUM, "latest_metrics": METRICS, "final_metrics": METRICS, "gpus": {"type": "integer"},
+        "nodes": {"type": "integer"}, "cost_per_hour": {"type": "number"}, "exit_code": NULLABLE_INT,
+        "request": {"type": "object"}, "url": {"type": "string"}}}
+    files = {"type": "object", "required": ["files"], "properties": {"files": {"type": "array", "items": {
+        "type": "object", "required": ["path", "size"], "properties": {
+            "path": {"type": "string"}, "size": {"type": "integer"}, "modified": {"type": "string"}}}}}}
+    template = {"type": "object", "required": ["id", "name", "owner", "values"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": "string"},
+        "values": {"type": "object"}, "created_at": {"type": "string"}}}
+    binary = {"type": "string", "format": "binary"}
+    jobs_path = "/api/v1/jobs/{job_id}"
+    paths: dict[str, Any] = {
+        "/api/v1/me": {"get": _op("Who the token belongs to", (200, {"type": "object", "required": ["name", "role"],
+                                                                     "properties": {"name": {"type": "string"},
+                                                                                    "email": {"type": "string"},
+                                                                                    "role": {"type": "string"},
+                                                                                    "groups": {"type": "array"}}}),
+                                  tag="account")},
+        "/api/v1/jobs": {
+            "post": _op("Submit a job", (201, _ref("Job")), 400, 403, 404, 413, 415, 422, body=submit_schema),
+            "get": _op("List jobs (newest first)", (200, {"type": "object", "required": ["jobs", "has_more"],
+                                                          "properties": {"jobs": {"type": "array",
+                                                                                  "items": _ref("Job")},
+                                                                         "limit": {"type": "integer"},
+                                                                         "offset": {"type": "integer"},
+                                                                         "has_more": {"type": "boolean"}}}), 400,
+                       params=[_q("scope", {"type": "string", "enum": ["mine", "all"]}),
+                               _q("group", {"type": "string", "enum": [g.value for g in StatusGroup]}),
+                               _q("search", {"type": "string", "maxLength": 200}),
+                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                               _q("offset", {"type": "integer", "minimum": 0})]),
+        },
+        jobs_path: {
+            "get": _op("Get a job", (200, _ref("Job")), 404, params=[JOB_ID]),
+            "delete": _op("Delete a finished job with its logs, metrics and files", (204, None), 400, 403, 404, 409,
+                          413, 415, 503, params=[JOB_ID]),
+        },
+        f"{jobs_path}/status": {"get": _op("A job's status and progress", (200, {"type": "object"}), 404,
+                                           params=[JOB_ID])},
+        f"{jobs_path}/stop": {"post": _op("Stop a running job", (202, _ref("Job")), 400, 403, 404, 409, 413, 415, 503,
+                                          params=[JOB_ID], body={"type": "object"})},
+        f"{jobs_path}/clone": {"post": _op("Submit a copy with some values changed", (201, _ref("Job")), 400, 403, 404,
+                                           413, 415, 422, params=[JOB_ID], body=changes)},
+        f"{jobs_path}/retry": {"post": _op("Submit the same values again", (201, _ref("Job")), 400, 403, 404, 409,
+                                           413, 415, 422, params=[JOB_ID], body={"type": "object"})},
+        f"{jobs_path}/logs": {"get": _op(
+            "Log lines: the tail, or a range from a line number", (200, {"type": "object", "required": ["lines"],
+                                                                         "properties": {
+                                                                             "lines": {"type": "array",
+                                                                                       "items": {"type": "string"}},
+                                                                             "offset": {"type": "integer"},
+                                                                             "next_offset": {"type": "integer"},
+                                                                             "total": {"type": "integer"},
+                                                                             "finished": {"type": "boolean"}}}),
+            400, 404, tag="logs",
+            params=[JOB_ID, RANK, _q("tail", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                    _q("offset", {"type": "integer", "minimum": 0}),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})])},
+        f"{jobs_path}/logs/stream": {"get": {
+            "summary": "Live log as server-sent events: `id` is the line number, `event: end` closes it",
+            "tags": ["logs"], "parameters": [JOB_ID, RANK, _q("offset", {"type": "integer", "minimum": 0})],
+            "responses": {"200": {"description": "text/event-stream",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 404)}}},
+        f"{jobs_path}/metrics": {"get": _op(
+            "Metric series (downsampled on the server) and final values", (200, {"type": "object",
+                                                                               "required": ["series"]}),
+            400, 404, tag="metrics", params=[JOB_ID, _q("max_points", {"type": "integer", "minimum": 10,
+                                                                       "maximum": 20000})])},
+        f"{jobs_path}/files": {"get": _op("Files the job wrote", (200, files), 404, tag="files", params=[JOB_ID])},
+        f"{jobs_path}/files/{{path}}": {"get": {
+            "summary": "Download one of the job's files", "tags": ["files"], "parameters": [JOB_ID, FILE_PATH],
+            "responses": {"200": {"description": "The file", "content": {"application/octet-stream": {
+                "schema": binary}}}, **_errors(401, 404)}}},
+        f"{jobs_path}/results.zip": {"get": {
+            "summary": "All of the job's files as one zip", "tags": ["files"], "parameters": [JOB_ID],
+            "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": binary}}},
+                          **_errors(401, 404)}}},
+        "/api/v1/files": {
+            "get": _op("Scripts and files in the workspace", (200, files), tag="files"),
+            "post": {"summary": "Upload a training script (.py) into the workspace", "tags": ["files"],
+                     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                         "type": "object", "required": ["file"], "properties": {"file": binary}}}}},
+                     "responses": {"201": {"description": "Stored", **_content({"type": "object", "required": [
+                         "script"], "properties": {"script": {"type": "string"}}})},
+                                   **_errors(400, 401, 403, 413, 415, 422)}},
+        },
+        "/api/v1/files/{path}": {"get": {
+            "summary": "Download a workspace file", "tags": ["files"], "parameters": [FILE_PATH],
+            "responses": {"200": {"description": "The file", "content": {"application/octet-stream": {
+                "schema": binary}}}, **_errors(401, 404)}}},
+        "/api/v1/templates": {
+            "get": _op("Job templates", (200, {"type": "object", "required": ["templates"], "properties": {
+                "templates": {"type": "array", "items": _ref("Template")}}}), tag="templates"),
+            "post": _op("Save (or update your own) template", (201, _ref("Template")), 400, 403, 409, 413, 415, 422,
+                        tag="templates", body={"type": "object", "required": ["name", "values"], "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                            "values": changes}}),
+        },
+        "/api/v1/templates/{template_id}": {"delete": _op(
+            "Delete one of your templates", (204, None), 400, 403, 404, 413, 415, tag="templates",
+            params=[{"name": "template_id", "in": "path", "required": True,
+                     "schema": {"type": "integer", "minimum": 1}}], body={"type": "object"})},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ML Job Portal API", "version": "1",
+                 "description": "Submit and follow training jobs. Authenticate with a personal API token from the "
+                                "portal's 'API tokens' page. Mutations need Content-Type: application/json."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Job": job, "Template": template, "Error": {
+                "type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"}, "problems": {"type": "object",
+                                                              "additionalProperties": {"type": "string"}}}},
+                **{k: v for k, v in submit.get("$defs", {}).items()}},
+        },
+        "security": [{"token": []}],
+    }

@@ -1,0 +1,111 @@
+"""The deployment manifests without a cluster: the portal's Role is exactly what its code calls, the docs say
+the same, and the rendered Deployment keeps its security promises. (On the control plane: tests/k8s/.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from services.config import Settings
+from tests.conftest import ROOT
+
+MANIFESTS = ROOT / "manifests"
+BACKEND = ROOT / "services" / "backends" / "kubernetes.py"
+VERB = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch", "replace": "update"}
+PLURAL = {"job": "jobs", "pod": "pods", "config_map": "configmaps", "service": "services", "pod_log": "pods/log",
+          "event": "events", "secret": "secrets", "pod_exec": "pods/exec"}
+
+Permission = tuple[str, str, str]  # (api group, resource, verb)
+
+
+def permissions_the_code_uses() -> set[Permission]:
+    """Every Kubernetes API call in the backend, from its source: `self.batch.create_namespaced_job` is
+    (batch, jobs, create); a list function handed to a WatchCache is also watched."""
+    source = BACKEND.read_text()
+    used: set[Permission] = set()
+    for api, action, kind in re.findall(r"self\.(batch|core)\.(\w+?)_namespaced_(\w+)", source):
+        group = "batch" if api == "batch" else ""
+        used.add((group, PLURAL[kind], VERB[action]))
+    for api, kind in re.findall(r"WatchCache\(\s*\w+,\s*self\.(batch|core)\.list_namespaced_(\w+)", source):
+        used.add(("batch" if api == "batch" else "", PLURAL[kind], "watch"))
+    assert "watch=True" in source, "the WatchCache no longer watches: update this derivation"
+    return used
+
+
+def role_permissions() -> set[Permission]:
+    role = yaml.safe_load((MANIFESTS / "base" / "role.yaml").read_text())
+    assert role["kind"] == "Role", "the portal's permissions are namespaced"
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def documented_permissions() -> set[Permission]:
+    rows = re.findall(r"^\| `([^`]*)` \| `([^`]+)` \| ([a-z, ]+) \|", (ROOT / "docs" / "admin.md").read_text(), re.M)
+    return {(g, r, v.strip()) for g, r, verbs in rows for v in verbs.split(",")}
+
+
+def test_the_role_grants_exactly_what_the_code_calls() -> None:
+    code, role = permissions_the_code_uses(), role_permissions()
+    assert role - code == set(), f"the Role grants what the code never calls: {sorted(role - code)}"
+    assert code - role == set(), f"the code calls what the Role does not grant: {sorted(code - role)}"
+    forbidden = {r for _, r, _ in role} & {"secrets", "pods/exec", "pods/attach", "roles", "rolebindings"}
+    assert not forbidden and all("*" not in p for perm in role for p in perm)
+
+
+def test_docs_list_the_same_permissions() -> None:
+    assert documented_permissions() == role_permissions()
+
+
+def test_docs_name_every_setting_with_its_env_var() -> None:
+    text = (ROOT / "docs" / "admin.md").read_text()
+    missing = [f"PORTAL_{name.upper()}" for name in Settings.model_fields if f"`PORTAL_{name.upper()}`" not in text]
+    assert not missing, f"docs/admin.md does not describe {missing}"
+
+
+def rendered_base() -> list[dict]:
+    # The base resources as written; kustomize itself runs on the control plane tests.
+    docs: list[dict] = []
+    kustomization = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
+    for name in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((MANIFESTS / "base" / name).read_text()) if d]
+    return docs
+
+
+def by_kind(kind: str, name: str | None = None) -> dict:
+    return next(d for d in rendered_base() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name))
+
+
+def test_the_portal_pod_is_locked_down() -> None:
+    pod = by_kind("Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ml-portal" and pod["securityContext"]["runAsNonRoot"] is True
+    portal = next(c for c in pod["containers"] if c["name"] == "portal")
+    sc = portal["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(portal)
+    assert portal["resources"]["limits"]["memory"] and portal["resources"]["requests"]["cpu"]
+    mounts = {m["mountPath"] for m in portal["volumeMounts"]}
+    assert {"/data", "/tmp"} <= mounts, "the data volume and a writable /tmp under a read-only root"
+    assert "ports" not in portal, "the portal is reached through the proxy sidecar only"
+
+
+def test_the_portal_listens_on_loopback_behind_the_proxy() -> None:
+    env = dict(line.split("=", 1) for line in (MANIFESTS / "base" / "portal.env").read_text().split())
+    assert env["STREAMLIT_SERVER_ADDRESS"] == "127.0.0.1" and env["PORTAL_AUTH_MODE"] == "proxy"
+    assert env["PORTAL_JOB_SERVICE_ACCOUNT"] == by_kind("ServiceAccount", "ml-portal-job")["metadata"]["name"]
+    assert by_kind("ServiceAccount", "ml-portal-job")["automountServiceAccountToken"] is False
+    for overlay in ("openshift", "kubernetes"):
+        sidecar = yaml.safe_load((MANIFESTS / "overlays" / overlay / "proxy-sidecar.yaml").read_text())
+        proxy = sidecar["spec"]["template"]["spec"]["containers"][0]
+        assert "--upstream=http://127.0.0.1:8501" in proxy["args"]
+        assert [p["name"] for p in proxy["ports"]] == ["http"], "the Service's targetPort is the proxy"
+        image = proxy["image"]
+        assert ":" in image and not image.endswith(":latest")
+        assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_images_are_pinned() -> None:
+    for path in Path(MANIFESTS).rglob("*.yaml"):
+        for match in re.findall(r"image: (\S+)", path.read_text()):
+            assert match == "ml-portal" or (":" in match and not match.endswith(":latest")), f"{path}: {match}"
