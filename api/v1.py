@@ -354,7 +354,7 @@ def job_file(request: Request, user: User) -> Response:
     return FileResponse(path, filename=path.name)
 
 
-@endpoint(raw=True)
+@endpoint(mutation=True, raw=True)
 async def upload_file(request: Request, user: User) -> Response:
     settings = get_portal().settings
     limit = int(settings.max_upload_mb * 1e6)

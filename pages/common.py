@@ -98,7 +98,9 @@ def duration(seconds: float | None) -> str:
 def ago(when: datetime | None) -> str:
     if when is None:
         return "not yet"
-    return f"{duration((now() - when).total_seconds())} ago"
+    seconds = (now() - when).total_seconds()
+    # Clocks of the cluster and the portal differ by a little: never show "-3s ago".
+    return "just now" if seconds < 1 else f"{duration(seconds)} ago"
 
 
 def eta_text(job: JobView) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 import streamlit as st
 
 from pages.common import JOB_PAGE, me, money, portal
-from services.models import NAME_MAX, NotFound, ValidationProblem
+from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
+from services.templates import TEMPLATE_FIELDS
 
 P = portal()
 S = P.settings
@@ -85,7 +86,40 @@ def on_submit() -> None:
 if "_submitted" in st.session_state:
     st.switch_page(JOB_PAGE, query_params={"id": str(st.session_state.pop("_submitted"))})
 
+def start_from_template() -> None:
+    name = st.session_state.get("f_template")
+    if not name:
+        return
+    try:
+        values = P.templates.get_by_name(name).values
+    except NotFound as exc:
+        st.session_state["_problems"] = {"template": str(exc)}
+        return
+    prefill(values | {"name": st.session_state.get("f_name", "")})
+    st.session_state.pop("_problems", None)
+
+
+def save_as_template() -> None:
+    ss = st.session_state
+    values = {k: v for k, v in collect().items() if k in TEMPLATE_FIELDS}
+    try:
+        saved = P.templates.save(me(), ss.get("f_template_name", ""), values)
+    except ValidationProblem as exc:
+        ss["_template_problem"] = next(iter(exc.problems.values()))
+        return
+    except Conflict as exc:
+        ss["_template_problem"] = str(exc)
+        return
+    ss["_template_saved"] = saved.name
+
+
 st.title("Submit training job")
+templates = P.templates.list()
+if templates:
+    st.selectbox("Start from template", [t.name for t in templates], key="f_template", index=None,
+                 placeholder="Choose a template to fill the form…", on_change=start_from_template,
+                 help="Templates are named sets of values saved by your team (see 'Save as template' below).")
+    field_error("template")
 if problems:
     st.error("The job was not submitted: please fix the fields marked below.")
     field_error("")
@@ -168,3 +202,12 @@ with st.expander("How these values reach your script"):
 left, right = st.columns([1, 5])
 left.button("Submit job", type="primary", key="submit", icon=":material/rocket_launch:", on_click=on_submit)
 right.page_link("pages/dashboard.py", label="Cancel")
+
+with st.expander("Save as template"):
+    st.caption("Keep these values (everything but the experiment name) under a name your team can start from.")
+    st.text_input("Template name", key="f_template_name", placeholder="llama-lora-8gpu", max_chars=100)
+    if "_template_problem" in st.session_state:
+        st.error(st.session_state.pop("_template_problem"), icon=":material/error:")
+    if "_template_saved" in st.session_state:
+        st.success(f"Saved the template '{st.session_state.pop('_template_saved')}'.")
+    st.button("Save as template", key="save_template", icon=":material/bookmark_add:", on_click=save_as_template)

@@ -37,7 +37,7 @@ with st.container(border=True):
     problem = st.session_state.pop("_token_problem", None)
     if problem:
         st.error(f"Token name: {problem}")
-    st.button("Create token", type="primary", on_click=create, icon=":material/add:")
+    st.button("Create token", key="create_token", type="primary", on_click=create, icon=":material/add:")
 
 secret = st.session_state.pop("_new_token", None)
 if secret:

@@ -217,7 +217,7 @@ def test_job_page_tabs(app, portal, user):
     # Files: what the job wrote, each a download link.
     at.query_params["tab"] = "Files"
     at.run()
-    assert f"/api/v1/jobs/{job_id}/files/model.json" in texts(at)
+    assert "[`model.json`](/download/" in texts(at)
 
 
 def test_job_page_for_unknown_id_says_so(app):
@@ -262,3 +262,73 @@ def test_every_page_shows_one_banner_when_the_cluster_is_unreachable(tmp_path, m
         assert at.title[0].value == "My experiments"  # the history stays browsable
     finally:
         reset_portal()
+
+
+# Identity, ownership, templates and tokens ---------------------------------------------------------
+def test_dashboard_shows_my_jobs_with_an_everyone_switch(app, portal, user):
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 2, owner=user.name, status=JobStatus.SUCCEEDED)
+    seed_jobs(engine, 3, owner="someone-else", status=JobStatus.FAILED, seed=1)
+    at = app
+    at.run()
+    assert "My experiments" in texts(at) and "✅ Completed (2)" in texts(at) and "Failed (3)" not in texts(at)
+    first = AppTest.from_file(APP, default_timeout=30).run()  # AppTest keeps sidebar elements of a first run only
+    assert any("Single-user mode: you are" in c.value for c in first.get("caption"))
+    at.toggle(key="dash_everyone").set_value(True).run()
+    assert "All experiments" in texts(at) and "❌ Failed (3)" in texts(at)
+
+
+def test_others_jobs_are_read_only_for_a_researcher(portal, monkeypatch):
+    from services.models import User
+
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 1, owner="alice", status=JobStatus.SUCCEEDED)
+    job_id = portal.jobs.list_jobs()[0].id
+    # The portal's single user is an admin of their own laptop; here they are a plain researcher "bob".
+    monkeypatch.setattr("pages.common.current_user", lambda *a, **k: User("bob"))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.toggle(key="dash_everyone").set_value(True).run()
+    keys = {b.key for b in at.button}
+    assert f"SUCCEEDED-{job_id}-clone" in keys
+    assert not {f"SUCCEEDED-{job_id}-retry", f"SUCCEEDED-{job_id}-delete"} & keys
+    at.switch_page("pages/job.py")
+    at.query_params["id"] = str(job_id)
+    at.run()
+    assert "alice's job: read-only." in texts(at)
+    assert not {"retry", "delete", "stop"} & {b.key for b in at.button}
+
+
+def test_templates_are_saved_and_fill_the_form(app, portal):
+    at = open_submit(app)
+    at.number_input(key="f_epochs").set_value(42)
+    at.number_input(key="f_learning_rate").set_value(0.02)
+    at.text_input(key="f_template_name").input("long-run")
+    at.button(key="save_template").click().run()
+    assert "Saved the template 'long-run'." in texts(at)
+    assert portal.templates.get_by_name("long-run").values["epochs"] == 42
+    # A fresh session starts from it.
+    fresh = open_submit(AppTest.from_file(APP, default_timeout=30))
+    fresh.run()
+    fresh.text_input(key="f_name").input("from-template")
+    fresh.selectbox(key="f_template").set_value("long-run").run()
+    assert fresh.number_input(key="f_epochs").value == 42 and fresh.text_input(key="f_name").value == "from-template"
+    # A bad template name is a sentence next to the field.
+    fresh.text_input(key="f_template_name").input("   ")
+    fresh.button(key="save_template").click().run()
+    assert "give the template a name" in texts(fresh)
+
+
+def test_api_tokens_page_creates_shows_once_and_revokes(app, portal, user):
+    at = app
+    at.switch_page("pages/tokens.py").run()
+    assert not at.exception and "You have no tokens yet." in texts(at)
+    at.text_input(key="token_name").input("notebook")
+    at.button(key="create_token").click().run()
+    secret = at.code[0].value
+    assert secret.startswith("mlp_") and portal.tokens.authenticate(secret).name == user.name
+    at.run()
+    assert not [c for c in at.code if c.value.startswith("mlp_")], "the token is shown only once"
+    (token,) = portal.tokens.list(user)
+    at.button(key=f"revoke-{token.id}").click().run()
+    assert portal.tokens.authenticate(secret) is None and "revoked" in texts(at)

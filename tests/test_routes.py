@@ -1,60 +1,214 @@
-"""The HTTP routes of the running portal (started as a user starts it)."""
+"""The HTTP routes of the running portal (started as a user starts it): health, the pages' signed download
+links, and the REST API's authentication, ownership rules and guards."""
+
+from __future__ import annotations
 
 import io
 import zipfile
 
 import httpx
+import pytest
 
-from tests.conftest import wait_until
+from api.v1 import ROUTES as API_ROUTES
+from services.auth import sign_link
+from services.config import Settings
+from services.models import Role, User
+from tests.conftest import create_token, wait_until
+
+EXAMPLE = {"script": "train_example.py", "epochs": 1, "extra_args": "--seconds-per-epoch 0"}
 
 
-def submit_example(server) -> int:
-    # The server's own process owns the job; the test reaches its store through the same data dir.
-    from services.auth import current_user
-    from services.config import Settings
-    from services.portal import build_portal
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
-    p = build_portal(Settings(data_dir=server.data_dir))
-    try:
-        return p.jobs.submit(current_user(), {"name": "api", "script": "train_example.py", "epochs": 1,
-                                              "extra_args": "--seconds-per-epoch 0"})
-    finally:
-        p.close()
+
+@pytest.fixture
+def tokens(server):
+    """Tokens of alice and bob (researchers), vera (viewer) and ada (admin) on the running portal."""
+    return {name: create_token(server.data_dir, name) for name in ("alice", "bob", "vera", "ada")}
+
+
+@pytest.fixture
+def server(tmp_path):
+    from tests.conftest import PortalServer
+
+    env = {"PORTAL_VIEWERS": "vera", "PORTAL_ADMINS": "ada"}
+    srv = PortalServer(tmp_path / "portal-data", env=env).start()
+    yield srv
+    srv.stop()
+
+
+def submit(server, token: str, name: str = "api", **values) -> dict:
+    r = httpx.post(f"{server.url}/api/v1/jobs", headers=bearer(token), json={"name": name, **EXAMPLE, **values})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def finished(server, token: str, job_id: int) -> dict:
+    def done():
+        job = httpx.get(f"{server.url}/api/v1/jobs/{job_id}", headers=bearer(token)).json()
+        return job if job["finished"] else None
+
+    return wait_until(done, timeout=60, interval=0.3)
+
+
+def link(server, user: User, **what) -> str:
+    return f"{server.url}/download/{sign_link(Settings(data_dir=server.data_dir), user, **what)}"
 
 
 def test_healthz_reports_the_sync_loop(server):
     body = httpx.get(f"{server.url}/healthz").json()
-    assert body["status"] == "ok" and body["backend"] == "local"
+    assert body["status"] == "ok" and body["backend"] == "local" and body["backend_error"] is None
     assert body["sync"]["running"] is True
 
 
-def test_downloads_of_log_files_and_results(server):
-    job_id = submit_example(server)
-    wait_until(lambda: "Training finished" in httpx.get(f"{server.url}/api/v1/jobs/{job_id}/log").text, timeout=30)
-    r = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/log")
-    assert r.headers["content-type"].startswith("text/plain")
-    assert "attachment" in r.headers["content-disposition"]
-
-    r = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/files/model.json")
-    assert r.status_code == 200 and '"w"' in r.text
-
-    wait_until(lambda: httpx.get(f"{server.url}/api/v1/jobs/{job_id}/results.zip").status_code == 200)
-    zf = zipfile.ZipFile(io.BytesIO(httpx.get(f"{server.url}/api/v1/jobs/{job_id}/results.zip").content))
-    assert {"model.json", "metrics.json"} <= set(zf.namelist())
+def test_every_api_route_without_a_token_answers_401(server):
+    for route in API_ROUTES:
+        path = route.path.replace("{job_id}", "1").replace("{template_id}", "1").replace("{path:path}", "x.py")
+        for method in route.methods - {"HEAD"}:
+            for headers in ({}, {"Authorization": "Bearer mlp_not-a-token"}, {"Authorization": "Basic abc"},
+                            {"X-Forwarded-User": "alice"}):
+                r = httpx.request(method, f"{server.url}{path}", headers=headers, json={})
+                assert r.status_code == 401, (method, path, headers, r.text)
+                assert r.json()["error"]
 
 
-def test_paths_outside_the_job_are_not_found(server):
-    job_id = submit_example(server)
-    for path in ["..%2Fjob.log", "..%2F..%2Fportal.db", "%2Fetc%2Fpasswd", "nope.txt", "output%2F..%2F..%2Fjob.log"]:
-        r = httpx.get(f"{server.url}/api/v1/jobs/{job_id}/files/{path}")
-        # Refused either by the server's own path check (400) or by the portal's confinement (404).
+def test_a_revoked_token_stops_working(server):
+    from services.portal import build_portal
+
+    token = create_token(server.data_dir, "alice", "notebook")
+    assert httpx.get(f"{server.url}/api/v1/me", headers=bearer(token)).json()["name"] == "alice"
+    p = build_portal(Settings(data_dir=server.data_dir, backend="local"))
+    try:
+        alice = User("alice")
+        (view,) = p.tokens.list(alice)
+        assert view.last_used_at is not None, "the page shows when a token was last used"
+        p.tokens.revoke(alice, view.id)
+    finally:
+        p.close()
+    r = httpx.get(f"{server.url}/api/v1/me", headers=bearer(token))
+    assert r.status_code == 401 and "revoked" in r.json()["error"]
+
+
+def test_roles_come_from_the_settings(server, tokens):
+    roles = {n: httpx.get(f"{server.url}/api/v1/me", headers=bearer(t)).json()["role"] for n, t in tokens.items()}
+    assert roles == {"alice": "researcher", "bob": "researcher", "vera": "viewer", "ada": "admin"}
+
+
+def test_others_cannot_act_on_your_job_viewers_read_admins_act(server, tokens):
+    job = submit(server, tokens["alice"], "alices-run")
+    finished(server, tokens["alice"], job["id"])
+    url = f"{server.url}/api/v1/jobs/{job['id']}"
+    # Bob sees it read-only (the default), but every action answers "not found".
+    assert httpx.get(url, headers=bearer(tokens["bob"])).json()["owner"] == "alice"
+    for method, path in [("POST", "/retry"), ("POST", "/stop"), ("DELETE", ""), ("GET", "/files/model.json"),
+                         ("GET", "/results.zip")]:
+        r = httpx.request(method, url + path, headers=bearer(tokens["bob"]), json={})
+        assert r.status_code == 404 and r.json()["error"], (method, path, r.text)
+        r = httpx.request(method, url + path, headers=bearer(tokens["vera"]), json={})
+        assert (r.status_code == 200) if method == "GET" else (r.status_code == 404), (method, path, r.text)
+    # Bob's listing of his own jobs does not hold Alice's; "all" does.
+    mine = httpx.get(f"{server.url}/api/v1/jobs", headers=bearer(tokens["bob"])).json()["jobs"]
+    everyone = httpx.get(f"{server.url}/api/v1/jobs?scope=all", headers=bearer(tokens["bob"])).json()["jobs"]
+    assert mine == [] and [j["id"] for j in everyone] == [job["id"]]
+    # Cloning is reading: Bob gets his own copy.
+    clone = httpx.post(f"{url}/clone", headers=bearer(tokens["bob"]), json={"epochs": 2})
+    assert clone.status_code == 201 and clone.json()["owner"] == "bob" and clone.json()["request"]["epochs"] == 2
+    # The admin may act on anyone's job.
+    assert httpx.post(f"{url}/retry", headers=bearer(tokens["ada"]), json={}).status_code == 201
+    assert httpx.request("DELETE", url, headers=bearer(tokens["ada"]), json={}).status_code == 204
+    assert httpx.get(url, headers=bearer(tokens["alice"])).status_code == 404
+
+
+def test_hidden_jobs_are_not_found(tmp_path):
+    from tests.conftest import PortalServer
+
+    srv = PortalServer(tmp_path / "d", env={"PORTAL_SHOW_OTHERS_JOBS": "false", "PORTAL_VIEWERS": "vera"}).start()
+    try:
+        alice, bob, vera = (create_token(srv.data_dir, n) for n in ("alice", "bob", "vera"))
+        job = submit(srv, alice, "secret-run")
+        r = httpx.get(f"{srv.url}/api/v1/jobs/{job['id']}", headers=bearer(bob))
+        assert r.status_code == 404 and r.json() == {"error": f"Job {job['id']} was not found."}
+        assert httpx.get(f"{srv.url}/api/v1/jobs/{job['id'] + 100}", headers=bearer(bob)).json() == r.json() | {
+            "error": f"Job {job['id'] + 100} was not found."}
+        assert httpx.get(f"{srv.url}/api/v1/jobs?scope=all", headers=bearer(bob)).json()["jobs"] == []
+        assert httpx.get(f"{srv.url}/api/v1/jobs/{job['id']}", headers=bearer(vera)).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_mutations_need_json_and_the_same_origin(server, tokens):
+    h = bearer(tokens["alice"])
+    r = httpx.post(f"{server.url}/api/v1/jobs", headers=h, content=b"name=x", )
+    assert r.status_code == 415
+    r = httpx.post(f"{server.url}/api/v1/jobs", headers=h | {"Content-Type": "text/plain"}, content=b"{}")
+    assert r.status_code == 415
+    for evil in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+        r = httpx.post(f"{server.url}/api/v1/jobs", headers=h | evil, json={"name": "x", **EXAMPLE})
+        assert r.status_code == 403, evil
+    same = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+    assert httpx.post(f"{server.url}/api/v1/jobs", headers=h | same, json={"name": "ok", **EXAMPLE}).status_code == 201
+    r = httpx.post(f"{server.url}/api/v1/jobs", headers=h, json={"name": "Bad Name", "script": "nope.py", "gpus": -1})
+    assert r.status_code == 422 and set(r.json()["problems"]) == {"name", "script", "gpus"}
+
+
+def test_uploads_are_python_only_size_limited_and_sanitised(server, tokens):
+    h = bearer(tokens["alice"])
+    ok = httpx.post(f"{server.url}/api/v1/files", headers=h, files={"file": ("../../evil dir/train.py", b"print(1)\n")})
+    assert ok.status_code == 201
+    script = ok.json()["script"]
+    assert script == "uploads/train.py", "the name is reduced to its own base name, in the uploads folder"
+    assert script in [f["path"] for f in httpx.get(f"{server.url}/api/v1/files", headers=h).json()["files"]]
+    assert httpx.get(f"{server.url}/api/v1/files/{script}", headers=h).content == b"print(1)\n"
+    not_py = httpx.post(f"{server.url}/api/v1/files", headers=h, files={"file": ("data.sh", b"rm -rf /")})
+    assert not_py.status_code == 422 and "Python" in not_py.json()["error"]
+    big = httpx.post(f"{server.url}/api/v1/files", headers=h, files={"file": ("big.py", b"#" * 6_000_000)})
+    assert big.status_code == 413
+    cross = httpx.post(f"{server.url}/api/v1/files", headers=h | {"Origin": "https://evil.example"},
+                       files={"file": ("x.py", b"print(1)\n")})
+    assert cross.status_code == 403
+
+
+def test_downloads_are_confined_to_the_job(server, tokens):
+    job = submit(server, tokens["alice"])
+    finished(server, tokens["alice"], job["id"])
+    h = bearer(tokens["alice"])
+    for path in ["..%2Fjob.log", "..%2F..%2Fportal.db", "%2Fetc%2Fpasswd", "nope.txt", "output%2F..%2F..%2Fjob.log",
+                 "..%2F..%2Fsecret.key"]:
+        r = httpx.get(f"{server.url}/api/v1/jobs/{job['id']}/files/{path}", headers=h)
         assert r.status_code in (400, 404), path
         assert "Epoch" not in r.text and "SQLite" not in r.text and "root:" not in r.text
-    r = httpx.get(f"{server.url}/api/v1/jobs/999/log")
-    assert r.status_code == 404 and r.json() == {"error": "Job 999 was not found."}
-    assert httpx.get(f"{server.url}/api/v1/jobs/abc/log").status_code == 404
+    for path in ["..%2Fportal.db", "%2Fetc%2Fpasswd", "..%2Fsecret.key"]:
+        assert httpx.get(f"{server.url}/api/v1/files/{path}", headers=h).status_code in (400, 404)
+
+
+def test_signed_download_links_of_the_pages(server):
+    alice = User("alice")
+    job = submit(server, create_token(server.data_dir, "alice"))
+    wait_until(lambda: "Training finished" in httpx.get(link(server, alice, job=job["id"], kind="log")).text,
+               timeout=30)
+    r = httpx.get(link(server, alice, job=job["id"], kind="log"))
+    assert r.headers["content-type"].startswith("text/plain") and "attachment" in r.headers["content-disposition"]
+    assert '"w"' in httpx.get(link(server, alice, job=job["id"], kind="file", path="model.json")).text
+    wait_until(lambda: httpx.get(link(server, alice, job=job["id"], kind="zip")).status_code == 200)
+    zf = zipfile.ZipFile(io.BytesIO(httpx.get(link(server, alice, job=job["id"], kind="zip")).content))
+    assert {"model.json", "metrics.json"} <= set(zf.namelist())
+    # Another researcher's link, a tampered one, or a path out of the job: not found.
+    assert httpx.get(link(server, User("bob"), job=job["id"], kind="log")).status_code == 404
+    assert httpx.get(link(server, User("vera", Role.VIEWER), job=job["id"], kind="log")).status_code == 200
+    good = link(server, alice, job=job["id"], kind="log")
+    assert httpx.get(good[:-3] + "abc").status_code == 404
+    assert httpx.get(link(server, alice, job=job["id"], kind="file", path="../job.log")).status_code == 404
+
+
+def test_openapi_document_is_served(server):
+    doc = httpx.get(f"{server.url}/api/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.1") and "/api/v1/jobs" in doc["paths"]
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    served = {(m, r.path.replace("{path:path}", "{path}")) for r in API_ROUTES for m in r.methods - {"HEAD"}}
+    assert served <= documented
 
 
 def test_pages_are_served_including_deep_links(server):
-    for path in ["/", "/submit", "/history", "/job?id=1"]:
+    for path in ["/", "/submit", "/history", "/job?id=1", "/tokens"]:
         assert httpx.get(f"{server.url}{path}").status_code == 200

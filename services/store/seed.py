@@ -22,7 +22,8 @@ def seed_jobs(engine: Engine, n: int, owner: str = "researcher", *, status: JobS
     rows = []
     for i in range(n):
         st = status or rng.choice(MIX)
-        created = now - timedelta(minutes=n - i)
+        # Seeded history lies in the past: each job started a minute after the last and ran 30 minutes.
+        created = now - timedelta(minutes=n - i + 30)
         lr = rng.choice([1e-4, 3e-4, 1e-3, 3e-3])
         name = f"exp-{i:07d}"
         loss = round(rng.uniform(0.05, 2.0), 4)
