@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from api import v1
 from api.openapi import openapi_document
@@ -102,14 +102,29 @@ async def api_results_zip(request: Request, user: User) -> Response:
     return await results_zip(job)
 
 
+async def api_fallback(request: Request) -> Response:
+    """Any other /api/ request: a JSON answer, not the pages' HTML (405 when the path exists for other methods)."""
+    allowed = sorted({m for r in API_ROUTES if r.methods and r.matches(request.scope)[0] is Match.PARTIAL
+                      for m in r.methods})
+    if allowed:
+        return JSONResponse({"error": f"{request.method} is not allowed here; use {', '.join(allowed)}."},
+                            status_code=405, headers={"Allow": ", ".join(allowed)})
+    return v1.error(404, f"There is no API route {request.url.path}.")
+
+
 async def openapi(_request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+API_ROUTES = [
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/api/v1/jobs/{job_id}/results.zip", api_results_zip, methods=["GET"]),
+    *v1.ROUTES,
+]
 ROUTES = [
     Route("/healthz", healthz),
     Route("/download/{token}", download),
-    Route("/api/v1/openapi.json", openapi),
-    Route("/api/v1/jobs/{job_id}/results.zip", api_results_zip, methods=["GET"]),
-    *v1.ROUTES,
+    *API_ROUTES,
+    Route("/api/{rest:path}", api_fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+                                                     "TRACE"]),
 ]

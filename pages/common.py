@@ -37,8 +37,8 @@ def me() -> User:
     asks them to sign in and stops there."""
     settings = portal().settings
     claims = None
-    if settings.auth_mode == "oidc" and st.user.is_logged_in:
-        claims = dict(st.user.to_dict())
+    if settings.auth_mode == "oidc":
+        claims = dict(st.user.to_dict())  # {"is_logged_in": False} until the provider has signed them in
     user = current_user(settings, dict(st.context.headers or {}), claims)
     if user is None:
         if settings.auth_mode == "oidc":

@@ -71,7 +71,7 @@ def user_from_headers(settings: Settings, headers: Mapping[str, str]) -> User | 
 
 def user_from_claims(settings: Settings, claims: Mapping[str, Any] | None) -> User | None:
     """The OIDC user Streamlit logged in (st.user), in oidc mode only."""
-    if settings.auth_mode != "oidc" or not claims or not claims.get("is_logged_in", True):
+    if settings.auth_mode != "oidc" or not claims or not claims.get("is_logged_in"):
         return None
     email = str(claims.get("email") or "")
     name = str(claims.get("preferred_username") or email or claims.get("sub") or "")

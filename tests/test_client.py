@@ -404,3 +404,41 @@ def test_stream_logs_follows_the_job_and_ends_by_itself(live: Live):
     # The stream sent the whole archive, each line once; offset=K starts at the K-th line (from 0).
     assert job.logs(tail=1000) == lines
     assert list(job.stream_logs(offset=2)) == lines[2:]
+
+
+TINY_SCRIPT = """\
+import os, pathlib
+print("Epoch 1/1", flush=True)
+print("Loss: 0.5", flush=True)
+pathlib.Path(os.environ["PORTAL_OUTPUT_DIR"], "out.txt").write_text("done")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_upload_template_clone_download_and_delete(live: Live, tmp_path):
+    client = live.client
+    local = tmp_path / "tiny_train.py"
+    local.write_text(TINY_SCRIPT)
+    script = client.upload_script(local)
+    assert script.endswith(".py") and script in [f["path"] for f in client.workspace_files()]
+    assert client.download_workspace_file(script, tmp_path / "back.py").read_text() == TINY_SCRIPT
+
+    template = client.save_template("tiny", {"script": script, "epochs": 1})
+    assert "tiny" in [t["name"] for t in client.templates()]
+    job = client.submit_job(name="from-template", script=script, template="tiny")
+    assert job.request["epochs"] == 1
+    job.wait(timeout=60, poll=0.2, raise_on_failure=True)
+    results = job.get_results()
+    assert results.final_loss == 0.5 and "out.txt" in results.files
+    assert job.download("out.txt", tmp_path).read_text() == "done"
+    assert "loss" in job.metrics()["series"]
+    assert "Loss: 0.5" in job.logs()
+
+    copy = job.clone(name="from-template-copy")
+    assert copy.id != job.id and copy.request["script"] == script
+    copy.wait(timeout=60, poll=0.2)
+    copy.delete()
+    with pytest.raises(NotFoundError):
+        client.get_job(copy.id)
+    client.delete_template(template["id"])
+    assert "tiny" not in [t["name"] for t in client.templates()]

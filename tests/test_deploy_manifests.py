@@ -109,3 +109,10 @@ def test_images_are_pinned() -> None:
     for path in Path(MANIFESTS).rglob("*.yaml"):
         for match in re.findall(r"image: (\S+)", path.read_text()):
             assert match == "ml-portal" or (":" in match and not match.endswith(":latest")), f"{path}: {match}"
+
+
+def test_the_proxies_let_the_token_api_through_and_nothing_else_but_health() -> None:
+    for overlay, flag in (("openshift", "--skip-auth-regex="), ("kubernetes", "--skip-auth-route=")):
+        sidecar = yaml.safe_load((MANIFESTS / "overlays" / overlay / "proxy-sidecar.yaml").read_text())
+        args = sidecar["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert sorted(a.removeprefix(flag) for a in args if a.startswith(flag)) == ["^/api/v1/", "^/healthz$"]

@@ -332,3 +332,18 @@ def test_api_tokens_page_creates_shows_once_and_revokes(app, portal, user):
     (token,) = portal.tokens.list(user)
     at.button(key=f"revoke-{token.id}").click().run()
     assert portal.tokens.authenticate(secret) is None and "revoked" in texts(at)
+
+
+def test_oidc_mode_asks_to_sign_in_and_shows_nothing_else(portal):
+    portal.settings.auth_mode = "oidc"
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert "My experiments" not in texts(at)
+
+
+def test_proxy_mode_without_the_proxys_header_shows_a_sentence(portal):
+    portal.settings.auth_mode = "proxy"
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert "did not receive your identity" in texts(at) and "My experiments" not in texts(at)

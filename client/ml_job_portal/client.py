@@ -80,8 +80,8 @@ class ValidationError(PortalError):
     """422: some submitted values are not valid; ``problems`` maps each field to a sentence."""
 
     def __str__(self) -> str:
-        # The server's sentence is general ("Some values are not valid."): show which fields, too.
-        if not self.problems:
+        # Name the fields too, unless the server's sentence already does.
+        if not self.problems or all(text in self.message for text in self.problems.values()):
             return self.message
         details = "; ".join(f"{field}: {text}" if field else text for field, text in self.problems.items())
         return f"{self.message} ({details})"
@@ -567,7 +567,7 @@ class Job:
         """Yield log lines as the job writes them; ends by itself once the job has finished."""
         end = yield from self._client._stream_log_lines(self.id, rank, offset)
         if isinstance(end, dict) and end.get("status"):
-            self._update({"status": end["status"], "finished": True})
+            self._update({"finished": True, **{k: end[k] for k in ("status", "reason") if k in end}})
 
     def logs(self, tail: int = 200, *, rank: int = 0, offset: int | None = None, limit: int | None = None) -> list[str]:
         """The last ``tail`` log lines, or with ``offset`` lines ``offset``.. (at most ``limit``)."""
