@@ -125,6 +125,6 @@ ROUTES = [
     Route("/healthz", healthz),
     Route("/download/{token}", download),
     *API_ROUTES,
-    Route("/api/{rest:path}", api_fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+    Route("/api/{rest:anypath}", api_fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
                                                      "TRACE"]),
 ]

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -27,6 +28,21 @@ from services.models import Conflict, JobView, NotFound, StatusGroup, User, Vali
 from services.portal import get_portal
 from services.templates import TemplateView
 from services.workspace import confined, list_files
+
+
+class AnyPath(Convertor[str]):
+    """Like Starlette's "path", but also across encoded line breaks, so such a name is "not found" in JSON."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPath())
 
 MAX_JSON_BYTES = 256 * 1024
 MAX_PAGE = 200
@@ -437,10 +453,10 @@ ROUTES = [
     Route("/api/v1/jobs/{job_id}/logs/stream", stream_logs, methods=["GET"]),
     Route("/api/v1/jobs/{job_id}/metrics", job_metrics, methods=["GET"]),
     Route("/api/v1/jobs/{job_id}/files", job_files, methods=["GET"]),
-    Route("/api/v1/jobs/{job_id}/files/{path:path}", job_file, methods=["GET"]),
+    Route("/api/v1/jobs/{job_id}/files/{path:anypath}", job_file, methods=["GET"]),
     Route("/api/v1/files", upload_file, methods=["POST"]),
     Route("/api/v1/files", workspace_files, methods=["GET"]),
-    Route("/api/v1/files/{path:path}", workspace_file, methods=["GET"]),
+    Route("/api/v1/files/{path:anypath}", workspace_file, methods=["GET"]),
     Route("/api/v1/templates", list_templates, methods=["GET"]),
     Route("/api/v1/templates", save_template, methods=["POST"]),
     Route("/api/v1/templates/{template_id}", delete_template, methods=["DELETE"]),

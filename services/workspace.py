@@ -21,7 +21,7 @@ def seed_workspace(workspace: Path) -> None:
     marker = workspace / ".seeded"
     if marker.exists():
         return
-    for src in sorted(EXAMPLES_DIR.glob("*.py")):
+    for src in sorted(EXAMPLES_DIR.glob("train_*.py")):  # training scripts; not the notebook client example
         dst = workspace / src.name
         if not dst.exists():
             shutil.copyfile(src, dst)
