@@ -211,6 +211,29 @@ def clone_job(job: JobView) -> None:
     st.session_state["_goto_clone"] = job.id
 
 
+COMPARE_PAGE = "pages/compare.py"
+
+
+def compare_selection() -> list[int]:
+    return st.session_state.setdefault("_compare_ids", [])
+
+
+def toggle_compare(job_id: int) -> None:
+    ids = compare_selection()
+    if job_id in ids:
+        ids.remove(job_id)
+    else:
+        ids.append(job_id)
+
+
+def compare_link(ids: list[int] | None = None) -> None:
+    """"Compare N runs" once two or more are selected (the compare page keeps them in its URL)."""
+    ids = compare_selection() if ids is None else ids
+    if len(ids) >= 2:
+        st.page_link(COMPARE_PAGE, label=f"Compare {len(ids)} runs", icon=":material/compare_arrows:",
+                     query_params={"ids": ",".join(str(i) for i in ids[:10])})
+
+
 def card_facts(job: JobView) -> str:
     if job.is_active:
         gpu = f"{job.gpu_util:.0f}%" if job.gpu_util is not None else "–"
@@ -251,6 +274,8 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
             st.button("Clone", key=f"{k}-clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
             if mine and not job.is_active:
                 st.button("Delete", key=f"{k}-delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
+            st.checkbox("Compare", key=f"{k}-cmp", value=job.id in compare_selection(),
+                        on_change=toggle_compare, args=(job.id,))
             results = None if job.is_active else download_url(job, "zip")
             if results:
                 st.link_button("Download results", results, icon=":material/download:")

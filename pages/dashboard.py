@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import SUBMIT_PAGE, goto_pending_job, job_card, me, portal, show_flash
+from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, job_card, me, portal, show_flash
 from services.models import StatusGroup
 
 P = portal()
@@ -19,6 +19,7 @@ USER = me()
 head, new = st.columns([5, 1])
 new.page_link(SUBMIT_PAGE, label="New job", icon=":material/add:")
 show_flash()
+compare_link()
 
 search_col, scope_col = st.columns([4, 1])
 search = search_col.text_input("Search", key="dash_search", placeholder="name, owner or script",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.common import JOB_PAGE, duration, me, now, portal
+from pages.common import JOB_PAGE, compare_link, duration, me, now, portal
 
 P = portal()
 PAGE = 50
@@ -30,8 +30,10 @@ rows = [
     for j in jobs
 ]
 event = st.dataframe(pd.DataFrame(rows), key="hist_table", hide_index=True, width="stretch",
-                     on_select="rerun", selection_mode="single-row")
-selected = event.selection.rows if event else []
-if selected:
-    st.switch_page(JOB_PAGE, query_params={"id": str(rows[selected[0]]["id"])})
-st.caption("Select a row to open the job.")
+                     on_select="rerun", selection_mode="multi-row")
+selected = [rows[i]["id"] for i in (event.selection.rows if event else [])]
+if len(selected) == 1:
+    st.page_link(JOB_PAGE, label=f"Open job #{selected[0]}", icon=":material/open_in_new:",
+                 query_params={"id": str(selected[0])})
+compare_link(selected)
+st.caption("Select a row to open the job, or several to compare them.")

@@ -37,6 +37,7 @@ from services.store.orm import Job, JobEvent, JobLog, MetricPoint, utcnow
 from services.workspace import OutputFile, confined, list_files, list_scripts, save_upload
 
 MAX_CHART_POINTS = 2000
+MAX_COMPARED = 10
 HIDDEN_SERIES = frozenset({"epoch", "step", "global_step"})
 
 
@@ -398,6 +399,43 @@ class JobService:
                 x, axis = epochs, "epoch"
             dx, dy = lttb(x, arr[:, 2], max_points)
             out[name] = Series(dx, dy, axis)
+        return out
+
+    # Compare ------------------------------------------------------------------------------------
+    def compare(self, user: User, job_ids: list[int]) -> list[JobView]:
+        """The jobs of a compare view the user may see, in the order given (unknown ids are left out)."""
+        out: list[JobView] = []
+        for job_id in dict.fromkeys(job_ids):
+            try:
+                out.append(self.get(user, job_id))
+            except NotFound:
+                continue
+        return out[:MAX_COMPARED]
+
+    def compare_series(self, jobs: list[JobView], by: str = "step",
+                       max_points: int = MAX_CHART_POINTS) -> dict[str, dict[int, Series]]:
+        """Per metric, each job's series on a shared x axis: the step (or epoch) or seconds since its start."""
+        started = {j.id: (j.started_at or j.created_at).timestamp() for j in jobs}
+        with self.session() as s:
+            rows = s.execute(
+                select(MetricPoint.name, MetricPoint.job_id, MetricPoint.step, MetricPoint.epoch, MetricPoint.ts,
+                       MetricPoint.value)
+                .where(MetricPoint.job_id.in_(list(started)), MetricPoint.name.not_in(HIDDEN_SERIES),
+                       (MetricPoint.rank.is_(None)) | (MetricPoint.rank == 0))
+                .order_by(MetricPoint.name, MetricPoint.job_id, MetricPoint.step, MetricPoint.id)
+            ).all()
+        out: dict[str, dict[int, Series]] = {}
+        for (name, job_id), group in groupby(rows, key=itemgetter(0, 1)):
+            arr = np.asarray([r[2:] for r in group], dtype=np.float64)
+            if by == "time":
+                x, axis = arr[:, 2] - started[job_id], "seconds"
+            else:
+                x, axis = arr[:, 0], "step"
+                epochs = arr[:, 1]
+                if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
+                    x, axis = epochs, "epoch"
+            dx, dy = lttb(x, arr[:, 3], max_points)
+            out.setdefault(name, {})[job_id] = Series(dx, dy, axis)
         return out
 
     def output_files(self, job_id: int) -> list[OutputFile]:

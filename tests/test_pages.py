@@ -347,3 +347,59 @@ def test_proxy_mode_without_the_proxys_header_shows_a_sentence(portal):
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception
     assert "did not receive your identity" in texts(at) and "My experiments" not in texts(at)
+
+
+def n_points(values) -> int:
+    """Points of a Plotly array, which Plotly may ship as typed binary data."""
+    if isinstance(values, list):
+        return len(values)
+    import base64
+
+    import numpy as np
+
+    return len(base64.b64decode(values["bdata"])) // np.dtype(values["dtype"]).itemsize
+
+
+def test_compare_three_runs_overlays_curves_and_shows_the_parameter_diff(portal, user):
+    ids = []
+    for lr in (0.001, 0.01, 0.1):
+        job_id = portal.jobs.submit(user, {"name": f"lr-{str(lr).replace('.', '-')}", "script": "train_example.py",
+                                           "epochs": 3, "learning_rate": lr, "extra_args": "--seconds-per-epoch 0"})
+        run_to_end(portal, user, job_id)
+        ids.append(job_id)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/compare.py")
+    at.query_params["ids"] = ",".join(map(str, ids))
+    at.run()
+    assert not at.exception
+    charts = {c.proto.id: c.proto.spec for c in at.get("plotly_chart")}
+    import json
+
+    specs = [json.loads(spec) for spec in charts.values()]
+    loss = next(s for s in specs if s["layout"].get("title", {}).get("text") == "loss")
+    assert [t["name"] for t in loss["data"]] == [f"lr-{str(lr).replace('.', '-')} #{i}"
+                                                for lr, i in zip((0.001, 0.01, 0.1), ids, strict=True)]
+    assert all(n_points(t["x"]) == 3 for t in loss["data"]), "three epochs per run"
+    assert any(t["type"] == "parcoords" for s in specs for t in s["data"])
+    assert "1 of 12 parameters differ" in texts(at)
+    frames = at.dataframe
+    params = next(f.value for f in frames if "learning_rate" in list(f.value.index))
+    assert list(params.loc["learning_rate"]) == ["0.001", "0.01", "0.1"]
+    # The selection is the URL: the same address reopens the same view.
+    again = AppTest.from_file(APP, default_timeout=30)
+    again.switch_page("pages/compare.py")
+    again.query_params["ids"] = ",".join(map(str, ids))
+    again.run()
+    assert again.multiselect(key="cmp_pick").value == ids
+
+
+def test_compare_picks_from_the_dashboard(app, portal, user):
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 3, owner=user.name, status=JobStatus.SUCCEEDED)
+    at = app
+    at.run()
+    ids = [j.id for j in portal.jobs.list_jobs()][:2]
+    for job_id in ids:
+        at.checkbox(key=f"SUCCEEDED-{job_id}-cmp").check().run()
+    link = next(p for p in at.get("page_link") if "Compare 2 runs" in p.proto.label)
+    assert "compare" in link.proto.page
