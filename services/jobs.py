@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,11 +34,15 @@ from services.models import (
     User,
     ValidationProblem,
 )
-from services.store.orm import Job, JobEvent, JobLog, MetricPoint, utcnow
+from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
 from services.workspace import OutputFile, confined, list_files, list_scripts, save_upload
 
 MAX_CHART_POINTS = 2000
 MAX_COMPARED = 10
+# Series up to this size are recomputed on view while they grow; bigger ones by the sync loop, at most every
+# SERIES_REFRESH_SECONDS.
+LIVE_SERIES_POINTS = 20_000
+SERIES_REFRESH_SECONDS = 10.0
 HIDDEN_SERIES = frozenset({"epoch", "step", "global_step"})
 
 
@@ -264,6 +269,7 @@ class JobService:
         self.backend.delete(job_id, ref)
         with self.session() as s:
             s.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id))
+            s.execute(delete(SeriesCache).where(SeriesCache.job_id == job_id))
             s.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
             s.execute(delete(JobLog).where(JobLog.job_id == job_id))
             s.execute(delete(Job).where(Job.id == job_id))
@@ -381,25 +387,78 @@ class JobService:
         return sorted(n for n in names if n not in HIDDEN_SERIES)
 
     def metric_series(self, job_id: int, max_points: int = MAX_CHART_POINTS) -> dict[str, Series]:
-        """Every numeric series of a job, each downsampled on the server to at most max_points."""
-        out: dict[str, Series] = {}
+        """Every numeric series of a job, each downsampled to at most max_points, from the chart cache.
+
+        A page never reads a whole series: a small one that changed is recomputed here, a big one is
+        refreshed by the sync loop in the background (refresh_series), and a missing one is built once."""
+        now = time.time()
         with self.session() as s:
-            # One indexed scan in (name, step) order for every series, instead of a query per series.
-            rows = s.execute(
-                select(MetricPoint.name, MetricPoint.step, MetricPoint.epoch, MetricPoint.value)
-                .where(MetricPoint.job_id == job_id, MetricPoint.name.not_in(HIDDEN_SERIES))
-                .order_by(MetricPoint.name, MetricPoint.step, MetricPoint.id)
-            ).all()
-        for name, group in groupby(rows, key=itemgetter(0)):
-            arr = np.asarray([r[1:] for r in group], dtype=np.float64)
-            x, axis = arr[:, 0], "step"
-            epochs = arr[:, 1]
-            # One value per epoch (the common "Epoch N ... Loss: x" style): plot against the epoch.
-            if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
-                x, axis = epochs, "epoch"
-            dx, dy = lttb(x, arr[:, 2], max_points)
-            out[name] = Series(dx, dy, axis)
+            job = s.get(Job, job_id)
+            if job is None:
+                return {}
+            names = (set(job.latest_metrics or {}) | set(job.final_metrics or {})) - HIDDEN_SERIES
+            cached = {c.name: c for c in s.scalars(select(SeriesCache).where(SeriesCache.job_id == job_id))}
+            out: dict[str, Series] = {}
+            for name in sorted(names | set(cached)):
+                c = cached.get(name)
+                if c is None or (c.dirty and c.points <= LIVE_SERIES_POINTS) or max_points != MAX_CHART_POINTS:
+                    series, count = self._series_from_points(s, job_id, name, max_points)
+                    if series is None:
+                        continue
+                    if max_points == MAX_CHART_POINTS:
+                        self._store_series(s, job_id, name, series, count, now, c)
+                    out[name] = series
+                else:
+                    out[name] = Series(np.asarray(c.x, dtype=np.float64),
+                                       np.asarray([np.nan if v is None else v for v in c.y], dtype=np.float64),
+                                       c.axis)
         return out
+
+    def refresh_series(self, min_age_seconds: float = SERIES_REFRESH_SECONDS, limit: int = 4) -> int:
+        """Recompute the chart cache of series that got new points (called by the sync loop)."""
+        now = time.time()
+        with self.session() as s:
+            stale = list(s.scalars(select(SeriesCache).where(SeriesCache.dirty.is_(True),
+                                                             SeriesCache.updated_at < now - min_age_seconds)
+                                   .limit(limit)))
+            for c in stale:
+                series, count = self._series_from_points(s, c.job_id, c.name, MAX_CHART_POINTS)
+                if series is not None:
+                    self._store_series(s, c.job_id, c.name, series, count, now, c)
+        return len(stale)
+
+    @staticmethod
+    def _series_from_points(s: Session, job_id: int, name: str, max_points: int) -> tuple[Series | None, int]:
+        # The DBAPI cursor's plain tuples: ORM rows would triple the time for a million points.
+        result = s.connection().execute(
+            select(MetricPoint.step, MetricPoint.epoch, MetricPoint.value)
+            .where(MetricPoint.job_id == job_id, MetricPoint.name == name,
+                   MetricPoint.rank.is_(None) | (MetricPoint.rank == 0))
+            .order_by(MetricPoint.step, MetricPoint.id)
+        )
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+        result.close()
+        if not rows:
+            return None, 0
+        arr = np.array(rows, dtype=np.float64)
+        x, axis = arr[:, 0], "step"
+        epochs = arr[:, 1]
+        # One value per epoch (the common "Epoch N ... Loss: x" style): plot against the epoch.
+        if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
+            x, axis = epochs, "epoch"
+        dx, dy = lttb(x, arr[:, 2], max_points)
+        return Series(dx, dy, axis), len(rows)
+
+    @staticmethod
+    def _store_series(s: Session, job_id: int, name: str, series: Series, count: int, now: float,
+                      cached: SeriesCache | None) -> None:
+        ys = [None if not np.isfinite(v) else float(v) for v in series.y]
+        if cached is None:
+            s.add(SeriesCache(job_id=job_id, name=name, points=count, axis=series.axis, x=series.x.tolist(), y=ys,
+                              dirty=False, updated_at=now))
+        else:
+            cached.points, cached.axis, cached.x, cached.y = count, series.axis, series.x.tolist(), ys
+            cached.dirty, cached.updated_at = False, now
 
     # Compare ------------------------------------------------------------------------------------
     def compare(self, user: User, job_ids: list[int]) -> list[JobView]:

@@ -11,14 +11,14 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from services.backends.base import ActiveJob, Observation
 from services.jobs import JobService, set_status
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus
-from services.store.orm import Job, JobEvent, JobLog, MetricPoint, utcnow
+from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
 
 log = logging.getLogger(__name__)
 SUBMIT_GRACE_SECONDS = 120
@@ -100,6 +100,10 @@ class SyncLoop:
                     log.exception("could not extract metrics of job %s", job.id)
                 if obs is not None:
                     self.apply(job.id, obs)
+            try:
+                svc.refresh_series()  # big charts are rebuilt here, never during a page render
+            except Exception:
+                log.exception("could not refresh the chart cache")
             self.ticks += 1
 
     def recent_failed_submissions(self) -> list[tuple[int, str]]:
@@ -190,6 +194,13 @@ class SyncLoop:
                         for (n, x, ep, v, r) in points
                     ],
                 )
+                names = {p[0] for p in points}
+                s.execute(update(SeriesCache).where(SeriesCache.job_id == job_id, SeriesCache.name.in_(names))
+                          .values(dirty=True))
+                known = set(s.scalars(select(SeriesCache.name).where(SeriesCache.job_id == job_id)))
+                # New series get an empty, dirty chart entry that refresh_series fills at the end of this tick.
+                s.add_all(SeriesCache(job_id=job_id, name=n, points=0, axis="step", x=[], y=[], dirty=True,
+                                      updated_at=0.0) for n in names - known if len(n) <= 80)
             jl.offset = offset + len(data)
             jl.lines += data.count(b"\n")
             jl.parser_state = st.to_json()

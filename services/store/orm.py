@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -151,3 +151,19 @@ class JobTemplate(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class SeriesCache(Base):
+    """A metric series already downsampled for its chart, so a page never reads a million points.
+    The sync loop marks it dirty when points arrive and refreshes it in the background."""
+
+    __tablename__ = "series_cache"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    points: Mapped[int] = mapped_column(Integer, nullable=False)
+    axis: Mapped[str] = mapped_column(String(10), nullable=False)
+    x: Mapped[list[float]] = mapped_column(JSON, nullable=False)
+    y: Mapped[list[float | None]] = mapped_column(JSON, nullable=False)
+    dirty: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
