@@ -110,10 +110,11 @@ class ImageEnvironment:
         for path in self.paths.values():
             path.mkdir(parents=True, exist_ok=True)
 
-    def map(self, text: str) -> str:
-        # One pass, whole path components only: the temporary root itself lies under /tmp.
-        names = "|".join(re.escape(p) for p in sorted(self.paths, key=len, reverse=True))
-        return re.sub(rf"(?<![\w/.-])({names})(?=/|$|[\s:\"'])", lambda m: str(self.paths[m.group(1)]), text)
+    def map(self, text: str, extra: dict[str, Path] | None = None) -> str:
+        # One pass, whole path components only: the temporary root (and a checkout) may lie under /tmp.
+        paths = self.paths | (extra or {})
+        names = "|".join(re.escape(p) for p in sorted(paths, key=len, reverse=True))
+        return re.sub(rf"(?<![\w/.-])({names})(?=/|$|[\s:\"'])", lambda m: str(paths[m.group(1)]), text)
 
     def build(self, build_stage: Stage) -> None:
         """Run the build stage's own steps: its COPYs from the context, then its RUN lines."""
@@ -127,10 +128,7 @@ class ImageEnvironment:
                 copies[dest] = ROOT / src
             elif kind == "RUN":
                 words = [w for w in shlex.split(value) if not w.startswith("--mount=")]
-                cmd = " ".join(shlex.quote(w) for w in words)
-                for dest, src in copies.items():
-                    cmd = cmd.replace(dest, str(src))
-                cmd = self.map(cmd)
+                cmd = self.map(" ".join(shlex.quote(w) for w in words), copies)
                 subprocess.run(["bash", "-c", cmd], check=True, env=env, timeout=900, capture_output=True)
 
     def copy_app(self, final: Stage) -> None:
