@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ADDRESS ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: run test lint bench chromium testenv testenv-stop
+.PHONY: run test lint bench chromium prometheus testenv testenv-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(VENV)/.runtime
 		--browser.gatherUsageStats false --client.toolbarMode viewer
 
 ## Lint and run every test (browser tests need Debian's chromium: installed here when run as root).
-test: $(VENV)/.dev chromium
+test: $(VENV)/.dev chromium prometheus
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -43,6 +43,21 @@ chromium:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else \
 			echo "chromium is not installed and this is not root: the browser tests will be skipped"; \
+		fi; \
+	fi
+
+## Debian's prometheus for the GPU telemetry tests (tests/test_gpu_telemetry.py); its own service is not kept running.
+prometheus:
+	@if [ ! -x /usr/bin/prometheus ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing Debian's prometheus for the GPU telemetry tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				prometheus >/dev/null; \
+			if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then \
+				systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+			fi; \
+		else \
+			echo "prometheus is not installed and this is not root: the GPU telemetry tests will be skipped"; \
 		fi; \
 	fi
 

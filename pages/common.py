@@ -234,11 +234,26 @@ def compare_link(ids: list[int] | None = None) -> None:
                      query_params={"ids": ",".join(str(i) for i in ids[:10])})
 
 
+def gpu_text(job: JobView) -> str:
+    """The card's GPU figure: a real measurement, or why there is none (never a made-up 0 %)."""
+    if job.gpus == 0:
+        return "no GPU"
+    if portal().telemetry is None:
+        return "GPU metrics not configured"
+    if job.gpu_util is None:
+        return "GPU –"
+    memory = f" · {job.gpu_memory_mib / 1024:.1f} GiB" if job.gpu_memory_mib is not None else ""
+    return f"GPU {job.gpu_util:.0f}%{memory}"
+
+
+def idle_gpus(job: JobView) -> bool:
+    return job.gpus_idle(now().timestamp(), portal().settings.gpu_idle_minutes)
+
+
 def card_facts(job: JobView) -> str:
     if job.is_active:
-        gpu = f"{job.gpu_util:.0f}%" if job.gpu_util is not None else "–"
         return (f"**{epoch_text(job)}** · Started {ago(job.started_at)} · ETA {eta_text(job)}  \n"
-                f"GPU {gpu} · Loss {metric_text(job.loss)}")
+                f"{gpu_text(job)} · Loss {metric_text(job.loss)}")
     when = job.finished_at or job.created_at
     verb = "Finished" if job.status is JobStatus.SUCCEEDED else job.status.value
     loss = f"Final loss {metric_text(job.loss)}" if job.status is JobStatus.SUCCEEDED else (
@@ -259,6 +274,10 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
             if job.reason:
                 status += f" · {job.reason}"
             st.caption(f"{status} · #{job.id} · {job.owner}")
+            if idle_gpus(job):
+                st.badge("idle GPUs", icon=":material/warning:", color="orange",
+                         help=f"Its GPUs have been below {portal().settings.gpu_idle_percent:g} % for "
+                              f"{portal().settings.gpu_idle_minutes:g} minutes or more.")
         right.markdown(card_facts(job))
         if job.is_active and job.progress is not None:
             st.progress(min(1.0, job.progress))

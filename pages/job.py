@@ -19,6 +19,7 @@ from pages.common import (
     epoch_text,
     eta_text,
     goto_pending_job,
+    idle_gpus,
     me,
     metric_text,
     money,
@@ -151,9 +152,31 @@ def metric_charts() -> None:
         cols[i % 2].plotly_chart(chart(name, ser.x, ser.y, ser.axis), key=f"chart-{name}", width="stretch")
 
 
+@st.fragment(run_every="15s" if active else None)
+def gpu_charts() -> None:
+    if job.gpus == 0:
+        return
+    st.subheader("GPUs")
+    if P.telemetry is None:
+        st.info("GPU metrics not configured: your admin can connect Prometheus (DCGM exporter) on a cluster, "
+                "or install the NVIDIA driver's NVML on this machine (docs/admin.md).")
+        return
+    series = P.jobs.gpu_series(job.id)
+    if not series:
+        st.caption("No GPU samples yet." if active else "No GPU samples were recorded for this job.")
+        return
+    cols = st.columns(2)
+    for i, (name, ser) in enumerate(series.items()):
+        cols[i % 2].plotly_chart(chart(name, ser.x, ser.y, "seconds since start"), key=f"gpu-{i}", width="stretch")
+
+
 with metrics_tab:
     if metrics_tab.open:
+        if idle_gpus(job):
+            st.warning(f"Idle GPUs: below {P.settings.gpu_idle_percent:g} % for "
+                       f"{P.settings.gpu_idle_minutes:g} minutes or more. Is the job waiting on data, or stuck?")
         metric_charts()
+        gpu_charts()
 
 with config_tab:
     if config_tab.open:

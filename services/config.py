@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,6 +92,45 @@ class Settings(BaseSettings):
         default="", description="Key that signs download links. Empty: secret.key in the data directory (made once)."
     )
 
+    # GPU telemetry (services/gpu_telemetry.py) ---------------------------------------------------
+    prometheus_url: str = Field(
+        default="",
+        description="Prometheus (or Thanos Querier) holding the DCGM exporter's series, e.g. "
+        "https://thanos-querier.openshift-monitoring.svc:9091. Empty: no GPU metrics for cluster jobs.",
+    )
+    prometheus_token: str = Field(default="", description="Bearer token sent to Prometheus. Empty: none.")
+    prometheus_token_file: str = Field(
+        default="",
+        description="File holding the bearer token, re-read on every query (OpenShift: "
+        "/var/run/secrets/kubernetes.io/serviceaccount/token). Used when prometheus_token is empty.",
+    )
+    prometheus_ca_file: str = Field(
+        default="", description="CA bundle that signed Prometheus's certificate. Empty: the system's CAs."
+    )
+    prometheus_pod_label: str = Field(
+        default="pod",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="Label holding the job pod's name on DCGM series ('exported_pod' when Prometheus renamed it).",
+    )
+    prometheus_namespace_label: str = Field(
+        default="namespace",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="Label holding the job pod's namespace on DCGM series ('exported_namespace' when renamed).",
+    )
+    gpu_sample_seconds: float = Field(default=15.0, gt=0, description="How often running jobs' GPUs are read.")
+    gpu_idle_percent: float = Field(
+        default=10.0, ge=0, le=100, description="A job whose GPU utilisation stays below this is idle."
+    )
+    gpu_idle_minutes: float = Field(
+        default=15.0, gt=0, description="How long a job must stay below gpu_idle_percent to be flagged idle."
+    )
+
+    failure_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra failure causes: regular expression -> the reason shown, tried first on a failed job's "
+        'last log lines, e.g. {"Dataset shard \\d+ missing": "Dataset incomplete"}.',
+    )
+
     # Kubernetes backend -------------------------------------------------------------------------
     kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
     namespace: str = Field(default="", description="Namespace for jobs. Empty: the pod's own, or the context's.")
@@ -114,6 +154,16 @@ class Settings(BaseSettings):
     def _comma_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
+    @field_validator("failure_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: dict[str, str]) -> dict[str, str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"failure pattern {pattern!r} is not a regular expression: {exc}") from None
         return v
 
     @field_validator("data_dir")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act, may_download, may_see
@@ -34,7 +34,7 @@ from services.models import (
     User,
     ValidationProblem,
 )
-from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
+from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
 from services.workspace import OutputFile, confined, list_files, list_scripts, save_upload
 
 MAX_CHART_POINTS = 2000
@@ -98,6 +98,8 @@ def to_view(job: Job) -> JobView:
         nodes=job.nodes,
         cost_per_hour=job.cost_per_hour,
         gpu_util=job.gpu_util,
+        gpu_memory_mib=job.gpu_memory_mib,
+        gpu_idle_since=job.gpu_idle_since,
         request=job.request,
         spec=job.spec,
         exit_code=job.exit_code,
@@ -270,6 +272,7 @@ class JobService:
         with self.session() as s:
             s.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id))
             s.execute(delete(SeriesCache).where(SeriesCache.job_id == job_id))
+            s.execute(delete(GpuSample).where(GpuSample.job_id == job_id))
             s.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
             s.execute(delete(JobLog).where(JobLog.job_id == job_id))
             s.execute(delete(Job).where(Job.id == job_id))
@@ -459,6 +462,42 @@ class JobService:
         else:
             cached.points, cached.axis, cached.x, cached.y = count, series.axis, series.x.tolist(), ys
             cached.dirty, cached.updated_at = False, now
+
+    # GPU telemetry -------------------------------------------------------------------------------
+    def record_gpu(self, readings: dict[int, tuple[float | None, float | None]], now: float,
+                   idle_percent: float) -> None:
+        """Store one sample per job ((utilisation %, memory MiB)) and keep the card's figures current."""
+        if not readings:
+            return
+        with self.session() as s:
+            s.execute(insert(GpuSample), [{"job_id": j, "ts": now, "util_percent": u, "memory_mib": m}
+                                          for j, (u, m) in readings.items()])
+            for job in s.scalars(select(Job).where(Job.id.in_(list(readings)))):
+                util, memory = readings[job.id]
+                job.gpu_util, job.gpu_memory_mib = util, memory
+                if util is None or util >= idle_percent:
+                    job.gpu_idle_since = None
+                elif job.gpu_idle_since is None:
+                    job.gpu_idle_since = now
+
+    def gpu_series(self, job_id: int, max_points: int = MAX_CHART_POINTS) -> dict[str, Series]:
+        """The job's GPU utilisation (%) and memory (MiB) over seconds since its start."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            rows = s.execute(select(GpuSample.ts, GpuSample.util_percent, GpuSample.memory_mib)
+                             .where(GpuSample.job_id == job_id).order_by(GpuSample.ts)).all()
+            start = (job.started_at or job.created_at).timestamp() if job else 0.0
+        if not rows:
+            return {}
+        arr = np.array([(r[0], np.nan if r[1] is None else r[1], np.nan if r[2] is None else r[2]) for r in rows],
+                       dtype=np.float64)
+        x = arr[:, 0] - start
+        out = {}
+        for i, name in ((1, "GPU utilisation (%)"), (2, "GPU memory (MiB)")):
+            if not np.isnan(arr[:, i]).all():
+                dx, dy = lttb(x, arr[:, i], max_points)
+                out[name] = Series(dx, dy, "seconds")
+        return out
 
     # Compare ------------------------------------------------------------------------------------
     def compare(self, user: User, job_ids: list[int]) -> list[JobView]:

@@ -45,8 +45,16 @@ _QUOTE = _table(b"'\"")
 
 _STEP_KEYS = frozenset({"step", "global_step", "iteration", "iter"})
 _IGNORED_KEYS = frozenset(
-    {"http", "https", "localhost", "pid", "port", "master_port", "rank", "local_rank", "world_size"}
+    {"http", "https", "localhost", "pid", "port", "master_port", "rank", "local_rank", "world_size",
+     # Lightning's banner and bar, torchrun's failure report: numbers, but not training metrics.
+     "v_num", "exitcode", "total_params", "trainable_params", "non-trainable_params", "total_flops", "eval_mode",
+     "train_mode", "using", "max_epochs", "error_file", "timestamp"}
 )
+# torchrun --tee prefixes every line with its rank: "[default1]:", and a worker's own "[rank1]:".
+_RANK_PREFIX = re.compile(rb"(?:^|(?<=[\r\n]))\[(?:default|rank)(\d+)\]:")
+# A tqdm bar's count, "| 13/60 [", with what precedes the bar on its line: a percentage, maybe after "Epoch N:".
+_BAR = re.compile(rb"(?:^|(?<=[\r\n]))(?:\[\w+\]:)?[ \t]*(?:Epoch[ \t]+(\d+):)?[ \t]*\d{1,3}%\|[^|\r\n]{0,60}\|"
+                  rb"[ \t]*(\d+)/(\d+)[ \t]*\[")
 _FILLER_WORDS = frozenset(
     {"the", "a", "an", "is", "was", "has", "have", "of", "at", "to", "and", "with", "in", "on", "for", "from", "by"}
 )
@@ -64,6 +72,10 @@ class ParserState:
     total_steps: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
     latest: dict[str, float] = field(default_factory=dict)
+    # Fractional epochs done (HF Trainer's 'epoch': 0.25, or a bar under "Epoch N:") and whether the
+    # script counts epochs from 0 (Lightning) or 1, learnt from the first "Epoch N:" it prints.
+    epochs_done: float | None = None
+    epoch_base: int | None = None
     # (time, progress fraction) whenever progress moved: the ETA's input.
     marks: list[list[float]] = field(default_factory=list)
 
@@ -76,6 +88,8 @@ class ParserState:
             "counters": self.counters,
             "latest": self.latest,
             "marks": self.marks,
+            "epochs_done": self.epochs_done,
+            "epoch_base": self.epoch_base,
         }
 
     @classmethod
@@ -89,6 +103,8 @@ class ParserState:
             counters=dict(data.get("counters") or {}),
             latest=dict(data.get("latest") or {}),
             marks=[list(m) for m in data.get("marks") or []],
+            epochs_done=data.get("epochs_done"),
+            epoch_base=data.get("epoch_base"),
         )
 
     def progress(self, planned_epochs: int | None = None) -> float | None:
@@ -96,6 +112,8 @@ class ParserState:
         if self.step is not None and self.total_steps:
             return min(1.0, self.step / self.total_steps)
         total = self.total_epochs or planned_epochs
+        if self.epochs_done is not None and total:
+            return min(1.0, max(0.0, self.epochs_done / total))
         if self.epoch is not None and total:
             return min(1.0, max(0.0, (self.epoch - 1) / total))
         return None
@@ -131,26 +149,37 @@ class MetricExtractor:
         breaks = np.flatnonzero((a == 10) | (a == 13))
         events = _specials(data, breaks)
         pairs = _pairs(data, a, breaks, {line for kind, _pos, line, _v in events if kind == "json"})
+        ranks = _line_ranks(data, breaks)
+        n_data = len(data)
+
+        def line_info(line: int) -> tuple[int | None, bool]:
+            """The line's rank, and whether it is a progress-bar redraw (ends in a bare carriage return)."""
+            redraw = False
+            if line < len(breaks):
+                b = int(breaks[line])
+                redraw = data[b] == 13 and (b + 1 >= n_data or data[b + 1] != 10)
+            return ranks.get(line), redraw
+
         ei, n_events = 0, len(events)
         line_kv: list[tuple[str, float]] = []
         current_line = -1
         for line, pos, key, value in pairs:
             while ei < n_events and events[ei][1] < pos:
                 if line_kv:
-                    self._emit(line_kv, points, None)
+                    self._emit(line_kv, points, *line_info(current_line))
                     line_kv = []
-                self._event(events[ei], points)
+                self._event(events[ei], points, ranks)
                 ei += 1
             if line != current_line:
                 if line_kv:
-                    self._emit(line_kv, points, None)
+                    self._emit(line_kv, points, *line_info(current_line))
                     line_kv = []
                 current_line = line
             line_kv.append((key, value))
         if line_kv:
-            self._emit(line_kv, points, None)
+            self._emit(line_kv, points, *line_info(current_line))
         for ev in events[ei:]:
-            self._event(ev, points)
+            self._event(ev, points, ranks)
 
         progress_after = st.progress()
         if progress_after is not None and progress_after != progress_before:
@@ -158,13 +187,27 @@ class MetricExtractor:
             del st.marks[:-MARKS_KEPT]
         return points
 
-    def _event(self, ev: tuple[str, int, int, Any], points: list[Point]) -> None:
-        kind, _pos, _line, value = ev
+    def _event(self, ev: tuple[str, int, int, Any], points: list[Point], ranks: dict[int, int]) -> None:
+        kind, _pos, line, value = ev
         st = self.state
         if kind == "json":
             self._json_line(value, points)
-        elif kind == "epoch":
+            return
+        if ranks.get(line, 0) != 0:
+            return  # the job's progress is its first rank's; the others' metrics are kept per rank
+        if kind == "epoch":
             st.epoch, st.total_epochs = value[0], value[1] or None
+        elif kind == "bar":
+            label, done, total = value
+            if label is None:  # one bar over the whole run (Hugging Face Trainer): steps
+                # A shorter nested bar (the Trainer's evaluation) must not reset the run's progress.
+                if total and total >= (st.total_steps or 0):
+                    st.step, st.total_steps = done, total
+            elif total:  # a bar per epoch under "Epoch N:" (Lightning counts from 0, most scripts from 1)
+                if st.epoch_base is None:
+                    st.epoch_base = 0 if label == 0 else 1
+                st.epochs_done = max(0, label - st.epoch_base) + done / total
+                st.epoch = max(1, label - st.epoch_base + 1)
         else:
             st.step, st.total_steps = value[0], value[1] or None
 
@@ -183,12 +226,19 @@ class MetricExtractor:
         kv = [(str(k)[:MAX_KEY_LEN], float(v)) for k, v in obj.items() if _is_number(v)]
         self._emit(kv, points, rank if isinstance(rank, int) else None)
 
-    def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None) -> None:
+    def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None,
+              redraw: bool = False) -> None:
         st = self.state
         metrics: list[tuple[str, float]] = []
+        if rank:
+            self._emit_rank(kv, points, rank)
+            return
         for key, value in kv:
             if key == "epoch":
-                if math.isfinite(value):
+                if math.isfinite(value) and value != int(value):  # epochs done so far, as HF Trainer logs
+                    st.epochs_done = value
+                    st.epoch = max(1, math.ceil(value))
+                elif math.isfinite(value):
                     st.epoch = value
             elif key in _STEP_KEYS:
                 if math.isfinite(value):
@@ -201,6 +251,8 @@ class MetricExtractor:
         counters = st.counters
         latest = st.latest
         for key, value in metrics:
+            if redraw and latest.get(key) == value:
+                continue  # a progress bar redrawn with the same figures: one point, not one per redraw
             latest[key] = value  # a NaN loss is news for the card, though it cannot be a chart point
             if not math.isfinite(value):
                 continue
@@ -210,6 +262,29 @@ class MetricExtractor:
                 x = counters.get(key, 0)
                 counters[key] = x + 1
             points.append((key, x, epoch, value, rank))
+
+
+    def _emit_rank(self, kv: list[tuple[str, float]], points: list[Point], rank: int) -> None:
+        """Metrics of a rank other than the first: kept as that rank's points, numbered per rank."""
+        counters = self.state.counters
+        for key, value in kv:
+            if key == "epoch" or key in _STEP_KEYS or not math.isfinite(value):
+                continue
+            slot = f"{key}@{rank}"
+            x = counters.get(slot, 0)
+            counters[slot] = x + 1
+            points.append((key, x, None, value, rank))
+
+
+def _line_ranks(data: bytes, breaks: np.ndarray) -> dict[int, int]:
+    """Line number -> rank, for lines torchrun prefixed with their rank."""
+    if b"]:" not in data:
+        return {}
+    hits = [(m.start(), int(m.group(1))) for m in _RANK_PREFIX.finditer(data)]
+    if not hits:
+        return {}
+    lines = np.searchsorted(breaks, np.asarray([h[0] for h in hits], dtype=np.int64)).tolist()
+    return {line: rank for line, (_pos, rank) in zip(lines, hits, strict=True)}
 
 
 def _specials(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]]:
@@ -233,7 +308,16 @@ def _specials(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]
         if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
             continue
         found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
+    if b"%|" in data:
+        for m in _BAR.finditer(data):
+            label = int(m.group(1)) if m.group(1) is not None else None
+            found.append(("bar", m.start(), -1, (label, int(m.group(2)), int(m.group(3)))))
     found.sort(key=lambda e: e[1])
+    if found and len(breaks):
+        at = np.asarray([e[1] for e in found], dtype=np.int64)
+        lines = np.searchsorted(breaks, at).tolist()
+        found = [(k, pos, ln if ln_old == -1 else ln_old, v)
+                 for (k, pos, ln_old, v), ln in zip(found, lines, strict=True)]
     return found
 
 
@@ -250,6 +334,7 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int])
     for _ in range(2):
         inside = v < n
         v = v + (inside & _BLANK[a[np.minimum(v, n - 1)]])
+    v = v + ((v < n) & _QUOTE[a[np.minimum(v, n - 1)]])  # 'loss': '0.69' (transformers 5 quotes its values)
     ok = (v < n) & _VALUE_START[a[np.minimum(v, n - 1)]]
     # The key: a word right before (blanks and one quote allowed in between), starting with a letter.
     k = seps - 1

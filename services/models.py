@@ -195,6 +195,13 @@ class JobView:
     request: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] | None = None
     exit_code: int | None = None
+    gpu_memory_mib: float | None = None
+    gpu_idle_since: float | None = None  # unix time since the GPUs have been below the idle threshold
+
+    def gpus_idle(self, now: float, idle_minutes: float) -> bool:
+        """The "idle GPUs" badge: a running job holding GPUs that have been nearly unused for a while."""
+        return (self.status is JobStatus.RUNNING and self.gpus > 0 and self.gpu_idle_since is not None
+                and now - self.gpu_idle_since >= idle_minutes * 60)
 
     @property
     def is_active(self) -> bool:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from services.backends.base import Backend
 from services.backends.local import LocalBackend
 from services.config import Settings, get_settings
+from services.gpu_telemetry import make_telemetry
 from services.jobs import JobService
+from services.reasons import use_admin_patterns
 from services.store.db import make_engine, make_sessionmaker, migrate
 from services.sync import SyncLoop
 from services.templates import TemplateService
@@ -23,6 +26,7 @@ class Portal:
     sync: SyncLoop
     tokens: TokenService
     templates: TemplateService
+    telemetry: Any = None  # GPU telemetry (services/gpu_telemetry.py), None when not configured
 
     def close(self) -> None:
         self.sync.stop()
@@ -42,12 +46,14 @@ def build_portal(settings: Settings) -> Portal:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     seed_workspace(settings.workspace_dir)
+    use_admin_patterns(settings.failure_patterns)
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
     service = JobService(settings, sessions, make_backend(settings))
-    sync = SyncLoop(service, settings.sync_interval_seconds)
-    return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions))
+    telemetry = make_telemetry(settings, service.backend.name)
+    sync = SyncLoop(service, settings.sync_interval_seconds, telemetry=telemetry)
+    return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry)
 
 
 _lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from functools import lru_cache
 
 from services.models import format_hours
 
@@ -12,18 +13,33 @@ _NCCL = re.compile(r"(NCCL (?:error|Error|WARN)[^\n]*)")
 _EXC_LINE = re.compile(r"^(?P<exc>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b[^\n]*)$", re.M)
 
 
-def reason_from_log(tail: str) -> str | None:
-    """A cause recognised in the last lines of a failed job's log."""
+# "loss=nan", "'loss': nan", "train_loss: inf", "Loss is NaN", "loss became inf".
+_NAN_LOSS = re.compile(r"\b\w*loss\w*['\"]?\s*(?:[:=]|is|became|=\s*tensor\()\s*[-+]?(nan|inf)\b", re.I)
+
+_NAN_BACKWARD = re.compile(r"returned (nan|inf) values", re.I)
+
+
+def reason_from_log(tail: str, patterns: list[tuple[re.Pattern[str], str]] | None = None) -> str | None:
+    """A cause recognised in the last lines of a failed job's log: the admin's own patterns first."""
+    for pattern, reason in patterns or ():
+        if pattern.search(tail):
+            return reason
     if _CUDA_OOM.search(tail):
         return "Out of GPU memory"
     nccl = _NCCL.search(tail)
     if nccl:
         return nccl.group(1).strip()[:200]
+    exception = None
     if "Traceback (most recent call last)" in tail:
         found = _EXC_LINE.findall(tail)
         if found:
-            return found[-1].strip()[:200]
-    return None
+            exception = found[-1].strip()[:200]
+    # torch's anomaly detection names the NaN in the exception itself: "...Backward0' returned nan values".
+    nan = _NAN_LOSS.search(tail) or _NAN_BACKWARD.search(tail)
+    if nan:
+        what = "NaN" if nan.group(1).lower() == "nan" else "infinite"
+        return f"Loss became {what}" + (f" ({exception})" if exception else "")
+    return exception
 
 
 def failure_reason(
@@ -32,10 +48,11 @@ def failure_reason(
     log_tail: str,
     *,
     timed_out_hours: float | None = None,
+    patterns: list[tuple[re.Pattern[str], str]] | None = None,
 ) -> str:
     if timed_out_hours is not None:
         return f"Hit max runtime ({format_hours(timed_out_hours)})"
-    from_log = reason_from_log(log_tail)
+    from_log = reason_from_log(log_tail, _admin if patterns is None else patterns)
     if from_log == "Out of GPU memory":
         return from_log
     if signal_number == signal.SIGKILL or exit_code == 137:
@@ -48,3 +65,17 @@ def failure_reason(
         return f"Killed by signal {name}"
     base = f"Exited with code {exit_code}"
     return f"{base}: {from_log}" if from_log else base
+
+
+_admin: list[tuple[re.Pattern[str], str]] = []
+
+
+def use_admin_patterns(patterns: dict[str, str]) -> None:
+    """The admin's PORTAL_FAILURE_PATTERNS for every failure of this process (set when the portal is built)."""
+    global _admin
+    _admin = _compiled(tuple(patterns.items()))
+
+
+@lru_cache(maxsize=8)
+def _compiled(items: tuple[tuple[str, str], ...]) -> list[tuple[re.Pattern[str], str]]:
+    return [(re.compile(p, re.M), reason[:200]) for p, reason in items]

@@ -10,10 +10,12 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, select, update
 
 from services.backends.base import ActiveJob, Observation
+from services.gpu_telemetry import process_tree
 from services.jobs import JobService, set_status
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
@@ -26,9 +28,11 @@ READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge bur
 
 
 class SyncLoop:
-    def __init__(self, service: JobService, interval: float):
+    def __init__(self, service: JobService, interval: float, telemetry: Any = None):
         self.service = service
         self.interval = interval
+        self.telemetry = telemetry
+        self.gpu_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -43,6 +47,16 @@ class SyncLoop:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="portal-sync", daemon=True)
         self._thread.start()
+        if self.telemetry is not None:
+            # Its own thread: a slow or unreachable Prometheus must not hold up job states and logs.
+            threading.Thread(target=self._run_gpu, name="portal-gpu", daemon=True).start()
+
+    def _run_gpu(self) -> None:
+        while not self._stop.wait(self.service.settings.gpu_sample_seconds):
+            try:
+                self.sample_gpus()
+            except Exception:
+                log.exception("GPU sampling failed")
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -105,6 +119,31 @@ class SyncLoop:
             except Exception:
                 log.exception("could not refresh the chart cache")
             self.ticks += 1
+
+    def sample_gpus(self) -> None:
+        """One GPU reading for every running job that holds GPUs: a constant number of queries per tick."""
+        svc = self.service
+        with svc.session() as s:
+            rows = s.execute(select(Job.id, Job.backend_ref).where(
+                Job.status == JobStatus.RUNNING.value, Job.gpus > 0, Job.backend == svc.backend.name)).all()
+        if not rows:
+            return
+        try:
+            if svc.backend.name == "kubernetes":
+                refs = {r.id: dict(r.backend_ref or {}) for r in rows}
+                names = {i: ref["job_name"] for i, ref in refs.items() if ref.get("job_name")}
+                namespace = next((ref["namespace"] for ref in refs.values() if ref.get("namespace")), "")
+                readings = self.telemetry.read(namespace, names)
+            else:
+                pids = {r.id: int((r.backend_ref or {}).get("runner_pid") or 0) for r in rows}
+                readings = self.telemetry.read({j: process_tree(pid) if pid else [] for j, pid in pids.items()})
+        except Exception as exc:  # Prometheus down or refusing: said on the job page, retried next time
+            self.gpu_error = str(exc)
+            log.warning("GPU telemetry: %s", exc)
+            return
+        self.gpu_error = None
+        svc.record_gpu({j: (g.util_percent, g.memory_used_mib) for j, g in readings.items()}, time.time(),
+                       svc.settings.gpu_idle_percent)
 
     def recent_failed_submissions(self) -> list[tuple[int, str]]:
         since = utcnow() - timedelta(hours=1)
@@ -217,3 +256,4 @@ class SyncLoop:
             job.latest_metrics = dict(st.latest)
             job.updated_at = utcnow()
         return len(data)
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -403,3 +404,35 @@ def test_compare_picks_from_the_dashboard(app, portal, user):
         at.checkbox(key=f"SUCCEEDED-{job_id}-cmp").check().run()
     link = next(p for p in at.get("page_link") if "Compare 2 runs" in p.proto.label)
     assert "compare" in link.proto.page
+
+
+def test_gpu_figures_say_not_configured_rather_than_zero(app, portal, user):
+    seed_jobs(portal.jobs.sessions.kw["bind"], 1, owner=user.name, status=JobStatus.RUNNING)
+    at = app
+    at.run()
+    assert "GPU metrics not configured" in texts(at) and "GPU 0%" not in texts(at)
+    at.switch_page("pages/job.py")
+    at.query_params.update({"id": "1", "tab": "Metrics"})
+    at.run()
+    assert any("GPU metrics not configured" in i.value for i in at.info)
+
+
+def test_gpu_percent_graphs_and_idle_badge_from_samples(portal, user, monkeypatch):
+    import time
+
+    seed_jobs(portal.jobs.sessions.kw["bind"], 1, owner=user.name, status=JobStatus.RUNNING)
+    monkeypatch.setattr(portal, "telemetry", object())  # a configured source; the samples below are what it read
+    t0 = time.time() - 3600
+    portal.jobs.record_gpu({1: (85.0, 40_960.0)}, t0, idle_percent=10)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert "GPU 85% · 40.0 GiB" in texts(at) and "idle GPUs" not in texts(at)
+    for minutes in (5, 20, 30):  # below 10 % for 25 minutes
+        portal.jobs.record_gpu({1: (3.0, 1024.0)}, t0 + minutes * 60, idle_percent=10)
+    at.run()
+    assert "idle GPUs" in texts(at)  # st.badge is drawn as a markdown badge
+    at.switch_page("pages/job.py")
+    at.query_params.update({"id": "1", "tab": "Metrics"})
+    at.run()
+    assert any("Idle GPUs" in w.value for w in at.warning)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert {"GPU utilisation (%)", "GPU memory (MiB)"} <= set(titles)

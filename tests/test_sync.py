@@ -91,3 +91,23 @@ def test_stop_while_the_job_is_still_being_started_is_refused_with_a_sentence(po
     portal.jobs.mark(job_id, status="Submitting", status_group="Running", backend_ref=None)
     with pytest.raises(Conflict, match="still being started"):
         portal.jobs.stop(user, job_id)
+
+
+def test_the_admins_failure_patterns_name_the_cause(data_dir, workspace_script):
+    from services.auth import local_user
+    from services.config import Settings
+    from services.portal import build_portal
+
+    p = build_portal(Settings(data_dir=data_dir, backend="local",
+                              failure_patterns={r"Dataset shard \d+ missing": "Dataset incomplete: ask the data team"}))
+    try:
+        user = local_user(p.settings)
+        script = "shard.py"
+        (p.settings.workspace_dir / script).write_text("import sys\nprint('Dataset shard 7 missing')\nsys.exit(3)\n")
+        job = run_to_end(p, user, p.jobs.submit(user, {"name": "shard", "script": script}))
+        assert job.reason == "Exited with code 3: Dataset incomplete: ask the data team"
+    finally:
+        p.close()
+        from services.reasons import use_admin_patterns
+
+        use_admin_patterns({})

@@ -67,6 +67,9 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     final_metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     gpu_util: Mapped[float | None] = mapped_column(Float)
+    gpu_memory_mib: Mapped[float | None] = mapped_column(Float)
+    # Since when the job's GPUs have been below the idle threshold (None: busy, or no GPU data).
+    gpu_idle_since: Mapped[float | None] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(Integer)
     # Lower-cased name, owner and script: the dashboard's text search looks here.
@@ -167,3 +170,17 @@ class SeriesCache(Base):
     y: Mapped[list[float | None]] = mapped_column(JSON, nullable=False)
     dirty: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class GpuSample(Base):
+    """GPU utilisation and memory of a running job, sampled by the sync loop (Prometheus/DCGM or NVML)."""
+
+    __tablename__ = "gpu_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    ts: Mapped[float] = mapped_column(Float, nullable=False)
+    util_percent: Mapped[float | None] = mapped_column(Float)
+    memory_mib: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_gpu_samples_job_ts", "job_id", "ts"),)

@@ -1,9 +1,12 @@
 """Record a real Hugging Face Trainer run (tiny random BERT, synthetic data, CPU).
 
-Usage: python hf_trainer.py [--tqdm-only]
-  --tqdm-only: logging_steps larger than the run, so only the tqdm bar,
-               the eval dicts and the final summary dict appear.
+Usage: python hf_trainer.py [--tqdm-only | --diverge]
+  --tqdm-only: logging_steps larger than the run and no evaluation, so only
+               the tqdm bar and the final summary dict appear.
+  --diverge:   plain SGD, learning_rate=1e6, no grad clipping, so training blows up to nan (shows what
+               the Trainer prints then; note logging_nan_inf_filter=True is the default).
 """
+import os
 import sys
 import tempfile
 
@@ -12,6 +15,7 @@ from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments, set_seed
 
 TQDM_ONLY = "--tqdm-only" in sys.argv
+DIVERGE = "--diverge" in sys.argv
 
 
 class SyntheticDataset(Dataset):
@@ -47,10 +51,12 @@ def main():
             num_train_epochs=3,
             per_device_train_batch_size=8,
             per_device_eval_batch_size=16,
-            learning_rate=5e-4,
+            learning_rate=float(os.environ.get("DIVERGE_LR", "1e30")) if DIVERGE else 5e-4,
+            optim="sgd" if DIVERGE else "adamw_torch",
+            max_grad_norm=0.0 if DIVERGE else 1.0,  # 0 = no clipping, so the run can blow up
             logging_strategy="steps",
             logging_steps=1000 if TQDM_ONLY else 5,
-            eval_strategy="epoch",
+            eval_strategy="no" if TQDM_ONLY else "epoch",
             save_strategy="no",
             report_to=[],
             disable_tqdm=False,
