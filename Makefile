@@ -35,6 +35,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/dashboard_render.py
 	$(BIN)/python bench/job_page_log.py
 	$(BIN)/python bench/metric_extraction.py
+	$(BIN)/python bench/chart_downsampling.py
 
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \

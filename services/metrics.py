@@ -51,10 +51,11 @@ _IGNORED_KEYS = frozenset(
      "train_mode", "using", "max_epochs", "error_file", "timestamp"}
 )
 # torchrun --tee prefixes every line with its rank: "[default1]:", and a worker's own "[rank1]:".
-_RANK_PREFIX = re.compile(rb"(?:^|(?<=[\r\n]))\[(?:default|rank)(\d+)\]:")
-# A tqdm bar's count, "| 13/60 [", with what precedes the bar on its line: a percentage, maybe after "Epoch N:".
-_BAR = re.compile(rb"(?:^|(?<=[\r\n]))(?:\[\w+\]:)?[ \t]*(?:Epoch[ \t]+(\d+):)?[ \t]*\d{1,3}%\|[^|\r\n]{0,60}\|"
-                  rb"[ \t]*(\d+)/(\d+)[ \t]*\[")
+# Patterns start with a literal, which the regex engine jumps to; the line-start check is done after.
+_RANK_PREFIX = re.compile(rb"\[(?:default|rank)(\d+)\]:")
+# A tqdm bar's count, "%|████  | 13/60 [", and what precedes it on its line: a percentage, maybe after "Epoch N:".
+_BAR = re.compile(rb"%\|[^|\r\n]{0,60}\|[ \t]*(\d+)/(\d+)[ \t]*\[")
+_BAR_HEAD = re.compile(rb"(?:\[\w+\]:)?[ \t]*(?:Epoch[ \t]+(\d+):)?[ \t]*\d{1,3}")
 _FILLER_WORDS = frozenset(
     {"the", "a", "an", "is", "was", "has", "have", "of", "at", "to", "and", "with", "in", "on", "for", "from", "by"}
 )
@@ -147,8 +148,9 @@ class MetricExtractor:
         progress_before = st.progress()
         a = np.frombuffer(data, dtype=np.uint8)
         breaks = np.flatnonzero((a == 10) | (a == 13))
-        events = _specials(data, breaks)
-        pairs = _pairs(data, a, breaks, {line for kind, _pos, line, _v in events if kind == "json"})
+        json_lines = _protocol_lines(data, breaks)
+        pairs = _pairs(data, a, breaks, {line for _pos, line, _raw in json_lines})
+        events = _specials(data, breaks, json_lines)
         ranks = _line_ranks(data, breaks)
         n_data = len(data)
 
@@ -278,18 +280,19 @@ class MetricExtractor:
 
 def _line_ranks(data: bytes, breaks: np.ndarray) -> dict[int, int]:
     """Line number -> rank, for lines torchrun prefixed with their rank."""
-    if b"]:" not in data:
+    if b"[default" not in data and b"[rank" not in data:
         return {}
-    hits = [(m.start(), int(m.group(1))) for m in _RANK_PREFIX.finditer(data)]
+    hits = [(m.start(), int(m.group(1))) for m in _RANK_PREFIX.finditer(data)
+            if m.start() == 0 or data[m.start() - 1] in (10, 13)]
     if not hits:
         return {}
     lines = np.searchsorted(breaks, np.asarray([h[0] for h in hits], dtype=np.int64)).tolist()
     return {line: rank for line, (_pos, rank) in zip(lines, hits, strict=True)}
 
 
-def _specials(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]]:
-    """Protocol lines and progress fractions, in text order: (kind, position, line number, value)."""
-    found: list[tuple[str, int, int, Any]] = []
+def _protocol_lines(data: bytes, breaks: np.ndarray) -> list[tuple[int, int, bytes]]:
+    """The JSON-protocol lines: (position, line number, JSON text)."""
+    found: list[tuple[int, int, bytes]] = []
     if b"##portal" in data:
         hits = [(m.start(), m.group(1)) for m in _PROTOCOL.finditer(data)]
         at = np.asarray([h[0] for h in hits], dtype=np.int64)
@@ -300,7 +303,14 @@ def _specials(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]
         starts = [st if ln > 0 else 0 for st, ln in zip(starts, lines, strict=True)]
         for (pos, raw), line, line_start in zip(hits, lines, starts, strict=True):
             if line_start == pos or not data[line_start:pos].strip():  # the prefix opens the line
-                found.append(("json", pos, line, raw))
+                found.append((pos, line, raw))
+    return found
+
+
+def _specials(data: bytes, breaks: np.ndarray,
+              json_lines: list[tuple[int, int, bytes]]) -> list[tuple[str, int, int, Any]]:
+    """Protocol lines and progress fractions, in text order: (kind, position, line number, value)."""
+    found: list[tuple[str, int, int, Any]] = [("json", pos, line, raw) for pos, line, raw in json_lines]
     for m in _FRACTION.finditer(data):
         head, kind = _FRACTION_HEAD[m.group(1)]
         at = m.start() - 1
@@ -309,9 +319,18 @@ def _specials(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]
             continue
         found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
     if b"%|" in data:
-        for m in _BAR.finditer(data):
-            label = int(m.group(1)) if m.group(1) is not None else None
-            found.append(("bar", m.start(), -1, (label, int(m.group(2)), int(m.group(3)))))
+        head = _BAR_HEAD.fullmatch
+        bars = list(_BAR.finditer(data))
+        bar_pos = np.asarray([m.start() for m in bars], dtype=np.int64)
+        at = np.searchsorted(breaks, bar_pos) - 1
+        starts = np.where(at >= 0, breaks[np.maximum(at, 0)] + 1, 0).tolist() if len(breaks) else [0] * len(bars)
+        for m, start in zip(bars, starts, strict=True):
+            pos = m.start()
+            h = head(data, start, pos)
+            if h is None:
+                continue  # "Validation DataLoader 0: 75%|", "Sanity Checking": not the run's own bar
+            label = int(h.group(1)) if h.group(1) is not None else None
+            found.append(("bar", start, -1, (label, int(m.group(1)), int(m.group(2)))))
     found.sort(key=lambda e: e[1])
     if found and len(breaks):
         at = np.asarray([e[1] for e in found], dtype=np.int64)
@@ -362,6 +381,7 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int])
 
     out: list[tuple[int, int, str, float]] = []
     number = _NUMBER.match
+    keys: dict[bytes, str | None] = {}  # logs repeat the same few keys: normalise each once
     for line, pos, vs, ks, ke in zip(lines.tolist(), seps.tolist(), v.tolist(), start.tolist(), k.tolist(),
                                      strict=True):
         if line in skip_lines:
@@ -370,7 +390,11 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int])
         if m is None:
             continue
         raw = m.group()
-        key = _norm_key(data[ks : ke + 1].decode("ascii"))
+        raw_key = data[ks : ke + 1]
+        try:
+            key = keys[raw_key]
+        except KeyError:
+            key = keys[raw_key] = _norm_key(raw_key.decode("ascii"))
         if key is None:
             continue
         if raw.isdigit() and ("." in key or (data[pos] == 58 and vs == pos + 1)):

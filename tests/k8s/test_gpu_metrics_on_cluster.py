@@ -47,7 +47,7 @@ def test_gpu_utilisation_memory_and_idle_badge_from_prometheus(cluster: Cluster,
         assert job.gpu_util == 2.5 and job.gpus_idle(time.time(), portal.settings.gpu_idle_minutes)
         graphs = portal.jobs.gpu_series(job_id)
         assert list(graphs["GPU utilisation (%)"].y) == [80.0, 2.5, 2.5]
-        assert list(graphs["GPU memory (MiB)"].y)[0] == 50_000
+        assert graphs["GPU memory (MiB)"].y[0] == 50_000
         portal.jobs.stop(ME, job_id)
     finally:
         portal.close()
