@@ -26,9 +26,12 @@ PROTOCOL_PREFIX = "##portal "
 _NUMBER = re.compile(rb"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan\b|inf\b")
 _PROTOCOL = re.compile(rb"##portal[ \t]+(\{[^\n\r]*\})")
 # "Epoch 3/10", "epoch [3/10]", "Step 200/5000", "Iteration 5/100": found by their literal middle part.
-_FRACTION = re.compile(rb"(poch|tep|teration|ter)[ \t]*[:#]?[ \t]*\[?(\d+)[ \t]*/[ \t]*(\d+)")
-_FRACTION_HEAD = {b"poch": (b"Ee", "epoch"), b"tep": (b"Ss", "step"), b"teration": (b"Ii", "step"),
-                  b"ter": (b"Ii", "step")}
+_FRACTION_TAIL = rb"[ \t]*[:#]?[ \t]*\[?(\d+)[ \t]*/[ \t]*(\d+)"
+# Two patterns that each start with a literal ("poch", "te"), which the engine finds by fast search:
+# one alternation at the front would be tried at every byte of the log.
+_FRACTIONS = (re.compile(rb"(poch)" + _FRACTION_TAIL), re.compile(rb"te(p|ration|r)" + _FRACTION_TAIL))
+_FRACTION_HEAD = {b"poch": (b"Ee", "epoch", 0), b"p": (b"Ss", "step", 2), b"ration": (b"Ii", "step", 2),
+                  b"r": (b"Ii", "step", 2)}
 
 def _table(chars: bytes) -> np.ndarray:
     t = np.zeros(256, dtype=bool)
@@ -150,19 +153,18 @@ class MetricExtractor:
         # Control characters are rare: find them all, then keep the line breaks (6x faster than two masks).
         low = np.flatnonzero(a <= 13)
         breaks = low[(a[low] == 10) | (a[low] == 13)]
+        # A line that ends in a bare carriage return is a progress-bar redraw, overdrawn by the next one.
+        nxt = np.minimum(breaks + 1, max(len(a) - 1, 0))
+        redraws = np.append((a[breaks] == 13) & ((breaks + 1 >= len(a)) | (a[nxt] != 10)), False)
         json_lines = _protocol_lines(data, breaks)
-        pairs = _pairs(data, a, breaks, {line for _pos, line, _raw in json_lines})
-        events = _specials(data, breaks, json_lines)
         ranks = _line_ranks(data, breaks)
-        n_data = len(data)
+        pairs = _pairs(data, a, breaks, {line for _pos, line, _raw in json_lines}, None if ranks else redraws)
+        events = _specials(data, breaks, json_lines)
+        redraw_list = redraws.tolist()
 
         def line_info(line: int) -> tuple[int | None, bool]:
-            """The line's rank, and whether it is a progress-bar redraw (ends in a bare carriage return)."""
-            redraw = False
-            if line < len(breaks):
-                b = int(breaks[line])
-                redraw = data[b] == 13 and (b + 1 >= n_data or data[b + 1] != 10)
-            return ranks.get(line), redraw
+            """The line's rank, and whether it is a progress-bar redraw."""
+            return ranks.get(line), redraw_list[line]
 
         ei, n_events = 0, len(events)
         line_kv: list[tuple[str, float]] = []
@@ -313,21 +315,28 @@ def _specials(data: bytes, breaks: np.ndarray,
               json_lines: list[tuple[int, int, bytes]]) -> list[tuple[str, int, int, Any]]:
     """Protocol lines and progress fractions, in text order: (kind, position, line number, value)."""
     found: list[tuple[str, int, int, Any]] = [("json", pos, line, raw) for pos, line, raw in json_lines]
-    for m in _FRACTION.finditer(data):
-        head, kind = _FRACTION_HEAD[m.group(1)]
-        at = m.start() - 1
-        # The word must be whole: "Epoch", not "Reepoch"; "Step", not "Steps"-like prefixes of others.
-        if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
-            continue
-        found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
+    for pattern in _FRACTIONS:
+        for m in pattern.finditer(data):
+            head, kind, _ = _FRACTION_HEAD[m.group(1)]
+            at = m.start() - 1
+            # The word must be whole: "Epoch", not "Reepoch"; "Step", not "Steps"-like prefixes of others.
+            if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
+                continue
+            found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
     if b"%|" in data:
         head = _BAR_HEAD.fullmatch
         bars = list(_BAR.finditer(data))
         bar_pos = np.asarray([m.start() for m in bars], dtype=np.int64)
         at = np.searchsorted(breaks, bar_pos) - 1
         starts = np.where(at >= 0, breaks[np.maximum(at, 0)] + 1, 0).tolist() if len(breaks) else [0] * len(bars)
+        previous = b""
         for m, start in zip(bars, starts, strict=True):
             pos = m.start()
+            # A redraw that shows the same bar state as the one before it changes nothing.
+            shown = data[start : m.end()]
+            if shown == previous:
+                continue
+            previous = shown
             h = head(data, start, pos)
             if h is None:
                 continue  # "Validation DataLoader 0: 75%|", "Sanity Checking": not the run's own bar
@@ -342,8 +351,10 @@ def _specials(data: bytes, breaks: np.ndarray,
     return found
 
 
-def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int]) -> list[tuple[int, int, str, float]]:
-    """Every ``key: number`` / ``key=number`` pair as (line number, position, key, value), in text order."""
+def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int],
+           redraws: np.ndarray | None = None) -> list[tuple[int, int, str, float]]:
+    """Every ``key: number`` / ``key=number`` pair as (line number, position, key, value), in text order.
+    With `redraws` (per line), a pair on a redrawn bar that repeats the value just seen is left out early."""
     n = len(a)
     if n == 0:
         return []
@@ -368,13 +379,10 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int])
     seps, v, k = seps[ok], v[ok], k[ok]
     if len(seps) == 0:
         return []
-    non_key = np.flatnonzero(~_KEY_CHAR[a])
-    idx = np.searchsorted(non_key, k) - 1
-    start = np.where(idx >= 0, non_key[np.maximum(idx, 0)] + 1, 0)
+    start = _word_start(a, k)
     # Two-word keys ("val acc", "Gradient norm"): one space, and a word before it that starts with a letter.
-    prev_sp = np.where(idx >= 0, non_key[np.maximum(idx, 0)], -1)
-    idx2 = idx - 1
-    prev_start = np.where(idx2 >= 0, non_key[np.maximum(idx2, 0)] + 1, 0)
+    prev_sp = start - 1
+    prev_start = _word_start(a, prev_sp - 1)
     two = (prev_sp > 0) & (a[np.maximum(prev_sp, 0)] == 32) & (prev_start < prev_sp) & _KEY_START[
         a[np.minimum(prev_start, n - 1)]
     ]
@@ -386,14 +394,12 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int])
     out: list[tuple[int, int, str, float]] = []
     number = _NUMBER.match
     keys: dict[bytes, str | None] = {}  # logs repeat the same few keys: normalise each once
-    for line, pos, vs, ks, ke in zip(lines.tolist(), seps.tolist(), v.tolist(), start.tolist(), k.tolist(),
-                                     strict=True):
-        if line in skip_lines:
+    seen: dict[str, bytes] = {}
+    on_redraw = redraws[lines].tolist() if redraws is not None else [False] * len(lines)
+    for line, pos, vs, ks, ke, redrawn in zip(lines.tolist(), seps.tolist(), v.tolist(), start.tolist(), k.tolist(),
+                                              on_redraw, strict=True):
+        if skip_lines and line in skip_lines:
             continue
-        m = number(data, vs)
-        if m is None:
-            continue
-        raw = m.group()
         raw_key = data[ks : ke + 1]
         try:
             key = keys[raw_key]
@@ -401,10 +407,32 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int])
             key = keys[raw_key] = _norm_key(raw_key.decode("ascii"))
         if key is None:
             continue
+        m = number(data, vs)
+        if m is None:
+            continue
+        raw = m.group()
         if raw.isdigit() and ("." in key or (data[pos] == 58 and vs == pos + 1)):
             continue  # host:port or a clock time, not a metric
+        if redrawn and seen.get(key) == raw and key != "epoch" and key not in _STEP_KEYS:
+            continue  # the same figure on the next redraw of a bar: the point is already taken
+        seen[key] = raw
         out.append((line, pos, key, float(raw)))
     return out
+
+
+def _word_start(a: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Where the run of key characters that ends at each `end` begins (end + 1 where there is none).
+    Walks back only from the few candidate positions, instead of indexing every non-key byte of the text."""
+    cur = end + 1
+    live = np.flatnonzero(end >= 0)
+    for _ in range(2 * MAX_KEY_LEN + 1):  # a longer word is no key anyway
+        if not live.size:
+            break
+        prev = cur[live] - 1
+        step = (prev >= 0) & _KEY_CHAR[a[np.maximum(prev, 0)]]
+        live = live[step]
+        cur[live] = prev[step]
+    return cur
 
 
 def _is_number(v: Any) -> bool:
