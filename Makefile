@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ADDRESS ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: run test lint bench chromium prometheus testenv testenv-stop
+.PHONY: run test lint bench chromium prometheus postgresql testenv testenv-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(VENV)/.runtime
 		--browser.gatherUsageStats false --client.toolbarMode viewer
 
 ## Lint and run every test (browser tests need Debian's chromium: installed here when run as root).
-test: $(VENV)/.dev chromium prometheus
+test: $(VENV)/.dev chromium prometheus postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -59,6 +59,26 @@ prometheus:
 			fi; \
 		else \
 			echo "prometheus is not installed and this is not root: the GPU telemetry tests will be skipped"; \
+		fi; \
+	fi
+
+## Debian's postgresql for the PostgreSQL store tests (tests/pg_env.py starts a throwaway server of its own);
+## the cluster the package creates is stopped and set to manual start, so nothing listens on port 5432.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing Debian's postgresql for the PostgreSQL store tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				postgresql >/dev/null; \
+			if command -v pg_lsclusters >/dev/null 2>&1; then \
+				pg_lsclusters -h 2>/dev/null | while read -r ver name port status rest; do \
+					if [ "$${status%%,*}" = online ]; then pg_ctlcluster "$$ver" "$$name" stop || true; fi; \
+					echo manual > "/etc/postgresql/$$ver/$$name/start.conf"; \
+				done; \
+			fi; \
+			if command -v systemctl >/dev/null 2>&1; then systemctl disable --now postgresql >/dev/null 2>&1 || true; fi; \
+		else \
+			echo "postgresql is not installed and this is not root: the PostgreSQL tests will be skipped"; \
 		fi; \
 	fi
 

@@ -229,7 +229,8 @@ class MetricExtractor:
         total_epochs, total_steps = _as_int(obj.pop("total_epochs", None)), _as_int(obj.pop("total_steps", None))
         st.total_epochs = total_epochs or st.total_epochs
         st.total_steps = total_steps or st.total_steps
-        kv = [(str(k)[:MAX_KEY_LEN], float(v)) for k, v in obj.items() if _is_number(v)]
+        # A key must be printable text: PostgreSQL refuses NUL, and a chart title cannot show control characters.
+        kv = [(str(k)[:MAX_KEY_LEN], float(v)) for k, v in obj.items() if _is_number(v) and str(k).isprintable()]
         self._emit(kv, points, rank if isinstance(rank, int) else None)
 
     def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None,

@@ -165,3 +165,43 @@ def create_token(data_dir: Path, user: str, name: str = "test", groups: tuple[st
         return secret
     finally:
         p.close()
+
+
+# PostgreSQL as well as SQLite (tests/pg_env.py) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One throwaway PostgreSQL cluster for the session, started on first use (skipped or failed without it)."""
+    from tests.pg_env import start_server
+
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database: a SQLite file in tmp_path, or a new database on pg_server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def any_portal(database_url: str, tmp_path: Path) -> Iterator[Portal]:
+    """A laptop portal (local backend) whose store is the database of `database_url`."""
+    from services.config import Settings
+    from services.portal import build_portal
+
+    p = build_portal(Settings(data_dir=tmp_path / "portal-data", backend="local", database_url=database_url,
+                              stop_grace_seconds=2))
+    try:
+        yield p
+    finally:
+        _kill_leftover_jobs(p)
+        p.close()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -26,6 +27,47 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Steps, byte offsets and point ids outgrow 32 bits on PostgreSQL; SQLite's INTEGER is already 64-bit (and
+# must stay INTEGER for its row ids).
+BIG_INT = BigInteger().with_variant(Integer, "sqlite")
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode_floats(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _encode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encode_floats(v) for v in value]
+    return value
+
+
+def _decode_floats(value: Any) -> Any:
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    if isinstance(value, dict):
+        return {k: _decode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_floats(v) for v in value]
+    return value
+
+
+class FloatJSON(TypeDecorator[Any]):
+    """JSON whose numbers may be NaN or infinite (a diverged loss): PostgreSQL's JSON has no such tokens, so
+    they are stored as the strings "NaN", "Infinity", "-Infinity" and read back as floats."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return _encode_floats(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return _decode_floats(value)
 
 
 def utcnow() -> datetime:
@@ -60,12 +102,12 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     epoch: Mapped[int | None] = mapped_column(Integer)
     total_epochs: Mapped[int | None] = mapped_column(Integer)
-    step: Mapped[int | None] = mapped_column(Integer)
-    total_steps: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(BIG_INT)
+    total_steps: Mapped[int | None] = mapped_column(BIG_INT)
     progress: Mapped[float | None] = mapped_column(Float)
     eta_seconds: Mapped[float | None] = mapped_column(Float)
-    latest_metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
-    final_metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    latest_metrics: Mapped[dict[str, float]] = mapped_column(FloatJSON, default=dict)
+    final_metrics: Mapped[dict[str, float]] = mapped_column(FloatJSON, default=dict)
     gpu_util: Mapped[float | None] = mapped_column(Float)
     gpu_memory_mib: Mapped[float | None] = mapped_column(Float)
     # Since when the job's GPUs have been below the idle threshold (None: busy, or no GPU data).
@@ -85,10 +127,10 @@ class Job(Base):
 class MetricPoint(Base):
     __tablename__ = "metric_points"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BIG_INT, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BIG_INT)
     epoch: Mapped[float | None] = mapped_column(Float)
     value: Mapped[float] = mapped_column(Float)
     ts: Mapped[float] = mapped_column(Float)
@@ -104,9 +146,9 @@ class JobLog(Base):
 
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
-    offset: Mapped[int] = mapped_column(Integer, default=0)
-    lines: Mapped[int] = mapped_column(Integer, default=0)
-    parser_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    offset: Mapped[int] = mapped_column(BIG_INT, default=0)
+    lines: Mapped[int] = mapped_column(BIG_INT, default=0)
+    parser_state: Mapped[dict[str, Any]] = mapped_column(FloatJSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -177,7 +219,7 @@ class GpuSample(Base):
 
     __tablename__ = "gpu_samples"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BIG_INT, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     ts: Mapped[float] = mapped_column(Float, nullable=False)
     util_percent: Mapped[float | None] = mapped_column(Float)
