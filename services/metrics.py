@@ -26,7 +26,9 @@ PROTOCOL_PREFIX = "##portal "
 _NUMBER = re.compile(rb"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan\b|inf\b")
 _PROTOCOL = re.compile(rb"##portal[ \t]+(\{[^\n\r]*\})")
 # "Epoch 3/10", "epoch [3/10]", "Step 200/5000", "Iteration 5/100": found by their literal middle part.
-_FRACTION_TAIL = rb"[ \t]*[:#]?[ \t]*\[?(\d+)[ \t]*/[ \t]*(\d+)"
+# Written so that no two runs of blanks meet around an optional part: on a line of 40,000 spaces that
+# backtracks quadratically (minutes); like this every pattern stays linear.
+_FRACTION_TAIL = rb"[ \t]*(?:[:#][ \t]*)?\[?(\d{1,15})[ \t]*/[ \t]*(\d{1,15})\b"
 # Two patterns that each start with a literal ("poch", "te"), which the engine finds by fast search:
 # one alternation at the front would be tried at every byte of the log.
 _FRACTIONS = (re.compile(rb"(poch)" + _FRACTION_TAIL), re.compile(rb"te(p|ration|r)" + _FRACTION_TAIL))
@@ -55,14 +57,18 @@ _IGNORED_KEYS = frozenset(
 )
 # torchrun --tee prefixes every line with its rank: "[default1]:", and a worker's own "[rank1]:".
 # Patterns start with a literal, which the regex engine jumps to; the line-start check is done after.
-_RANK_PREFIX = re.compile(rb"\[(?:default|rank)(\d+)\]:")
+_RANK_PREFIX = re.compile(rb"\[(?:default|rank)(\d{1,5})\]:")
 # A tqdm bar's count, "%|████  | 13/60 [", and what precedes it on its line: a percentage, maybe after "Epoch N:".
-_BAR = re.compile(rb"%\|[^|\r\n]{0,60}\|[ \t]*(\d+)/(\d+)[ \t]*\[")
-_BAR_HEAD = re.compile(rb"(?:\[\w+\]:)?[ \t]*(?:Epoch[ \t]+(\d+):)?[ \t]*\d{1,3}")
+_BAR = re.compile(rb"%\|[^|\r\n]{0,60}\|[ \t]*(\d{1,15})/(\d{1,15})[ \t]*\[")
+_BAR_HEAD = re.compile(rb"(?:\[\w{1,20}\]:)?[ \t]*(?:Epoch[ \t]+(\d{1,7}):[ \t]*)?\d{1,3}")
 _FILLER_WORDS = frozenset(
     {"the", "a", "an", "is", "was", "has", "have", "of", "at", "to", "and", "with", "in", "on", "for", "from", "by"}
 )
 MAX_KEY_LEN = 64
+# Steps, epochs and totals beyond this are not progress (and would not fit the store's 64-bit columns).
+MAX_COUNT = 10**15
+MAX_EPOCHS = 10**6
+MAX_RANK = 100_000
 MARKS_KEPT = 8
 
 
@@ -202,14 +208,15 @@ class MetricExtractor:
         if ranks.get(line, 0) != 0:
             return  # the job's progress is its first rank's; the others' metrics are kept per rank
         if kind == "epoch":
-            st.epoch, st.total_epochs = value[0], value[1] or None
+            if value[0] <= MAX_EPOCHS and value[1] <= MAX_EPOCHS:
+                st.epoch, st.total_epochs = value[0], value[1] or None
         elif kind == "bar":
             label, done, total = value
             if label is None:  # one bar over the whole run (Hugging Face Trainer): steps
                 # A shorter nested bar (the Trainer's evaluation) must not reset the run's progress.
                 if total and total >= (st.total_steps or 0):
                     st.step, st.total_steps = done, total
-            elif total:  # a bar per epoch under "Epoch N:" (Lightning counts from 0, most scripts from 1)
+            elif total and label <= MAX_EPOCHS:  # a bar per epoch under "Epoch N:" (Lightning counts from 0)
                 if st.epoch_base is None:
                     st.epoch_base = 0 if label == 0 else 1
                 st.epochs_done = max(0, label - st.epoch_base) + done / total
@@ -226,12 +233,14 @@ class MetricExtractor:
             return
         st = self.state
         rank = obj.pop("rank", None)
-        total_epochs, total_steps = _as_int(obj.pop("total_epochs", None)), _as_int(obj.pop("total_steps", None))
+        total_epochs = _as_int(obj.pop("total_epochs", None), MAX_EPOCHS)
+        total_steps = _as_int(obj.pop("total_steps", None))
         st.total_epochs = total_epochs or st.total_epochs
         st.total_steps = total_steps or st.total_steps
         # A key must be printable text: PostgreSQL refuses NUL, and a chart title cannot show control characters.
         kv = [(str(k)[:MAX_KEY_LEN], float(v)) for k, v in obj.items() if _is_number(v) and str(k).isprintable()]
-        self._emit(kv, points, rank if isinstance(rank, int) else None)
+        valid_rank = isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank <= MAX_RANK
+        self._emit(kv, points, rank if valid_rank else None)
 
     def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None,
               redraw: bool = False) -> None:
@@ -242,13 +251,15 @@ class MetricExtractor:
             return
         for key, value in kv:
             if key == "epoch":
-                if math.isfinite(value) and value != int(value):  # epochs done so far, as HF Trainer logs
+                if not (math.isfinite(value) and 0 <= value <= MAX_EPOCHS):
+                    continue
+                if value != int(value):  # epochs done so far, as the HF Trainer logs them
                     st.epochs_done = value
                     st.epoch = max(1, math.ceil(value))
-                elif math.isfinite(value):
+                else:
                     st.epoch = value
             elif key in _STEP_KEYS:
-                if math.isfinite(value):
+                if math.isfinite(value) and 0 <= value <= MAX_COUNT:
                     st.step = int(value)
             else:
                 metrics.append((key, value))
@@ -440,8 +451,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _as_int(v: Any) -> int | None:
-    return int(v) if _is_number(v) and math.isfinite(v) and v > 0 else None
+def _as_int(v: Any, limit: int = MAX_COUNT) -> int | None:
+    return int(v) if _is_number(v) and math.isfinite(v) and 0 < v <= limit else None
 
 
 def eta_seconds(marks: list[list[float]], now: float) -> float | None:

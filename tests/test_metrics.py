@@ -113,3 +113,24 @@ def test_progress_words_must_be_whole():
     assert ex.state.epoch is None
     ex.feed("Epoch [3/10] Step 20/100\n", now=2.0)
     assert (ex.state.epoch, ex.state.total_epochs, ex.state.step, ex.state.total_steps) == (3, 10, 20, 100)
+
+
+def test_pathological_lines_stay_fast_and_out_of_range_numbers_are_not_progress():
+    import time
+
+    from services.metrics import MetricExtractor, ParserState
+
+    n = 40_000  # long runs of blanks once made two patterns backtrack for minutes
+    nasty = [b" " * n + b"x%|#| 1/2 [\n", b"[a]:" + b" " * n + b"x%|#| 1/2 [\n", b"Step" + b" " * n + b"x\n",
+             b" " * n + b"x%|#| 1/2 [" * 200 + b"\n", b"Epoch" + b"\t " * n + b":\n"]
+    for line in nasty:
+        t = time.perf_counter()
+        MetricExtractor(ParserState()).feed(line, 0.0)
+        assert time.perf_counter() - t < 1.0, line[:20]
+    ex = MetricExtractor(ParserState())
+    ex.feed(b"Epoch 99999999999/3\nstep=1e20 loss=0.5\n[rank99999999]: loss=0.7\n"
+            b" 50%|#| 1/99999999999999999999 [00:01]\n"
+            b'##portal {"total_epochs": 1e300, "rank": 10000000000, "acc": 0.5}\n', 0.0)
+    st = ex.state
+    assert st.epoch is None and st.total_epochs is None and st.step is None and st.total_steps is None
+    assert st.latest == {"loss": 0.7, "acc": 0.5} or st.latest["acc"] == 0.5
