@@ -1,39 +1,139 @@
-"""History: every past job in one searchable table; open any of them."""
+"""History: every past job the user may see, filtered, sorted and paged, with a summary of the filtered set.
+The whole view lives in the URL, so it can be shared and reopened; the CSV export is the same view."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
-from pages.common import JOB_PAGE, compare_link, duration, me, now, portal
+from pages.common import JOB_PAGE, SUBMIT_PAGE, compare_link, duration, me, money, now, portal
+from services.auth import sign_link
+from services.history import HistoryQuery
+from services.models import StatusGroup
 
 P = portal()
-PAGE = 50
+USER = me()
+COLUMNS = {
+    "id": "id", "name": "name", "status": "status", "owner": "owner", "created": "created", "runtime": "runtime",
+    "GPUs": "gpus", "GPU-hours": "gpu_hours", "cost": "cost", "final loss": "final_loss",
+    "learning rate": "learning_rate", "epochs": "epochs", "batch size": "batch_size", "tags": "tags",
+    "note": "note", "script": "script",
+}
+DEFAULT_COLUMNS = ["id", "name", "status", "owner", "created", "runtime", "GPUs", "cost", "final loss",
+                   "learning rate", "batch size", "tags"]
+SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("final_loss", False),
+         "final loss ↓": ("final_loss", True), "cost ↓": ("cost", True), "cost ↑": ("cost", False),
+         "GPU-hours ↓": ("gpu_hours", True), "learning rate ↑": ("learning_rate", False),
+         "learning rate ↓": ("learning_rate", True), "batch size ↓": ("batch_size", True), "name": ("name", False),
+         "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
+
+
+def from_url() -> HistoryQuery:
+    qp = st.query_params
+    raw: dict[str, Any] = {
+        "search": qp.get("q", ""), "owner": qp.get("owner", ""), "tag": qp.get("tag", ""),
+        "status": [s for s in qp.get("status", "").split(",") if s],
+        "date_from": qp.get("from") or None, "date_to": qp.get("to") or None,
+        "gpus_min": qp.get("gmin") or None, "gpus_max": qp.get("gmax") or None,
+        "page": qp.get("page") or 1,
+    }
+    sort_name = qp.get("sort", "newest")
+    raw["sort"], raw["descending"] = SORTS.get(sort_name, SORTS["newest"])
+    try:
+        return HistoryQuery(**raw)
+    except ValidationError as exc:
+        st.warning("Part of this address is not a valid filter and was left out: "
+                   + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+        return HistoryQuery()
+
 
 st.title("Experiment history")
-search = st.text_input("Search", key="hist_search", placeholder="name, owner or script")
-page_no = st.number_input("Page", min_value=1, value=1, step=1, key="hist_page")
-# History shows every job the user may see (all of them for viewers and admins).
-owner = P.jobs.visible_owner(me(), everyone=True)
-jobs = P.jobs.list_jobs(limit=PAGE, offset=(page_no - 1) * PAGE, search=search, owner=owner)
-if not jobs:
-    st.info("No jobs match." if search else "No jobs yet.")
+query = from_url()
+sort_label = st.query_params.get("sort", "newest") if st.query_params.get("sort") in SORTS else "newest"
+
+with st.container(border=True):
+    a, b, c = st.columns([3, 2, 2])
+    search = a.text_input("Search", value=query.search, key="h_q",
+                          placeholder="name, owner, tag, note or a parameter: lr=0.001, batch_size=64")
+    status = b.multiselect("Status", [g.value for g in StatusGroup], default=[g.value for g in query.status],
+                           key="h_status")
+    sort = c.selectbox("Sort by", list(SORTS), index=list(SORTS).index(sort_label), key="h_sort")
+    d, e, f, g, h = st.columns([2, 2, 2, 1, 1])
+    owner = d.text_input("Owner", value=query.owner, key="h_owner")
+    tag = e.text_input("Tag", value=query.tag, key="h_tag")
+    dates = f.date_input("Created between", value=(query.date_from, query.date_to) if query.date_from and
+                         query.date_to else (), key="h_dates")
+    gmin = g.number_input("GPUs ≥", min_value=0, value=query.gpus_min, key="h_gmin")
+    gmax = h.number_input("GPUs ≤", min_value=0, value=query.gpus_max, key="h_gmax")
+    columns = st.multiselect("Columns", list(COLUMNS), default=DEFAULT_COLUMNS, key="h_cols")
+
+date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
+changed = (search, status, owner, tag, date_from, date_to, gmin, gmax, sort) != (
+    query.search, [s.value for s in query.status], query.owner, query.tag, query.date_from, query.date_to,
+    query.gpus_min, query.gpus_max, sort_label)
+page_no = 1 if changed else query.page
+column, descending = SORTS[sort]
+query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, date_from=date_from, date_to=date_to,
+                     gpus_min=gmin, gpus_max=gmax, sort=column, descending=descending, page=page_no)
+# The URL is the view: share it, bookmark it, reopen it.
+url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag,
+                       "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",
+                       "gmin": "" if gmin is None else str(gmin), "gmax": "" if gmax is None else str(gmax),
+                       "sort": sort if sort != "newest" else "", "page": str(page_no) if page_no > 1 else ""}
+st.query_params.from_dict({k: v for k, v in url.items() if v})
+
+result = P.history.page(USER, query)
+summ = result.summary
+m = st.columns(4)
+m[0].metric("Jobs", f"{summ.jobs:,}")
+m[1].metric("Success rate", f"{summ.success_rate:.0%}" if summ.success_rate is not None else "–")
+m[2].metric("GPU-hours", f"{summ.gpu_hours:,.1f}")
+m[3].metric("Cost", money(summ.cost))
+
+if not result.jobs:
+    st.info("No jobs match these filters." if summ.jobs == 0 and any(url.values()) else "No jobs yet.")
+    if summ.jobs == 0 and not any(url.values()):
+        st.page_link(SUBMIT_PAGE, label="Submit a job", icon=":material/rocket_launch:")
     st.stop()
-rows = [
-    {
-        "id": j.id, "name": j.name, "status": j.status.value, "owner": j.owner,
-        "created": j.created_at, "runtime": duration(j.runtime_seconds(now())),
-        "epochs": j.total_epochs, "learning rate": j.request.get("learning_rate"),
-        "batch size": j.request.get("batch_size"), "GPUs": j.gpus,
-        "final loss": j.loss if not j.is_active else None,
+
+rows = []
+for j in result.jobs:
+    full = {
+        "id": j.id, "name": j.name, "status": j.status.value, "owner": j.owner, "created": j.created_at,
+        "runtime": duration(j.runtime_seconds(now())), "GPUs": j.gpus,
+        "GPU-hours": j.gpu_hours, "cost": j.cost_total, "final loss": j.loss if not j.is_active else None,
+        "learning rate": j.request.get("learning_rate"), "epochs": j.request.get("epochs"),
+        "batch size": j.request.get("batch_size"), "tags": " ".join(j.tags), "note": j.note,
+        "script": j.request.get("script"),
     }
-    for j in jobs
-]
+    rows.append({c: full[c] for c in (columns or DEFAULT_COLUMNS)})
 event = st.dataframe(pd.DataFrame(rows), key="hist_table", hide_index=True, width="stretch",
                      on_select="rerun", selection_mode="multi-row")
-selected = [rows[i]["id"] for i in (event.selection.rows if event else [])]
-if len(selected) == 1:
-    st.page_link(JOB_PAGE, label=f"Open job #{selected[0]}", icon=":material/open_in_new:",
-                 query_params={"id": str(selected[0])})
-compare_link(selected)
-st.caption("Select a row to open the job, or several to compare them.")
+selected = [result.jobs[i].id for i in (event.selection.rows if event else [])]
+with st.container(horizontal=True):
+    if len(selected) == 1:
+        st.page_link(JOB_PAGE, label=f"Open job #{selected[0]}", icon=":material/open_in_new:",
+                     query_params={"id": str(selected[0])})
+        st.page_link(SUBMIT_PAGE, label="Clone", icon=":material/content_copy:",
+                     query_params={"clone": str(selected[0])})
+    compare_link(selected)
+    export = sign_link(P.settings, USER, kind="history", query=query.model_dump(mode="json"))
+    st.link_button("Export CSV", f"/download/{export}", icon=":material/download:",
+                   help="The filtered view, every page of it, with parameters and final metrics.")
+
+pages = max(1, -(-summ.jobs // query.page_size))
+left, mid, right = st.columns([1, 2, 1])
+
+
+def go(page: int) -> None:
+    st.query_params["page"] = str(page)
+
+
+left.button("← Newer" if descending and column == "id" else "← Previous", disabled=page_no <= 1, key="h_prev",
+            on_click=go, args=(page_no - 1,))
+mid.caption(f"Page {page_no} of {pages:,} · select a row to open or clone it, several to compare them")
+right.button("Older →" if descending and column == "id" else "Next →", disabled=page_no >= pages, key="h_next",
+             on_click=go, args=(page_no + 1,))

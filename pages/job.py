@@ -95,6 +95,25 @@ else:
 actions[2].button("Clone", key="clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
 delete_confirmation(job, "job")
 
+
+def save_tags_note() -> None:
+    tags = st.session_state.get("job_tags", "").replace(",", " ").split()
+    run_action(lambda: P.history.set_tags_note(me(), job.id, tags, st.session_state.get("job_note", "")),
+               "Saved the tags and note.")
+
+
+if job.tags:
+    st.markdown(" ".join(f":blue-badge[{t}]" for t in job.tags))
+if can_act(job):
+    with st.expander("Tags and note", expanded=False):
+        st.text_input("Tags", value=" ".join(job.tags), key="job_tags", placeholder="baseline lora ablation-3",
+                      help="Short words, separated by spaces; the History page filters and searches them.")
+        st.text_area("Note", value=job.note, key="job_note", max_chars=5000,
+                     placeholder="What this run was for, what you learnt from it.")
+        st.button("Save tags and note", key="save_tags", on_click=save_tags_note, icon=":material/sell:")
+elif job.note:
+    st.caption(f"Note: {job.note}")
+
 logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
     ["Logs", "Metrics", "Config", "Files"], key="tab", bind="query-params", on_change="rerun"
 )

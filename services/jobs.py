@@ -78,6 +78,17 @@ class Page:
     has_more: bool
 
 
+# The submitted values a history row shows, exports and searches.
+PARAMS = ("learning_rate", "epochs", "batch_size", "dataset_path", "extra_args", "mixed_precision",
+          "gradient_checkpointing", "checkpoint_every", "max_runtime_hours")
+
+
+def search_text(name: str, owner: str, request: dict[str, Any], tags: list[str], note: str) -> str:
+    """What text search matches: name, owner, script, every parameter as key=value, tags and note."""
+    params = " ".join(f"{k}={request[k]}" for k in PARAMS if request.get(k) not in (None, ""))
+    return " ".join([name, owner, str(request.get("script", "")), params, *tags, note]).lower()
+
+
 def to_view(job: Job) -> JobView:
     return JobView(
         id=job.id,
@@ -100,6 +111,10 @@ def to_view(job: Job) -> JobView:
         gpu_util=job.gpu_util,
         gpu_memory_mib=job.gpu_memory_mib,
         gpu_idle_since=job.gpu_idle_since,
+        tags=list(job.tags or []),
+        note=job.note or "",
+        cost_total=job.cost,
+        gpu_hours=job.gpu_hours,
         request=job.request,
         spec=job.spec,
         exit_code=job.exit_code,
@@ -202,7 +217,7 @@ class JobService:
                 latest_metrics={},
                 final_metrics={},
                 parent_id=parent_id,
-                search_text=f"{req.name} {user.name} {req.script}".lower(),
+                search_text=search_text(req.name, user.name, req.model_dump(mode="json"), [], ""),
             )
             s.add(job)
             s.flush()

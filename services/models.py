@@ -197,6 +197,10 @@ class JobView:
     exit_code: int | None = None
     gpu_memory_mib: float | None = None
     gpu_idle_since: float | None = None  # unix time since the GPUs have been below the idle threshold
+    tags: list[str] = field(default_factory=list)
+    note: str = ""
+    cost_total: float | None = None  # what the run cost, once it ended
+    gpu_hours: float | None = None
 
     def gpus_idle(self, now: float, idle_minutes: float) -> bool:
         """The "idle GPUs" badge: a running job holding GPUs that have been nearly unused for a while."""

@@ -10,6 +10,7 @@ from services.backends.base import Backend
 from services.backends.local import LocalBackend
 from services.config import Settings, get_settings
 from services.gpu_telemetry import make_telemetry
+from services.history import HistoryService
 from services.jobs import JobService
 from services.reasons import use_admin_patterns
 from services.store.db import make_engine, make_sessionmaker, migrate
@@ -27,6 +28,7 @@ class Portal:
     tokens: TokenService
     templates: TemplateService
     telemetry: Any = None  # GPU telemetry (services/gpu_telemetry.py), None when not configured
+    history: Any = None  # services/history.py
 
     def close(self) -> None:
         self.sync.stop()
@@ -53,7 +55,8 @@ def build_portal(settings: Settings) -> Portal:
     service = JobService(settings, sessions, make_backend(settings))
     telemetry = make_telemetry(settings, service.backend.name)
     sync = SyncLoop(service, settings.sync_interval_seconds, telemetry=telemetry)
-    return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry)
+    return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
+                  HistoryService(service))
 
 
 _lock = threading.Lock()

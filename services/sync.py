@@ -6,6 +6,7 @@ Pages never watch the backend themselves; they read what this loop wrote.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import timedelta
@@ -16,7 +17,7 @@ from sqlalchemy import insert, select, update
 
 from services.backends.base import ActiveJob, Observation
 from services.gpu_telemetry import process_tree
-from services.jobs import JobService, set_status
+from services.jobs import JobService, set_status, to_view
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus
@@ -196,6 +197,12 @@ class SyncLoop:
                 job.final_metrics = dict(job.latest_metrics or {})
                 if obs.status is JobStatus.SUCCEEDED:
                     job.progress = 1.0
+                # The history sorts and sums these without reading every row's JSON.
+                loss = to_view(job).loss
+                job.final_loss = loss if loss is not None and math.isfinite(loss) else None
+                hours = ((job.finished_at - job.started_at).total_seconds() / 3600) if job.started_at else 0.0
+                job.cost = round(job.cost_per_hour * max(0.0, hours), 4)
+                job.gpu_hours = round(job.gpus * job.nodes * max(0.0, hours), 4)
             set_status(s, job, obs.status, obs.reason or "")
 
     def ingest_logs(self, job_id: int, final: bool = False) -> int:

@@ -126,13 +126,21 @@ class Job(Base):
     gpu_idle_since: Mapped[float | None] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(Integer)
-    # Lower-cased name, owner and script: the dashboard's text search looks here.
+    # Lower-cased name, owner, script, parameters, tags and note: the text search looks here.
     search_text: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="")
+    # Denormalised for the history's sorts: the final loss, and what the run cost once it ended.
+    final_loss: Mapped[float | None] = mapped_column(Float)
+    cost: Mapped[float | None] = mapped_column(Float)
+    gpu_hours: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         Index("ix_jobs_group_id", "status_group", "id"),
         Index("ix_jobs_owner_group_id", "owner", "status_group", "id"),
         Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_final_loss", "final_loss"),
+        Index("ix_jobs_cost", "cost"),
     )
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, insert
 
+from services.jobs import search_text
 from services.models import GROUP_OF, JobStatus
 from services.store.orm import Job, utcnow
 
@@ -27,19 +28,23 @@ def seed_jobs(engine: Engine, n: int, owner: str = "researcher", *, status: JobS
         lr = rng.choice([1e-4, 3e-4, 1e-3, 3e-3])
         name = f"exp-{i:07d}"
         loss = round(rng.uniform(0.05, 2.0), 4)
+        request = {"name": name, "script": "train_example.py", "learning_rate": lr, "epochs": 10,
+                   "batch_size": rng.choice([16, 32, 64]), "gpus": 1, "nodes": 1, "max_runtime_hours": 8}
         rows.append({
             "submission_id": str(uuid.UUID(int=rng.getrandbits(128))),
             "owner": owner, "name": name, "status": st.value, "status_group": GROUP_OF[st].value,
             "reason": "Exited with code 1" if st is JobStatus.FAILED else None,
             "backend": "local", "backend_ref": None,
-            "request": {"name": name, "script": "train_example.py", "learning_rate": lr, "epochs": 10,
-                        "batch_size": 32, "gpus": 1, "nodes": 1, "max_runtime_hours": 8},
+            "request": request,
             "spec": None, "gpus": 1, "nodes": 1, "cost_per_hour": 2.9,
             "created_at": created, "started_at": created, "updated_at": created,
             "finished_at": None if st is JobStatus.RUNNING else created + timedelta(minutes=30),
             "epoch": 10, "total_epochs": 10, "progress": 1.0 if st is JobStatus.SUCCEEDED else 0.5,
             "latest_metrics": {"loss": loss}, "final_metrics": {} if st is JobStatus.RUNNING else {"loss": loss},
-            "search_text": f"{name} {owner} train_example.py",
+            "search_text": search_text(name, owner, request, [], ""),
+            "final_loss": None if st is JobStatus.RUNNING else loss,
+            "cost": None if st is JobStatus.RUNNING else 1.45,
+            "gpu_hours": None if st is JobStatus.RUNNING else 0.5,
         })
         if len(rows) >= BATCH:
             _flush(engine, rows)

@@ -1,0 +1,187 @@
+"""Experiment history for data leads: filtered, sorted, paged queries over every job a user may see, a
+summary of the filtered set, tags and notes, and a streamed export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.auth import may_act
+from services.jobs import PARAMS, JobService, search_text, to_view
+from services.models import JobStatus, JobView, NotFound, StatusGroup, User, ValidationProblem
+from services.store.orm import Job
+
+SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
+                  "learning_rate", "epochs", "batch_size"]
+TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,39}$")
+MAX_TAGS = 20
+MAX_NOTE = 5000
+
+
+class HistoryQuery(BaseModel):
+    """A history view: what the page's URL holds, validated at the edge."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    search: str = Field(default="", max_length=200)
+    status: list[StatusGroup] = Field(default_factory=list)
+    owner: str = Field(default="", max_length=255)
+    date_from: date | None = None
+    date_to: date | None = None
+    gpus_min: int | None = Field(default=None, ge=0, le=1024)
+    gpus_max: int | None = Field(default=None, ge=0, le=1024)
+    tag: str = Field(default="", max_length=40)
+    sort: SortKey = "id"
+    descending: bool = True
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    page_size: int = Field(default=50, ge=1, le=500)
+
+
+@dataclass(frozen=True)
+class Summary:
+    jobs: int
+    succeeded: int
+    gpu_hours: float
+    cost: float
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.jobs if self.jobs else None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    jobs: list[JobView]
+    summary: Summary
+
+
+def _like(term: str) -> str:
+    return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class HistoryService:
+    def __init__(self, jobs: JobService):
+        self.jobs = jobs
+        self.sessions: sessionmaker[Session] = jobs.sessions
+
+    def _filtered(self, user: User, q: HistoryQuery) -> Any:
+        stmt = select(Job)
+        visible_owner = self.jobs.visible_owner(user, everyone=True)
+        if visible_owner is not None:
+            stmt = stmt.where(Job.owner == visible_owner)
+        if q.owner:
+            stmt = stmt.where(Job.owner == q.owner)
+        if q.status:
+            stmt = stmt.where(Job.status_group.in_([g.value for g in q.status]))
+        if q.date_from:
+            stmt = stmt.where(Job.created_at >= datetime.combine(q.date_from, time.min, UTC))
+        if q.date_to:
+            stmt = stmt.where(Job.created_at < datetime.combine(q.date_to + timedelta(days=1), time.min, UTC))
+        if q.gpus_min is not None:
+            stmt = stmt.where(Job.gpus >= q.gpus_min)
+        if q.gpus_max is not None:
+            stmt = stmt.where(Job.gpus <= q.gpus_max)
+        # Every word must match somewhere (name, owner, script, parameters, tags, note).
+        for word in q.search.split()[:8]:
+            stmt = stmt.where(Job.search_text.like(_like(word), escape="\\"))
+        if q.tag:
+            stmt = stmt.where(Job.search_text.like(_like(q.tag), escape="\\"))
+        return stmt
+
+    def _order(self, q: HistoryQuery) -> list[Any]:
+        column: Any
+        if q.sort in ("learning_rate", "epochs", "batch_size"):
+            column = cast(Job.request[q.sort].as_float(), Float)
+        elif q.sort == "status":
+            column = Job.status
+        else:
+            column = getattr(Job, q.sort)
+        primary = column.desc() if q.descending else column.asc()
+        # Rows without a value (a running job has no final loss) come last either way; id breaks ties.
+        return [column.is_(None), primary, Job.id.desc() if q.descending else Job.id.asc()]
+
+    def page(self, user: User, q: HistoryQuery) -> HistoryPage:
+        base = self._filtered(user, q)
+        stmt = base.order_by(*self._order(q)).limit(q.page_size).offset((q.page - 1) * q.page_size)
+        sub = base.subquery()
+        summary_stmt = select(
+            func.count(), func.sum(case((sub.c.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
+            func.coalesce(func.sum(sub.c.gpu_hours), 0.0), func.coalesce(func.sum(sub.c.cost), 0.0))
+        with self.sessions.begin() as s:
+            views = [to_view(j) for j in s.scalars(stmt)]
+            n, ok, hours, cost = s.execute(summary_stmt).one()
+        return HistoryPage(views, Summary(int(n or 0), int(ok or 0), float(hours or 0), float(cost or 0)))
+
+    def rows(self, user: User, q: HistoryQuery, batch: int = 2000) -> Iterator[dict[str, Any]]:
+        """Every row of the filtered view, in its order, fetched in batches (an export never holds them all)."""
+        stmt = self._filtered(user, q).order_by(*self._order(q)).execution_options(yield_per=batch)
+        with self.sessions.begin() as s:
+            for job in s.scalars(stmt):
+                yield export_row(job)
+
+    def set_tags_note(self, user: User, job_id: int, tags: list[str], note: str) -> JobView:
+        clean = sorted({t.strip().lower() for t in tags if t.strip()})
+        bad = [t for t in clean if not TAG.match(t)]
+        if bad:
+            raise ValidationProblem({"tags": f"tags are short words of a-z, 0-9, '.', '_', ':' or '-': {bad[0]!r}"})
+        if len(clean) > MAX_TAGS:
+            raise ValidationProblem({"tags": f"at most {MAX_TAGS} tags"})
+        if len(note) > MAX_NOTE:
+            raise ValidationProblem({"note": f"at most {MAX_NOTE} characters"})
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            if job is None or not may_act(user, job.owner):
+                raise NotFound(f"Job {job_id} was not found.")
+            job.tags, job.note = clean, note
+            job.search_text = search_text(job.name, job.owner, job.request or {}, clean, note)
+            s.flush()
+            return to_view(job)
+
+
+EXPORT_COLUMNS = ["id", "name", "owner", "status", "reason", "created_at", "started_at", "finished_at", "gpus",
+                  "nodes", "gpu_hours", "cost", "final_loss", "tags", "note", "script", *PARAMS]
+
+
+def export_row(job: Job) -> dict[str, Any]:
+    request = job.request or {}
+    row: dict[str, Any] = {
+        "id": job.id, "name": job.name, "owner": job.owner, "status": job.status, "reason": job.reason or "",
+        "created_at": job.created_at.isoformat() if job.created_at else "",
+        "started_at": job.started_at.isoformat() if job.started_at else "",
+        "finished_at": job.finished_at.isoformat() if job.finished_at else "",
+        "gpus": job.gpus, "nodes": job.nodes, "gpu_hours": job.gpu_hours, "cost": job.cost,
+        "final_loss": job.final_loss, "tags": " ".join(job.tags or []), "note": job.note or "",
+        "script": request.get("script", ""),
+    }
+    row |= {p: request.get(p) for p in PARAMS}
+    row |= {f"final_{k}": v for k, v in (job.final_metrics or {}).items()}
+    return row
+
+
+def csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """CSV text in chunks of about 1,000 rows; final metrics of the first rows decide the extra columns."""
+    buf = io.StringIO()
+    writer: csv.DictWriter[str] | None = None
+    for i, row in enumerate(rows):
+        if writer is None:
+            extra = sorted(k for k in row if k.startswith("final_") and k not in EXPORT_COLUMNS)
+            writer = csv.DictWriter(buf, [*EXPORT_COLUMNS, *extra], extrasaction="ignore")
+            writer.writeheader()
+        # A cell starting with = + - @ would be a formula in a spreadsheet: quote it as text.
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+        if i % 1000 == 999:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    if writer is None:
+        csv.DictWriter(buf, EXPORT_COLUMNS).writeheader()
+    yield buf.getvalue()

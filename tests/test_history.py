@@ -1,0 +1,128 @@
+"""Experiment history for data leads: filters, sorts, the summary strip, tags and notes, the URL as the view,
+and the CSV export — on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services.auth import sign_link
+from services.config import Settings
+from services.history import HistoryQuery
+from services.models import JobStatus, NotFound, Role, StatusGroup, User, ValidationProblem
+from services.store.seed import seed_jobs
+from tests.conftest import PortalServer
+from tests.test_pages import APP, texts
+
+ALICE, BOB, VERA = User("alice"), User("bob"), User("vera", Role.VIEWER)
+
+
+def seeded(portal) -> None:
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 30, owner="alice", status=JobStatus.SUCCEEDED, seed=1)
+    seed_jobs(engine, 10, owner="bob", status=JobStatus.FAILED, seed=2)
+
+
+def test_filters_sorts_and_summary(any_portal):
+    seeded(any_portal)
+    h = any_portal.history
+    everything = h.page(VERA, HistoryQuery(page_size=100))
+    assert everything.summary.jobs == 40 and everything.summary.succeeded == 30
+    assert everything.summary.success_rate == 0.75 and everything.summary.cost == pytest.approx(40 * 1.45)
+    assert h.page(VERA, HistoryQuery(owner="bob")).summary.jobs == 10
+    assert h.page(VERA, HistoryQuery(status=[StatusGroup.FAILED])).summary.jobs == 10
+    by_loss = h.page(VERA, HistoryQuery(sort="final_loss", descending=False, page_size=40)).jobs
+    losses = [j.final_metrics["loss"] for j in by_loss]
+    assert losses == sorted(losses)
+    by_batch = h.page(VERA, HistoryQuery(sort="batch_size", descending=True, page_size=40)).jobs
+    assert [j.request["batch_size"] for j in by_batch] == sorted((j.request["batch_size"] for j in by_batch),
+                                                                 reverse=True)
+    # A parameter value is searchable, every word must match.
+    lr = h.page(VERA, HistoryQuery(search="learning_rate=0.003", page_size=100)).jobs
+    assert lr and all(j.request["learning_rate"] == 0.003 for j in lr)
+    assert h.page(VERA, HistoryQuery(search="bob learning_rate=0.003", page_size=100)).summary.jobs == len(
+        [j for j in lr if j.owner == "bob"])
+    # Paging.
+    p1 = h.page(VERA, HistoryQuery(page=1, page_size=15)).jobs
+    p3 = h.page(VERA, HistoryQuery(page=3, page_size=15)).jobs
+    assert len(p1) == 15 and len(p3) == 10 and not {j.id for j in p1} & {j.id for j in p3}
+    assert h.page(VERA, HistoryQuery(date_from=date(2000, 1, 1), date_to=date(2000, 1, 2))).summary.jobs == 0
+
+
+def test_history_shows_only_what_a_user_may_see(any_portal):
+    seeded(any_portal)
+    any_portal.settings.show_others_jobs = False
+    try:
+        assert any_portal.history.page(BOB, HistoryQuery()).summary.jobs == 10
+        assert any_portal.history.page(VERA, HistoryQuery()).summary.jobs == 40
+    finally:
+        any_portal.settings.show_others_jobs = True
+
+
+def test_tags_and_notes_belong_to_the_owner_and_are_searchable(any_portal):
+    seeded(any_portal)
+    job_id = any_portal.history.page(ALICE, HistoryQuery(owner="alice", page_size=1)).jobs[0].id
+    view = any_portal.history.set_tags_note(ALICE, job_id, ["Baseline", "lora", "lora"], "first try with LoRA")
+    assert view.tags == ["baseline", "lora"] and view.note == "first try with LoRA"
+    with pytest.raises(NotFound):
+        any_portal.history.set_tags_note(BOB, job_id, ["mine"], "")
+    with pytest.raises(ValidationProblem) as bad:
+        any_portal.history.set_tags_note(ALICE, job_id, ["no spaces allowed"], "")
+    assert "tags" in bad.value.problems
+    assert [j.id for j in any_portal.history.page(VERA, HistoryQuery(tag="lora")).jobs] == [job_id]
+    assert [j.id for j in any_portal.history.page(VERA, HistoryQuery(search="first try")).jobs] == [job_id]
+    admin = User("ada", Role.ADMIN)
+    assert any_portal.history.set_tags_note(admin, job_id, [], "").tags == []
+
+
+def test_the_history_page_is_its_url(portal):
+    seeded(portal)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.query_params.update({"q": "alice", "status": "Completed", "sort": "final loss ↑"})
+    at.run()
+    assert not at.exception
+    body = texts(at)
+    assert "30" in [m.value for m in at.metric][0] and "100%" in [m.value for m in at.metric][1]
+    frame = at.dataframe[0].value
+    assert set(frame["owner"]) == {"alice"} and list(frame["final loss"]) == sorted(frame["final loss"])
+    assert at.text_input(key="h_q").value == "alice" and at.multiselect(key="h_status").value == ["Completed"]
+    # Changing a filter rewrites the URL.
+    at.text_input(key="h_q").input("bob").run()
+    assert at.query_params["q"] in ("bob", ["bob"]) and at.query_params["status"] in ("Completed", ["Completed"])
+    assert "No jobs match these filters." in texts(at), body
+
+
+def test_csv_export_streams_the_filtered_view(tmp_path):
+    server = PortalServer(tmp_path / "portal-data").start()
+    try:
+        from services.portal import build_portal
+
+        p = build_portal(Settings(data_dir=server.data_dir, backend="local"))
+        try:
+            seeded(p)
+            job_id = p.history.page(ALICE, HistoryQuery(owner="alice", page_size=1)).jobs[0].id
+            p.history.set_tags_note(ALICE, job_id, ["x"], "=HYPERLINK(\"http://evil\")")
+        finally:
+            p.close()
+        token = sign_link(Settings(data_dir=server.data_dir), VERA, kind="history",
+                          query=HistoryQuery(owner="alice", sort="final_loss", descending=False).model_dump(mode="json"))
+        r = httpx.get(f"{server.url}/download/{token}", timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert "attachment" in r.headers["content-disposition"]
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        assert len(rows) == 30 and {row["owner"] for row in rows} == {"alice"}
+        assert [float(row["final_loss"]) for row in rows] == sorted(float(row["final_loss"]) for row in rows)
+        assert {"learning_rate", "batch_size", "final_loss", "final_loss"} <= set(rows[0])
+        assert not [row for row in rows if row["note"].startswith("=")], "no formula reaches a spreadsheet"
+        # Bob (a researcher, others hidden) exporting gets only what he may see.
+        hidden = Settings(data_dir=server.data_dir)
+        bob = sign_link(hidden, BOB, kind="history", query=HistoryQuery(owner="alice").model_dump(mode="json"))
+        assert len(list(csv.DictReader(io.StringIO(httpx.get(f"{server.url}/download/{bob}").text)))) == 30
+    finally:
+        server.stop()
