@@ -88,7 +88,8 @@ def test_the_history_page_is_its_url(portal):
     at.run()
     assert not at.exception
     body = texts(at)
-    assert "30" in [m.value for m in at.metric][0] and "100%" in [m.value for m in at.metric][1]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Jobs"] == "30" and metrics["Success rate"] == "100%"
     frame = at.dataframe[0].value
     assert set(frame["owner"]) == {"alice"} and list(frame["final loss"]) == sorted(frame["final loss"])
     assert at.text_input(key="h_q").value == "alice" and at.multiselect(key="h_status").value == ["Completed"]
@@ -110,8 +111,8 @@ def test_csv_export_streams_the_filtered_view(tmp_path):
             p.history.set_tags_note(ALICE, job_id, ["x"], "=HYPERLINK(\"http://evil\")")
         finally:
             p.close()
-        token = sign_link(Settings(data_dir=server.data_dir), VERA, kind="history",
-                          query=HistoryQuery(owner="alice", sort="final_loss", descending=False).model_dump(mode="json"))
+        view = HistoryQuery(owner="alice", sort="final_loss", descending=False)
+        token = sign_link(Settings(data_dir=server.data_dir), VERA, kind="history", query=view.model_dump(mode="json"))
         r = httpx.get(f"{server.url}/download/{token}", timeout=30)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         assert "attachment" in r.headers["content-disposition"]
