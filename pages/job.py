@@ -135,7 +135,10 @@ def log_pane(rank: int) -> None:
 
 
 with logs_tab:
-    if logs_tab.open:
+    if logs_tab.open and not active and P.jobs.log_pruned(job.id):
+        st.info(f"This job's log was deleted {P.settings.log_retention_days:g} days after it ended (the portal's "
+                "retention setting). Its metrics, charts and files are still here.")
+    elif logs_tab.open:
         ranks = P.jobs.log_ranks(job.id)
         a, b, c, d = st.columns([1, 1, 1, 3])
         rank = c.selectbox("Rank", ranks, key="log_rank", format_func=lambda r: f"node {r}") if len(ranks) > 1 else 0

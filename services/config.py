@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="How long a job must stay below gpu_idle_percent to be flagged idle."
     )
 
+    log_retention_days: float = Field(
+        default=0, ge=0, description="Delete archived logs of jobs that ended this many days ago; the job, its "
+        "metrics and charts stay. 0: keep logs forever.")
     failure_patterns: dict[str, str] = Field(
         default_factory=dict,
         description="Extra failure causes: regular expression -> the reason shown, tried first on a failed job's "

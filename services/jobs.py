@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -477,6 +478,27 @@ class JobService:
         else:
             cached.points, cached.axis, cached.x, cached.y = count, series.axis, series.x.tolist(), ys
             cached.dirty, cached.updated_at = False, now
+
+    # Retention -----------------------------------------------------------------------------------
+    def prune_logs(self, days: float, limit: int = 200) -> int:
+        """Delete the archived logs of jobs that ended more than `days` ago; rows, metrics and charts stay."""
+        cutoff = utcnow() - timedelta(days=days)
+        with self.session() as s:
+            rows = s.execute(
+                select(JobLog).join(Job, Job.id == JobLog.job_id)
+                .where(Job.finished_at < cutoff, JobLog.pruned_at.is_(None)).limit(limit)
+            ).scalars().all()
+            for jl in rows:
+                for rank in self.backend.log_ranks(jl.job_id) or [0]:
+                    self.backend.log_path(jl.job_id, rank).unlink(missing_ok=True)
+                Path(jl.path).unlink(missing_ok=True)
+                jl.pruned_at = utcnow()
+        return len(rows)
+
+    def log_pruned(self, job_id: int) -> bool:
+        with self.session() as s:
+            jl = s.get(JobLog, job_id)
+            return jl is not None and jl.pruned_at is not None
 
     # GPU telemetry -------------------------------------------------------------------------------
     def record_gpu(self, readings: dict[int, tuple[float | None, float | None]], now: float,

@@ -25,6 +25,7 @@ from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, 
 
 log = logging.getLogger(__name__)
 SUBMIT_GRACE_SECONDS = 120
+PRUNE_EVERY_SECONDS = 3600.0
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
 
@@ -34,6 +35,7 @@ class SyncLoop:
         self.interval = interval
         self.telemetry = telemetry
         self.gpu_error: str | None = None
+        self._last_prune = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -115,6 +117,12 @@ class SyncLoop:
                     log.exception("could not extract metrics of job %s", job.id)
                 if obs is not None:
                     self.apply(job.id, obs)
+            if svc.settings.log_retention_days and time.time() - self._last_prune > PRUNE_EVERY_SECONDS:
+                self._last_prune = time.time()
+                try:
+                    svc.prune_logs(svc.settings.log_retention_days)
+                except Exception:
+                    log.exception("could not prune old logs")
             try:
                 svc.refresh_series()  # big charts are rebuilt here, never during a page render
             except Exception:

@@ -111,3 +111,30 @@ def test_the_admins_failure_patterns_name_the_cause(data_dir, workspace_script):
         from services.reasons import use_admin_patterns
 
         use_admin_patterns({})
+
+
+def test_retention_deletes_old_logs_and_keeps_the_job_and_its_charts(portal, user):
+    from datetime import timedelta
+
+    from streamlit.testing.v1 import AppTest
+
+    from services.store.orm import Job, utcnow
+    from tests.test_pages import APP
+
+    job = run_to_end(portal, user, portal.jobs.submit(user, {"name": "old", "script": "train_example.py",
+                                                             "epochs": 2, "extra_args": "--seconds-per-epoch 0"}))
+    log_file = portal.jobs.log_file(job.id)
+    assert log_file.is_file()
+    assert portal.jobs.prune_logs(days=30) == 0, "a fresh job keeps its log"
+    with portal.jobs.session() as s:
+        s.get(Job, job.id).finished_at = utcnow() - timedelta(days=31)
+    assert portal.jobs.prune_logs(days=30) == 1 and not log_file.exists()
+    assert portal.jobs.prune_logs(days=30) == 0
+    assert portal.jobs.get(user, job.id).final_metrics["loss"] > 0
+    assert "loss" in portal.jobs.metric_series(job.id)
+    portal.settings.log_retention_days = 30
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/job.py")
+    at.query_params["id"] = str(job.id)
+    at.run()
+    assert any("log was deleted 30 days after it ended" in i.value for i in at.info)

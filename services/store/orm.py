@@ -169,6 +169,8 @@ class JobLog(Base):
     offset: Mapped[int] = mapped_column(BIG_INT, default=0)
     lines: Mapped[int] = mapped_column(BIG_INT, default=0)
     parser_state: Mapped[dict[str, Any]] = mapped_column(FloatJSON, default=dict)
+    # When retention deleted the archive (PORTAL_LOG_RETENTION_DAYS): the page then says so.
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
