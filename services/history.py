@@ -19,6 +19,7 @@ from services.auth import may_act
 from services.jobs import PARAMS, JobService, search_text, to_view
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User, ValidationProblem
 from services.store.orm import Job
+from services.store.search import matches
 
 SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
                   "learning_rate", "epochs", "batch_size"]
@@ -64,10 +65,6 @@ class HistoryPage:
     summary: Summary
 
 
-def _like(term: str) -> str:
-    return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 class HistoryService:
     def __init__(self, jobs: JobService):
         self.jobs = jobs
@@ -90,11 +87,10 @@ class HistoryService:
             stmt = stmt.where(Job.gpus >= q.gpus_min)
         if q.gpus_max is not None:
             stmt = stmt.where(Job.gpus <= q.gpus_max)
-        # Every word must match somewhere (name, owner, script, parameters, tags, note).
-        for word in q.search.split()[:8]:
-            stmt = stmt.where(Job.search_text.like(_like(word), escape="\\"))
-        if q.tag:
-            stmt = stmt.where(Job.search_text.like(_like(q.tag), escape="\\"))
+        # Every word must match somewhere (name, owner, script, parameters, tags, note), from the search index.
+        dialect = self.sessions.kw["bind"].dialect.name
+        for word in [*q.search.split()[:8], *([q.tag] if q.tag else [])]:
+            stmt = stmt.where(matches(dialect, word))
         return stmt
 
     def _order(self, q: HistoryQuery) -> list[Any]:

@@ -36,6 +36,7 @@ from services.models import (
     ValidationProblem,
 )
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
+from services.store.search import matches
 from services.workspace import OutputFile, confined, list_files, list_scripts, save_upload
 
 MAX_CHART_POINTS = 2000
@@ -328,8 +329,7 @@ class JobService:
         if owner:
             stmt = stmt.where(Job.owner == owner)
         if search.strip():
-            term = search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            stmt = stmt.where(Job.search_text.like(f"%{term}%", escape="\\"))
+            stmt = stmt.where(matches(self.sessions.kw["bind"].dialect.name, search.strip()))
         return stmt
 
     def counts(self, search: str = "", owner: str | None = None) -> dict[StatusGroup, int]:
