@@ -23,6 +23,7 @@ from services.store.search import matches
 
 SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
                   "learning_rate", "epochs", "batch_size"]
+NULLABLE_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size"})
 TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,39}$")
 MAX_TAGS = 20
 MAX_NOTE = 5000
@@ -93,33 +94,39 @@ class HistoryService:
             stmt = stmt.where(matches(dialect, word))
         return stmt
 
-    def _order(self, q: HistoryQuery) -> list[Any]:
-        column: Any
+    def _sort_column(self, q: HistoryQuery) -> Any:
         if q.sort in ("learning_rate", "epochs", "batch_size"):
-            column = cast(Job.request[q.sort].as_float(), Float)
-        elif q.sort == "status":
-            column = Job.status
-        else:
-            column = getattr(Job, q.sort)
-        primary = column.desc() if q.descending else column.asc()
-        # Rows without a value (a running job has no final loss) come last either way; id breaks ties.
-        return [column.is_(None), primary, Job.id.desc() if q.descending else Job.id.asc()]
+            return cast(Job.request[q.sort].as_float(), Float)
+        return getattr(Job, q.sort)
+
+    def _sorted(self, stmt: Any, q: HistoryQuery) -> Any:
+        column = self._sort_column(q)
+        if q.sort in NULLABLE_SORTS:
+            # Sorting by a result leaves out the jobs that have none yet (running, never started): an index
+            # walks the rest in order, where "NULLs last" would sort every row on each page view.
+            stmt = stmt.where(column.is_not(None))
+        order = column.desc() if q.descending else column.asc()
+        return stmt.order_by(order, Job.id.desc() if q.descending else Job.id.asc())
 
     def page(self, user: User, q: HistoryQuery) -> HistoryPage:
         base = self._filtered(user, q)
-        stmt = base.order_by(*self._order(q)).limit(q.page_size).offset((q.page - 1) * q.page_size)
-        sub = base.subquery()
-        summary_stmt = select(
-            func.count(), func.sum(case((sub.c.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
-            func.coalesce(func.sum(sub.c.gpu_hours), 0.0), func.coalesce(func.sum(sub.c.cost), 0.0))
+        stmt = self._sorted(base, q).limit(q.page_size).offset((q.page - 1) * q.page_size)
         with self.sessions.begin() as s:
             views = [to_view(j) for j in s.scalars(stmt)]
-            n, ok, hours, cost = s.execute(summary_stmt).one()
-        return HistoryPage(views, Summary(int(n or 0), int(ok or 0), float(hours or 0), float(cost or 0)))
+        return HistoryPage(views, self.summary(user, q))
+
+    def summary(self, user: User, q: HistoryQuery) -> Summary:
+        """Jobs, successes, GPU-hours and cost of the whole filtered set (one aggregate over a narrow index)."""
+        sub = self._filtered(user, q).with_only_columns(Job.status, Job.gpu_hours, Job.cost).subquery()
+        stmt = select(func.count(), func.sum(case((sub.c.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
+                      func.coalesce(func.sum(sub.c.gpu_hours), 0.0), func.coalesce(func.sum(sub.c.cost), 0.0))
+        with self.sessions.begin() as s:
+            n, ok, hours, cost = s.execute(stmt).one()
+        return Summary(int(n or 0), int(ok or 0), float(hours or 0), float(cost or 0))
 
     def rows(self, user: User, q: HistoryQuery, batch: int = 2000) -> Iterator[dict[str, Any]]:
         """Every row of the filtered view, in its order, fetched in batches (an export never holds them all)."""
-        stmt = self._filtered(user, q).order_by(*self._order(q)).execution_options(yield_per=batch)
+        stmt = self._sorted(self._filtered(user, q), q).execution_options(yield_per=batch)
         with self.sessions.begin() as s:
             for job in s.scalars(stmt):
                 yield export_row(job)

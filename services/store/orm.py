@@ -141,6 +141,8 @@ class Job(Base):
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_final_loss", "final_loss"),
         Index("ix_jobs_cost", "cost"),
+        # Covers the history's summary strip (count, successes, GPU-hours, cost) without reading the rows.
+        Index("ix_jobs_summary", "status_group", "status", "gpu_hours", "cost"),
     )
 
 
