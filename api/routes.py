@@ -4,6 +4,7 @@ the REST API (api/v1.py). Files are streamed from disk, never loaded whole."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import zipfile
@@ -23,13 +24,16 @@ from services.history import HistoryQuery, csv_chunks
 from services.models import JobView, NotFound, User
 from services.portal import get_portal
 
+log = logging.getLogger(__name__)
+
 
 async def healthz(_request: Request) -> Response:
     portal = get_portal()
     try:
         await run_in_threadpool(portal.jobs.counts)
-    except Exception as exc:  # the probe must say why, not crash
-        return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
+    except Exception:  # the probe says what is wrong, not the database's address or user (it needs no login)
+        log.exception("health check: the database did not answer")
+        return JSONResponse({"status": "error", "database": "not answering (see the portal's log)"}, status_code=503)
     sync = portal.sync
     body = {
         "status": "ok",
@@ -42,7 +46,10 @@ async def healthz(_request: Request) -> Response:
 
 
 def _zip_output(root: os.PathLike[str], names: Iterable[str]) -> str:
-    fd, tmp = tempfile.mkstemp(suffix=".zip")
+    # On the data volume, not /tmp: a job's checkpoints can outgrow the pod's small scratch space.
+    spool = get_portal().settings.data_dir / "tmp"
+    spool.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".zip", dir=spool)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -65,13 +66,18 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN or infinity: a diverged loss is sent as null (its card says NaN)."""
+    return {k: (v if isinstance(v, int | float) and math.isfinite(v) else None) for k, v in metrics.items()}
+
+
 def job_json(job: JobView) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "owner": job.owner, "status": job.status.value, "group": job.group.value,
         "finished": not job.is_active, "reason": job.reason, "created_at": iso(job.created_at),
         "started_at": iso(job.started_at), "finished_at": iso(job.finished_at), "epoch": job.epoch,
         "total_epochs": job.total_epochs, "progress": job.progress, "eta_seconds": job.eta_seconds,
-        "latest_metrics": job.latest_metrics, "final_metrics": job.final_metrics, "gpus": job.gpus,
+        "latest_metrics": finite(job.latest_metrics), "final_metrics": finite(job.final_metrics), "gpus": job.gpus,
         "nodes": job.nodes, "cost_per_hour": job.cost_per_hour, "exit_code": job.exit_code,
         "request": job.request, "url": f"/job?id={job.id}",
     }
@@ -304,7 +310,7 @@ async def stream_logs(request: Request, user: User) -> Response:
     path = await run_in_threadpool(jobs().log_file, job.id, rank)
     start = query_int(request, "offset", 0, 0, 10**12)
     last_id = request.headers.get("last-event-id", "")
-    if last_id.isdigit():
+    if last_id.isascii() and last_id.isdecimal() and len(last_id) < 16:
         start = int(last_id)
 
     async def events() -> AsyncIterator[str]:
@@ -312,7 +318,11 @@ async def stream_logs(request: Request, user: User) -> Response:
         pos = await run_in_threadpool(seek_line, path, start)
         quiet = 0.0
         while True:
-            current = await run_in_threadpool(jobs().get, user, job.id)
+            try:
+                current = await run_in_threadpool(jobs().get, user, job.id)
+            except NotFound:  # deleted while someone follows its log
+                yield _sse("end", json.dumps({"status": "Deleted", "reason": "The job was deleted."}))
+                return
             finished = not current.is_active
             data = await run_in_threadpool(read_from, path, pos, 1 << 20)
             lines, used = complete_lines(data, final=finished and len(data) < 1 << 20)
@@ -346,7 +356,7 @@ def job_metrics(request: Request, user: User) -> dict[str, Any]:
     series = jobs().metric_series(job.id, max_points=max_points)
     return {"series": {name: {"x": s.x.tolist(), "y": [None if v != v else v for v in s.y.tolist()],
                               "axis": s.axis} for name, s in series.items()},
-            "final": job.final_metrics, "latest": job.latest_metrics}
+            "final": finite(job.final_metrics), "latest": finite(job.latest_metrics)}
 
 
 def _files_json(root: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from services.config import Settings
 from services.models import Role, User
 
-_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+_NAME = re.compile(r"^(?!group:)[^\x00-\x1f\x7f]{1,200}$")  # "group:x" names a group in the role lists
 
 
 def role_for(settings: Settings, name: str, groups: tuple[str, ...] = ()) -> Role:
@@ -73,8 +73,9 @@ def user_from_claims(settings: Settings, claims: Mapping[str, Any] | None) -> Us
     """The OIDC user Streamlit logged in (st.user), in oidc mode only."""
     if settings.auth_mode != "oidc" or not claims or not claims.get("is_logged_in"):
         return None
-    email = str(claims.get("email") or "")
-    name = str(claims.get("preferred_username") or email or claims.get("sub") or "")
+    # A verified e-mail or the provider's stable subject: some providers let users edit preferred_username.
+    email = str(claims.get("email") or "") if claims.get("email_verified", True) else ""
+    name = email or str(claims.get("sub") or "")
     if not _NAME.match(name):
         return None
     raw = claims.get("groups") or ()
@@ -95,7 +96,9 @@ def current_user(
 
 def bind_problem(settings: Settings, address: str | None) -> str | None:
     """Why the portal must not start on this address, or None."""
-    if settings.auth_mode != "single" or settings.allow_insecure_bind:
+    # single: whoever reaches it acts as the local user; proxy: whoever reaches it around the proxy can send
+    # any X-Forwarded-User. Only oidc logs people in itself.
+    if settings.auth_mode == "oidc" or settings.allow_insecure_bind:
         return None
     host = (address or "").strip("[]")
     if host == "localhost":
@@ -106,6 +109,10 @@ def bind_problem(settings: Settings, address: str | None) -> str | None:
     except ValueError:
         pass
     shown = host or "every address"
+    if settings.auth_mode == "proxy":
+        return (f"Refusing to listen on {shown} in proxy mode: anyone who can reach the portal around the proxy "
+                "could claim any user with an X-Forwarded-User header. Listen on 127.0.0.1 behind the proxy "
+                "(the manifests do), or set PORTAL_ALLOW_INSECURE_BIND=true if only the proxy can reach it.")
     return (f"Refusing to listen on {shown} in single-user mode: anyone who can reach it would act as "
             f"'{local_user(settings).name}'. Bind to 127.0.0.1, use PORTAL_AUTH_MODE=proxy or oidc, or set "
             "PORTAL_ALLOW_INSECURE_BIND=true if your own authentication is in front.")
@@ -143,7 +150,7 @@ def _signer(settings: Settings) -> URLSafeTimedSerializer:
 
 
 def sign_link(settings: Settings, user: User, **what: Any) -> str:
-    return _signer(settings).dumps({"user": user.name, "role": user.role.value, **what})
+    return _signer(settings).dumps({"user": user.name, **what})
 
 
 def open_link(settings: Settings, token: str, max_age_seconds: int = 12 * 3600) -> tuple[User, dict[str, Any]] | None:
@@ -151,5 +158,7 @@ def open_link(settings: Settings, token: str, max_age_seconds: int = 12 * 3600) 
         data = _signer(settings).loads(token, max_age=max_age_seconds)
     except BadSignature:
         return None
-    user = User(name=str(data.pop("user")), role=Role(data.pop("role")))
-    return user, data
+    name = str(data.pop("user"))
+    data.pop("role", None)
+    # The role is worked out again now (a link outlives a change of the admin lists); by name, as for tokens.
+    return User(name=name, role=role_for(settings, name)), data

@@ -180,7 +180,8 @@ def csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
             writer = csv.DictWriter(buf, [*EXPORT_COLUMNS, *extra], extrasaction="ignore")
             writer.writeheader()
         # A cell starting with = + - @ would be a formula in a spreadsheet: quote it as text.
-        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in row.items()})
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@\t\r" else v)
+                         for k, v in row.items()})
         if i % 1000 == 999:
             yield buf.getvalue()
             buf.seek(0)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act, may_download, may_see
@@ -251,7 +252,7 @@ class JobService:
         return job_id
 
     def _owned(self, s: Session, user: User, job_id: int) -> Job:
-        job = s.get(Job, job_id)
+        job = s.get(Job, job_id) if 0 < job_id < 2**62 else None
         if job is None:
             raise NotFound(f"Job {job_id} was not found.")
         if not may_act(user, job.owner):
@@ -310,6 +311,8 @@ class JobService:
     # Queries -----------------------------------------------------------------------------------
     def get(self, user: User, job_id: int) -> JobView:
         """The job if this user may see it; otherwise "not found", so ids do not reveal others' jobs."""
+        if not 0 < job_id < 2**62:  # an id from a URL; SQLite cannot even look up a bigger one
+            raise NotFound(f"Job {job_id} was not found.")
         with self.session() as s:
             job = s.get(Job, job_id)
             if job is None or not may_see(self.settings, user, job.owner):
@@ -424,8 +427,14 @@ class JobService:
                     series, count = self._series_from_points(s, job_id, name, max_points)
                     if series is None:
                         continue
-                    if max_points == MAX_CHART_POINTS:
-                        self._store_series(s, job_id, name, series, count, now, c)
+                    if c is None and max_points == MAX_CHART_POINTS:
+                        # Dirty on purpose: points that arrive while this page reads are picked up by the sync
+                        # loop's refresh (only it marks a series clean). Another viewer may have stored it first.
+                        try:
+                            with s.begin_nested():
+                                self._store_series(s, job_id, name, series, count, now, None, dirty=True)
+                        except IntegrityError:
+                            pass
                     out[name] = series
                 else:
                     out[name] = Series(np.asarray(c.x, dtype=np.float64),
@@ -470,14 +479,15 @@ class JobService:
 
     @staticmethod
     def _store_series(s: Session, job_id: int, name: str, series: Series, count: int, now: float,
-                      cached: SeriesCache | None) -> None:
+                      cached: SeriesCache | None, dirty: bool = False) -> None:
         ys = [None if not np.isfinite(v) else float(v) for v in series.y]
         if cached is None:
             s.add(SeriesCache(job_id=job_id, name=name, points=count, axis=series.axis, x=series.x.tolist(), y=ys,
-                              dirty=False, updated_at=now))
+                              dirty=dirty, updated_at=now))
+            s.flush()
         else:
             cached.points, cached.axis, cached.x, cached.y = count, series.axis, series.x.tolist(), ys
-            cached.dirty, cached.updated_at = False, now
+            cached.dirty, cached.updated_at = dirty, now
 
     # Retention -----------------------------------------------------------------------------------
     def prune_logs(self, days: float, limit: int = 200) -> int:

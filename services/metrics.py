@@ -24,7 +24,9 @@ import numpy as np
 PROTOCOL_PREFIX = "##portal "
 
 _NUMBER = re.compile(rb"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan\b|inf\b")
-_PROTOCOL = re.compile(rb"##portal[ \t]+(\{[^\n\r]*\})")
+# To the end of the line in one step; the closing brace is found afterwards (a pattern ending in "\}" rescans
+# the rest of the line for every "##portal {" on it, quadratic on a long line).
+_PROTOCOL = re.compile(rb"##portal[ \t]+(\{[^\n\r]*)")
 # "Epoch 3/10", "epoch [3/10]", "Step 200/5000", "Iteration 5/100": found by their literal middle part.
 # Written so that no two runs of blanks meet around an optional part: on a line of 40,000 spaces that
 # backtracks quadratically (minutes); like this every pattern stays linear.
@@ -309,7 +311,12 @@ def _protocol_lines(data: bytes, breaks: np.ndarray) -> list[tuple[int, int, byt
     """The JSON-protocol lines: (position, line number, JSON text)."""
     found: list[tuple[int, int, bytes]] = []
     if b"##portal" in data:
-        hits = [(m.start(), m.group(1)) for m in _PROTOCOL.finditer(data)]
+        hits = []
+        for m in _PROTOCOL.finditer(data):
+            body = m.group(1)
+            end = body.rfind(b"}")
+            if end >= 0:
+                hits.append((m.start(), body[: end + 1]))
         at = np.asarray([h[0] for h in hits], dtype=np.int64)
         line_arr = np.searchsorted(breaks, at)
         lines = line_arr.tolist()
@@ -343,6 +350,8 @@ def _specials(data: bytes, breaks: np.ndarray,
         previous = b""
         for m, start in zip(bars, starts, strict=True):
             pos = m.start()
+            if pos - start > 200:
+                continue  # not a progress bar's own line (and no copy of a huge line per bar)
             # A redraw that shows the same bar state as the one before it changes nothing.
             shown = data[start : m.end()]
             if shown == previous:
@@ -463,7 +472,10 @@ def _word_start(a: np.ndarray, end: np.ndarray) -> np.ndarray:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A JSON number that fits a float (a 400-digit integer would overflow every later use)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return isinstance(v, float) or abs(v) < 10**300
 
 
 def _as_int(v: Any, limit: int = MAX_COUNT) -> int | None:

@@ -84,7 +84,8 @@ class TokenService:
             token = s.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
             if token is None or token.revoked_at is not None or not secrets.compare_digest(token.token_hash, digest):
                 return None
-            owner, groups, last = token.owner, tuple(token.groups or ()), token.last_used_at
+            owner, last = token.owner, token.last_used_at
             if last is None or now - last > LAST_USED_GRANULARITY:
                 s.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
-        return User(name=owner, role=role_for(self.settings, owner, groups), groups=groups)
+        # By name only: groups saved with the token would keep a role its owner has since lost.
+        return User(name=owner, role=role_for(self.settings, owner))

@@ -34,6 +34,7 @@ def test_proxy_mode_takes_user_email_and_groups_from_the_proxy(tmp_path):
     assert current_user(s, {"X-Forwarded-User": "bob"}).role is Role.RESEARCHER
     assert current_user(s, {}) is None, "no proxy header: nobody is signed in"
     assert current_user(s, {"X-Forwarded-User": "bad\nname"}) is None
+    assert current_user(s, {"X-Forwarded-User": "group:ml-admins"}) is None, "a group is not a user"
 
 
 def test_proxy_groups_are_ignored_when_the_proxy_sends_none(tmp_path):
@@ -46,8 +47,12 @@ def test_oidc_mode_uses_the_login_and_ignores_headers(tmp_path):
     s = settings(tmp_path, auth_mode="oidc", viewers=["lead@example.org"])
     assert current_user(s, HEADERS) is None
     assert current_user(s, HEADERS, {"is_logged_in": False}) is None
-    lead = current_user(s, HEADERS, {"is_logged_in": True, "email": "lead@example.org", "sub": "123"})
-    assert lead.name == "lead@example.org" and lead.role is Role.VIEWER
+    lead = current_user(s, HEADERS, {"is_logged_in": True, "email": "lead@example.org", "sub": "123",
+                                     "preferred_username": "admin"})
+    assert lead.name == "lead@example.org" and lead.role is Role.VIEWER, "never the editable preferred_username"
+    unverified = current_user(s, {}, {"is_logged_in": True, "email": "lead@example.org", "email_verified": False,
+                                      "sub": "abc-123"})
+    assert unverified.name == "abc-123"
 
 
 def test_settings_take_comma_separated_lists_from_the_environment(monkeypatch, tmp_path):
@@ -71,6 +76,9 @@ def test_download_links_are_signed_and_expire(tmp_path):
     s = settings(tmp_path)
     token = sign_link(s, User("bob"), job=3, kind="log")
     assert open_link(s, token) == (User("bob"), {"job": 3, "kind": "log"})
+    # The role is the settings' now, not what it was when the link was made.
+    promoted = settings(tmp_path, viewers=["bob"])
+    assert open_link(promoted, token)[0].role is Role.VIEWER
     assert open_link(s, token[:-2] + "xx") is None
     assert open_link(s, token, max_age_seconds=-1) is None
     assert open_link(settings(tmp_path / "other"), token) is None, "another portal's key does not open it"
@@ -79,10 +87,12 @@ def test_download_links_are_signed_and_expire(tmp_path):
 
 @pytest.mark.parametrize("address,refused", [("127.0.0.1", False), ("localhost", False), ("::1", False),
                                              ("0.0.0.0", True), ("", True), ("10.1.2.3", True)])
-def test_single_mode_refuses_a_non_loopback_address(tmp_path, address, refused):
+def test_single_and_proxy_modes_refuse_a_non_loopback_address(tmp_path, address, refused):
     assert bool(bind_problem(settings(tmp_path), address)) is refused
+    # In proxy mode a portal reachable around the proxy would believe anyone's X-Forwarded-User.
+    assert bool(bind_problem(settings(tmp_path, auth_mode="proxy"), address)) is refused
     assert bind_problem(settings(tmp_path, allow_insecure_bind=True), address) is None
-    assert bind_problem(settings(tmp_path, auth_mode="proxy"), address) is None
+    assert bind_problem(settings(tmp_path, auth_mode="oidc"), address) is None
 
 
 def test_the_portal_does_not_start_in_single_mode_on_every_address(tmp_path):

@@ -134,3 +134,17 @@ def test_pathological_lines_stay_fast_and_out_of_range_numbers_are_not_progress(
     st = ex.state
     assert st.epoch is None and st.total_epochs is None and st.step is None and st.total_steps is None
     assert st.latest == {"loss": 0.7, "acc": 0.5} or st.latest["acc"] == 0.5
+
+
+def test_protocol_floods_and_huge_numbers_neither_stall_nor_break_the_extractor():
+    import time
+
+    from services.metrics import MetricExtractor, ParserState
+
+    ex = MetricExtractor(ParserState())
+    t = time.perf_counter()
+    ex.feed(b"##portal {" * 40_000 + b"\n", 0.0)  # once quadratic: 52 s for 400 KB
+    ex.feed(b" 50%|#| 1/2 [" * 40_000 + b"\n", 0.0)
+    assert time.perf_counter() - t < 2.0
+    points = ex.feed(b'##portal {"loss": ' + b"9" * 400 + b', "acc": 0.5, "total_steps": ' + b"9" * 400 + b"}\n", 0.0)
+    assert [(n, v) for n, _x, _e, v, _r in points] == [("acc", 0.5)]
