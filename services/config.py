@@ -139,7 +139,9 @@ class Settings(BaseSettings):
     namespace: str = Field(default="", description="Namespace for jobs. Empty: the pod's own, or the context's.")
     job_image: str = Field(default="python:3.11-slim", description="Container image that runs the scripts.")
     job_service_account: str = Field(default="", description="ServiceAccount of job pods (no token is mounted).")
-    job_run_as_user: int = Field(default=1000, ge=1, description="UID of job containers (never root).")
+    job_run_as_user: int = Field(
+        default=1000, ge=0, description="UID of job containers (never root). 0: leave it to the cluster "
+        "(OpenShift's restricted policy assigns the project's own UID range; the openshift overlay sets 0).")
     job_name_prefix: str = Field(default="mlp", pattern=r"^[a-z]([-a-z0-9]{0,20}[a-z0-9])?$")
     job_ttl_hours: float = Field(default=24 * 7, gt=0, description="Finished Jobs are removed after this long.")
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations on job pods.")

@@ -88,5 +88,20 @@ def test_data_volume_replaces_configmap_and_empty_dir(tmp_path):
     ctr = pod["containers"][0]
     assert ctr["args"][0] == "/portal/data/jobs/7/script/train.py"
     assert ctr["workingDir"] == "/portal/data/jobs/7/output"
+    # Only the job's own directory of the volume: never the database, the signing key or others' jobs.
+    assert ctr["volumeMounts"] == [{"name": "data", "mountPath": "/portal/data/jobs/7", "subPath": "jobs/7"}]
     # Kubernetes would expand $(HOME): the user's text is escaped so it arrives as typed.
     assert ctr["args"][-3:] == ["--tag", "$$(HOME)", "$$$$x"]
+
+
+def test_job_uid_is_fixed_by_default_and_left_to_openshift_when_zero(tmp_path):
+    req = JobRequest(name="exp", script="train.py")
+
+    def pod_security(**values):
+        job = build_job(Settings(data_dir=tmp_path, **values), job_id=1, owner="a", submission_id="s", request=req,
+                        script_file="train.py", configmap="c")
+        return job["spec"]["template"]["spec"]["securityContext"]
+
+    assert pod_security()["runAsUser"] == 1000 and pod_security()["fsGroup"] == 1000
+    openshift = pod_security(job_run_as_user=0)
+    assert "runAsUser" not in openshift and "fsGroup" not in openshift and openshift["runAsNonRoot"] is True

@@ -61,7 +61,9 @@ def build_job(
         script_dir = f"{DATA_DIR}/jobs/{job_id}/script"
         output_dir = f"{DATA_DIR}/jobs/{job_id}/output"
         volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.job_data_volume_claim}}]
-        mounts = [{"name": "data", "mountPath": DATA_DIR}]
+        # Only this job's own directory (subPath): the volume also holds the database, the signing key and
+        # everyone else's jobs, which a training script must not read or change.
+        mounts = [{"name": "data", "mountPath": f"{DATA_DIR}/jobs/{job_id}", "subPath": f"jobs/{job_id}"}]
     else:
         script_dir, output_dir = SCRIPT_DIR, OUTPUT_DIR
         volumes = [{"name": "script", "configMap": {"name": configmap}}, {"name": "output", "emptyDir": {}}]
@@ -109,12 +111,14 @@ def build_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.job_run_as_user,
-                            "runAsGroup": settings.job_run_as_user, "fsGroup": settings.job_run_as_user,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
     }
+    if settings.job_run_as_user:
+        # Left out with PORTAL_JOB_RUN_AS_USER=0: OpenShift's restricted policy then assigns the project's UID.
+        uid = settings.job_run_as_user
+        pod_spec["securityContext"] |= {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid}
     if settings.job_service_account:
         pod_spec["serviceAccountName"] = settings.job_service_account
     spec: dict[str, Any] = {
