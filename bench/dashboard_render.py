@@ -10,7 +10,7 @@ import time
 
 from _common import APP, ScriptTimer, fresh_portal, summary, time_runs
 
-from services.auth import current_user
+from services.auth import local_user
 from services.store.seed import seed_jobs
 
 
@@ -20,7 +20,7 @@ def main() -> None:
     portal = fresh_portal()
     timer = ScriptTimer()
     engine = portal.jobs.sessions.kw["bind"]
-    owner = current_user().name
+    owner = local_user(portal.settings).name
     have = 0
     for total in (1_000, 10_000, 100_000):
         t = time.perf_counter()

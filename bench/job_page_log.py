@@ -12,7 +12,7 @@ import time
 import psutil
 from _common import APP, fresh_portal, summary, time_runs
 
-from services.auth import current_user
+from services.auth import local_user
 from services.models import JobStatus
 
 LINES = 1_000_000
@@ -33,7 +33,7 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     portal = fresh_portal()
-    user = current_user()
+    user = local_user(portal.settings)
     job_id = portal.jobs.submit(user, {"name": "big-log", "script": "train_example.py", "epochs": 1,
                                        "extra_args": "--seconds-per-epoch 0"})
     while portal.jobs.get(user, job_id).is_active:

@@ -22,7 +22,7 @@ from pathlib import Path
 from _common import ROOT, percentile
 
 sys.path.insert(0, str(ROOT))
-from services.auth import current_user
+from services.auth import local_user
 from services.config import Settings
 from services.portal import build_portal
 from tests.conftest import PortalServer
@@ -62,7 +62,7 @@ def main() -> None:
     server = PortalServer(data).start()
     settings = Settings(data_dir=data, backend="kubernetes", kubeconfig=kubeconfig, namespace=ns)
     submitter = build_portal(settings)
-    user = current_user()
+    user = local_user(submitter.settings)
     try:
         # Three jobs that keep running, so the dashboard has live cards to refresh.
         submitter.settings.pod_annotations = {"kwok.test/outcome": "hang"}

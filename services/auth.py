@@ -17,6 +17,7 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,12 @@ def may_download(user: User, owner: str) -> bool:
 # Signed links for downloads from the pages (no cookie or header reaches a plain link in every mode) ------
 def _secret_key(settings: Settings) -> str:
     path = Path(settings.secret_key_file) if settings.secret_key_file else settings.data_dir / "secret.key"
+    return _read_key(path)
+
+
+@lru_cache(maxsize=8)
+def _read_key(path: Path) -> str:
+    """Read (or make, once) the key: a page signs a link per card, so not a file read per link."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -20,7 +20,10 @@ def like_pattern(term: str) -> str:
 def matches(dialect: str, term: str) -> Any:
     """A WHERE clause: the job's search text contains `term` (case-insensitive)."""
     pattern = like_pattern(term)
-    if dialect == "sqlite":
+    if dialect == "sqlite" and len(term) >= 3:
+        # A quoted phrase of the trigram tokenizer is a substring match served by the index; LIKE with an
+        # ESCAPE clause is not (FTS5 then reads every row), and terms under 3 characters have no trigram.
+        phrase = '"' + term.lower().replace('"', '""') + '"'
         return Job.id.in_(select(literal_column("rowid")).select_from(_FTS)
-                          .where(_FTS.c.search_text.like(pattern, escape="\\")))
+                          .where(literal_column("jobs_search").op("MATCH")(phrase)))
     return Job.search_text.like(pattern, escape="\\")
