@@ -34,7 +34,10 @@ def portal() -> Portal:
 
 def me() -> User:
     """The user of this browser session. Without one (proxy headers missing, OIDC not logged in) the page
-    asks them to sign in and stops there."""
+    asks them to sign in and stops there. Resolved once per script run (identity_badge), not once per card."""
+    cached = st.session_state.get("_me")
+    if cached is not None and cached[0] == st.session_state.get("_run_token"):
+        return cached[1]
     settings = portal().settings
     claims = None
     if settings.auth_mode == "oidc":
@@ -53,7 +56,9 @@ def me() -> User:
 
 
 def identity_badge() -> None:
+    st.session_state["_run_token"] = object()  # a new run: identity is resolved again
     user = me()
+    st.session_state["_me"] = (st.session_state["_run_token"], user)
     mode = portal().settings.auth_mode
     with st.sidebar:
         if mode == "single":
