@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
-from _common import percentile, summary, time_runs
+from _common import summary, time_runs
 
 
 def seed_points(engine, n_points: int, n_jobs: int) -> None:
@@ -57,7 +56,7 @@ def main() -> None:
     if args.postgresql:
         os.environ["PORTAL_DATABASE_URL"] = args.postgresql
     from services.history import HistoryQuery, csv_chunks
-    from services.models import JobStatus, Role, StatusGroup, User
+    from services.models import Role, StatusGroup, User
     from services.portal import get_portal
     from services.store.seed import seed_jobs
 
@@ -107,7 +106,6 @@ def main() -> None:
     tracemalloc.stop()
     print(f"CSV export: {rows:,} rows, {size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s, "
           f"peak Python memory {peak:.1f} MB (streamed)")
-    _ = (JobStatus, percentile, sys)
     portal.close()
 
 

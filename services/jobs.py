@@ -92,6 +92,13 @@ def search_text(name: str, owner: str, request: dict[str, Any], tags: list[str],
     return " ".join([name, owner, str(request.get("script", "")), params, *tags, note]).lower()
 
 
+def step_or_epoch(steps: np.ndarray, epochs: np.ndarray) -> tuple[np.ndarray, str]:
+    """A series' x axis: the epoch when there is one value per epoch ("Epoch N ... Loss: x"), else the step."""
+    if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
+        return epochs, "epoch"
+    return steps, "step"
+
+
 def to_view(job: Job) -> JobView:
     return JobView(
         id=job.id,
@@ -469,11 +476,7 @@ class JobService:
         if not rows:
             return None, 0
         arr = np.array(rows, dtype=np.float64)
-        x, axis = arr[:, 0], "step"
-        epochs = arr[:, 1]
-        # One value per epoch (the common "Epoch N ... Loss: x" style): plot against the epoch.
-        if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
-            x, axis = epochs, "epoch"
+        x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
         dx, dy = lttb(x, arr[:, 2], max_points)
         return Series(dx, dy, axis), len(rows)
 
@@ -575,10 +578,7 @@ class JobService:
             if by == "time":
                 x, axis = arr[:, 2] - started[job_id], "seconds"
             else:
-                x, axis = arr[:, 0], "step"
-                epochs = arr[:, 1]
-                if not np.isnan(epochs).any() and len(epochs) > 1 and (np.diff(epochs) > 0).all():
-                    x, axis = epochs, "epoch"
+                x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
             dx, dy = lttb(x, arr[:, 3], max_points)
             out.setdefault(name, {})[job_id] = Series(dx, dy, axis)
         return out
