@@ -79,7 +79,9 @@ def test_download_links_are_signed_and_expire(tmp_path):
     # The role is the settings' now, not what it was when the link was made.
     promoted = settings(tmp_path, viewers=["bob"])
     assert open_link(promoted, token)[0].role is Role.VIEWER
-    assert open_link(s, token[:-2] + "xx") is None
+    # Change a character in the middle of the signature (the last one may only carry padding bits).
+    cut = len(token) - 10
+    assert open_link(s, token[:cut] + ("A" if token[cut] != "A" else "B") + token[cut + 1:]) is None
     assert open_link(s, token, max_age_seconds=-1) is None
     assert open_link(settings(tmp_path / "other"), token) is None, "another portal's key does not open it"
     assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0

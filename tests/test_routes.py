@@ -203,7 +203,8 @@ def test_signed_download_links_of_the_pages(server):
     assert httpx.get(link(server, User("bob"), job=job["id"], kind="log")).status_code == 404
     assert httpx.get(link(server, User("vera", Role.VIEWER), job=job["id"], kind="log")).status_code == 200
     good = link(server, alice, job=job["id"], kind="log")
-    assert httpx.get(good[:-3] + "abc").status_code == 404
+    cut = len(good) - 10  # inside the signature: its last character may only carry padding bits
+    assert httpx.get(good[:cut] + ("A" if good[cut] != "A" else "B") + good[cut + 1:]).status_code == 404
     assert httpx.get(link(server, alice, job=job["id"], kind="file", path="../job.log")).status_code == 404
 
 
