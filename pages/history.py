@@ -20,7 +20,7 @@ COLUMNS = {
     "id": "id", "name": "name", "status": "status", "owner": "owner", "created": "created", "runtime": "runtime",
     "GPUs": "gpus", "GPU-hours": "gpu_hours", "cost": "cost", "final loss": "final_loss",
     "learning rate": "learning_rate", "epochs": "epochs", "batch size": "batch_size", "tags": "tags",
-    "note": "note", "script": "script",
+    "note": "note", "template": "template", "script": "script",
 }
 DEFAULT_COLUMNS = ["id", "name", "status", "owner", "created", "runtime", "GPUs", "cost", "final loss",
                    "learning rate", "batch size", "tags"]
@@ -35,6 +35,7 @@ def from_url() -> HistoryQuery:
     qp = st.query_params
     raw: dict[str, Any] = {
         "search": qp.get("q", ""), "owner": qp.get("owner", ""), "tag": qp.get("tag", ""),
+        "template": qp.get("template", ""),
         "status": [s for s in qp.get("status", "").split(",") if s],
         "date_from": qp.get("from") or None, "date_to": qp.get("to") or None,
         "gpus_min": qp.get("gmin") or None, "gpus_max": qp.get("gmax") or None,
@@ -61,9 +62,13 @@ with st.container(border=True):
     status = b.multiselect("Status", [g.value for g in StatusGroup], default=[g.value for g in query.status],
                            key="h_status")
     sort = c.selectbox("Sort by", list(SORTS), index=list(SORTS).index(sort_label), key="h_sort")
-    d, e, f, g, h = st.columns([2, 2, 2, 1, 1])
+    d, e, t, f, g, h = st.columns([2, 2, 2, 2, 1, 1])
     owner = d.text_input("Owner", value=query.owner, key="h_owner")
     tag = e.text_input("Tag", value=query.tag, key="h_tag")
+    # Jobs keep the name of the template they came from, also after the template is deleted.
+    template_names = sorted({tp.name for tp in P.templates.list()} | ({query.template} if query.template else set()))
+    template = t.selectbox("Template", template_names, index=template_names.index(query.template)
+                           if query.template else None, placeholder="any", key="h_template") or ""
     dates = f.date_input("Created between", value=(query.date_from, query.date_to) if query.date_from and
                          query.date_to else (), key="h_dates")
     gmin = g.number_input("GPUs ≥", min_value=0, value=query.gpus_min, key="h_gmin")
@@ -71,48 +76,52 @@ with st.container(border=True):
     columns = st.multiselect("Columns", list(COLUMNS), default=DEFAULT_COLUMNS, key="h_cols")
 
 date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
-changed = (search, status, owner, tag, date_from, date_to, gmin, gmax, sort) != (
-    query.search, [s.value for s in query.status], query.owner, query.tag, query.date_from, query.date_to,
-    query.gpus_min, query.gpus_max, sort_label)
+changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort) != (
+    query.search, [s.value for s in query.status], query.owner, query.tag, query.template, query.date_from,
+    query.date_to, query.gpus_min, query.gpus_max, sort_label)
 page_no = 1 if changed else query.page
 column, descending = SORTS[sort]
-query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, date_from=date_from, date_to=date_to,
-                     gpus_min=gmin, gpus_max=gmax, sort=column, descending=descending, page=page_no)
+query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template, date_from=date_from,
+                     date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column, descending=descending,
+                     page=page_no)
 # The URL is the view: share it, bookmark it, reopen it.
-url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag,
+url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag, "template": template,
                        "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",
                        "gmin": "" if gmin is None else str(gmin), "gmax": "" if gmax is None else str(gmax),
                        "sort": sort if sort != "newest" else "", "page": str(page_no) if page_no > 1 else ""}
 st.query_params.from_dict({k: v for k, v in url.items() if v})
 
-result = P.history.page(USER, query)
-summ = result.summary
-m = st.columns(4)
-m[0].metric("Jobs", f"{summ.jobs:,}")
-m[1].metric("Success rate", f"{summ.success_rate:.0%}" if summ.success_rate is not None else "–")
-m[2].metric("GPU-hours", f"{summ.gpu_hours:,.1f}")
-m[3].metric("Cost", money(summ.cost))
-
-if not result.jobs:
-    st.info("No jobs match these filters." if summ.jobs == 0 and any(url.values()) else "No jobs yet.")
-    if summ.jobs == 0 and not any(url.values()):
+jobs = P.history.page(USER, query)
+if not jobs:
+    if page_no > 1:
+        st.info("This page is past the end of the list.")
+        st.button("Back to the first page", key="h_first", on_click=lambda: st.query_params.pop("page", None))
+    elif any(url.values()):
+        st.info("No jobs match these filters.")
+    else:
+        st.info("No jobs yet.")
         st.page_link(SUBMIT_PAGE, label="Submit a job", icon=":material/rocket_launch:")
     st.stop()
 
+# The rows go out first; the summary of the whole filtered set fills the strip above them when it is ready
+# (at once from the running totals; a text search or date range has to add up the matching jobs).
+strip = st.empty()
+strip.caption("Adding up the filtered jobs…")
+
 rows = []
-for j in result.jobs:
+for j in jobs:
     full = {
         "id": j.id, "name": j.name, "status": j.status.value, "owner": j.owner, "created": j.created_at,
         "runtime": duration(j.runtime_seconds(now())), "GPUs": j.gpus,
         "GPU-hours": j.gpu_hours, "cost": j.cost_total, "final loss": j.loss if not j.is_active else None,
         "learning rate": j.request.get("learning_rate"), "epochs": j.request.get("epochs"),
         "batch size": j.request.get("batch_size"), "tags": " ".join(j.tags), "note": j.note,
-        "script": j.request.get("script"),
+        "template": j.request.get("template") or "", "script": j.request.get("script"),
     }
     rows.append({c: full[c] for c in (columns or DEFAULT_COLUMNS)})
 event = st.dataframe(pd.DataFrame(rows), key="hist_table", hide_index=True, width="stretch",
                      on_select="rerun", selection_mode="multi-row")
-selected = [result.jobs[i].id for i in (event.selection.rows if event else [])]
+selected = [jobs[i].id for i in (event.selection.rows if event else [])]
 with st.container(horizontal=True):
     if len(selected) == 1:
         st.page_link(JOB_PAGE, label=f"Open job #{selected[0]}", icon=":material/open_in_new:",
@@ -124,6 +133,13 @@ with st.container(horizontal=True):
     st.link_button("Export CSV", f"/download/{export}", icon=":material/download:",
                    help="The filtered view, every page of it, with parameters and final metrics.")
 
+summ = P.history.summary(USER, query)
+with strip.container():
+    m = st.columns(4)
+    m[0].metric("Jobs", f"{summ.jobs:,}")
+    m[1].metric("Success rate", f"{summ.success_rate:.0%}" if summ.success_rate is not None else "–")
+    m[2].metric("GPU-hours", f"{summ.gpu_hours:,.1f}")
+    m[3].metric("Cost", money(summ.cost))
 pages = max(1, -(-summ.jobs // query.page_size))
 left, mid, right = st.columns([1, 2, 1])
 

@@ -29,6 +29,8 @@ def prefill(values: dict[str, Any]) -> None:
     if values.get("script"):
         st.session_state["f_source"] = "Use from workspace"
         st.session_state["f_script"] = values["script"]
+    # A clone keeps the label of the template its values came from (the history filters by it).
+    st.session_state["_from_template"] = values.get("template") or ""
 
 
 clone_id = st.query_params.get("clone")
@@ -57,6 +59,7 @@ def collect() -> dict[str, Any]:
     if not ss.get("f_checkpoints_on"):
         data["checkpoint_every"] = 0
     data["script"] = ss.get("f_script") or ""
+    data["template"] = ss.get("_from_template") or ""
     return data
 
 
@@ -95,7 +98,7 @@ def start_from_template() -> None:
     except NotFound as exc:
         st.session_state["_problems"] = {"template": str(exc)}
         return
-    prefill(values | {"name": st.session_state.get("f_name", "")})
+    prefill(values | {"name": st.session_state.get("f_name", ""), "template": name})
     st.session_state.pop("_problems", None)
 
 

@@ -88,7 +88,7 @@ PARAMS = ("learning_rate", "epochs", "batch_size", "dataset_path", "extra_args",
 
 def search_text(name: str, owner: str, request: dict[str, Any], tags: list[str], note: str) -> str:
     """What text search matches: name, owner, script, every parameter as key=value, tags and note."""
-    params = " ".join(f"{k}={request[k]}" for k in PARAMS if request.get(k) not in (None, ""))
+    params = " ".join(f"{k}={request[k]}" for k in (*PARAMS, "template") if request.get(k) not in (None, ""))
     return " ".join([name, owner, str(request.get("script", "")), params, *tags, note]).lower()
 
 
@@ -228,6 +228,7 @@ class JobService:
                 final_metrics={},
                 parent_id=parent_id,
                 search_text=search_text(req.name, user.name, req.model_dump(mode="json"), [], ""),
+                template=req.template or None,
             )
             s.add(job)
             s.flush()

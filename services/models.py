@@ -76,6 +76,8 @@ class JobRequest(BaseModel):
     gradient_checkpointing: bool = False
     checkpoint_every: int = Field(default=0, ge=0, le=1_000_000, description="0 = no periodic checkpoints")
     max_runtime_hours: float = Field(default=8.0, gt=0)
+    template: str = Field(default="", max_length=100,
+                          description="Name of the template the values came from (a label for the history)")
 
     @field_validator("name")
     @classmethod
@@ -96,11 +98,11 @@ class JobRequest(BaseModel):
             raise ValueError("pick a script inside the workspace")
         return v
 
-    @field_validator("dataset_path")
+    @field_validator("dataset_path", "template")
     @classmethod
     def _no_control_chars(cls, v: str) -> str:
         if any(ord(c) < 32 for c in v):
-            raise ValueError("the dataset path contains control characters")
+            raise ValueError("contains control characters")
         return v
 
     @field_validator("extra_args")

@@ -13,8 +13,9 @@ from services.auth import may_act
 from services.models import Conflict, JobRequest, NotFound, User, ValidationProblem
 from services.store.orm import JobTemplate, utcnow
 
-# A template may hold any submit value except the experiment name, which each run gets anew.
-TEMPLATE_FIELDS = frozenset(JobRequest.model_fields) - {"name"}
+# A template may hold any submit value except the experiment name, which each run gets anew, and the label
+# of the template a job came from.
+TEMPLATE_FIELDS = frozenset(JobRequest.model_fields) - {"name", "template"}
 
 
 @dataclass(frozen=True)

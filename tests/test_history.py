@@ -31,42 +31,81 @@ def seeded(portal) -> None:
 def test_filters_sorts_and_summary(any_portal):
     seeded(any_portal)
     h = any_portal.history
-    everything = h.page(VERA, HistoryQuery(page_size=100))
-    assert everything.summary.jobs == 40 and everything.summary.succeeded == 30
-    assert everything.summary.success_rate == 0.75 and everything.summary.cost == pytest.approx(40 * 1.45)
-    assert h.page(VERA, HistoryQuery(owner="bob")).summary.jobs == 10
-    assert h.page(VERA, HistoryQuery(status=[StatusGroup.FAILED])).summary.jobs == 10
-    by_loss = h.page(VERA, HistoryQuery(sort="final_loss", descending=False, page_size=40)).jobs
+    everything = h.summary(VERA, HistoryQuery(page_size=100))
+    assert everything.jobs == 40 and everything.succeeded == 30
+    assert everything.success_rate == 0.75 and everything.cost == pytest.approx(40 * 1.45)
+    assert h.summary(VERA, HistoryQuery(owner="bob")).jobs == 10
+    assert h.summary(VERA, HistoryQuery(status=[StatusGroup.FAILED])).jobs == 10
+    by_loss = h.page(VERA, HistoryQuery(sort="final_loss", descending=False, page_size=40))
     losses = [j.final_metrics["loss"] for j in by_loss]
     assert losses == sorted(losses)
-    by_batch = h.page(VERA, HistoryQuery(sort="batch_size", descending=True, page_size=40)).jobs
+    by_batch = h.page(VERA, HistoryQuery(sort="batch_size", descending=True, page_size=40))
     assert [j.request["batch_size"] for j in by_batch] == sorted((j.request["batch_size"] for j in by_batch),
                                                                  reverse=True)
     # A parameter value is searchable, every word must match.
-    lr = h.page(VERA, HistoryQuery(search="learning_rate=0.003", page_size=100)).jobs
+    lr = h.page(VERA, HistoryQuery(search="learning_rate=0.003", page_size=100))
     assert lr and all(j.request["learning_rate"] == 0.003 for j in lr)
-    assert h.page(VERA, HistoryQuery(search="bob learning_rate=0.003", page_size=100)).summary.jobs == len(
+    assert h.summary(VERA, HistoryQuery(search="bob learning_rate=0.003", page_size=100)).jobs == len(
         [j for j in lr if j.owner == "bob"])
     # Paging.
-    p1 = h.page(VERA, HistoryQuery(page=1, page_size=15)).jobs
-    p3 = h.page(VERA, HistoryQuery(page=3, page_size=15)).jobs
+    p1 = h.page(VERA, HistoryQuery(page=1, page_size=15))
+    p3 = h.page(VERA, HistoryQuery(page=3, page_size=15))
     assert len(p1) == 15 and len(p3) == 10 and not {j.id for j in p1} & {j.id for j in p3}
-    assert h.page(VERA, HistoryQuery(date_from=date(2000, 1, 1), date_to=date(2000, 1, 2))).summary.jobs == 0
+    assert h.summary(VERA, HistoryQuery(date_from=date(2000, 1, 1), date_to=date(2000, 1, 2))).jobs == 0
+
+
+def totals_match_the_jobs(h, views) -> None:
+    for q in views:
+        fast, counted = h.summary(VERA, q), h._summary_of_jobs(VERA, q)
+        assert (fast.jobs, fast.succeeded) == (counted.jobs, counted.succeeded), q
+        assert fast.gpu_hours == pytest.approx(counted.gpu_hours) and fast.cost == pytest.approx(counted.cost), q
+
+
+def test_summary_totals_follow_every_change_to_the_jobs(any_portal):
+    """The strip's running totals (kept by database triggers) equal a count over the jobs after inserts, state
+    changes, a finished run, a retagged template and deletes."""
+    from sqlalchemy import delete, update
+
+    from services.store.orm import Job
+    from tests.test_store_databases import finished
+
+    seeded(any_portal)
+    h = any_portal.history
+    views = [HistoryQuery(), HistoryQuery(owner="bob"), HistoryQuery(status=[StatusGroup.SUCCEEDED]),
+             HistoryQuery(status=[StatusGroup.ACTIVE, StatusGroup.FAILED]), HistoryQuery(gpus_min=1),
+             HistoryQuery(gpus_max=0), HistoryQuery(template="resnet-sweep"), HistoryQuery(owner="carol")]
+    totals_match_the_jobs(h, views)
+    carol = User("carol")
+    done = finished(any_portal, carol, "from-template", template="resnet-sweep")
+    assert done.status is JobStatus.SUCCEEDED
+    assert h.summary(VERA, HistoryQuery(template="resnet-sweep")).jobs == 1
+    assert [j.id for j in h.page(VERA, HistoryQuery(template="resnet-sweep"))] == [done.id]
+    totals_match_the_jobs(h, views)
+    with any_portal.jobs.sessions.begin() as s:
+        s.execute(update(Job).where(Job.owner == "bob", Job.id % 2 == 0).values(
+            status="Running", status_group="Running", gpus=4, cost=None, gpu_hours=None))
+        s.execute(update(Job).where(Job.owner == "alice", Job.id % 3 == 0).values(template="resnet-sweep"))
+    totals_match_the_jobs(h, views)
+    with any_portal.jobs.sessions.begin() as s:
+        s.execute(delete(Job).where(Job.owner == "alice", Job.id % 5 == 0))
+    any_portal.jobs.delete(carol, done.id)
+    totals_match_the_jobs(h, views)
+    assert h.summary(VERA, HistoryQuery(owner="carol")).jobs == 0
 
 
 def test_history_shows_only_what_a_user_may_see(any_portal):
     seeded(any_portal)
     any_portal.settings.show_others_jobs = False
     try:
-        assert any_portal.history.page(BOB, HistoryQuery()).summary.jobs == 10
-        assert any_portal.history.page(VERA, HistoryQuery()).summary.jobs == 40
+        assert any_portal.history.summary(BOB, HistoryQuery()).jobs == 10
+        assert any_portal.history.summary(VERA, HistoryQuery()).jobs == 40
     finally:
         any_portal.settings.show_others_jobs = True
 
 
 def test_tags_and_notes_belong_to_the_owner_and_are_searchable(any_portal):
     seeded(any_portal)
-    job_id = any_portal.history.page(ALICE, HistoryQuery(owner="alice", page_size=1)).jobs[0].id
+    job_id = any_portal.history.page(ALICE, HistoryQuery(owner="alice", page_size=1))[0].id
     view = any_portal.history.set_tags_note(ALICE, job_id, ["Baseline", "lora", "lora"], "first try with LoRA")
     assert view.tags == ["baseline", "lora"] and view.note == "first try with LoRA"
     with pytest.raises(NotFound):
@@ -74,8 +113,8 @@ def test_tags_and_notes_belong_to_the_owner_and_are_searchable(any_portal):
     with pytest.raises(ValidationProblem) as bad:
         any_portal.history.set_tags_note(ALICE, job_id, ["no spaces allowed"], "")
     assert "tags" in bad.value.problems
-    assert [j.id for j in any_portal.history.page(VERA, HistoryQuery(tag="lora")).jobs] == [job_id]
-    assert [j.id for j in any_portal.history.page(VERA, HistoryQuery(search="first try")).jobs] == [job_id]
+    assert [j.id for j in any_portal.history.page(VERA, HistoryQuery(tag="lora"))] == [job_id]
+    assert [j.id for j in any_portal.history.page(VERA, HistoryQuery(search="first try"))] == [job_id]
     admin = User("ada", Role.ADMIN)
     assert any_portal.history.set_tags_note(admin, job_id, [], "").tags == []
 
@@ -99,6 +138,28 @@ def test_the_history_page_is_its_url(portal):
     assert "No jobs match these filters." in texts(at), body
 
 
+def test_the_template_filter_is_in_the_url_and_the_export(portal):
+    from services.store.orm import Job
+
+    seeded(portal)
+    portal.templates.save(ALICE, "resnet-sweep", {"script": "train_example.py", "epochs": 3})
+    with portal.jobs.sessions.begin() as s:
+        for job in s.query(Job).filter(Job.owner == "alice").limit(4):
+            job.template = "resnet-sweep"
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.query_params.update({"template": "resnet-sweep"})
+    at.run()
+    assert not at.exception and at.selectbox(key="h_template").value == "resnet-sweep"
+    assert {m.label: m.value for m in at.metric}["Jobs"] == "4" and len(at.dataframe[0].value) == 4
+    # A page past the end says so instead of an empty table.
+    past = AppTest.from_file(APP, default_timeout=30)
+    past.switch_page("pages/history.py")
+    past.query_params.update({"page": "9"})
+    past.run()
+    assert not past.exception and "This page is past the end of the list." in texts(past)
+
+
 def test_csv_export_streams_the_filtered_view(tmp_path):
     server = PortalServer(tmp_path / "portal-data").start()
     try:
@@ -107,7 +168,7 @@ def test_csv_export_streams_the_filtered_view(tmp_path):
         p = build_portal(Settings(data_dir=server.data_dir, backend="local"))
         try:
             seeded(p)
-            job_id = p.history.page(ALICE, HistoryQuery(owner="alice", page_size=1)).jobs[0].id
+            job_id = p.history.page(ALICE, HistoryQuery(owner="alice", page_size=1))[0].id
             p.history.set_tags_note(ALICE, job_id, ["x"], "=HYPERLINK(\"http://evil\")")
         finally:
             p.close()

@@ -218,12 +218,12 @@ def test_text_search_is_served_by_an_index_and_follows_changes(any_portal, me):
     from services.store.seed import seed_jobs
 
     seed_jobs(engine, 50, owner="carol", status=JobStatus.SUCCEEDED)
-    hit = any_portal.history.page(me, HistoryQuery(search="exp-0000042")).jobs
+    hit = any_portal.history.page(me, HistoryQuery(search="exp-0000042"))
     assert [j.name for j in hit] == ["exp-0000042"]
     any_portal.history.set_tags_note(User("carol"), hit[0].id, ["needle-tag"], "")
-    assert [j.id for j in any_portal.history.page(me, HistoryQuery(search="needle-tag")).jobs] == [hit[0].id]
+    assert [j.id for j in any_portal.history.page(me, HistoryQuery(search="needle-tag"))] == [hit[0].id]
     any_portal.jobs.delete(User("carol"), hit[0].id)
-    assert any_portal.history.page(me, HistoryQuery(search="needle-tag")).jobs == []
+    assert any_portal.history.page(me, HistoryQuery(search="needle-tag")) == []
     with engine.connect() as conn:
         stmt = select(func.count()).select_from(MetricPoint.__table__.metadata.tables["jobs"]).where(
             matches(engine.dialect.name, "exp-00000"))

@@ -134,6 +134,8 @@ class Job(Base):
     final_loss: Mapped[float | None] = mapped_column(Float)
     cost: Mapped[float | None] = mapped_column(Float)
     gpu_hours: Mapped[float | None] = mapped_column(Float)
+    # The template the job was started from (its name at submit time), for the history's filter.
+    template: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
         Index("ix_jobs_group_id", "status_group", "id"),
@@ -143,7 +145,24 @@ class Job(Base):
         Index("ix_jobs_cost", "cost"),
         # Covers the history's summary strip (count, successes, GPU-hours, cost) without reading the rows.
         Index("ix_jobs_summary", "status_group", "status", "gpu_hours", "cost"),
+        Index("ix_jobs_template_id", "template", "id"),
     )
+
+
+class JobTotals(Base):
+    """Jobs, successes, GPU-hours and cost per (owner, status group, GPUs, template), kept in step with the
+    jobs table by triggers (migration 0010): the history's summary strip sums these instead of every job."""
+
+    __tablename__ = "job_totals"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status_group: Mapped[str] = mapped_column(String(20), primary_key=True)
+    gpus: Mapped[int] = mapped_column(Integer, primary_key=True)
+    template: Mapped[str] = mapped_column(String(100), primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    gpu_hours: Mapped[float] = mapped_column(Float)
+    cost: Mapped[float] = mapped_column(Float)
 
 
 class MetricPoint(Base):
