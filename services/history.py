@@ -12,14 +12,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act
 from services.jobs import PARAMS, JobService, search_text, to_view
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User, ValidationProblem
-from services.store.orm import Job, JobTotals
-from services.store.search import matches
+from services.store.orm import Job, JobTotals, request_number
+from services.store.search import is_common, matches
 
 SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
                   "learning_rate", "epochs", "batch_size"]
@@ -66,7 +66,7 @@ class HistoryService:
         self.jobs = jobs
         self.sessions: sessionmaker[Session] = jobs.sessions
 
-    def _filtered(self, user: User, q: HistoryQuery) -> Any:
+    def _filtered(self, s: Session, user: User, q: HistoryQuery) -> Any:
         stmt = select(Job)
         visible_owner = self.jobs.visible_owner(user, everyone=True)
         if visible_owner is not None:
@@ -88,12 +88,12 @@ class HistoryService:
         # Every word must match somewhere (name, owner, script, parameters, tags, note), from the search index.
         dialect = self.sessions.kw["bind"].dialect.name
         for word in [*q.search.split()[:8], *([q.tag] if q.tag else [])]:
-            stmt = stmt.where(matches(dialect, word))
+            stmt = stmt.where(matches(dialect, word, is_common(s, word)))
         return stmt
 
     def _sort_column(self, q: HistoryQuery) -> Any:
         if q.sort in ("learning_rate", "epochs", "batch_size"):
-            return cast(Job.request[q.sort].as_float(), Float)
+            return request_number(self.sessions.kw["bind"].dialect.name, q.sort)
         return getattr(Job, q.sort)
 
     def _sorted(self, stmt: Any, q: HistoryQuery) -> Any:
@@ -107,8 +107,8 @@ class HistoryService:
 
     def page(self, user: User, q: HistoryQuery) -> list[JobView]:
         """One page of the filtered view, in its order (an index walk: it does not read the rest)."""
-        stmt = self._sorted(self._filtered(user, q), q).limit(q.page_size).offset((q.page - 1) * q.page_size)
         with self.sessions.begin() as s:
+            stmt = self._sorted(self._filtered(s, user, q), q).limit(q.page_size).offset((q.page - 1) * q.page_size)
             return [to_view(j) for j in s.scalars(stmt)]
 
     def summary(self, user: User, q: HistoryQuery) -> Summary:
@@ -136,17 +136,17 @@ class HistoryService:
         return Summary(int(n or 0), int(ok or 0), round(float(hours or 0), 6), round(float(cost or 0), 6))
 
     def _summary_of_jobs(self, user: User, q: HistoryQuery) -> Summary:
-        sub = self._filtered(user, q).with_only_columns(Job.status, Job.gpu_hours, Job.cost).subquery()
-        stmt = select(func.count(), func.sum(case((sub.c.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
-                      func.coalesce(func.sum(sub.c.gpu_hours), 0.0), func.coalesce(func.sum(sub.c.cost), 0.0))
         with self.sessions.begin() as s:
+            sub = self._filtered(s, user, q).with_only_columns(Job.status, Job.gpu_hours, Job.cost).subquery()
+            stmt = select(func.count(), func.sum(case((sub.c.status == JobStatus.SUCCEEDED.value, 1), else_=0)),
+                          func.coalesce(func.sum(sub.c.gpu_hours), 0.0), func.coalesce(func.sum(sub.c.cost), 0.0))
             n, ok, hours, cost = s.execute(stmt).one()
         return Summary(int(n or 0), int(ok or 0), float(hours or 0), float(cost or 0))
 
     def rows(self, user: User, q: HistoryQuery, batch: int = 2000) -> Iterator[dict[str, Any]]:
         """Every row of the filtered view, in its order, fetched in batches (an export never holds them all)."""
-        stmt = self._sorted(self._filtered(user, q), q).execution_options(yield_per=batch)
         with self.sessions.begin() as s:
+            stmt = self._sorted(self._filtered(s, user, q), q).execution_options(yield_per=batch)
             for job in s.scalars(stmt):
                 yield export_row(job)
 

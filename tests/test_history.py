@@ -93,6 +93,45 @@ def test_summary_totals_follow_every_change_to_the_jobs(any_portal):
     assert h.summary(VERA, HistoryQuery(owner="carol")).jobs == 0
 
 
+def test_common_search_terms_and_parameter_sorts_walk_an_index(any_portal):
+    """A term in thousands of jobs is checked along the sort order, a rare one looked up in the search
+    index; both give the same rows. Sorting by a parameter walks its expression index."""
+    from sqlalchemy import text
+
+    from services.store import search
+    from services.store.orm import request_number
+
+    engine = any_portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, search.COMMON_AFTER + 100, owner="alice", seed=3)
+    seed_jobs(engine, 20, owner="bob", seed=4)
+    h = any_portal.history
+    with any_portal.jobs.sessions() as s:
+        assert search.is_common(s, "alice") is (engine.dialect.name == "sqlite")
+        assert not search.is_common(s, "bob")
+    common = h.page(VERA, HistoryQuery(search="alice", sort="final_loss", descending=False, page_size=500))
+    assert len(common) == 500 and {j.owner for j in common} == {"alice"}
+    losses = [j.final_metrics["loss"] for j in common]
+    assert losses == sorted(losses) and losses[0] == min(
+        j.final_metrics["loss"] for j in h.page(VERA, HistoryQuery(owner="alice", sort="final_loss",
+                                                                     descending=False, page_size=10)))
+    assert h.summary(VERA, HistoryQuery(search="alice")).jobs == search.COMMON_AFTER + 100
+    assert h.summary(VERA, HistoryQuery(search="bob")).jobs == 20
+    # Both kinds of term together: every word must match.
+    both = h.summary(VERA, HistoryQuery(search="alice learning_rate=0.003"))
+    assert 0 < both.jobs < search.COMMON_AFTER
+    by_lr = h.page(VERA, HistoryQuery(sort="learning_rate", descending=True, page_size=300))
+    assert [j.request["learning_rate"] for j in by_lr] == sorted((j.request["learning_rate"] for j in by_lr),
+                                                                 reverse=True)
+    sql = f"SELECT id FROM jobs ORDER BY {request_number(engine.dialect.name, 'learning_rate')} LIMIT 5"
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(str(r) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+        else:
+            conn.execute(text("SET enable_seqscan = off"))
+            plan = " ".join(str(r) for r in conn.execute(text(f"EXPLAIN {sql}")))
+    assert "ix_jobs_param_learning_rate" in plan, plan
+
+
 def test_history_shows_only_what_a_user_may_see(any_portal):
     seeded(any_portal)
     any_portal.settings.show_others_jobs = False

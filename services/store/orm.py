@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -146,7 +147,16 @@ class Job(Base):
         # Covers the history's summary strip (count, successes, GPU-hours, cost) without reading the rows.
         Index("ix_jobs_summary", "status_group", "status", "gpu_hours", "cost"),
         Index("ix_jobs_template_id", "template", "id"),
+        Index("ix_jobs_gpu_hours", "gpu_hours"),
     )
+
+
+def request_number(dialect: str, key: str) -> Any:
+    """A numeric submit parameter read from the job's request, written exactly as the expression indexes of
+    migration 0011 are, so sorting by it walks an index. `key` is one of a fixed set, never user text."""
+    if dialect == "sqlite":
+        return literal_column(f"CAST(json_extract(jobs.request, '$.{key}') AS REAL)", Float)
+    return literal_column(f"CAST(jobs.request ->> '{key}' AS DOUBLE PRECISION)", Float)
 
 
 class JobTotals(Base):

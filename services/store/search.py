@@ -7,23 +7,38 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import column, literal_column, select, table
+from sqlalchemy.orm import Session
 
 from services.store.orm import Job
 
 _FTS = table("jobs_search", column("search_text"))
+# A term found in more jobs than this is checked row by row along the page's sort order (a page then reads
+# about page size / share of matching jobs rows) instead of gathering every match from the index first.
+COMMON_AFTER = 2000
 
 
 def like_pattern(term: str) -> str:
     return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def matches(dialect: str, term: str) -> Any:
-    """A WHERE clause: the job's search text contains `term` (case-insensitive)."""
-    pattern = like_pattern(term)
-    if dialect == "sqlite" and len(term) >= 3:
-        # A quoted phrase of the trigram tokenizer is a substring match served by the index; LIKE with an
-        # ESCAPE clause is not (FTS5 then reads every row), and terms under 3 characters have no trigram.
-        phrase = '"' + term.lower().replace('"', '""') + '"'
-        return Job.id.in_(select(literal_column("rowid")).select_from(_FTS)
-                          .where(literal_column("jobs_search").op("MATCH")(phrase)))
-    return Job.search_text.like(pattern, escape="\\")
+def _fts_match(term: str) -> Any:
+    # A quoted phrase of the trigram tokenizer is a substring match served by the index; LIKE with an
+    # ESCAPE clause is not (FTS5 then reads every row), and terms under 3 characters have no trigram.
+    phrase = '"' + term.lower().replace('"', '""') + '"'
+    return select(literal_column("rowid")).select_from(_FTS).where(literal_column("jobs_search").op("MATCH")(phrase))
+
+
+def is_common(session: Session, term: str) -> bool:
+    """Whether `term` matches more than COMMON_AFTER jobs (SQLite; reads at most that many index entries).
+    PostgreSQL's planner weighs this itself from the trigram statistics."""
+    if session.get_bind().dialect.name != "sqlite" or len(term) < 3:
+        return False
+    return len(session.execute(_fts_match(term).limit(COMMON_AFTER + 1)).all()) > COMMON_AFTER
+
+
+def matches(dialect: str, term: str, common: bool = False) -> Any:
+    """A WHERE clause: the job's search text contains `term` (case-insensitive). A common term (is_common)
+    is tested on each row the sort order walks, a rare one is looked up in the index."""
+    if dialect == "sqlite" and len(term) >= 3 and not common:
+        return Job.id.in_(_fts_match(term))
+    return Job.search_text.like(like_pattern(term), escape="\\")
