@@ -4,6 +4,7 @@ streamed CSV export of 100,000 rows (peak memory). SQLite by default; --postgres
 
     .venv/bin/python bench/history_scale.py                 # 1M jobs, 20M points, SQLite
     .venv/bin/python bench/history_scale.py --jobs 100000 --points 2000000
+    .venv/bin/python bench/history_scale.py --postgresql start   # the same on a throwaway PostgreSQL
 """
 
 from __future__ import annotations
@@ -53,8 +54,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=1_000_000)
     ap.add_argument("--points", type=int, default=20_000_000)
-    ap.add_argument("--postgresql", default="", help="a postgresql+psycopg:// URL of an empty database")
+    ap.add_argument("--postgresql", default="",
+                    help="a postgresql+psycopg:// URL of an empty database, or 'start' for a throwaway server "
+                         "(Debian's postgresql, as the tests start it: 127.0.0.1, fsync off)")
     args = ap.parse_args()
+    server = None
+    if args.postgresql == "start":
+        from tests.pg_env import start_server
+
+        server = start_server()
+        args.postgresql = server.url(server.create_database())
     data = tempfile.mkdtemp(prefix="portal-history-bench-")
     os.environ["PORTAL_DATA_DIR"] = data
     if args.postgresql:
@@ -91,6 +100,9 @@ def main() -> None:
             HistoryQuery(search="learning_rate=0.003", sort="final_loss", descending=False),
         "name search 'exp-0999999'": HistoryQuery(search="exp-0999999"),
         "a week of one owner, newest first": HistoryQuery(owner="user-03", date_from=week_ago, date_to=today),
+        "everyone by name": HistoryQuery(sort="name", descending=False),
+        "Completed by GPUs, page 20": HistoryQuery(status=[StatusGroup.SUCCEEDED], sort="gpus", page=20),
+        "by batch size, GPUs <= 1": HistoryQuery(sort="batch_size", gpus_max=1),
     }
     def short(ms: list[float]) -> str:
         return f"p50 {statistics.median(ms):6.1f}  p95 {percentile(ms, 95):6.1f}"
@@ -118,6 +130,8 @@ def main() -> None:
     print(f"CSV export: {rows:,} rows, {size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s, "
           f"peak Python memory {peak:.1f} MB (streamed)")
     portal.close()
+    if server is not None:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -105,9 +105,9 @@ def test_common_search_terms_and_parameter_sorts_walk_an_index(any_portal):
     seed_jobs(engine, search.COMMON_AFTER + 100, owner="alice", seed=3)
     seed_jobs(engine, 20, owner="bob", seed=4)
     h = any_portal.history
-    with any_portal.jobs.sessions() as s:
-        assert search.is_common(s, "alice") is (engine.dialect.name == "sqlite")
-        assert not search.is_common(s, "bob")
+    if engine.dialect.name == "sqlite":
+        with any_portal.jobs.sessions() as s:
+            assert "LIKE" in str(search.term_filter(s, "alice")) and "IN" in str(search.term_filter(s, "bob"))
     common = h.page(VERA, HistoryQuery(search="alice", sort="final_loss", descending=False, page_size=500))
     assert len(common) == 500 and {j.owner for j in common} == {"alice"}
     losses = [j.final_metrics["loss"] for j in common]

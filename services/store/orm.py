@@ -91,6 +91,9 @@ class Base(DeclarativeBase):
     pass
 
 
+SORT_INDEX_FILTERS = ("owner", "status_group", "gpus", "template")
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -142,12 +145,11 @@ class Job(Base):
         Index("ix_jobs_group_id", "status_group", "id"),
         Index("ix_jobs_owner_group_id", "owner", "status_group", "id"),
         Index("ix_jobs_created_at", "created_at"),
-        Index("ix_jobs_final_loss", "final_loss"),
-        Index("ix_jobs_cost", "cost"),
-        # Covers the history's summary strip (count, successes, GPU-hours, cost) without reading the rows.
-        Index("ix_jobs_summary", "status_group", "status", "gpu_hours", "cost"),
         Index("ix_jobs_template_id", "template", "id"),
-        Index("ix_jobs_gpu_hours", "gpu_hours"),
+        # The history's sorts, each with the common filters' columns: the filters are tested in the index.
+        *(Index(f"ix_jobs_by_{c}", c, *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours")),
+        Index("ix_jobs_name", "name"),
+        Index("ix_jobs_gpus", "gpus"),
     )
 
 

@@ -28,17 +28,21 @@ def _fts_match(term: str) -> Any:
     return select(literal_column("rowid")).select_from(_FTS).where(literal_column("jobs_search").op("MATCH")(phrase))
 
 
-def is_common(session: Session, term: str) -> bool:
-    """Whether `term` matches more than COMMON_AFTER jobs (SQLite; reads at most that many index entries).
-    PostgreSQL's planner weighs this itself from the trigram statistics."""
+def term_filter(session: Session, term: str) -> Any:
+    """A WHERE clause for one search word in a sorted, paged view. On SQLite a common word (in more than
+    COMMON_AFTER jobs) is tested on each row the sort order walks, since a page needs only page size / share of
+    matching jobs rows; a rare word's jobs are taken from the index (read once, here, at most COMMON_AFTER
+    entries). PostgreSQL's planner weighs this itself from the trigram statistics."""
     if session.get_bind().dialect.name != "sqlite" or len(term) < 3:
-        return False
-    return len(session.execute(_fts_match(term).limit(COMMON_AFTER + 1)).all()) > COMMON_AFTER
+        return matches(session.get_bind().dialect.name, term)
+    ids = session.execute(_fts_match(term).limit(COMMON_AFTER + 1)).scalars().all()
+    if len(ids) > COMMON_AFTER:
+        return Job.search_text.like(like_pattern(term), escape="\\")
+    return Job.id.in_(ids)
 
 
-def matches(dialect: str, term: str, common: bool = False) -> Any:
-    """A WHERE clause: the job's search text contains `term` (case-insensitive). A common term (is_common)
-    is tested on each row the sort order walks, a rare one is looked up in the index."""
-    if dialect == "sqlite" and len(term) >= 3 and not common:
+def matches(dialect: str, term: str) -> Any:
+    """A WHERE clause: the job's search text contains `term` (case-insensitive), from the index."""
+    if dialect == "sqlite" and len(term) >= 3:
         return Job.id.in_(_fts_match(term))
     return Job.search_text.like(like_pattern(term), escape="\\")
