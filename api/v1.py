@@ -207,7 +207,8 @@ def _submit_values(data: dict[str, Any]) -> dict[str, Any]:
     if template is not None:
         if not isinstance(template, str):
             raise ValidationProblem({"template": "must be the name of a template"})
-        data = get_portal().templates.get_by_name(template).values | data
+        # The job keeps the template's name: the history filters by it.
+        data = get_portal().templates.get_by_name(template).values | data | {"template": template}
     return data
 
 

@@ -426,7 +426,7 @@ def test_upload_template_clone_download_and_delete(live: Live, tmp_path):
     template = client.save_template("tiny", {"script": script, "epochs": 1})
     assert "tiny" in [t["name"] for t in client.templates()]
     job = client.submit_job(name="from-template", script=script, template="tiny")
-    assert job.request["epochs"] == 1
+    assert job.request["epochs"] == 1 and job.request["template"] == "tiny"
     job.wait(timeout=60, poll=0.2, raise_on_failure=True)
     results = job.get_results()
     assert results.final_loss == 0.5 and "out.txt" in results.files
@@ -435,7 +435,7 @@ def test_upload_template_clone_download_and_delete(live: Live, tmp_path):
     assert "Loss: 0.5" in job.logs()
 
     copy = job.clone(name="from-template-copy")
-    assert copy.id != job.id and copy.request["script"] == script
+    assert copy.id != job.id and copy.request["script"] == script and copy.request["template"] == "tiny"
     copy.wait(timeout=60, poll=0.2)
     copy.delete()
     with pytest.raises(NotFoundError):

@@ -132,6 +132,29 @@ def test_common_search_terms_and_parameter_sorts_walk_an_index(any_portal):
     assert "ix_jobs_param_learning_rate" in plan, plan
 
 
+def test_sorted_pages_walk_the_sort_index_only_when_the_counts_say_so(any_portal):
+    """With owner or template filters a sorted page may walk the sort's index (filters tested there) or
+    let the database pick the owner's index: the running totals decide, and both give the same rows."""
+    engine = any_portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 3000, owner=[f"user-{i}" for i in range(3)], varied=True, seed=5)
+    seed_jobs(engine, 5, owner="tiny", varied=True, seed=6)
+    h = any_portal.history
+    for q in (HistoryQuery(owner="user-1", template="llm-lora", sort="gpu_hours"),
+              HistoryQuery(owner="user-2", sort="final_loss", descending=False, page=3),
+              HistoryQuery(template="resnet-sweep", sort="learning_rate", gpus_min=2),
+              HistoryQuery(owner="tiny", sort="cost")):
+        with any_portal.jobs.sessions() as s:
+            walked = [j.id for j in s.scalars(h._sorted(h._filtered(s, VERA, q, True), q).limit(50).offset(
+                (q.page - 1) * 50))]
+            picked = [j.id for j in s.scalars(h._sorted(h._filtered(s, VERA, q, False), q).limit(50).offset(
+                (q.page - 1) * 50))]
+        assert walked == picked == [j.id for j in h.page(VERA, q)], q
+    with any_portal.jobs.sessions() as s:
+        assert h._walk_sort_index(s, VERA, HistoryQuery(owner="user-1", sort="gpu_hours"))
+        assert not h._walk_sort_index(s, VERA, HistoryQuery(owner="tiny", sort="gpu_hours"))
+        assert not h._walk_sort_index(s, VERA, HistoryQuery(owner="user-1", sort="id"))
+
+
 def test_history_shows_only_what_a_user_may_see(any_portal):
     seeded(any_portal)
     any_portal.settings.show_others_jobs = False

@@ -318,6 +318,10 @@ def test_templates_are_saved_and_fill_the_form(app, portal):
     fresh.text_input(key="f_template_name").input("   ")
     fresh.button(key="save_template").click().run()
     assert "give the template a name" in texts(fresh)
+    # The job keeps the template's name (the history filters by it).
+    fresh.button(key="submit").click().run()
+    made = [j for j in portal.jobs.list_jobs() if j.name == "from-template"]
+    assert made and made[0].request["template"] == "long-run"
 
 
 def test_api_tokens_page_creates_shows_once_and_revokes(app, portal, user):

@@ -146,8 +146,9 @@ class Job(Base):
         Index("ix_jobs_owner_group_id", "owner", "status_group", "id"),
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_template_id", "template", "id"),
-        # The history's sorts, each with the common filters' columns: the filters are tested in the index.
-        *(Index(f"ix_jobs_by_{c}", c, *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours")),
+        # The history's sorts, in page order (value, id) with the common filters' columns: a page walks one
+        # index and tests the filters there.
+        *(Index(f"ix_jobs_by_{c}", c, "id", *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours")),
         Index("ix_jobs_name", "name"),
         Index("ix_jobs_gpus", "gpus"),
     )

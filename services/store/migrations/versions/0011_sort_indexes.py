@@ -1,8 +1,9 @@
-"""Indexes for the history's sorts, each carrying the columns of the common filters (owner, status group,
-GPUs, template): a sorted, filtered page walks one index and tests the filters there, reading a job's row only
-for the jobs it shows. Covers final loss, cost, GPU-hours and the numeric parameters read from the request
-(expression indexes; services/store/orm.py request_number writes the same expressions). The summary strip now
-reads running totals (0010), so 0009's covering index goes.
+"""Indexes for the history's sorts, in the page's order (value, then id) and carrying the columns of the
+common filters (owner, status group, GPUs, template): a sorted, filtered page walks one index and tests the
+filters there, reading a job's row only for the jobs it shows. Covers final loss, cost, GPU-hours and the
+numeric parameters read from the request (expression indexes; services/store/orm.py request_number writes
+the same expressions), plus name and GPUs. The summary strip now reads running totals (0010), so 0009's
+covering index goes.
 
 Revision ID: 0011
 Revises: 0010
@@ -25,7 +26,7 @@ def upgrade() -> None:
     op.drop_index("ix_jobs_final_loss", table_name="jobs")
     op.drop_index("ix_jobs_cost", table_name="jobs")
     for column in ("final_loss", "cost", "gpu_hours"):
-        op.create_index(f"ix_jobs_by_{column}", "jobs", [column, *FILTERS])
+        op.create_index(f"ix_jobs_by_{column}", "jobs", [column, "id", *FILTERS])
     # Sorting by name or by GPUs (then id) walks these.
     op.create_index("ix_jobs_name", "jobs", ["name"])
     op.create_index("ix_jobs_gpus", "jobs", ["gpus"])
@@ -33,7 +34,7 @@ def upgrade() -> None:
     for key in PARAMS:
         expr = (f"CAST(json_extract(request, '$.{key}') AS REAL)" if sqlite
                 else f"(CAST(request ->> '{key}' AS DOUBLE PRECISION))")
-        op.create_index(f"ix_jobs_param_{key}", "jobs", [sa.text(expr), *FILTERS])
+        op.create_index(f"ix_jobs_param_{key}", "jobs", [sa.text(expr), "id", *FILTERS])
 
 
 def downgrade() -> None:
