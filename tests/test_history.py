@@ -149,6 +149,8 @@ def test_sorted_pages_walk_the_sort_index_only_when_the_counts_say_so(any_portal
             picked = [j.id for j in s.scalars(h._sorted(h._filtered(s, VERA, q, False), q).limit(50).offset(
                 (q.page - 1) * 50))]
         assert walked == picked == [j.id for j in h.page(VERA, q)], q
+    if engine.dialect.name != "sqlite":
+        return
     with any_portal.jobs.sessions() as s:
         assert h._walk_sort_index(s, VERA, HistoryQuery(owner="user-1", sort="gpu_hours"))
         assert not h._walk_sort_index(s, VERA, HistoryQuery(owner="tiny", sort="gpu_hours"))

@@ -149,8 +149,8 @@ class Job(Base):
         # The history's sorts, in page order (value, id) with the common filters' columns: a page walks one
         # index and tests the filters there.
         *(Index(f"ix_jobs_by_{c}", c, "id", *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours")),
-        Index("ix_jobs_name", "name"),
-        Index("ix_jobs_gpus", "gpus"),
+        Index("ix_jobs_name", "name", "id"),
+        Index("ix_jobs_gpus", "gpus", "id"),
     )
 
 

@@ -27,9 +27,9 @@ def upgrade() -> None:
     op.drop_index("ix_jobs_cost", table_name="jobs")
     for column in ("final_loss", "cost", "gpu_hours"):
         op.create_index(f"ix_jobs_by_{column}", "jobs", [column, "id", *FILTERS])
-    # Sorting by name or by GPUs (then id) walks these.
-    op.create_index("ix_jobs_name", "jobs", ["name"])
-    op.create_index("ix_jobs_gpus", "jobs", ["gpus"])
+    # Sorting by name or by GPUs walks these (id spelt out: PostgreSQL's index has no row id order).
+    op.create_index("ix_jobs_name", "jobs", ["name", "id"])
+    op.create_index("ix_jobs_gpus", "jobs", ["gpus", "id"])
     sqlite = op.get_bind().dialect.name == "sqlite"
     for key in PARAMS:
         expr = (f"CAST(json_extract(request, '$.{key}') AS REAL)" if sqlite
