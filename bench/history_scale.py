@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from _common import percentile, time_runs
 
+from services.store.seed import indexes_rebuilt_after
+
 OWNERS = [f"user-{i:02d}" for i in range(50)]
 
 
@@ -31,7 +33,7 @@ def seed_points(engine, n_points: int, n_jobs: int) -> None:
     jobs = min(n_jobs, max(1, n_points // per_job))
     batch = 200_000
     done = 0
-    with engine.begin() as conn:
+    with indexes_rebuilt_after(engine, "metric_points"), engine.begin() as conn:
         raw = conn.connection.dbapi_connection
         while done < n_points:
             k = min(batch, n_points - done)

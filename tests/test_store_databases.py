@@ -237,3 +237,28 @@ def test_text_search_is_served_by_an_index_and_follows_changes(any_portal, me):
             conn.execute(text("SET enable_seqscan = off"))
             plan = " ".join(str(r) for r in conn.execute(text(f"EXPLAIN {sql}")))
             assert "ix_jobs_search_trgm" in plan, plan
+
+
+def test_a_bulk_load_builds_every_index_again(any_portal):
+    """Seeding a large history drops the jobs' secondary indexes and rebuilds them from the catalog's own
+    definitions: afterwards the same indexes exist (expression indexes included) and the rows are there."""
+    from services.store.seed import indexes_rebuilt_after, seed_jobs
+
+    engine = engine_of(any_portal)
+
+    def index_names() -> set[str]:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                return set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                                "AND tbl_name = 'jobs'").scalars())
+            return set(conn.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'").scalars())
+
+    before = index_names()
+    assert {"ix_jobs_param_learning_rate", "ix_jobs_by_final_loss", "ix_jobs_owner_group_id"} <= before
+    with indexes_rebuilt_after(engine, "jobs"):
+        assert "ix_jobs_by_final_loss" not in index_names()
+        seed_jobs(engine, 300, owner="bulk", varied=True)
+    assert index_names() == before
+    from services.history import HistoryQuery
+
+    assert any_portal.history.summary(User("bulk"), HistoryQuery(owner="bulk")).jobs == 300
