@@ -129,9 +129,13 @@ with st.container(horizontal=True):
         st.page_link(SUBMIT_PAGE, label="Clone", icon=":material/content_copy:",
                      query_params={"clone": str(selected[0])})
     compare_link(selected)
-    export = sign_link(P.settings, USER, kind="history", query=query.model_dump(mode="json"))
-    st.link_button("Export CSV", f"/download/{export}", icon=":material/download:",
+    view = query.model_dump(mode="json")
+    st.link_button("Export CSV", f"/download/{sign_link(P.settings, USER, kind='history', query=view)}",
+                   icon=":material/download:",
                    help="The filtered view, every page of it, with parameters and final metrics.")
+    st.link_button("Export Parquet",
+                   f"/download/{sign_link(P.settings, USER, kind='history', query=view, format='parquet')}",
+                   icon=":material/download:", help="The same, with typed columns, for pandas, Polars or Spark.")
 
 summ = P.history.summary(USER, query)
 with strip.container():
