@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from _common import percentile, time_runs
+from _common import APP, ScriptTimer, percentile, time_runs
 
 from services.store.seed import indexes_rebuilt_after, skip_triggers
 
@@ -128,6 +128,25 @@ def main() -> None:
         strip_ms = time_runs(lambda q=q: h.summary(lead, q), 10)
         total_ms = time_runs(lambda q=q: (h.page(lead, q), h.summary(lead, q)), 10)
         print(f"{label:56s} {short(rows_ms):>21s} | {short(strip_ms):>21s} | {short(total_ms):>21s}")
+
+    # The whole History page (the script run Streamlit does per view: filters, rows, strip, table, links).
+    from streamlit.testing.v1 import AppTest
+
+    timer = ScriptTimer()
+    pages = {"unfiltered": {}, "Completed, by final loss": {"status": "Completed", "sort": "final loss ↑"},
+             "one owner and template, by GPU-hours": {"owner": "user-07", "template": "llm-lora",
+                                                      "sort": "GPU-hours ↓"},
+             "parameter search, by final loss": {"q": "learning_rate=0.003", "sort": "final loss ↑"}}
+    for label, params in pages.items():
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.switch_page("pages/history.py")
+        at.query_params.update(params)
+        at.run()
+        assert not at.exception, at.exception
+        timer.take()
+        for _ in range(10):
+            at.run()
+        print(f"History page, {label:50s} server-side script run {short(timer.take())}")
 
     tracemalloc.start()
     t = time.perf_counter()
