@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from pages.common import JOB_PAGE, SUBMIT_PAGE, compare_link, duration, me, money, now, portal
 from services.auth import sign_link
-from services.history import HistoryQuery
+from services.history import NULLABLE_SORTS, HistoryQuery
 from services.models import StatusGroup
 
 P = portal()
@@ -91,7 +91,7 @@ url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, 
                        "sort": sort if sort != "newest" else "", "page": str(page_no) if page_no > 1 else ""}
 st.query_params.from_dict({k: v for k, v in url.items() if v})
 
-jobs = P.history.page(USER, query)
+jobs, more = P.history.page_with_more(USER, query)
 if not jobs:
     if page_no > 1:
         st.info("This page is past the end of the list.")
@@ -144,6 +144,11 @@ with strip.container():
     m[1].metric("Success rate", f"{summ.success_rate:.0%}" if summ.success_rate is not None else "–")
     m[2].metric("GPU-hours", f"{summ.gpu_hours:,.1f}")
     m[3].metric("Cost", money(summ.cost))
+# A sort by a result lists only the jobs that have one, so the strip's count does not give the pages then.
+by_result = column in NULLABLE_SORTS
+if by_result:
+    st.caption(f"Sorted by {sort.rstrip(' ↑↓')}: jobs without one (still running, or never started) are not "
+               "listed, nor exported; the summary above counts them.")
 pages = max(1, -(-summ.jobs // query.page_size))
 left, mid, right = st.columns([1, 2, 1])
 
@@ -154,6 +159,7 @@ def go(page: int) -> None:
 
 left.button("← Newer" if descending and column == "id" else "← Previous", disabled=page_no <= 1, key="h_prev",
             on_click=go, args=(page_no - 1,))
-mid.caption(f"Page {page_no} of {pages:,} · select a row to open or clone it, several to compare them")
-right.button("Older →" if descending and column == "id" else "Next →", disabled=page_no >= pages, key="h_next",
+mid.caption(f"Page {page_no}{'' if by_result else f' of {pages:,}'} · select a row to open or clone it, several "
+            "to compare them")
+right.button("Older →" if descending and column == "id" else "Next →", disabled=not more, key="h_next",
              on_click=go, args=(page_no + 1,))

@@ -118,10 +118,15 @@ class HistoryService:
 
     def page(self, user: User, q: HistoryQuery) -> list[JobView]:
         """One page of the filtered view, in its order (an index walk: it does not read the rest)."""
+        return self.page_with_more(user, q)[0]
+
+    def page_with_more(self, user: User, q: HistoryQuery) -> tuple[list[JobView], bool]:
+        """One page, and whether another follows it (one row more is read to know)."""
         with self.sessions.begin() as s:
             walk = self._walk_sort_index(s, user, q)
             stmt = self._sorted(self._filtered(s, user, q, walk), q)
-            return [to_view(j) for j in s.scalars(stmt.limit(q.page_size).offset((q.page - 1) * q.page_size))]
+            views = [to_view(j) for j in s.scalars(stmt.limit(q.page_size + 1).offset((q.page - 1) * q.page_size))]
+        return views[: q.page_size], len(views) > q.page_size
 
     def _walk_sort_index(self, s: Session, user: User, q: HistoryQuery) -> bool:
         """Whether a page sorted by a result or parameter should walk that sort's index (which also holds

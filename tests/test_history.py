@@ -204,10 +204,24 @@ def test_the_history_page_is_its_url(portal):
     frame = at.dataframe[0].value
     assert set(frame["owner"]) == {"alice"} and list(frame["final loss"]) == sorted(frame["final loss"])
     assert at.text_input(key="h_q").value == "alice" and at.multiselect(key="h_status").value == ["Completed"]
+    assert any("are not listed" in c.value for c in at.caption) and at.button(key="h_next").disabled
     # Changing a filter rewrites the URL.
     at.text_input(key="h_q").input("bob").run()
     assert at.query_params["q"] in ("bob", ["bob"]) and at.query_params["status"] in ("Completed", ["Completed"])
     assert "No jobs match these filters." in texts(at), body
+
+
+def test_paging_through_the_history(portal):
+    seeded(portal)
+    seed_jobs(portal.jobs.sessions.kw["bind"], 30, owner="carol", seed=7)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.run()
+    assert not at.exception and len(at.dataframe[0].value) == 50
+    assert any("Page 1 of 2" in c.value for c in at.caption) and not at.button(key="h_next").disabled
+    at.button(key="h_next").click().run()
+    assert at.query_params["page"] in ("2", ["2"]) and len(at.dataframe[0].value) == 20
+    assert any("Page 2 of 2" in c.value for c in at.caption) and at.button(key="h_next").disabled
 
 
 def test_the_template_filter_is_in_the_url_and_the_export(portal):
