@@ -66,7 +66,8 @@ with st.container(border=True):
     owner = d.text_input("Owner", value=query.owner, key="h_owner")
     tag = e.text_input("Tag", value=query.tag, key="h_tag")
     # Jobs keep the name of the template they came from, also after the template is deleted.
-    template_names = sorted({tp.name for tp in P.templates.list()} | ({query.template} if query.template else set()))
+    template_names = sorted({tp.name for tp in P.templates.list()} | set(P.history.templates_used(USER))
+                            | ({query.template} if query.template else set()))
     template = t.selectbox("Template", template_names, index=template_names.index(query.template)
                            if query.template else None, placeholder="any", key="h_template") or ""
     dates = f.date_input("Created between", value=(query.date_from, query.date_to) if query.date_from and

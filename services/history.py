@@ -154,6 +154,15 @@ class HistoryService:
         with self.sessions.begin() as s:
             return self._totals(s, user, q)
 
+    def templates_used(self, user: User) -> list[str]:
+        """The template names on the jobs this user may see (from the running totals: no scan)."""
+        stmt = select(JobTotals.template).where(JobTotals.template != "", JobTotals.jobs > 0).distinct()
+        owner = self.jobs.visible_owner(user, everyone=True)
+        if owner is not None:
+            stmt = stmt.where(JobTotals.owner == owner)
+        with self.sessions.begin() as s:
+            return sorted(s.scalars(stmt))
+
     def _totals(self, s: Session, user: User, q: HistoryQuery) -> Summary:
         stmt = select(func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded), func.sum(JobTotals.gpu_hours),
                       func.sum(JobTotals.cost))

@@ -79,6 +79,12 @@ def test_summary_totals_follow_every_change_to_the_jobs(any_portal):
     done = finished(any_portal, carol, "from-template", template="resnet-sweep")
     assert done.status is JobStatus.SUCCEEDED
     assert h.summary(VERA, HistoryQuery(template="resnet-sweep")).jobs == 1
+    assert h.templates_used(VERA) == ["resnet-sweep"]
+    any_portal.settings.show_others_jobs = False
+    try:
+        assert h.templates_used(User("bob")) == [] and h.templates_used(carol) == ["resnet-sweep"]
+    finally:
+        any_portal.settings.show_others_jobs = True
     assert [j.id for j in h.page(VERA, HistoryQuery(template="resnet-sweep"))] == [done.id]
     totals_match_the_jobs(h, views)
     with any_portal.jobs.sessions.begin() as s:
