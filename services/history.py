@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +56,11 @@ class HistoryQuery(BaseModel):
 WALKED_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size"})
 
 
+FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template"}
+SUMMARY_CACHE_SECONDS = 120
+SUMMARY_CACHE_SIZE = 256
+
+
 def _needs_jobs(q: HistoryQuery) -> bool:
     """Whether the filter has parts the running totals do not know (text, tags, dates)."""
     return bool(q.search.strip() or q.tag or q.date_from or q.date_to)
@@ -74,6 +82,8 @@ class HistoryService:
     def __init__(self, jobs: JobService):
         self.jobs = jobs
         self.sessions: sessionmaker[Session] = jobs.sessions
+        self._scanned: OrderedDict[tuple[str | None, str], tuple[tuple[Any, ...], float, Summary]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _filtered(self, s: Session, user: User, q: HistoryQuery, in_sort_index: bool = False) -> Any:
         """The filtered view. in_sort_index: owner and template are written so that no index is chosen for
@@ -149,10 +159,29 @@ class HistoryService:
         """Jobs, successes, GPU-hours and cost of the whole filtered set. Filters on owner, status, GPUs and
         template are answered from the running totals (a few hundred rows, whatever the number of jobs);
         text search, tags and dates need the jobs themselves."""
-        if _needs_jobs(q):
-            return self._summary_of_jobs(user, q)
+        if not _needs_jobs(q):
+            with self.sessions.begin() as s:
+                return self._totals(s, user, q)
+        # Adding up the jobs of a text search can take a second at a million jobs, and a page reruns on every
+        # click (a selected row, the next page, another sort): keep the answer while the jobs are unchanged.
+        # Any new, deleted, finished or re-costed job moves the grand totals; a tag or note edited here clears
+        # the cache; one edited by another portal process shows within SUMMARY_CACHE_SECONDS.
+        key = (self.jobs.visible_owner(user, everyone=True), q.model_dump_json(include=FILTER_FIELDS))
         with self.sessions.begin() as s:
-            return self._totals(s, user, q)
+            mark = tuple(s.execute(select(func.count(), func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded),
+                                          func.sum(JobTotals.gpu_hours), func.sum(JobTotals.cost))).one())
+        now = monotonic()
+        with self._lock:
+            hit = self._scanned.get(key)
+        if hit is not None and hit[0] == mark and now - hit[1] < SUMMARY_CACHE_SECONDS:
+            return hit[2]
+        result = self._summary_of_jobs(user, q)
+        with self._lock:
+            self._scanned[key] = (mark, now, result)
+            self._scanned.move_to_end(key)
+            while len(self._scanned) > SUMMARY_CACHE_SIZE:
+                self._scanned.popitem(last=False)
+        return result
 
     def templates_used(self, user: User) -> list[str]:
         """The template names on the jobs this user may see (from the running totals: no scan)."""
@@ -213,7 +242,10 @@ class HistoryService:
             job.tags, job.note = clean, note
             job.search_text = search_text(job.name, job.owner, job.request or {}, clean, note)
             s.flush()
-            return to_view(job)
+            view = to_view(job)
+        with self._lock:
+            self._scanned.clear()  # a search for a tag or a note's words may count this job now, or not
+        return view
 
 
 EXPORT_COLUMNS = ["id", "name", "owner", "status", "reason", "created_at", "started_at", "finished_at", "gpus",

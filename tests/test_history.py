@@ -171,6 +171,26 @@ def test_sorted_pages_walk_the_sort_index_only_when_the_counts_say_so(any_portal
         assert not h._walk_sort_index(s, VERA, HistoryQuery(owner="user-1", sort="id"))
 
 
+def test_a_text_search_summary_is_kept_until_the_jobs_change(any_portal):
+    seeded(any_portal)
+    h = any_portal.history
+    counted = []
+    real = h._summary_of_jobs
+    h._summary_of_jobs = lambda user, q: counted.append(q) or real(user, q)
+    q = HistoryQuery(search="alice")
+    first = h.summary(VERA, q)
+    assert first.jobs == 30
+    # Paging or sorting the same search reuses the answer...
+    assert h.summary(VERA, q.model_copy(update={"page": 2, "sort": "cost"})) == first and len(counted) == 1
+    # ...until a job is added, finishes or goes, or a tag or note changes.
+    seed_jobs(any_portal.jobs.sessions.kw["bind"], 5, owner="alice", seed=11)
+    assert h.summary(VERA, q).jobs == 35 and len(counted) == 2
+    assert h.summary(VERA, HistoryQuery(search="needle")).jobs == 0
+    job_id = h.page(ALICE, HistoryQuery(owner="alice", page_size=1))[0].id
+    h.set_tags_note(ALICE, job_id, ["needle"], "")
+    assert h.summary(VERA, HistoryQuery(search="needle")).jobs == 1
+
+
 def test_history_shows_only_what_a_user_may_see(any_portal):
     seeded(any_portal)
     any_portal.settings.show_others_jobs = False
