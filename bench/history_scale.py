@@ -120,13 +120,14 @@ def main() -> None:
     def short(ms: list[float]) -> str:
         return f"p50 {statistics.median(ms):6.1f}  p95 {percentile(ms, 95):6.1f}"
 
-    print(f"{'view (milliseconds)':56s} {'rows':>21s} | {'summary strip':>21s} | {'page total':>21s}")
+    print(f"{'first view of (milliseconds)':56s} {'rows':>21s} | {'summary strip':>21s} | {'page total':>21s}")
     for label, q in views.items():
         h.page(lead, q)
         h.summary(lead, q)
         rows_ms = time_runs(lambda q=q: h.page(lead, q), 20)
-        strip_ms = time_runs(lambda q=q: h.summary(lead, q), 10)
-        total_ms = time_runs(lambda q=q: (h.page(lead, q), h.summary(lead, q)), 10)
+        # The first view of a filter: a text search's summary is kept for reruns, so forget it each time.
+        strip_ms = time_runs(lambda q=q: (h._scanned.clear(), h.summary(lead, q)), 10)
+        total_ms = time_runs(lambda q=q: (h._scanned.clear(), h.page(lead, q), h.summary(lead, q)), 10)
         print(f"{label:56s} {short(rows_ms):>21s} | {short(strip_ms):>21s} | {short(total_ms):>21s}")
 
     # The whole History page (the script run Streamlit does per view: filters, rows, strip, table, links).
@@ -145,8 +146,12 @@ def main() -> None:
         assert not at.exception, at.exception
         timer.take()
         for _ in range(10):
+            h._scanned.clear()
             at.run()
-        print(f"History page, {label:50s} server-side script run {short(timer.take())}")
+        first = timer.take()
+        for _ in range(10):  # the same view rerun: a row selected, another column shown
+            at.run()
+        print(f"History page, {label:38s} script run: first view {short(first)}, rerun {short(timer.take())}")
 
     def export(traced: bool) -> tuple[int, int, float, float]:
         if traced:  # tracemalloc slows every allocation: the time comes from a run without it
