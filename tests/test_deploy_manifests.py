@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from services.config import Settings
@@ -58,10 +59,11 @@ def test_docs_list_the_same_permissions() -> None:
     assert documented_permissions() == role_permissions()
 
 
-def test_docs_name_every_setting_with_its_env_var() -> None:
-    text = (ROOT / "docs" / "admin.md").read_text()
+@pytest.mark.parametrize("doc", ["admin.md", "configuration.md"])
+def test_docs_name_every_setting_with_its_env_var(doc: str) -> None:
+    text = (ROOT / "docs" / doc).read_text()
     missing = [f"PORTAL_{name.upper()}" for name in Settings.model_fields if f"`PORTAL_{name.upper()}`" not in text]
-    assert not missing, f"docs/admin.md does not describe {missing}"
+    assert not missing, f"docs/{doc} does not describe {missing}"
 
 
 def rendered_base() -> list[dict]:
