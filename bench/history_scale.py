@@ -124,10 +124,10 @@ def main() -> None:
     for label, q in views.items():
         h.page(lead, q)
         h.summary(lead, q)
-        rows_ms = time_runs(lambda q=q: h.page(lead, q), 20)
+        rows_ms = time_runs(lambda q=q: h.page(lead, q), 30)
         # The first view of a filter: a text search's summary is kept for reruns, so forget it each time.
-        strip_ms = time_runs(lambda q=q: (h._scanned.clear(), h.summary(lead, q)), 10)
-        total_ms = time_runs(lambda q=q: (h._scanned.clear(), h.page(lead, q), h.summary(lead, q)), 10)
+        strip_ms = time_runs(lambda q=q: (h._scanned.clear(), h.summary(lead, q)), 30)
+        total_ms = time_runs(lambda q=q: (h._scanned.clear(), h.page(lead, q), h.summary(lead, q)), 30)
         print(f"{label:56s} {short(rows_ms):>21s} | {short(strip_ms):>21s} | {short(total_ms):>21s}")
 
     # The whole History page (the script run Streamlit does per view: filters, rows, strip, table, links).
@@ -142,14 +142,15 @@ def main() -> None:
         at = AppTest.from_file(APP, default_timeout=120)
         at.switch_page("pages/history.py")
         at.query_params.update(params)
-        at.run()
+        for _ in range(3):  # warm-up: the page module's first runs (imports, Streamlit's caches)
+            at.run()
         assert not at.exception, at.exception
         timer.take()
-        for _ in range(10):
+        for _ in range(20):
             h._scanned.clear()
             at.run()
         first = timer.take()
-        for _ in range(10):  # the same view rerun: a row selected, another column shown
+        for _ in range(20):  # the same view rerun: a row selected, another column shown
             at.run()
         print(f"History page, {label:38s} script run: first view {short(first)}, rerun {short(timer.take())}")
 
