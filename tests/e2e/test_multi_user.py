@@ -5,11 +5,13 @@ an API token on the "API tokens" page, and the notebook example uses it to submi
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import expect
 
@@ -56,6 +58,19 @@ def test_two_researchers_and_a_viewer_behind_the_proxy(browser, tmp_path):  # no
         grid = vera.get_by_test_id("stDataFrame")
         expect(grid).to_contain_text("alice-run", timeout=30_000)
         expect(grid).to_contain_text("bob-run")
+        # A search is a URL that reopens the same view, and both exports hold exactly that view.
+        vera.goto(f"{server.url}/history?q=alice-run")
+        wait_for_app(vera)
+        expect(vera.get_by_role("textbox", name="Search")).to_have_value("alice-run")
+        expect(grid).to_contain_text("alice-run", timeout=30_000)
+        expect(grid).not_to_contain_text("bob-run")
+        with vera.expect_download() as csv_file:
+            vera.get_by_role("link", name="Export CSV").first.click()
+        with open(csv_file.value.path(), newline="") as f:
+            assert [(r["name"], r["owner"]) for r in csv.DictReader(f)] == [("alice-run", "alice")]
+        with vera.expect_download() as parquet_file:
+            vera.get_by_role("link", name="Export Parquet").first.click()
+        assert pq.read_table(parquet_file.value.path()).column("name").to_pylist() == ["alice-run"]
         vera.goto(f"{server.url}/job?id={b_job}")
         wait_for_app(vera)
         expect(vera.get_by_text("bob's job: read-only.")).to_be_visible()
