@@ -164,12 +164,14 @@ class HistoryService:
                 return self._totals(s, user, q)
         # Adding up the jobs of a text search can take a second at a million jobs, and a page reruns on every
         # click (a selected row, the next page, another sort): keep the answer while the jobs are unchanged.
-        # Any new, deleted, finished or re-costed job moves the grand totals; a tag or note edited here clears
-        # the cache; one edited by another portal process shows within SUMMARY_CACHE_SECONDS.
+        # Any new, deleted, finished or re-costed job moves the totals of some status group; a tag or note edited
+        # here clears the cache; one edited by another portal process shows within SUMMARY_CACHE_SECONDS.
         key = (self.jobs.visible_owner(user, everyone=True), q.model_dump_json(include=FILTER_FIELDS))
         with self.sessions.begin() as s:
-            mark = tuple(s.execute(select(func.count(), func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded),
-                                          func.sum(JobTotals.gpu_hours), func.sum(JobTotals.cost))).one())
+            mark = tuple(tuple(row) for row in s.execute(
+                select(JobTotals.status_group, func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded),
+                       func.sum(JobTotals.gpu_hours), func.sum(JobTotals.cost))
+                .group_by(JobTotals.status_group).order_by(JobTotals.status_group)))
         now = monotonic()
         with self._lock:
             hit = self._scanned.get(key)

@@ -9,6 +9,7 @@ from datetime import date
 
 import httpx
 import pytest
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from services.auth import sign_link
@@ -188,8 +189,19 @@ def test_a_text_search_summary_is_kept_until_the_jobs_change(any_portal):
     # Paging or sorting the same search reuses the answer...
     assert h.summary(VERA, q.model_copy(update={"page": 2, "sort": "cost"})) == first and len(counted) == 1
     # ...until a job is added, finishes or goes, or a tag or note changes.
-    seed_jobs(any_portal.jobs.sessions.kw["bind"], 5, owner="alice", seed=11)
+    seed_jobs(any_portal.jobs.sessions.kw["bind"], 5, owner="alice", status=JobStatus.RUNNING, seed=11)
     assert h.summary(VERA, q).jobs == 35 and len(counted) == 2
+    # A job that changes section without changing the grand totals (no cost) still counts again.
+    from sqlalchemy import update
+
+    from services.store.orm import Job
+
+    failed = HistoryQuery(search="alice", status=[StatusGroup.FAILED])
+    for n in (1, 2):
+        with any_portal.jobs.sessions.begin() as s:
+            job = s.scalars(select(Job).where(Job.owner == "alice", Job.status_group == "Running").limit(1)).one()
+            s.execute(update(Job).where(Job.id == job.id).values(status="Failed", status_group="Failed"))
+        assert h.summary(VERA, failed).jobs == n
     assert h.summary(VERA, HistoryQuery(search="needle")).jobs == 0
     job_id = h.page(ALICE, HistoryQuery(owner="alice", page_size=1))[0].id
     h.set_tags_note(ALICE, job_id, ["needle"], "")
