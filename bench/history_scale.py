@@ -114,6 +114,7 @@ def main() -> None:
         "name search 'exp-0999999'": HistoryQuery(search="exp-0999999"),
         "a week of one owner, newest first": HistoryQuery(owner="user-03", date_from=week_ago, date_to=today),
         "everyone by name": HistoryQuery(sort="name", descending=False),
+        "everyone by owner": HistoryQuery(sort="owner", descending=False),
         "Completed by GPUs, page 20": HistoryQuery(status=[StatusGroup.SUCCEEDED], sort="gpus", page=20),
         "by batch size, GPUs <= 1": HistoryQuery(sort="batch_size", gpus_max=1),
     }

@@ -151,6 +151,7 @@ class Job(Base):
         *(Index(f"ix_jobs_by_{c}", c, "id", *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours")),
         Index("ix_jobs_name", "name", "id"),
         Index("ix_jobs_gpus", "gpus", "id"),
+        Index("ix_jobs_owner_id", "owner", "id"),
     )
 
 

@@ -2,7 +2,7 @@
 common filters (owner, status group, GPUs, template): a sorted, filtered page walks one index and tests the
 filters there, reading a job's row only for the jobs it shows. Covers final loss, cost, GPU-hours and the
 numeric parameters read from the request (expression indexes; services/store/orm.py request_number writes
-the same expressions), plus name and GPUs. The summary strip now reads running totals (0010), so 0009's
+the same expressions), plus name, GPUs and owner. The summary strip now reads running totals (0010), so 0009's
 covering index goes.
 
 Revision ID: 0011
@@ -27,9 +27,10 @@ def upgrade() -> None:
     op.drop_index("ix_jobs_cost", table_name="jobs")
     for column in ("final_loss", "cost", "gpu_hours"):
         op.create_index(f"ix_jobs_by_{column}", "jobs", [column, "id", *FILTERS])
-    # Sorting by name or by GPUs walks these (id spelt out: PostgreSQL's index has no row id order).
+    # Sorting by name, GPUs or owner walks these (id spelt out: PostgreSQL's index has no row id order).
     op.create_index("ix_jobs_name", "jobs", ["name", "id"])
     op.create_index("ix_jobs_gpus", "jobs", ["gpus", "id"])
+    op.create_index("ix_jobs_owner_id", "jobs", ["owner", "id"])
     sqlite = op.get_bind().dialect.name == "sqlite"
     for key in PARAMS:
         expr = (f"CAST(json_extract(request, '$.{key}') AS REAL)" if sqlite
@@ -42,6 +43,7 @@ def downgrade() -> None:
         op.drop_index(f"ix_jobs_param_{key}", table_name="jobs")
     for column in ("final_loss", "cost", "gpu_hours"):
         op.drop_index(f"ix_jobs_by_{column}", table_name="jobs")
+    op.drop_index("ix_jobs_owner_id", table_name="jobs")
     op.drop_index("ix_jobs_gpus", table_name="jobs")
     op.drop_index("ix_jobs_name", table_name="jobs")
     op.create_index("ix_jobs_cost", "jobs", ["cost"])
