@@ -85,6 +85,10 @@ class HistoryService:
         self._scanned: OrderedDict[tuple[str | None, str], tuple[tuple[Any, ...], float, Summary]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _owners(self, user: User, q: HistoryQuery) -> set[str]:
+        """The owner conditions of a view: the user's own name when others' jobs are hidden, and the filter."""
+        return {o for o in (self.jobs.visible_owner(user, everyone=True), q.owner or None) if o is not None}
+
     def _filtered(self, s: Session, user: User, q: HistoryQuery, in_sort_index: bool = False) -> Any:
         """The filtered view. in_sort_index: owner and template are written so that no index is chosen for
         them (`owner || ''`): the page then walks the sort's index, which holds both columns and tests them
@@ -92,9 +96,8 @@ class HistoryService:
         stmt = select(Job)
         owner_col = Job.owner.concat("") if in_sort_index else Job.owner
         template_col = Job.template.concat("") if in_sort_index else Job.template
-        for owner in (self.jobs.visible_owner(user, everyone=True), q.owner or None):
-            if owner is not None:
-                stmt = stmt.where(owner_col == owner)
+        for owner in self._owners(user, q):
+            stmt = stmt.where(owner_col == owner)
         if q.status:
             stmt = stmt.where(Job.status_group.in_([g.value for g in q.status]))
         if q.date_from:
@@ -146,7 +149,7 @@ class HistoryService:
         every job of the owner or template (~2 us each)."""
         if s.get_bind().dialect.name != "sqlite":
             return False  # PostgreSQL tests filters only after fetching each row, and plans from its own statistics
-        owners = {o for o in (self.jobs.visible_owner(user, everyone=True), q.owner or None) if o is not None}
+        owners = self._owners(user, q)
         if q.sort not in WALKED_SORTS or _needs_jobs(q) or not (owners or q.template):
             return False
         matching = self._totals(s, user, q).jobs
@@ -197,9 +200,8 @@ class HistoryService:
     def _totals(self, s: Session, user: User, q: HistoryQuery) -> Summary:
         stmt = select(func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded), func.sum(JobTotals.gpu_hours),
                       func.sum(JobTotals.cost))
-        for owner in (self.jobs.visible_owner(user, everyone=True), q.owner or None):
-            if owner is not None:
-                stmt = stmt.where(JobTotals.owner == owner)
+        for owner in self._owners(user, q):
+            stmt = stmt.where(JobTotals.owner == owner)
         if q.status:
             stmt = stmt.where(JobTotals.status_group.in_([g.value for g in q.status]))
         if q.gpus_min is not None:

@@ -47,8 +47,8 @@ def seed_jobs(engine: Engine, n: int, owner: str | Sequence[str] = "researcher",
 
     bulk = n >= REBUILD_INDEXES_FROM
     with indexes_rebuilt_after(engine, "jobs", bulk):
-        _seed_jobs(engine, n, owner, status, seed, varied, when, bulk)
-    if bulk:
+        skipped = _seed_jobs(engine, n, owner, status, seed, varied, when, bulk)
+    if skipped:  # the triggers did not keep the running totals: count them once now
         with engine.begin() as conn:
             rebuild_job_totals(conn)
 
@@ -65,7 +65,9 @@ def skip_triggers(conn: Connection) -> bool:
 
 
 def _seed_jobs(engine: Engine, n: int, owner: str | Sequence[str], status: JobStatus | None, seed: int,
-               varied: bool, when: Any, bulk: bool) -> None:
+               varied: bool, when: Any, bulk: bool) -> bool:
+    """Inserts the rows; returns whether the triggers were skipped for any of them."""
+    skipped = False
     rng = random.Random(seed)
     now = utcnow()
     rows: list[tuple[Any, ...]] = []
@@ -94,16 +96,15 @@ def _seed_jobs(engine: Engine, n: int, owner: str | Sequence[str], status: JobSt
             None if running else 0.5 * gpus,
         ))
         if len(rows) >= BATCH:
-            _flush(engine, rows, bulk)
-    _flush(engine, rows, bulk)
+            skipped |= _flush(engine, rows, bulk)
+    return _flush(engine, rows, bulk) or skipped
 
 
-def _flush(engine: Engine, rows: list[tuple[Any, ...]], bulk: bool) -> None:
+def _flush(engine: Engine, rows: list[tuple[Any, ...]], bulk: bool) -> bool:
     if not rows:
-        return
+        return False
     with engine.begin() as conn:
-        if bulk:
-            skip_triggers(conn)  # the running totals are counted again once the load is done
+        skipped = bulk and skip_triggers(conn)
         cursor = conn.connection.dbapi_connection.cursor()
         if engine.dialect.name == "postgresql":
             with cursor.copy(f"COPY jobs ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -117,6 +118,7 @@ def _flush(engine: Engine, rows: list[tuple[Any, ...]], bulk: bool) -> None:
             cursor.execute("PRAGMA cache_size=-2000")  # back to SQLite's default for the pooled connection
         cursor.close()
     rows.clear()
+    return skipped
 
 
 @contextmanager
