@@ -17,6 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,10 @@ _KEY_CHAR = _table(_LETTERS + b"0123456789_./-")
 _KEY_START = _table(_LETTERS)
 _VALUE_START = _table(b"0123456789+-.ni")
 _NUM_CHAR = _table(b"0123456789.eE+-")
+_DIGIT = _table(b"0123456789")
+# The low b bytes of a little-endian word, and the odd multiplier that mixes a key's words into one number.
+_BYTE_MASKS = np.asarray([(1 << (8 * b)) - 1 for b in range(9)], dtype=np.uint64)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 _BLANK = _table(b" \t")
 _QUOTE = _table(b"'\"")
 
@@ -341,33 +346,43 @@ def _specials(data: bytes, breaks: np.ndarray,
             if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
                 continue
             found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
-    if b"%|" in data:
-        head = _BAR_HEAD.fullmatch
-        bars = list(_BAR.finditer(data))
-        bar_pos = np.asarray([m.start() for m in bars], dtype=np.int64)
-        at = np.searchsorted(breaks, bar_pos) - 1
-        starts = np.where(at >= 0, breaks[np.maximum(at, 0)] + 1, 0).tolist() if len(breaks) else [0] * len(bars)
-        previous = b""
-        for m, start in zip(bars, starts, strict=True):
-            pos = m.start()
-            if pos - start > 200:
-                continue  # not a progress bar's own line (and no copy of a huge line per bar)
-            # A redraw that shows the same bar state as the one before it changes nothing.
-            shown = data[start : m.end()]
-            if shown == previous:
-                continue
-            previous = shown
-            h = head(data, start, pos)
-            if h is None:
-                continue  # "Validation DataLoader 0: 75%|", "Sanity Checking": not the run's own bar
-            label = int(h.group(1)) if h.group(1) is not None else None
-            found.append(("bar", start, -1, (label, int(m.group(1)), int(m.group(2)))))
-    found.sort(key=lambda e: e[1])
     if found and len(breaks):
         at = np.asarray([e[1] for e in found], dtype=np.int64)
-        lines = np.searchsorted(breaks, at).tolist()
         found = [(k, pos, ln if ln_old == -1 else ln_old, v)
-                 for (k, pos, ln_old, v), ln in zip(found, lines, strict=True)]
+                 for (k, pos, ln_old, v), ln in zip(found, np.searchsorted(breaks, at).tolist(), strict=True)]
+    if b"%|" in data:
+        found += _bars(data, breaks)
+    found.sort(key=itemgetter(1))
+    return found
+
+
+def _bars(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]]:
+    """tqdm bars as ("bar", line start, line number, (epoch label or None, done, total))."""
+    head = _BAR_HEAD.fullmatch
+    bars = [(m.start(), m.end(), m.group(1), m.group(2)) for m in _BAR.finditer(data)]
+    if not bars:
+        return []
+    pos = np.fromiter((b[0] for b in bars), dtype=np.int64, count=len(bars))
+    line = np.searchsorted(breaks, pos)
+    start = np.where(line > 0, breaks[np.maximum(line - 1, 0)] + 1, 0) if len(breaks) else np.zeros_like(pos)
+    # Farther in than that is not a progress bar's own line (and no copy of a huge line per bar).
+    near = np.flatnonzero(pos - start <= 200).tolist()
+    starts, lines = start.tolist(), line.tolist()
+    found: list[tuple[str, int, int, Any]] = []
+    previous = b""
+    for i in near:
+        at, end, done, total = bars[i]
+        begin = starts[i]
+        # A redraw that shows the same bar state as the one before it changes nothing.
+        shown = data[begin:end]
+        if shown == previous:
+            continue
+        previous = shown
+        h = head(data, begin, at)
+        if h is None:
+            continue  # "Validation DataLoader 0: 75%|", "Sanity Checking": not the run's own bar
+        label = h.group(1)
+        found.append(("bar", begin, lines[i], (None if label is None else int(label), int(done), int(total))))
     return found
 
 
@@ -402,42 +417,50 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int],
     start = _word_start(a, k)
     # Two-word keys ("val acc", "Gradient norm"): one space, and a word before it that starts with a letter.
     prev_sp = start - 1
-    prev_start = _word_start(a, prev_sp - 1)
-    two = (prev_sp > 0) & (a[np.maximum(prev_sp, 0)] == 32) & (prev_start < prev_sp) & _KEY_START[
-        a[np.minimum(prev_start, n - 1)]
-    ]
+    two = (prev_sp > 0) & (a[np.maximum(prev_sp, 0)] == 32)
+    spaced = np.flatnonzero(two)  # only these can have a word before: the walk back is done for them alone
+    prev_start = start.copy()
+    prev_start[spaced] = _word_start(a, prev_sp[spaced] - 1)
+    two &= (prev_start < prev_sp) & _KEY_START[a[np.minimum(prev_start, n - 1)]]
     ok = _KEY_START[a[np.minimum(start, n - 1)]]
     start = np.where(two & ok, prev_start, start)
     seps, v, k, start = seps[ok], v[ok], k[ok], start[ok]
     lines = np.searchsorted(breaks, seps)
-    # Where each number ends (a run of digits, '.', 'e', signs), found for all at once; float() then reads
-    # it, and only what float() refuses ("nan", "1.2.3", a date) goes through the regex.
+    # Where each number ends (a run of digits, '.', 'e', signs), found for all at once, and whether it is all
+    # digits; float() then reads it, and only what float() refuses ("nan", "1.2.3", a date) goes through the regex.
     ve = v.copy()
+    digits = np.ones(len(v), dtype=bool)
     live = np.arange(len(v))
     for _ in range(40):
         if not live.size:
             break
-        at = ve[live]
-        step = (at < n) & _NUM_CHAR[a[np.minimum(at, n - 1)]]
+        c = a[np.minimum(ve[live], n - 1)]
+        step = (ve[live] < n) & _NUM_CHAR[c]
+        digits[live[step & ~_DIGIT[c]]] = False
         live = live[step]
         ve[live] += 1
+    digits &= ve > v
+    # Keys are named once per distinct spelling; pairs whose key is no metric are dropped here, in bulk.
+    ids, names = _key_names(a, start, k + 1)
+    keep = np.asarray([name is not None for name in names], dtype=bool)[ids]
+    if skip_lines:
+        keep &= ~np.isin(lines, np.fromiter(skip_lines, dtype=np.int64, count=len(skip_lines)))
+    # An all-digit value after a dotted key or right after a colon is a host:port or a clock time, not a metric.
+    dotted = np.asarray(["." in name if name else False for name in names], dtype=bool)
+    port_like = dotted[ids] | ((a[seps] == 58) & (v == seps + 1))
+    idx = np.flatnonzero(keep)
+    lines, seps, v, ve, ids, digits, port_like = (x[idx] for x in (lines, seps, v, ve, ids, digits, port_like))
 
     out: list[tuple[int, int, str, float]] = []
     number = _NUMBER.match
-    keys: dict[bytes, str | None] = {}  # logs repeat the same few keys: normalise each once
     seen: dict[str, bytes] = {}
-    on_redraw = redraws[lines].tolist() if redraws is not None else [False] * len(lines)
-    for line, pos, vs, ve_, ks, ke, redrawn in zip(lines.tolist(), seps.tolist(), v.tolist(), ve.tolist(),
-                                                   start.tolist(), k.tolist(), on_redraw, strict=True):
-        if skip_lines and line in skip_lines:
-            continue
-        raw_key = data[ks : ke + 1]
-        try:
-            key = keys[raw_key]
-        except KeyError:
-            key = keys[raw_key] = _norm_key(raw_key.decode("ascii"))
-        if key is None:
-            continue
+    check_redraw = redraws is not None and bool(redraws.any())
+    on_redraw = redraws[lines].tolist() if check_redraw else [False] * len(lines)
+    for line, pos, vs, ve_, kid, all_digits, port, redrawn in zip(
+        lines.tolist(), seps.tolist(), v.tolist(), ve.tolist(), ids.tolist(), digits.tolist(), port_like.tolist(),
+        on_redraw, strict=True,
+    ):
+        key = names[kid]
         raw = data[vs:ve_]
         try:
             value = float(raw)
@@ -447,13 +470,51 @@ def _pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int],
                 continue
             raw = m.group()
             value = float(raw)
-        if raw.isdigit() and ("." in key or (data[pos] == 58 and vs == pos + 1)):
-            continue  # host:port or a clock time, not a metric
-        if redrawn and seen.get(key) == raw and key != "epoch" and key not in _STEP_KEYS:
-            continue  # the same figure on the next redraw of a bar: the point is already taken
-        seen[key] = raw
+            all_digits = raw.isdigit()
+        if all_digits and port:
+            continue
+        if check_redraw:
+            if redrawn and seen.get(key) == raw and key != "epoch" and key not in _STEP_KEYS:
+                continue  # the same figure on the next redraw of a bar: the point is already taken
+            seen[key] = raw
         out.append((line, pos, key, value))
     return out
+
+
+def _key_names(a: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """A small id per distinct key text [start, end), and each id's normalised name (None: not a metric).
+
+    A key of up to 32 bytes is read as four 8-byte words, so equal texts get equal ids without a Python
+    slice per pair; the rare longer key gets an id of its own per occurrence."""
+    n = len(a)
+    length = end - start
+    # Overlapping little-endian words at every byte offset: a view, not a copy.
+    words = np.ndarray((max(n - 7, 0),), dtype="<u8", buffer=a, strides=(1,))
+    last = len(words) - 1
+    own = (length > 32) | (start + 32 > last)  # long keys, and keys at the very end of the text: an id each
+    # The first column is the length, or for a key with an id of its own a mark no length can equal.
+    own_mark = np.uint64(1 << 63) | np.flatnonzero(own).astype(np.uint64)
+    cols = [length.astype(np.uint64)]
+    cols[0][own] = own_mark
+    for j in range(4):
+        if last >= 0:
+            cols.append(words[np.clip(start + 8 * j, 0, last)] & _BYTE_MASKS[np.clip(length - 8 * j, 0, 8)])
+        else:
+            cols.append(np.zeros(len(start), dtype=np.uint64))
+    # One number per key text (wrapping multiply-xor); texts that share it are compared column by column.
+    mixed = cols[0].copy()
+    for col in cols[1:]:
+        mixed *= _MIX
+        mixed ^= col
+    mixed[own] = own_mark
+    _, first, ids = np.unique(mixed, return_index=True, return_inverse=True)
+    ids = ids.reshape(-1)
+    rep = first[ids]
+    if not all((col[rep] == col).all() for col in cols):  # two texts met on one number: tell them apart
+        _, first, ids = np.unique(np.stack(cols, axis=1), axis=0, return_index=True, return_inverse=True)
+        ids = ids.reshape(-1)
+    names = [_norm_key(bytes(a[start[i] : end[i]]).decode("ascii")) for i in first.tolist()]
+    return ids, names
 
 
 def _word_start(a: np.ndarray, end: np.ndarray) -> np.ndarray:

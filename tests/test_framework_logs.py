@@ -117,3 +117,19 @@ def test_real_failures_show_their_cause():
     assert anomaly.startswith("Exited with code 1: Loss became") and "AddmmBackward0" in anomaly
     torchrun = failure_reason(1, None, tail("torchrun_failure.log"))
     assert "IndexError: index 42 is out of bounds" in torchrun or "ChildFailedError" in torchrun, torchrun
+
+
+def test_keys_that_meet_on_one_number_are_still_told_apart(monkeypatch):
+    """Keys are grouped by a number mixed from their bytes; with a mixer that sends every short key to the same
+    number, the extractor must fall back to comparing the texts and give exactly the same series."""
+    import numpy as np
+
+    import services.metrics as metrics
+
+    data = b"".join((LOGS / name).read_bytes() for name in ("hf_trainer.log", "lightning.log", "tqdm_plain.log"))
+    data += b"a_key_longer_than_thirty_two_bytes_in_all=1.5 loss=0.25\nloss=0.5 " + b"x" * 40 + b"=2\nend_key=3"
+    expected = MetricExtractor().feed(data, 0.0)
+    monkeypatch.setattr(metrics, "_MIX", np.uint64(0))
+    assert MetricExtractor().feed(data, 0.0) == expected
+    names = {p[0] for p in expected}
+    assert {"loss", "a_key_longer_than_thirty_two_bytes_in_all", "end_key", "eval_loss", "learning_rate"} <= names
