@@ -3,6 +3,7 @@ The whole view lives in the URL, so it can be shared and reopened; the CSV expor
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,16 @@ SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("fi
          "GPU-hours ↓": ("gpu_hours", True), "learning rate ↑": ("learning_rate", False),
          "learning rate ↓": ("learning_rate", True), "batch size ↓": ("batch_size", True), "name": ("name", False),
          "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
+# Any other final metric a run reported: "final accuracy ↓", "final eval_loss ↑".
+METRIC_SORT = re.compile(r"^final (.+) ([↑↓])$")
+
+
+def sort_of(label: str) -> tuple[str, bool, str] | None:
+    """A sort's label -> (column, descending, final metric), or None for a label that is no sort."""
+    if label in SORTS:
+        return (*SORTS[label], "")
+    found = METRIC_SORT.match(label)
+    return ("final_metric", found.group(2) == "↓", found.group(1)) if found else None
 
 
 def from_url() -> HistoryQuery:
@@ -41,8 +52,7 @@ def from_url() -> HistoryQuery:
         "gpus_min": qp.get("gmin") or None, "gpus_max": qp.get("gmax") or None,
         "page": qp.get("page") or 1,
     }
-    sort_name = qp.get("sort", "newest")
-    raw["sort"], raw["descending"] = SORTS.get(sort_name, SORTS["newest"])
+    raw["sort"], raw["descending"], raw["metric"] = sort_of(qp.get("sort", "newest")) or sort_of("newest")
     try:
         return HistoryQuery(**raw)
     except ValidationError as exc:
@@ -53,7 +63,13 @@ def from_url() -> HistoryQuery:
 
 st.title("Experiment history")
 query = from_url()
-sort_label = st.query_params.get("sort", "newest") if st.query_params.get("sort") in SORTS else "newest"
+sort_label = st.query_params.get("sort", "newest") if query.sort == "final_metric" or st.query_params.get(
+    "sort") in SORTS else "newest"
+sort_labels = list(SORTS)
+for name in P.history.final_metric_names(USER):
+    sort_labels += [f"final {name} ↓", f"final {name} ↑"]
+if sort_label not in sort_labels:  # a shared link's metric that none of this user's jobs reported (yet)
+    sort_labels.append(sort_label)
 
 with st.container(border=True):
     a, b, c = st.columns([3, 2, 2])
@@ -61,7 +77,8 @@ with st.container(border=True):
                           placeholder="name, owner, tag, note or a parameter: lr=0.001, batch_size=64")
     status = b.multiselect("Status", [g.value for g in StatusGroup], default=[g.value for g in query.status],
                            key="h_status")
-    sort = c.selectbox("Sort by", list(SORTS), index=list(SORTS).index(sort_label), key="h_sort")
+    sort = c.selectbox("Sort by", sort_labels, index=sort_labels.index(sort_label), key="h_sort",
+                       help="Final metrics other than the loss are listed as runs report them.")
     d, e, t, f, g, h = st.columns([2, 2, 2, 2, 1, 1])
     owner = d.text_input("Owner", value=query.owner, key="h_owner")
     tag = e.text_input("Tag", value=query.tag, key="h_tag")
@@ -81,10 +98,10 @@ changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax,
     query.search, [s.value for s in query.status], query.owner, query.tag, query.template, query.date_from,
     query.date_to, query.gpus_min, query.gpus_max, sort_label)
 page_no = 1 if changed else query.page
-column, descending = SORTS[sort]
+column, descending, metric = sort_of(sort) or sort_of("newest")
 query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template, date_from=date_from,
                      date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column, descending=descending,
-                     page=page_no)
+                     metric=metric, page=page_no)
 # The URL is the view: share it, bookmark it, reopen it.
 url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag, "template": template,
                        "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",
@@ -109,6 +126,9 @@ if not jobs:
 strip = st.empty()
 strip.caption("Adding up the filtered jobs…")
 
+shown = list(columns or DEFAULT_COLUMNS)
+if metric:  # the metric the page is sorted by is shown, next to the final loss
+    shown.insert(shown.index("final loss") + 1 if "final loss" in shown else len(shown), f"final {metric}")
 rows = []
 for j in jobs:
     full = {
@@ -119,7 +139,9 @@ for j in jobs:
         "batch size": j.request.get("batch_size"), "tags": " ".join(j.tags), "note": j.note,
         "template": j.request.get("template") or "", "script": j.request.get("script"),
     }
-    rows.append({c: full[c] for c in (columns or DEFAULT_COLUMNS)})
+    if metric:
+        full[f"final {metric}"] = j.final_metrics.get(metric)
+    rows.append({c: full[c] for c in shown})
 event = st.dataframe(pd.DataFrame(rows), key="hist_table", hide_index=True, width="stretch",
                      on_select="rerun", selection_mode="multi-row")
 selected = [jobs[i].id for i in (event.selection.rows if event else [])]
@@ -146,7 +168,7 @@ with strip.container():
     m[2].metric("GPU-hours", f"{summ.gpu_hours:,.1f}")
     m[3].metric("Cost", money(summ.cost))
 # A sort by a result lists only the jobs that have one, so the strip's count does not give the pages then.
-by_result = column in NULLABLE_SORTS
+by_result = column in NULLABLE_SORTS or column == "final_metric"
 if by_result:
     st.caption(f"Sorted by {sort.rstrip(' ↑↓')}: jobs without one (still running, or never started) are not "
                "listed, nor exported; the summary above counts them.")

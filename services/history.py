@@ -14,18 +14,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import case, func, select
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act
 from services.jobs import PARAMS, JobService, search_text, to_view
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User, ValidationProblem
-from services.store.orm import Job, JobTotals, request_number
+from services.store.orm import Job, JobFinalMetric, JobTotals, request_number
 from services.store.search import term_filter
 
 SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
-                  "learning_rate", "epochs", "batch_size"]
+                  "learning_rate", "epochs", "batch_size", "final_metric"]
 NULLABLE_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size"})
 TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,39}$")
 MAX_TAGS = 20
@@ -47,9 +47,19 @@ class HistoryQuery(BaseModel):
     tag: str = Field(default="", max_length=40)
     template: str = Field(default="", max_length=100)
     sort: SortKey = "id"
+    # The final metric a sort "final_metric" orders by (accuracy, eval_loss, ...).
+    metric: str = Field(default="", max_length=64)
     descending: bool = True
     page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(default=50, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _metric_for_its_sort(self) -> HistoryQuery:
+        if self.sort == "final_metric" and not (self.metric.strip() and self.metric.isprintable()):
+            raise ValueError("a sort by a final metric needs the metric's name")
+        if self.sort != "final_metric":
+            self.metric = ""
+        return self
 
 
 # Sorts whose index (migration 0011) holds the owner, status, GPUs and template columns.
@@ -59,6 +69,17 @@ WALKED_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "e
 FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template"}
 SUMMARY_CACHE_SECONDS = 120
 SUMMARY_CACHE_SIZE = 256
+# The final metrics a history can be sorted by: kept this long per viewer (new names appear as runs end).
+METRIC_NAMES_SECONDS = 60
+MAX_METRIC_NAMES = 200
+# Series that count progress rather than measure a result; the final loss has its own sort.
+NOT_RESULTS = frozenset({"epoch", "step", "global_step", "loss"})
+# Every distinct name in (name, value, job_id) order: one index probe per name, not a scan of every row.
+_DISTINCT_NAMES = text(
+    "WITH RECURSIVE names(name) AS (SELECT min(name) FROM job_final_metrics UNION ALL "
+    "SELECT (SELECT min(name) FROM job_final_metrics WHERE name > names.name) FROM names "
+    "WHERE names.name IS NOT NULL) SELECT name FROM names WHERE name IS NOT NULL LIMIT :limit"
+)
 
 
 def _needs_jobs(q: HistoryQuery) -> bool:
@@ -83,6 +104,7 @@ class HistoryService:
         self.jobs = jobs
         self.sessions: sessionmaker[Session] = jobs.sessions
         self._scanned: OrderedDict[tuple[str | None, str], tuple[tuple[Any, ...], float, Summary]] = OrderedDict()
+        self._metric_names: dict[str | None, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
     def _owners(self, user: User, q: HistoryQuery) -> set[str]:
@@ -121,6 +143,14 @@ class HistoryService:
         return getattr(Job, q.sort)
 
     def _sorted(self, stmt: Any, q: HistoryQuery) -> Any:
+        if q.sort == "final_metric":
+            # Walks (name, value, job_id) in order and fetches each job by its id to test the filters; only
+            # jobs that reported the metric are listed.
+            fm = JobFinalMetric
+            stmt = stmt.join(fm, (fm.job_id == Job.id) & (fm.name == q.metric))
+            if q.descending:
+                return stmt.order_by(fm.value.desc(), fm.job_id.desc())
+            return stmt.order_by(fm.value.asc(), fm.job_id.asc())
         column = self._sort_column(q)
         if q.sort in NULLABLE_SORTS:
             # Sorting by a result leaves out the jobs that have none yet (running, never started): an index
@@ -186,6 +216,25 @@ class HistoryService:
             self._scanned.move_to_end(key)
             while len(self._scanned) > SUMMARY_CACHE_SIZE:
                 self._scanned.popitem(last=False)
+        return result
+
+    def final_metric_names(self, user: User) -> list[str]:
+        """The final metrics reported by jobs this user may see, to sort by (a loss has its own sort)."""
+        owner = self.jobs.visible_owner(user, everyone=True)
+        now = monotonic()
+        with self._lock:
+            hit = self._metric_names.get(owner)
+        if hit is not None and now - hit[0] < METRIC_NAMES_SECONDS:
+            return hit[1]
+        with self.sessions.begin() as s:
+            if owner is None:
+                names = list(s.scalars(_DISTINCT_NAMES, {"limit": MAX_METRIC_NAMES + len(NOT_RESULTS)}))
+            else:  # only what this user's own jobs reported
+                names = list(s.scalars(select(JobFinalMetric.name).join(Job, Job.id == JobFinalMetric.job_id)
+                                       .where(Job.owner == owner).distinct()))
+        result = sorted(n for n in names if n not in NOT_RESULTS)[:MAX_METRIC_NAMES]
+        with self._lock:
+            self._metric_names[owner] = (now, result)
         return result
 
     def templates_used(self, user: User) -> list[str]:

@@ -328,3 +328,127 @@ def test_csv_export_streams_the_filtered_view(tmp_path):
         assert len(list(csv.DictReader(io.StringIO(httpx.get(f"{server.url}/download/{bob}").text)))) == 30
     finally:
         server.stop()
+
+
+def final_metric_rows(portal) -> set[tuple[int, str, float]]:
+    from services.store.orm import JobFinalMetric
+
+    with portal.jobs.sessions.begin() as s:
+        return {(r.job_id, r.name, r.value) for r in s.scalars(select(JobFinalMetric))}
+
+
+def final_metrics_of_the_jobs(portal) -> set[tuple[int, str, float]]:
+    """What the rows must be: every finite number in each job's final_metrics."""
+    import math
+
+    from services.store.orm import Job
+
+    with portal.jobs.sessions.begin() as s:
+        return {(j.id, k, float(v)) for j in s.scalars(select(Job)) for k, v in (j.final_metrics or {}).items()
+                if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def test_the_history_sorts_by_any_final_metric(any_portal):
+    """Accuracy, eval_loss...: any final metric a run reported is a sort, walked in the metric's order, and
+    lists only the jobs that reported it; the rows behind it follow every change to a job's results."""
+    import math
+
+    from pydantic import ValidationError
+    from sqlalchemy import delete, update
+
+    from services.store.final_metrics import rebuild_final_metrics
+    from services.store.orm import Job
+    from tests.test_store_databases import finished
+
+    engine = any_portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 40, owner="alice", seed=5, varied=True)
+    seed_jobs(engine, 15, owner="bob", seed=6, varied=True)
+    run = finished(any_portal, ALICE, "real-run", epochs=1)  # the example script reports loss and accuracy
+    assert run.status is JobStatus.SUCCEEDED and "accuracy" in run.final_metrics
+    h = any_portal.history
+    assert final_metric_rows(any_portal) == final_metrics_of_the_jobs(any_portal)
+    assert {"accuracy", "eval_loss"} <= set(h.final_metric_names(VERA)) and "loss" not in h.final_metric_names(VERA)
+
+    with_accuracy = {j for j, name, _ in final_metrics_of_the_jobs(any_portal) if name == "accuracy"}
+    best = h.page(VERA, HistoryQuery(sort="final_metric", metric="accuracy", page_size=500))
+    values = [j.final_metrics["accuracy"] for j in best]
+    assert {j.id for j in best} == with_accuracy and run.id in with_accuracy
+    assert values == sorted(values, reverse=True)
+    # Filters, ascending order and paging along the metric; the export is the same view.
+    q = HistoryQuery(sort="final_metric", metric="eval_loss", descending=False, owner="alice", page_size=4)
+    first, more = h.page_with_more(VERA, q)
+    second = h.page(VERA, q.model_copy(update={"page": 2}))
+    walked = [j.final_metrics["eval_loss"] for j in first + second]
+    assert more and len(first) == 4 and walked == sorted(walked) and {j.owner for j in first + second} == {"alice"}
+    assert [r["id"] for r in h.rows(VERA, q)][:8] == [j.id for j in first + second]
+    assert all("eval_loss" in j.final_metrics for j in h.page(VERA, q.model_copy(update={"page_size": 500})))
+    with pytest.raises(ValidationError, match="needs the metric's name"):
+        HistoryQuery(sort="final_metric")
+
+    # A viewer who sees only their own jobs is offered only the metrics those reported.
+    with any_portal.jobs.sessions.begin() as s:
+        s.execute(update(Job).where(Job.owner == "bob").values(final_metrics={"f1": 0.5}))
+    any_portal.settings.show_others_jobs = False
+    try:
+        h._metric_names.clear()
+        assert h.final_metric_names(BOB) == ["f1"] and "f1" not in h.final_metric_names(ALICE)
+    finally:
+        any_portal.settings.show_others_jobs = True
+    # Changed, non-finite, deleted: the rows follow in the same transaction.
+    with any_portal.jobs.sessions.begin() as s:
+        job = s.get(Job, run.id)
+        job.final_metrics = {"accuracy": math.nan, "top5": 0.97, "loss": math.inf}
+    assert {(n, v) for j, n, v in final_metric_rows(any_portal) if j == run.id} == {("top5", 0.97)}
+    with any_portal.jobs.sessions.begin() as s:
+        s.execute(delete(Job).where(Job.owner == "alice", Job.id % 4 == 0, Job.id != run.id))
+    any_portal.jobs.delete(ALICE, run.id)
+    assert final_metric_rows(any_portal) == final_metrics_of_the_jobs(any_portal)
+    # Writing them all again (after a bulk load that skipped the triggers) gives the same rows.
+    before = final_metric_rows(any_portal)
+    with any_portal.jobs.sessions.begin() as s:
+        rebuild_final_metrics(s.connection())
+    assert final_metric_rows(any_portal) == before
+
+
+def test_migration_0013_writes_the_final_metrics_of_existing_jobs(database_url, tmp_path):
+    """A store upgraded from before 0013 gets rows for the final metrics its jobs already had."""
+    from alembic import command
+
+    from services.store.db import alembic_config, make_engine, migrate
+    from services.store.orm import JobFinalMetric
+
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        seed_jobs(engine, 30, owner="alice", seed=8, varied=True)
+        cfg = alembic_config(engine)
+        command.downgrade(cfg, "0012")
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            rows = conn.execute(select(JobFinalMetric.name, JobFinalMetric.value)).all()
+            finals = conn.exec_driver_sql("SELECT final_metrics FROM jobs").scalars().all()
+    finally:
+        engine.dispose()
+    import json
+
+    expected = sorted((k, float(v)) for f in finals for k, v in (json.loads(f) if isinstance(f, str) else f).items())
+    assert sorted(rows) == expected and any(name == "accuracy" for name, _ in rows)
+
+
+def test_the_history_page_sorts_by_a_final_metric_from_its_url(portal):
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 30, owner="alice", seed=9, varied=True)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.query_params.update({"sort": "final accuracy ↓"})
+    at.run()
+    assert not at.exception
+    assert {"final accuracy ↓", "final accuracy ↑", "final eval_loss ↑"} <= set(at.selectbox(key="h_sort").options)
+    assert at.selectbox(key="h_sort").value == "final accuracy ↓"
+    frame = at.dataframe[0].value
+    assert list(frame["final accuracy"]) == sorted(frame["final accuracy"], reverse=True) and len(frame) > 10
+    assert any("Sorted by final accuracy" in c.value for c in at.caption)
+    at.selectbox(key="h_sort").set_value("final eval_loss ↑").run()
+    assert at.query_params["sort"] in ("final eval_loss ↑", ["final eval_loss ↑"])
+    frame = at.dataframe[0].value
+    assert list(frame["final eval_loss"]) == sorted(frame["final eval_loss"]) and frame["final eval_loss"].notna().all()

@@ -179,6 +179,19 @@ class JobTotals(Base):
     cost: Mapped[float] = mapped_column(Float)
 
 
+class JobFinalMetric(Base):
+    """A job's final metric as a row, written by triggers from jobs.final_metrics (migration 0013): the
+    history sorts by any of them by walking (name, value)."""
+
+    __tablename__ = "job_final_metrics"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_job_final_metrics_sort", "name", "value", "job_id"),)
+
+
 class MetricPoint(Base):
     __tablename__ = "metric_points"
 

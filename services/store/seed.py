@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine
 
 from services.jobs import search_text
 from services.models import GROUP_OF, JobStatus
+from services.store.final_metrics import rebuild_final_metrics
 from services.store.orm import utcnow
 from services.store.totals import rebuild_job_totals
 
@@ -46,11 +47,12 @@ def seed_jobs(engine: Engine, n: int, owner: str | Sequence[str] = "researcher",
         return t.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else t
 
     bulk = n >= REBUILD_INDEXES_FROM
-    with indexes_rebuilt_after(engine, "jobs", bulk):
+    with indexes_rebuilt_after(engine, "jobs", bulk), indexes_rebuilt_after(engine, "job_final_metrics", bulk):
         skipped = _seed_jobs(engine, n, owner, status, seed, varied, when, bulk)
-    if skipped:  # the triggers did not keep the running totals: count them once now
+    if skipped:  # the triggers did not keep the running totals and final-metric rows: write them once now
         with engine.begin() as conn:
             rebuild_job_totals(conn)
+            rebuild_final_metrics(conn)
 
 
 def skip_triggers(conn: Connection) -> bool:
@@ -82,6 +84,11 @@ def _seed_jobs(engine: Engine, n: int, owner: str | Sequence[str], status: JobSt
         name = f"exp-{i:07d}"
         loss = round(rng.uniform(0.05, 2.0), 4)
         running = st is JobStatus.RUNNING
+        metrics = {"loss": loss}
+        if varied:  # a team's runs report more than a loss, and not all the same things
+            metrics["accuracy"] = round(rng.uniform(0.5, 0.99), 4)
+            if rng.random() < 0.5:
+                metrics["eval_loss"] = round(loss * rng.uniform(1.0, 1.3), 4)
         request = {"name": name, "script": "train_example.py", "learning_rate": lr, "epochs": 10,
                    "batch_size": rng.choice([16, 32, 64]), "gpus": gpus, "nodes": 1, "max_runtime_hours": 8,
                    "template": template or ""}
@@ -90,8 +97,8 @@ def _seed_jobs(engine: Engine, n: int, owner: str | Sequence[str], status: JobSt
             "Exited with code 1" if st is JobStatus.FAILED else None, "local", "null", json.dumps(request),
             "null", gpus, 1, 2.9 * max(gpus, 0.25), template, when(created), when(created), when(created),
             None if running else when(created + timedelta(minutes=30)), 10, 10,
-            1.0 if st is JobStatus.SUCCEEDED else 0.5, json.dumps({"loss": loss}),
-            "{}" if running else json.dumps({"loss": loss}), search_text(name, who, request, [], ""), "[]", "",
+            1.0 if st is JobStatus.SUCCEEDED else 0.5, json.dumps(metrics),
+            "{}" if running else json.dumps(metrics), search_text(name, who, request, [], ""), "[]", "",
             None if running else loss, None if running else round(1.45 * max(gpus, 0.25), 4),
             None if running else 0.5 * gpus,
         ))
