@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from services.history import SORT_KEYS
 from services.models import JobRequest, StatusGroup
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -77,6 +78,23 @@ def openapi_document() -> dict[str, Any]:
         "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": "string"},
         "values": {"type": "object"}, "created_at": {"type": "string"}}}
     binary = {"type": "string", "format": "binary"}
+    view = [_q("search", {"type": "string", "maxLength": 200}, "Every word must match (name, owner, parameters "
+                                                               "as key=value, tags, note)."),
+            _q("status", {"type": "string"}, "Comma-separated: " + ", ".join(g.value for g in StatusGroup)),
+            _q("owner", {"type": "string", "maxLength": 255}), _q("tag", {"type": "string", "maxLength": 40}),
+            _q("template", {"type": "string", "maxLength": 100}),
+            _q("date_from", {"type": "string", "format": "date"}, "Created on or after this day (UTC)."),
+            _q("date_to", {"type": "string", "format": "date"}, "Created on or before this day (UTC)."),
+            _q("gpus_min", {"type": "integer", "minimum": 0, "maximum": 1024}),
+            _q("gpus_max", {"type": "integer", "minimum": 0, "maximum": 1024}),
+            _q("sort", {"type": "string", "enum": list(SORT_KEYS)}, "final_metric sorts by `metric`."),
+            _q("metric", {"type": "string", "maxLength": 64}, "The final metric of sort=final_metric."),
+            _q("descending", {"type": "boolean"})]
+    paging = [_q("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000}),
+              _q("page_size", {"type": "integer", "minimum": 1, "maximum": 500})]
+    summary = {"type": "object", "required": ["jobs", "succeeded", "gpu_hours", "cost"], "properties": {
+        "jobs": {"type": "integer"}, "succeeded": {"type": "integer"}, "success_rate": NULLABLE_NUM,
+        "gpu_hours": {"type": "number"}, "cost": {"type": "number"}}}
     jobs_path = "/api/v1/jobs/{job_id}"
     paths: dict[str, Any] = {
         "/api/v1/me": {"get": _op("Who the token belongs to", (200, {"type": "object", "required": ["name", "role"],
@@ -166,6 +184,23 @@ def openapi_document() -> dict[str, Any]:
                             "name": {"type": "string", "minLength": 1, "maxLength": 100},
                             "values": changes}}),
         },
+        "/api/v1/history": {"get": _op(
+            "Experiment history: every job you may see, filtered, sorted (also by any final metric) and paged",
+            (200, {"type": "object", "required": ["jobs", "has_more"], "properties": {
+                "jobs": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
+                "page_size": {"type": "integer"}, "has_more": {"type": "boolean"}}}), 400, 422, tag="history",
+            params=view + paging)},
+        "/api/v1/history/summary": {"get": _op("Jobs, successes, GPU-hours and cost of a history view", (200, summary),
+                                               400, 422, tag="history", params=view)},
+        "/api/v1/history/metrics": {"get": _op("The final metrics reported by the jobs you may see (to sort by)", (
+            200, {"type": "object", "required": ["metrics"], "properties": {"metrics": {"type": "array", "items": {
+                "type": "string"}}}}), tag="history")},
+        "/api/v1/history/export": {"get": {
+            "summary": "Every page of a history view as CSV or Parquet, streamed", "tags": ["history"],
+            "parameters": [*view, _q("format", {"type": "string", "enum": ["csv", "parquet"]})],
+            "responses": {"200": {"description": "The rows", "content": {
+                "text/csv": {"schema": {"type": "string"}}, "application/vnd.apache.parquet": {"schema": binary}}},
+                **_errors(400, 401, 422)}}},
         "/api/v1/templates/{template_id}": {"delete": _op(
             "Delete one of your templates", (204, None), 400, 403, 404, 413, 415, tag="templates",
             params=[{"name": "template_id", "in": "path", "required": True,

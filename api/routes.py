@@ -113,13 +113,25 @@ def history_export(user: User, raw_query: dict, parquet: bool) -> Response:
         query = HistoryQuery(**raw_query)
     except ValueError:
         return v1.error(400, "This export link holds an invalid filter: export again from the History page.")
-    rows = get_portal().history.rows(user, query)
+    history = get_portal().history
+    rows = history.rows(user, query)
+    metrics = history.final_metric_names(user, sortable=False)  # a column for each, whichever job comes first
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     if parquet:
-        return StreamingResponse(parquet_chunks(rows), media_type="application/vnd.apache.parquet", headers={
+        return StreamingResponse(parquet_chunks(rows, metrics), media_type="application/vnd.apache.parquet", headers={
             "Content-Disposition": f'attachment; filename="ml-portal-history-{stamp}.parquet"'})
-    return StreamingResponse(csv_chunks(rows), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(csv_chunks(rows, metrics), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="ml-portal-history-{stamp}.csv"'})
+
+
+@v1.endpoint(raw=True)
+async def api_history_export(request: Request, user: User) -> Response:
+    """GET /api/v1/history/export?format=csv|parquet&<the history's filters and sort>: every page of the view."""
+    fmt = request.query_params.get("format", "csv")
+    if fmt not in ("csv", "parquet"):
+        return v1.error(400, "'format' is 'csv' or 'parquet'.")
+    query = v1.history_query(request, paged=False, extra=("format",))
+    return history_export(user, query.model_dump(mode="json"), parquet=fmt == "parquet")
 
 
 @v1.endpoint(raw=True)
@@ -145,6 +157,7 @@ async def openapi(_request: Request) -> Response:
 API_ROUTES = [
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     Route("/api/v1/jobs/{job_id}/results.zip", api_results_zip, methods=["GET"]),
+    Route("/api/v1/history/export", api_history_export, methods=["GET"]),
     *v1.ROUTES,
 ]
 ROUTES = [

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
@@ -23,7 +24,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from services.backends.base import BackendError
-from services.jobs import JobService
+from services.history import HistoryQuery
+from services.jobs import JobService, validation_problems
 from services.logs import complete_lines, count_lines, read_from, read_lines, read_tail, seek_line
 from services.models import Conflict, JobView, NotFound, StatusGroup, User, ValidationProblem
 from services.portal import get_portal
@@ -234,6 +236,48 @@ def list_jobs(request: Request, user: User) -> dict[str, Any]:
                             group=StatusGroup(group) if group else None)
     return {"jobs": [job_json(j) for j in rows[:limit]], "limit": limit, "offset": offset,
             "has_more": len(rows) > limit}
+
+
+# History ------------------------------------------------------------------------------------------
+HISTORY_PARAMS = ("search", "status", "owner", "tag", "template", "date_from", "date_to", "gpus_min", "gpus_max",
+                  "sort", "metric", "descending", "page", "page_size")
+
+
+def history_query(request: Request, paged: bool = True, extra: tuple[str, ...] = ()) -> HistoryQuery:
+    """The History page's view from query parameters (the same names as its fields; status comma-separated).
+    `extra`: parameters the route reads itself."""
+    known = HISTORY_PARAMS if paged else HISTORY_PARAMS[:-2]
+    unknown = sorted(set(request.query_params) - set(known) - set(extra))
+    if unknown:
+        raise ApiError(400, f"Unknown parameter '{unknown[0]}'; the history takes {', '.join(known)}.")
+    raw: dict[str, Any] = {k: v for k, v in request.query_params.items() if k in known and v != ""}
+    if "status" in raw:
+        raw["status"] = [part.strip() for part in raw["status"].split(",") if part.strip()]
+    try:
+        return HistoryQuery.model_validate(raw)
+    except ValidationError as exc:
+        problems = validation_problems(exc)
+        raise ValidationProblem(problems) from None
+
+
+@endpoint()
+def history(request: Request, user: User) -> dict[str, Any]:
+    query = history_query(request)
+    rows, more = get_portal().history.page_with_more(user, query)
+    return {"jobs": [job_json(j) for j in rows], "page": query.page, "page_size": query.page_size,
+            "has_more": more, "sort": query.sort, "metric": query.metric or None, "descending": query.descending}
+
+
+@endpoint()
+def history_summary(request: Request, user: User) -> dict[str, Any]:
+    s = get_portal().history.summary(user, history_query(request, paged=False))
+    return {"jobs": s.jobs, "succeeded": s.succeeded, "success_rate": s.success_rate, "gpu_hours": s.gpu_hours,
+            "cost": s.cost}
+
+
+@endpoint()
+def history_metrics(request: Request, user: User) -> dict[str, Any]:
+    return {"metrics": get_portal().history.final_metric_names(user)}
 
 
 @endpoint()
@@ -469,6 +513,9 @@ ROUTES = [
     Route("/api/v1/files", workspace_files, methods=["GET"]),
     Route("/api/v1/files/{path:anypath}", workspace_file, methods=["GET"]),
     Route("/api/v1/templates", list_templates, methods=["GET"]),
+    Route("/api/v1/history", history, methods=["GET"]),
+    Route("/api/v1/history/summary", history_summary, methods=["GET"]),
+    Route("/api/v1/history/metrics", history_metrics, methods=["GET"]),
     Route("/api/v1/templates", save_template, methods=["POST"]),
     Route("/api/v1/templates/{template_id}", delete_template, methods=["DELETE"]),
 ]

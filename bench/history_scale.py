@@ -117,7 +117,13 @@ def main() -> None:
         "everyone by owner": HistoryQuery(sort="owner", descending=False),
         "Completed by GPUs, page 20": HistoryQuery(status=[StatusGroup.SUCCEEDED], sort="gpus", page=20),
         "by batch size, GPUs <= 1": HistoryQuery(sort="batch_size", gpus_max=1),
+        "everyone by final accuracy": HistoryQuery(sort="final_metric", metric="accuracy"),
+        "Failed by final eval_loss (half report it)":
+            HistoryQuery(status=[StatusGroup.FAILED], sort="final_metric", metric="eval_loss", descending=False),
+        "one owner by final accuracy, page 5": HistoryQuery(owner="user-07", sort="final_metric", metric="accuracy",
+                                                            page=5),
     }
+
     def short(ms: list[float]) -> str:
         return f"p50 {statistics.median(ms):6.1f}  p95 {percentile(ms, 95):6.1f}"
 
@@ -138,7 +144,8 @@ def main() -> None:
     pages = {"unfiltered": {}, "Completed, by final loss": {"status": "Completed", "sort": "final loss ↑"},
              "one owner and template, by GPU-hours": {"owner": "user-07", "template": "llm-lora",
                                                       "sort": "GPU-hours ↓"},
-             "parameter search, by final loss": {"q": "learning_rate=0.003", "sort": "final loss ↑"}}
+             "parameter search, by final loss": {"q": "learning_rate=0.003", "sort": "final loss ↑"},
+             "everyone by final accuracy": {"sort": "final accuracy ↓"}}
     for label, params in pages.items():
         at = AppTest.from_file(APP, default_timeout=120)
         at.switch_page("pages/history.py")

@@ -8,14 +8,14 @@ import io
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import case, func, select, text
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act
@@ -26,6 +26,7 @@ from services.store.search import term_filter
 
 SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
                   "learning_rate", "epochs", "batch_size", "final_metric"]
+SORT_KEYS: tuple[str, ...] = get_args(SortKey)
 NULLABLE_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size"})
 TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,39}$")
 MAX_TAGS = 20
@@ -53,10 +54,17 @@ class HistoryQuery(BaseModel):
     page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(default=50, ge=1, le=500)
 
+    @field_validator("search", "owner", "tag", "template", "metric")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must not hold control characters")
+        return value
+
     @model_validator(mode="after")
     def _metric_for_its_sort(self) -> HistoryQuery:
         if self.sort == "final_metric" and not (self.metric.strip() and self.metric.isprintable()):
-            raise ValueError("a sort by a final metric needs the metric's name")
+            raise ValueError("metric: a sort by a final metric needs the metric's name")
         if self.sort != "final_metric":
             self.metric = ""
         return self
@@ -111,27 +119,34 @@ class HistoryService:
         """The owner conditions of a view: the user's own name when others' jobs are hidden, and the filter."""
         return {o for o in (self.jobs.visible_owner(user, everyone=True), q.owner or None) if o is not None}
 
-    def _filtered(self, s: Session, user: User, q: HistoryQuery, in_sort_index: bool = False) -> Any:
-        """The filtered view. in_sort_index: owner and template are written so that no index is chosen for
-        them (`owner || ''`): the page then walks the sort's index, which holds both columns and tests them
-        there (see _walk_sort_index)."""
-        stmt = select(Job)
-        owner_col = Job.owner.concat("") if in_sort_index else Job.owner
-        template_col = Job.template.concat("") if in_sort_index else Job.template
-        for owner in self._owners(user, q):
-            stmt = stmt.where(owner_col == owner)
+    def _common_filters(self, table: Any, user: User, q: HistoryQuery, in_sort_index: bool = False) -> list[Any]:
+        """Conditions on owner, status group, GPUs and template: on the jobs, on the final-metric rows or on the
+        running totals, which all have those columns. in_sort_index: owner and template are written so that no index is
+        chosen for them (`owner || ''`): the page then walks the sort's index, which holds both columns and
+        tests them there (see _walk_sort_index)."""
+        owner_col = table.owner.concat("") if in_sort_index else table.owner
+        template_col = table.template.concat("") if in_sort_index else table.template
+        found = [owner_col == owner for owner in self._owners(user, q)]
         if q.status:
-            stmt = stmt.where(Job.status_group.in_([g.value for g in q.status]))
+            found.append(table.status_group.in_([g.value for g in q.status]))
+        if q.gpus_min is not None:
+            found.append(table.gpus >= q.gpus_min)
+        if q.gpus_max is not None:
+            found.append(table.gpus <= q.gpus_max)
+        if q.template:
+            found.append(template_col == q.template)
+        return found
+
+    def _filtered(self, s: Session, user: User, q: HistoryQuery, in_sort_index: bool = False,
+                  common: bool = True) -> Any:
+        """The filtered view (common=False: without the filters _common_filters writes)."""
+        stmt = select(Job)
+        if common:
+            stmt = stmt.where(*self._common_filters(Job, user, q, in_sort_index))
         if q.date_from:
             stmt = stmt.where(Job.created_at >= datetime.combine(q.date_from, time.min, UTC))
         if q.date_to:
             stmt = stmt.where(Job.created_at < datetime.combine(q.date_to + timedelta(days=1), time.min, UTC))
-        if q.gpus_min is not None:
-            stmt = stmt.where(Job.gpus >= q.gpus_min)
-        if q.gpus_max is not None:
-            stmt = stmt.where(Job.gpus <= q.gpus_max)
-        if q.template:
-            stmt = stmt.where(template_col == q.template)
         # Every word must match somewhere (name, owner, script, parameters, tags, note), from the search index.
         for word in [*q.search.split()[:8], *([q.tag] if q.tag else [])]:
             stmt = stmt.where(term_filter(s, word))
@@ -142,15 +157,21 @@ class HistoryService:
             return request_number(self.sessions.kw["bind"].dialect.name, q.sort)
         return getattr(Job, q.sort)
 
-    def _sorted(self, stmt: Any, q: HistoryQuery) -> Any:
+    def _view(self, s: Session, user: User, q: HistoryQuery) -> Any:
+        """The filtered view in its order."""
         if q.sort == "final_metric":
-            # Walks (name, value, job_id) in order and fetches each job by its id to test the filters; only
-            # jobs that reported the metric are listed.
+            # Walks the metric's rows in (name, value, job_id) order, testing owner, status, GPUs and template
+            # on their copies inside that index; a job's row is read only when it passes them. Only jobs that
+            # reported the metric are listed.
             fm = JobFinalMetric
-            stmt = stmt.join(fm, (fm.job_id == Job.id) & (fm.name == q.metric))
+            on = and_(fm.job_id == Job.id, fm.name == q.metric, *self._common_filters(fm, user, q))
+            stmt = self._filtered(s, user, q, common=False).join(fm, on)
             if q.descending:
                 return stmt.order_by(fm.value.desc(), fm.job_id.desc())
             return stmt.order_by(fm.value.asc(), fm.job_id.asc())
+        return self._sorted(self._filtered(s, user, q, self._walk_sort_index(s, user, q)), q)
+
+    def _sorted(self, stmt: Any, q: HistoryQuery) -> Any:
         column = self._sort_column(q)
         if q.sort in NULLABLE_SORTS:
             # Sorting by a result leaves out the jobs that have none yet (running, never started): an index
@@ -166,8 +187,7 @@ class HistoryService:
     def page_with_more(self, user: User, q: HistoryQuery) -> tuple[list[JobView], bool]:
         """One page, and whether another follows it (one row more is read to know)."""
         with self.sessions.begin() as s:
-            walk = self._walk_sort_index(s, user, q)
-            stmt = self._sorted(self._filtered(s, user, q, walk), q)
+            stmt = self._view(s, user, q)
             views = [to_view(j) for j in s.scalars(stmt.limit(q.page_size + 1).offset((q.page - 1) * q.page_size))]
         return views[: q.page_size], len(views) > q.page_size
 
@@ -218,24 +238,25 @@ class HistoryService:
                 self._scanned.popitem(last=False)
         return result
 
-    def final_metric_names(self, user: User) -> list[str]:
-        """The final metrics reported by jobs this user may see, to sort by (a loss has its own sort)."""
+    def final_metric_names(self, user: User, sortable: bool = True) -> list[str]:
+        """The final metrics reported by jobs this user may see: to sort by (sortable: without the loss, which
+        has its own sort, and progress counters), or all of them (an export's columns)."""
         owner = self.jobs.visible_owner(user, everyone=True)
         now = monotonic()
         with self._lock:
             hit = self._metric_names.get(owner)
         if hit is not None and now - hit[0] < METRIC_NAMES_SECONDS:
-            return hit[1]
+            return [n for n in hit[1] if n not in NOT_RESULTS] if sortable else hit[1]
         with self.sessions.begin() as s:
             if owner is None:
                 names = list(s.scalars(_DISTINCT_NAMES, {"limit": MAX_METRIC_NAMES + len(NOT_RESULTS)}))
             else:  # only what this user's own jobs reported
                 names = list(s.scalars(select(JobFinalMetric.name).join(Job, Job.id == JobFinalMetric.job_id)
                                        .where(Job.owner == owner).distinct()))
-        result = sorted(n for n in names if n not in NOT_RESULTS)[:MAX_METRIC_NAMES]
+        result = sorted(names)[: MAX_METRIC_NAMES + len(NOT_RESULTS)]
         with self._lock:
             self._metric_names[owner] = (now, result)
-        return result
+        return [n for n in result if n not in NOT_RESULTS][:MAX_METRIC_NAMES] if sortable else result
 
     def templates_used(self, user: User) -> list[str]:
         """The template names on the jobs this user may see (from the running totals: no scan)."""
@@ -248,17 +269,7 @@ class HistoryService:
 
     def _totals(self, s: Session, user: User, q: HistoryQuery) -> Summary:
         stmt = select(func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded), func.sum(JobTotals.gpu_hours),
-                      func.sum(JobTotals.cost))
-        for owner in self._owners(user, q):
-            stmt = stmt.where(JobTotals.owner == owner)
-        if q.status:
-            stmt = stmt.where(JobTotals.status_group.in_([g.value for g in q.status]))
-        if q.gpus_min is not None:
-            stmt = stmt.where(JobTotals.gpus >= q.gpus_min)
-        if q.gpus_max is not None:
-            stmt = stmt.where(JobTotals.gpus <= q.gpus_max)
-        if q.template:
-            stmt = stmt.where(JobTotals.template == q.template)
+                      func.sum(JobTotals.cost)).where(*self._common_filters(JobTotals, user, q))
         n, ok, hours, cost = s.execute(stmt).one()
         # Sums of +x and -x as jobs change state leave float dust: round it off.
         return Summary(int(n or 0), int(ok or 0), round(float(hours or 0), 6), round(float(cost or 0), 6))
@@ -275,7 +286,7 @@ class HistoryService:
         """Every row of the filtered view, in its order, fetched in batches (an export never holds them all)."""
         with self.sessions.begin() as s:
             # Plain rows of the exported columns: no ORM objects to build, no unused JSON to decode.
-            stmt = self._sorted(self._filtered(s, user, q), q).with_only_columns(*EXPORT_FIELDS)
+            stmt = self._view(s, user, q).with_only_columns(*EXPORT_FIELDS)
             for job in s.execute(stmt.execution_options(yield_per=batch)):
                 yield export_row(job)
 
@@ -328,14 +339,20 @@ def export_row(job: Any) -> dict[str, Any]:
     return row
 
 
-def csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """CSV text in chunks of about 1,000 rows; final metrics of the first rows decide the extra columns."""
+def _metric_columns(first: dict[str, Any] | None, metrics: Iterable[str]) -> list[str]:
+    """The export's final-metric columns: every metric the view's jobs may have reported (`metrics`, from the
+    store's index of names), and any other on the first row."""
+    found = {f"final_{m}" for m in metrics} | {k for k in first or {} if k.startswith("final_")}
+    return sorted(found - set(EXPORT_COLUMNS))
+
+
+def csv_chunks(rows: Iterator[dict[str, Any]], metrics: Iterable[str] = ()) -> Iterator[str]:
+    """CSV text in chunks of about 1,000 rows, with a final_<name> column per name in `metrics`."""
     buf = io.StringIO()
     writer: csv.DictWriter[str] | None = None
     for i, row in enumerate(rows):
         if writer is None:
-            extra = sorted(k for k in row if k.startswith("final_") and k not in EXPORT_COLUMNS)
-            writer = csv.DictWriter(buf, [*EXPORT_COLUMNS, *extra], extrasaction="ignore")
+            writer = csv.DictWriter(buf, [*EXPORT_COLUMNS, *_metric_columns(row, metrics)], extrasaction="ignore")
             writer.writeheader()
         # A cell starting with = + - @ would be a formula in a spreadsheet: quote it as text.
         writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@\t\r" else v)
@@ -345,7 +362,7 @@ def csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
             buf.seek(0)
             buf.truncate()
     if writer is None:
-        csv.DictWriter(buf, EXPORT_COLUMNS).writeheader()
+        csv.DictWriter(buf, [*EXPORT_COLUMNS, *_metric_columns(None, metrics)]).writeheader()
     yield buf.getvalue()
 
 
@@ -375,7 +392,7 @@ def _parquet_value(column: str, value: Any) -> Any:
     return str(value)
 
 
-def parquet_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+def parquet_chunks(rows: Iterator[dict[str, Any]], metrics: Iterable[str] = ()) -> Iterator[bytes]:
     """The same rows as csv_chunks as a Parquet file with typed columns (timestamps, numbers, booleans), one
     row group per PARQUET_ROW_GROUP rows, each sent as soon as it is written."""
     import pyarrow as pa
@@ -388,9 +405,8 @@ def parquet_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     def write() -> bytes:
         nonlocal writer
         if writer is None:
-            extra = sorted({k for r in batch[:1] for k in r if k.startswith("final_") and k not in EXPORT_COLUMNS})
             fields = []
-            for c in [*EXPORT_COLUMNS, *extra]:
+            for c in [*EXPORT_COLUMNS, *_metric_columns(batch[0] if batch else None, metrics)]:
                 kind = (pa.timestamp("us", tz="UTC") if c in _PARQUET_TIMES else pa.int64() if c in _PARQUET_INTS
                         else pa.bool_() if c in _PARQUET_BOOLS
                         else pa.float64() if c in _PARQUET_FLOATS or c.startswith("final_") else pa.string())

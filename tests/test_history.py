@@ -330,22 +330,23 @@ def test_csv_export_streams_the_filtered_view(tmp_path):
         server.stop()
 
 
-def final_metric_rows(portal) -> set[tuple[int, str, float]]:
+def final_metric_rows(portal) -> set[tuple]:
     from services.store.orm import JobFinalMetric
 
     with portal.jobs.sessions.begin() as s:
-        return {(r.job_id, r.name, r.value) for r in s.scalars(select(JobFinalMetric))}
+        return {(r.job_id, r.name, r.value, r.owner, r.status_group, r.gpus, r.template)
+                for r in s.scalars(select(JobFinalMetric))}
 
 
-def final_metrics_of_the_jobs(portal) -> set[tuple[int, str, float]]:
-    """What the rows must be: every finite number in each job's final_metrics."""
+def final_metrics_of_the_jobs(portal) -> set[tuple]:
+    """What the rows must be: every finite number in each job's final_metrics, with the job's filter columns."""
     import math
 
     from services.store.orm import Job
 
     with portal.jobs.sessions.begin() as s:
-        return {(j.id, k, float(v)) for j in s.scalars(select(Job)) for k, v in (j.final_metrics or {}).items()
-                if isinstance(v, int | float) and math.isfinite(v)}
+        return {(j.id, k, float(v), j.owner, j.status_group, j.gpus, j.template) for j in s.scalars(select(Job))
+                for k, v in (j.final_metrics or {}).items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
 def test_the_history_sorts_by_any_final_metric(any_portal):
@@ -369,7 +370,7 @@ def test_the_history_sorts_by_any_final_metric(any_portal):
     assert final_metric_rows(any_portal) == final_metrics_of_the_jobs(any_portal)
     assert {"accuracy", "eval_loss"} <= set(h.final_metric_names(VERA)) and "loss" not in h.final_metric_names(VERA)
 
-    with_accuracy = {j for j, name, _ in final_metrics_of_the_jobs(any_portal) if name == "accuracy"}
+    with_accuracy = {j for j, name, *_ in final_metrics_of_the_jobs(any_portal) if name == "accuracy"}
     best = h.page(VERA, HistoryQuery(sort="final_metric", metric="accuracy", page_size=500))
     values = [j.final_metrics["accuracy"] for j in best]
     assert {j.id for j in best} == with_accuracy and run.id in with_accuracy
@@ -398,7 +399,20 @@ def test_the_history_sorts_by_any_final_metric(any_portal):
     with any_portal.jobs.sessions.begin() as s:
         job = s.get(Job, run.id)
         job.final_metrics = {"accuracy": math.nan, "top5": 0.97, "loss": math.inf}
-    assert {(n, v) for j, n, v in final_metric_rows(any_portal) if j == run.id} == {("top5", 0.97)}
+    assert {(n, v) for j, n, v, *_ in final_metric_rows(any_portal) if j == run.id} == {("top5", 0.97)}
+    # A job's owner, status, GPUs or template changing moves its rows along (the sort tests them there).
+    with any_portal.jobs.sessions.begin() as s:
+        s.execute(update(Job).where(Job.owner == "alice", Job.id % 3 == 0).values(
+            status="Failed", status_group="Failed", gpus=8, template="llm-lora"))
+        s.execute(update(Job).where(Job.owner == "bob", Job.id % 2 == 0).values(owner="carol"))
+    assert final_metric_rows(any_portal) == final_metrics_of_the_jobs(any_portal)
+    moved = h.page(VERA, HistoryQuery(sort="final_metric", metric="f1", owner="carol", page_size=500))
+    assert moved and {j.owner for j in moved} == {"carol"}
+    failed = h.page(VERA, HistoryQuery(sort="final_metric", metric="accuracy", status=[StatusGroup.FAILED],
+                                      gpus_min=8, template="llm-lora", page_size=500))
+    assert failed and {j.id for j in failed} == {
+        i for i, name, _, _, group, gpus, template in final_metrics_of_the_jobs(any_portal)
+        if name == "accuracy" and group == "Failed" and gpus >= 8 and template == "llm-lora"}
     with any_portal.jobs.sessions.begin() as s:
         s.execute(delete(Job).where(Job.owner == "alice", Job.id % 4 == 0, Job.id != run.id))
     any_portal.jobs.delete(ALICE, run.id)

@@ -219,3 +219,62 @@ def test_openapi_document_is_served(server):
 def test_pages_are_served_including_deep_links(server):
     for path in ["/", "/submit", "/history", "/job?id=1", "/tokens"]:
         assert httpx.get(f"{server.url}{path}").status_code == 200
+
+
+def test_the_history_through_the_api_and_the_python_client(server, tokens, tmp_path):
+    """A notebook's view of the history: filtered, sorted by a final metric, paged, summed and exported, with
+    every final metric a column (also one the first job did not report); bad views are refused per field."""
+    import pandas as pd
+    from ml_job_portal import AuthenticationError, JobClient
+    from ml_job_portal import ValidationError as ClientValidationError
+
+    from services.models import JobStatus
+    from services.store.db import make_engine
+    from services.store.seed import seed_jobs
+
+    engine = make_engine(Settings(data_dir=server.data_dir).sqlalchemy_url)
+    seed_jobs(engine, 40, owner="alice", status=JobStatus.SUCCEEDED, seed=11, varied=True)
+    seed_jobs(engine, 12, owner="bob", status=JobStatus.FAILED, seed=12, varied=True)
+    engine.dispose()
+    url = f"{server.url}/api/v1/history"
+
+    def get(path: str = "", token: str | None = tokens["vera"], **params) -> httpx.Response:
+        return httpx.get(url + path, headers=bearer(token) if token else {}, params=params, timeout=30)
+
+    page = get(sort="final_metric", metric="accuracy", page_size=20).json()
+    accuracy = [j["final_metrics"]["accuracy"] for j in page["jobs"]]
+    assert len(accuracy) == 20 and page["has_more"] and accuracy == sorted(accuracy, reverse=True)
+    failed = get(status="Failed", owner="bob", sort="cost", descending="false").json()["jobs"]
+    assert len(failed) == 12 and {(j["owner"], j["status"]) for j in failed} == {("bob", "Failed")}
+    assert get("/summary", owner="alice").json() | {"cost": 0, "gpu_hours": 0} == {
+        "jobs": 40, "succeeded": 40, "success_rate": 1.0, "cost": 0, "gpu_hours": 0}
+    assert {"accuracy", "eval_loss"} <= set(get("/metrics").json()["metrics"])
+    # Bad views get a sentence, per field; every history route needs a token.
+    unknown = get(stauts="Failed")
+    assert unknown.status_code == 400 and "Unknown parameter 'stauts'" in unknown.json()["error"]
+    bad = get(status="Bogus")
+    assert bad.status_code == 422 and set(bad.json()["problems"]) == {"status"}
+    assert "needs the metric's name" in get(sort="final_metric").json()["problems"]["metric"]
+    assert get(gpus_min="-1").json()["problems"].keys() == {"gpus_min"}
+    assert get("/export", format="xlsx").status_code == 400
+    for path in ("", "/summary", "/metrics", "/export"):
+        assert get(path, token=None).status_code == 401
+
+    with JobClient(server.url, tokens["vera"]) as client:
+        assert [j.id for j in client.history(sort="final_metric", metric="accuracy", page_size=5)] == [
+            j["id"] for j in page["jobs"][:5]]
+        assert len(list(client.iter_history(owner="bob", page_size=5))) == 12
+        assert client.history_summary(status=["Completed", "Failed"])["jobs"] == 52
+        assert "accuracy" in client.final_metric_names()
+        frame = pd.read_parquet(client.export_history(tmp_path, sort="final_metric", metric="accuracy"))
+        assert len(frame) == 52 and list(frame["final_accuracy"]) == sorted(frame["final_accuracy"], reverse=True)
+        # Half the jobs reported an eval_loss: its column is there whichever job comes first.
+        assert 0 < frame["final_eval_loss"].notna().sum() < 52
+        csv_file = client.export_history(tmp_path / "bob.csv", format="csv", owner="bob", sort="cost")
+        rows = csv_file.read_text().splitlines()
+        assert len(rows) == 13 and "final_eval_loss" in rows[0].split(",") and "final_accuracy" in rows[0]
+        with pytest.raises(ClientValidationError) as exc:
+            client.history(status="Bogus")
+        assert "status" in exc.value.problems
+    with JobClient(server.url, "mlp_not-a-token") as client, pytest.raises(AuthenticationError):
+        client.history()

@@ -121,6 +121,20 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _history_params(view: Mapping[str, Any]) -> dict[str, Any]:
+    """Query parameters of a history view: lists comma-joined, dates as ISO, booleans as true/false."""
+    out: dict[str, Any] = {}
+    for key, value in view.items():
+        if isinstance(value, list | tuple | set):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
 def _drop_none(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if params is None else {k: v for k, v in params.items() if v is not None}
 
@@ -319,7 +333,8 @@ class JobClient:
                 "is that the portal's address?", response.status_code,
             ) from None
 
-    def _download(self, path: str, remote_name: str, dest: str | os.PathLike[str]) -> Path:
+    def _download(self, path: str, remote_name: str, dest: str | os.PathLike[str],
+                  params: Mapping[str, Any] | None = None) -> Path:
         target = Path(dest)
         if target.is_dir():
             target = target / PurePosixPath(remote_name).name
@@ -327,7 +342,7 @@ class JobClient:
         # Written beside the target and renamed at the end: a dropped download never looks complete.
         part = target.with_name(target.name + ".part")
         try:
-            with self._http.stream("GET", path) as response:
+            with self._http.stream("GET", path, params=_drop_none(params)) as response:
                 if response.is_error:
                     response.read()
                     raise self._error(response)
@@ -400,6 +415,44 @@ class JobClient:
             if not page.get("has_more") or not page["jobs"]:  # an empty page ends it even if has_more says not
                 break
         return jobs
+
+    # History ---------------------------------------------------------------------------------------
+    def history(self, *, page: int = 1, page_size: int = 50, **view: Any) -> list[Job]:
+        """One page of the experiment history: every job you may see, as on the History page.
+
+        ``view``: ``search`` (every word must match; ``"lr=0.001 lora"``), ``status`` (``"Completed"`` or a
+        list of them), ``owner``, ``tag``, ``template``, ``date_from`` / ``date_to`` (dates), ``gpus_min``,
+        ``gpus_max``, ``sort`` (``"final_loss"``, ``"cost"``, ``"learning_rate"``, ... or ``"final_metric"``
+        with ``metric="accuracy"``) and ``descending``."""
+        data = self._json("GET", "history", params={**_history_params(view), "page": page, "page_size": page_size})
+        return [Job(self, item) for item in data["jobs"]]
+
+    def iter_history(self, page_size: int = 200, **view: Any) -> Iterator[Job]:
+        """Every job of a history view, in its order, fetched a page at a time."""
+        page = 1
+        while True:
+            data = self._json("GET", "history", params={**_history_params(view), "page": page,
+                                                         "page_size": page_size})
+            yield from (Job(self, item) for item in data["jobs"])
+            if not data.get("has_more") or not data["jobs"]:
+                return
+            page += 1
+
+    def history_summary(self, **view: Any) -> dict[str, Any]:
+        """Jobs, successes, success rate, GPU-hours and cost of a whole history view (same filters)."""
+        return self._json("GET", "history/summary", params=_history_params(view))
+
+    def final_metric_names(self) -> list[str]:
+        """The final metrics your visible jobs reported: what ``sort="final_metric", metric=...`` can take."""
+        return list(self._json("GET", "history/metrics")["metrics"])
+
+    def export_history(self, dest: str | os.PathLike[str] = ".", format: str = "parquet", **view: Any) -> Path:
+        """Download every page of a history view as one Parquet (``pandas.read_parquet``) or CSV file, with
+        every parameter and final metric as a column. ``dest``: a file name or a folder."""
+        if format not in ("csv", "parquet"):
+            raise ValueError("format is 'csv' or 'parquet'")
+        return self._download("history/export", f"history.{format}", dest,
+                              params={**_history_params(view), "format": format})
 
     def _stream_log_lines(self, job_id: int, rank: int, offset: int) -> Iterator[str]:
         """Lines of the SSE log stream; returns the `end` event's data (``{"status": ...}``)."""

@@ -180,16 +180,21 @@ class JobTotals(Base):
 
 
 class JobFinalMetric(Base):
-    """A job's final metric as a row, written by triggers from jobs.final_metrics (migration 0013): the
-    history sorts by any of them by walking (name, value)."""
+    """A job's final metric as a row, written by triggers from the jobs table (migration 0013): the history
+    sorts by any of them by walking (name, value), with the job's filter columns at hand."""
 
     __tablename__ = "job_final_metrics"
 
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+    # The job's, copied by the triggers: the sort's index tests the history's common filters itself.
+    owner: Mapped[str] = mapped_column(String(255))
+    status_group: Mapped[str] = mapped_column(String(20))
+    gpus: Mapped[int] = mapped_column(Integer)
+    template: Mapped[str | None] = mapped_column(String(100))
 
-    __table_args__ = (Index("ix_job_final_metrics_sort", "name", "value", "job_id"),)
+    __table_args__ = (Index("ix_job_final_metrics_sort", "name", "value", "job_id", *SORT_INDEX_FILTERS),)
 
 
 class MetricPoint(Base):
