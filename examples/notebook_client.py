@@ -62,3 +62,12 @@ print(results.files)
 
 # %%
 print(client.list_jobs()[:5])
+
+# %% [markdown]
+# The experiment history, as on the History page: every job you may see, filtered and sorted, here by
+# the final accuracy the runs reported (`client.final_metric_names()` lists what can be sorted by).
+# `client.export_history(...)` downloads a whole view as one Parquet file for pandas.
+
+# %%
+for past in client.history(status="Completed", sort="final_metric", metric="accuracy", page_size=5):
+    print(f"{past.name}: accuracy {past.final_metrics['accuracy']:.3f}")

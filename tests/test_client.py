@@ -326,6 +326,7 @@ def test_notebook_example_runs_against_the_portal(live: Live):
     assert "Epoch 3/3" in out  # the streamed log
     assert "model.json" in out  # results.files
     assert "Job(id=" in out and "gpt-finetune-v3" in out  # client.list_jobs()[:5]
+    assert re.search(r"^gpt-finetune-v3: accuracy \d\.\d{3}$", out, re.MULTILINE), out  # client.history(...)
 
     job = the_job(live.client, "gpt-finetune-v3")
     assert job.status == "Succeeded" and job.finished and job.group == "Completed"
