@@ -66,7 +66,8 @@ query = from_url()
 sort_label = st.query_params.get("sort", "newest") if query.sort == "final_metric" or st.query_params.get(
     "sort") in SORTS else "newest"
 sort_labels = list(SORTS)
-for name in P.history.final_metric_names(USER):
+metric_names = P.history.final_metric_names(USER)
+for name in metric_names:
     sort_labels += [f"final {name} ↓", f"final {name} ↑"]
 if sort_label not in sort_labels:  # a shared link's metric that none of this user's jobs reported (yet)
     sort_labels.append(sort_label)
@@ -91,7 +92,8 @@ with st.container(border=True):
                          query.date_to else (), key="h_dates")
     gmin = g.number_input("GPUs ≥", min_value=0, value=query.gpus_min, key="h_gmin")
     gmax = h.number_input("GPUs ≤", min_value=0, value=query.gpus_max, key="h_gmax")
-    columns = st.multiselect("Columns", list(COLUMNS), default=DEFAULT_COLUMNS, key="h_cols")
+    columns = st.multiselect("Columns", [*COLUMNS, *(f"final {n}" for n in metric_names)], default=DEFAULT_COLUMNS,
+                             key="h_cols", help="Any final metric your runs reported can be a column too.")
 
 date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
 changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort) != (
@@ -127,7 +129,7 @@ strip = st.empty()
 strip.caption("Adding up the filtered jobs…")
 
 shown = list(columns or DEFAULT_COLUMNS)
-if metric:  # the metric the page is sorted by is shown, next to the final loss
+if metric and f"final {metric}" not in shown:  # the metric the page is sorted by is shown, by the final loss
     shown.insert(shown.index("final loss") + 1 if "final loss" in shown else len(shown), f"final {metric}")
 rows = []
 for j in jobs:
@@ -139,8 +141,7 @@ for j in jobs:
         "batch size": j.request.get("batch_size"), "tags": " ".join(j.tags), "note": j.note,
         "template": j.request.get("template") or "", "script": j.request.get("script"),
     }
-    if metric:
-        full[f"final {metric}"] = j.final_metrics.get(metric)
+    full |= {c: j.final_metrics.get(c[6:]) for c in shown if c not in full}  # "final accuracy" -> accuracy
     rows.append({c: full[c] for c in shown})
 event = st.dataframe(pd.DataFrame(rows), key="hist_table", hide_index=True, width="stretch",
                      on_select="rerun", selection_mode="multi-row")

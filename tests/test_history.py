@@ -466,3 +466,8 @@ def test_the_history_page_sorts_by_a_final_metric_from_its_url(portal):
     assert at.query_params["sort"] in ("final eval_loss ↑", ["final eval_loss ↑"])
     frame = at.dataframe[0].value
     assert list(frame["final eval_loss"]) == sorted(frame["final eval_loss"]) and frame["final eval_loss"].notna().all()
+    # Any reported final metric can be a column, sorted by it or not.
+    assert "final accuracy" in at.multiselect(key="h_cols").options
+    at.multiselect(key="h_cols").select("final accuracy").run()
+    frame = at.dataframe[0].value
+    assert frame["final accuracy"].notna().all() and "final eval_loss" in frame.columns
