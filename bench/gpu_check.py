@@ -2,15 +2,12 @@
 training script (bench/gpu_train.py) on the GPU, the sync loop samples it through NVML, and this prints
 the job's GPU utilisation and memory as the job page's graphs would show them (and writes them to $OUT).
 
-Prepare here (the device machine cannot download; it has torch and nvidia-ml-py, not the portal's store deps):
-    .venv/bin/pip download -d .device-wheels --only-binary=:all: --python-version 3.12 \\
-        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \\
-        sqlalchemy==2.1.9 alembic==1.20.1 pydantic==2.14.3 pydantic-settings==2.16.3 itsdangerous==2.2.0 \\
-        pyyaml==6.0.3
+Prepare here (the device machine cannot download; its Python 3.12 has torch, numpy, psutil and nvidia-ml-py):
+    bash bench/gpu_check_prepare.sh        # the other dependencies as wheels into .device-wheels/ (git-ignored)
 Then one device call:
     run(command="python3 -m pip install -q --no-index --find-links .device-wheels --target /tmp/pylib \\
         sqlalchemy alembic pydantic pydantic-settings itsdangerous && PYTHONPATH=/tmp/pylib:. \\
-        python3 bench/gpu_check.py", carry=[".device-wheels"], timeout_s=400)
+        PYTHONUNBUFFERED=1 python3 bench/gpu_check.py", carry=[".device-wheels"], timeout_s=400)
 """
 
 from __future__ import annotations
