@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pages.common import JOB_PAGE, SUBMIT_PAGE, compare_link, duration, me, money, now, portal
 from services.auth import sign_link
 from services.history import NULLABLE_SORTS, HistoryQuery
+from services.jobs import validation_problems
 from services.models import StatusGroup
 
 P = portal()
@@ -30,6 +31,8 @@ SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("fi
          "GPU-hours ↓": ("gpu_hours", True), "learning rate ↑": ("learning_rate", False),
          "learning rate ↓": ("learning_rate", True), "batch size ↓": ("batch_size", True), "name": ("name", False),
          "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
+FIELD_LABELS = {"search": "Search", "owner": "Owner", "tag": "Tag", "template": "Template", "gpus_min": "GPUs ≥",
+                "gpus_max": "GPUs ≤", "metric": "Sort by"}
 # Any other final metric a run reported: "final accuracy ↓", "final eval_loss ↑".
 METRIC_SORT = re.compile(r"^final (.+) ([↑↓])$")
 
@@ -101,9 +104,14 @@ changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax,
     query.date_to, query.gpus_min, query.gpus_max, sort_label)
 page_no = 1 if changed else query.page
 column, descending, metric = sort_of(sort) or sort_of("newest")
-query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template, date_from=date_from,
-                     date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column, descending=descending,
-                     metric=metric, page=page_no)
+try:
+    query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template,
+                         date_from=date_from, date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column,
+                         descending=descending, metric=metric, page=page_no)
+except ValidationError as exc:
+    for field, problem in validation_problems(exc).items():
+        st.error(f"{FIELD_LABELS.get(field, field)}: {problem}.")
+    st.stop()
 # The URL is the view: share it, bookmark it, reopen it.
 url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag, "template": template,
                        "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",

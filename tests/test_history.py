@@ -471,3 +471,15 @@ def test_the_history_page_sorts_by_a_final_metric_from_its_url(portal):
     at.multiselect(key="h_cols").select("final accuracy").run()
     frame = at.dataframe[0].value
     assert frame["final accuracy"].notna().all() and "final eval_loss" in frame.columns
+
+
+def test_a_filter_the_history_cannot_take_gets_a_sentence_not_a_traceback(portal):
+    seeded(portal)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/history.py")
+    at.run()
+    at.text_input(key="h_q").input("x" * 250).run()
+    assert not at.exception
+    assert any(e.value.startswith("Search: ") and "200" in e.value for e in at.error), [e.value for e in at.error]
+    at.text_input(key="h_q").input("alice").run()
+    assert not at.exception and not at.error and len(at.dataframe[0].value) == 30
