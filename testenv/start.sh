@@ -38,7 +38,9 @@ KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
 # pointed at this cluster shows a real log and loss curve for the jobs it submits there.
 LOGS=${PORTAL_TESTENV_LOGS:-/var/tmp/ml-portal-kwok-logs}
 mkdir -p "$LOGS"
-python3 "$HERE/../examples/train_example.py" --epochs 10 --seconds-per-epoch 0 --samples 500 2>&1 \
+# Its model.json and metrics.json go beside the log, not into whatever folder this was started from.
+PORTAL_OUTPUT_DIR="$LOGS/example-output" python3 "$HERE/../examples/train_example.py" --epochs 10 \
+  --seconds-per-epoch 0 --samples 500 2>&1 \
   | python3 -c 'import sys, datetime as d
 t = d.datetime.now(d.timezone.utc)
 for i, line in enumerate(sys.stdin):
