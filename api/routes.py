@@ -87,7 +87,7 @@ async def download(request: Request) -> Response:
         return v1.error(404, "This download link is not valid or has expired: reload the job page.")
     user, what = opened
     if what.get("kind") == "history":
-        return history_export(user, what.get("query") or {}, parquet=what.get("format") == "parquet")
+        return await run_in_threadpool(history_export, user, what.get("query") or {}, what.get("format") == "parquet")
     jobs = get_portal().jobs
     try:
         job = await run_in_threadpool(_downloadable, user, int(what.get("job", 0)))
@@ -115,7 +115,7 @@ def history_export(user: User, raw_query: dict, parquet: bool) -> Response:
         return v1.error(400, "This export link holds an invalid filter: export again from the History page.")
     history = get_portal().history
     rows = history.rows(user, query)
-    metrics = history.final_metric_names(user, sortable=False)  # a column for each, whichever job comes first
+    metrics = history.export_metric_names(user, query)  # a column for each, whichever job comes first
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     if parquet:
         return StreamingResponse(parquet_chunks(rows, metrics), media_type="application/vnd.apache.parquet", headers={
@@ -131,7 +131,7 @@ async def api_history_export(request: Request, user: User) -> Response:
     if fmt not in ("csv", "parquet"):
         return v1.error(400, "'format' is 'csv' or 'parquet'.")
     query = v1.history_query(request, paged=False, extra=("format",))
-    return history_export(user, query.model_dump(mode="json"), parquet=fmt == "parquet")
+    return await run_in_threadpool(history_export, user, query.model_dump(mode="json"), fmt == "parquet")
 
 
 @v1.endpoint(raw=True)

@@ -60,7 +60,7 @@ def from_url() -> HistoryQuery:
         return HistoryQuery(**raw)
     except ValidationError as exc:
         st.warning("Part of this address is not a valid filter and was left out: "
-                   + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+                   + "; ".join(f"{field or 'view'}: {problem}" for field, problem in validation_problems(exc).items()))
         return HistoryQuery()
 
 

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -56,14 +57,15 @@ class HistoryQuery(BaseModel):
 
     @field_validator("search", "owner", "tag", "template", "metric")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
+    def _no_control_characters(cls, value: str) -> str:
+        # PostgreSQL refuses NUL in text; a pasted no-break space or joiner is ordinary text and stays.
+        if any(unicodedata.category(c) == "Cc" for c in value):
             raise ValueError("must not hold control characters")
         return value
 
     @model_validator(mode="after")
     def _metric_for_its_sort(self) -> HistoryQuery:
-        if self.sort == "final_metric" and not (self.metric.strip() and self.metric.isprintable()):
+        if self.sort == "final_metric" and not self.metric.strip():
             raise ValueError("metric: a sort by a final metric needs the metric's name")
         if self.sort != "final_metric":
             self.metric = ""
@@ -238,25 +240,31 @@ class HistoryService:
                 self._scanned.popitem(last=False)
         return result
 
-    def final_metric_names(self, user: User, sortable: bool = True) -> list[str]:
-        """The final metrics reported by jobs this user may see: to sort by (sortable: without the loss, which
-        has its own sort, and progress counters), or all of them (an export's columns)."""
+    def final_metric_names(self, user: User) -> list[str]:
+        """The final metrics reported by jobs this user may see, to sort by (the loss has its own sort; progress
+        counters are no result): the first MAX_METRIC_NAMES by name, kept for METRIC_NAMES_SECONDS."""
         owner = self.jobs.visible_owner(user, everyone=True)
         now = monotonic()
         with self._lock:
             hit = self._metric_names.get(owner)
         if hit is not None and now - hit[0] < METRIC_NAMES_SECONDS:
-            return [n for n in hit[1] if n not in NOT_RESULTS] if sortable else hit[1]
+            return hit[1]
         with self.sessions.begin() as s:
             if owner is None:
-                names = list(s.scalars(_DISTINCT_NAMES, {"limit": MAX_METRIC_NAMES + len(NOT_RESULTS)}))
-            else:  # only what this user's own jobs reported
+                names = list(s.scalars(_DISTINCT_NAMES, {"limit": MAX_METRIC_NAMES + len(NOT_RESULTS) + 1}))
+            else:  # only what this user's own jobs reported (through the jobs' owner index)
                 names = list(s.scalars(select(JobFinalMetric.name).join(Job, Job.id == JobFinalMetric.job_id)
                                        .where(Job.owner == owner).distinct()))
-        result = sorted(names)[: MAX_METRIC_NAMES + len(NOT_RESULTS)]
+        result = sorted(n for n in names if n.strip() and n not in NOT_RESULTS)[:MAX_METRIC_NAMES]
         with self._lock:
             self._metric_names[owner] = (now, result)
-        return [n for n in result if n not in NOT_RESULTS][:MAX_METRIC_NAMES] if sortable else result
+        return result
+
+    def export_metric_names(self, user: User, q: HistoryQuery) -> list[str]:
+        """Every final metric reported by the jobs of this view, uncapped: an export's columns."""
+        with self.sessions.begin() as s:
+            ids = self._filtered(s, user, q).with_only_columns(Job.id).scalar_subquery()
+            return sorted(s.scalars(select(JobFinalMetric.name).where(JobFinalMetric.job_id.in_(ids)).distinct()))
 
     def templates_used(self, user: User) -> list[str]:
         """The template names on the jobs this user may see (from the running totals: no scan)."""

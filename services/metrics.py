@@ -346,7 +346,7 @@ def _specials(data: bytes, breaks: np.ndarray,
             if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
                 continue
             found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
-    if found and len(breaks):
+    if found:  # a text without a line break is line 0, whose rank prefix counts like any other line's
         at = np.asarray([e[1] for e in found], dtype=np.int64)
         found = [(k, pos, ln if ln_old == -1 else ln_old, v)
                  for (k, pos, ln_old, v), ln in zip(found, np.searchsorted(breaks, at).tolist(), strict=True)]

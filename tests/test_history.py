@@ -384,7 +384,24 @@ def test_the_history_sorts_by_any_final_metric(any_portal):
     assert [r["id"] for r in h.rows(VERA, q)][:8] == [j.id for j in first + second]
     assert all("eval_loss" in j.final_metrics for j in h.page(VERA, q.model_copy(update={"page_size": 500})))
     with pytest.raises(ValidationError, match="needs the metric's name"):
-        HistoryQuery(sort="final_metric")
+        HistoryQuery(sort="final_metric", metric=" ")
+    # Pasted text keeps its no-break spaces; a control character (PostgreSQL refuses NUL) is refused.
+    assert HistoryQuery(search="lora\xa0v2").search == "lora\xa0v2"
+    with pytest.raises(ValidationError, match="control characters"):
+        HistoryQuery(search="lora\x00")
+
+    # An export has a column for every final metric of its view, also one that a single, late job reported.
+    from services.history import csv_chunks
+
+    with any_portal.jobs.sessions.begin() as s:
+        last = s.scalars(select(Job).where(Job.owner == "bob").order_by(Job.id.desc())).first()
+        last.final_metrics = {**last.final_metrics, **{f"zz_metric_{i:03d}": float(i) for i in range(250)}}
+    view = HistoryQuery(owner="bob", sort="id", descending=False)
+    names = h.export_metric_names(VERA, view)
+    assert "zz_metric_249" in names and "accuracy" in names and len(names) > 250
+    header = next(csv_chunks(h.rows(VERA, view), names)).splitlines()[0].split(",")
+    assert "final_zz_metric_249" in header and "final_eval_loss" in header
+    assert "zz_metric_000" not in h.export_metric_names(VERA, HistoryQuery(owner="alice"))
 
     # A viewer who sees only their own jobs is offered only the metrics those reported.
     with any_portal.jobs.sessions.begin() as s:
@@ -462,6 +479,12 @@ def test_the_history_page_sorts_by_a_final_metric_from_its_url(portal):
     frame = at.dataframe[0].value
     assert list(frame["final accuracy"]) == sorted(frame["final accuracy"], reverse=True) and len(frame) > 10
     assert any("Sorted by final accuracy" in c.value for c in at.caption)
+    # A sort's address with no metric name in it is left out with a sentence.
+    bad = AppTest.from_file(APP, default_timeout=30)
+    bad.switch_page("pages/history.py")
+    bad.query_params.update({"sort": "final   ↓"})
+    bad.run()
+    assert not bad.exception and any("metric" in w.value for w in bad.warning), [w.value for w in bad.warning]
     at.selectbox(key="h_sort").set_value("final eval_loss ↑").run()
     assert at.query_params["sort"] in ("final eval_loss ↑", ["final eval_loss ↑"])
     frame = at.dataframe[0].value

@@ -148,3 +148,17 @@ def test_protocol_floods_and_huge_numbers_neither_stall_nor_break_the_extractor(
     assert time.perf_counter() - t < 2.0
     points = ex.feed(b'##portal {"loss": ' + b"9" * 400 + b', "acc": 0.5, "total_steps": ' + b"9" * 400 + b"}\n", 0.0)
     assert [(n, v) for n, _x, _e, v, _r in points] == [("acc", 0.5)]
+
+
+def test_a_ranks_progress_is_left_out_also_in_a_chunk_without_a_line_break():
+    """The sync loop may pass a log's last line alone, with no line break yet: a rank-1 prefix still marks it
+    as another rank's, so neither its bar nor its epoch moves the job's progress; its metrics stay per rank."""
+    for text in (b"[rank1]:100%|##########| 10/10 [00:01<00:00]", b"[rank1]:Epoch 3/10 loss=0.5"):
+        for tail in (b"", b"\n"):
+            ex = MetricExtractor()
+            points = ex.feed(text + tail, now=1.0)
+            assert (ex.state.step, ex.state.epoch, ex.state.epochs_done) == (None, None, None), (text, tail)
+            assert all(p[4] == 1 for p in points)
+    ex = MetricExtractor()
+    ex.feed(b"[rank0]:Epoch 3/10", now=1.0)
+    assert (ex.state.epoch, ex.state.total_epochs) == (3, 10)
