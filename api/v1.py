@@ -256,8 +256,7 @@ def history_query(request: Request, paged: bool = True, extra: tuple[str, ...] =
     try:
         return HistoryQuery.model_validate(raw)
     except ValidationError as exc:
-        problems = validation_problems(exc)
-        raise ValidationProblem(problems) from None
+        raise ValidationProblem(validation_problems(exc)) from None
 
 
 @endpoint()
