@@ -117,6 +117,7 @@ def main() -> None:
         "everyone by owner": HistoryQuery(sort="owner", descending=False),
         "Completed by GPUs, page 20": HistoryQuery(status=[StatusGroup.SUCCEEDED], sort="gpus", page=20),
         "by batch size, GPUs <= 1": HistoryQuery(sort="batch_size", gpus_max=1),
+        "one owner, by runtime": HistoryQuery(owner="user-07", sort="runtime_seconds"),
         "everyone by final accuracy": HistoryQuery(sort="final_metric", metric="accuracy"),
         "Failed by final eval_loss (half report it)":
             HistoryQuery(status=[StatusGroup.FAILED], sort="final_metric", metric="eval_loss", descending=False),

@@ -28,7 +28,8 @@ DEFAULT_COLUMNS = ["id", "name", "status", "owner", "created", "runtime", "GPUs"
                    "learning rate", "batch size", "tags"]
 SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("final_loss", False),
          "final loss ↓": ("final_loss", True), "cost ↓": ("cost", True), "cost ↑": ("cost", False),
-         "GPU-hours ↓": ("gpu_hours", True), "learning rate ↑": ("learning_rate", False),
+         "GPU-hours ↓": ("gpu_hours", True), "runtime ↓": ("runtime_seconds", True),
+         "runtime ↑": ("runtime_seconds", False), "learning rate ↑": ("learning_rate", False),
          "learning rate ↓": ("learning_rate", True), "batch size ↓": ("batch_size", True), "name": ("name", False),
          "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
 FIELD_LABELS = {"search": "Search", "owner": "Owner", "tag": "Tag", "template": "Template", "gpus_min": "GPUs ≥",

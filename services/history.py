@@ -26,9 +26,10 @@ from services.store.orm import Job, JobFinalMetric, JobTotals, request_number
 from services.store.search import term_filter
 
 SortKey = Literal["id", "name", "owner", "status", "created_at", "gpus", "final_loss", "cost", "gpu_hours",
-                  "learning_rate", "epochs", "batch_size", "final_metric"]
+                  "learning_rate", "epochs", "batch_size", "runtime_seconds", "final_metric"]
 SORT_KEYS: tuple[str, ...] = get_args(SortKey)
-NULLABLE_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size"})
+NULLABLE_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size",
+                            "runtime_seconds"})
 TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,39}$")
 MAX_TAGS = 20
 MAX_NOTE = 5000
@@ -72,8 +73,9 @@ class HistoryQuery(BaseModel):
         return self
 
 
-# Sorts whose index (migration 0011) holds the owner, status, GPUs and template columns.
-WALKED_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size"})
+# Sorts whose index (migrations 0011, 0014) holds the owner, status, GPUs and template columns.
+WALKED_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size",
+                          "runtime_seconds"})
 
 
 FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template"}
@@ -323,13 +325,14 @@ class HistoryService:
         return view
 
 
-EXPORT_COLUMNS = ["id", "name", "owner", "status", "reason", "created_at", "started_at", "finished_at", "gpus",
-                  "nodes", "gpu_hours", "cost", "final_loss", "tags", "note", "template", "script", *PARAMS]
+EXPORT_COLUMNS = ["id", "name", "owner", "status", "reason", "created_at", "started_at", "finished_at",
+                  "runtime_seconds", "gpus", "nodes", "gpu_hours", "cost", "final_loss", "tags", "note", "template",
+                  "script", *PARAMS]
 
 
 EXPORT_FIELDS = (Job.id, Job.name, Job.owner, Job.status, Job.reason, Job.created_at, Job.started_at,
-                 Job.finished_at, Job.gpus, Job.nodes, Job.gpu_hours, Job.cost, Job.final_loss, Job.tags, Job.note,
-                 Job.template, Job.request, Job.final_metrics)
+                 Job.finished_at, Job.runtime_seconds, Job.gpus, Job.nodes, Job.gpu_hours, Job.cost, Job.final_loss,
+                 Job.tags, Job.note, Job.template, Job.request, Job.final_metrics)
 
 
 def export_row(job: Any) -> dict[str, Any]:
@@ -340,8 +343,8 @@ def export_row(job: Any) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else "",
         "started_at": job.started_at.isoformat() if job.started_at else "",
         "finished_at": job.finished_at.isoformat() if job.finished_at else "",
-        "gpus": job.gpus, "nodes": job.nodes, "gpu_hours": job.gpu_hours, "cost": job.cost,
-        "final_loss": job.final_loss, "tags": " ".join(job.tags or []), "note": job.note or "",
+        "runtime_seconds": job.runtime_seconds, "gpus": job.gpus, "nodes": job.nodes, "gpu_hours": job.gpu_hours,
+        "cost": job.cost, "final_loss": job.final_loss, "tags": " ".join(job.tags or []), "note": job.note or "",
         "template": job.template or "",
         "script": request.get("script", ""),
     }
@@ -381,8 +384,8 @@ PARQUET_ROW_GROUP = 10_000
 _PARQUET_INTS = frozenset({"id", "gpus", "nodes"})
 _PARQUET_TIMES = frozenset({"created_at", "started_at", "finished_at"})
 _PARQUET_BOOLS = frozenset({"mixed_precision", "gradient_checkpointing"})
-_PARQUET_FLOATS = frozenset({"gpu_hours", "cost", "final_loss", "learning_rate", "epochs", "batch_size",
-                             "checkpoint_every", "max_runtime_hours"})
+_PARQUET_FLOATS = frozenset({"runtime_seconds", "gpu_hours", "cost", "final_loss", "learning_rate", "epochs",
+                             "batch_size", "checkpoint_every", "max_runtime_hours"})
 
 
 def _parquet_value(column: str, value: Any) -> Any:

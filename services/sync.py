@@ -208,7 +208,9 @@ class SyncLoop:
                 # The history sorts and sums these without reading every row's JSON.
                 loss = to_view(job).loss
                 job.final_loss = loss if loss is not None and math.isfinite(loss) else None
-                hours = ((job.finished_at - job.started_at).total_seconds() / 3600) if job.started_at else 0.0
+                seconds = max(0.0, (job.finished_at - job.started_at).total_seconds()) if job.started_at else None
+                job.runtime_seconds = seconds
+                hours = (seconds or 0.0) / 3600
                 job.cost = round(job.cost_per_hour * max(0.0, hours), 4)
                 job.gpu_hours = round(job.gpus * job.nodes * max(0.0, hours), 4)
             set_status(s, job, obs.status, obs.reason or "")

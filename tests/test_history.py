@@ -506,3 +506,44 @@ def test_a_filter_the_history_cannot_take_gets_a_sentence_not_a_traceback(portal
     assert any(e.value.startswith("Search: ") and "200" in e.value for e in at.error), [e.value for e in at.error]
     at.text_input(key="h_q").input("alice").run()
     assert not at.exception and not at.error and len(at.dataframe[0].value) == 30
+
+
+def test_the_history_sorts_by_runtime(any_portal):
+    """How long a job ran is stored when it ends (by the sync loop, from the backend's times) and is a walked
+    sort; a store from before migration 0014 gets it for the jobs that had ended."""
+    from alembic import command
+
+    from services.store.db import alembic_config
+    from services.store.orm import Job
+    from tests.test_store_databases import finished
+
+    engine = any_portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 20, owner="alice", seed=13)  # 30-minute runs, some still running
+    run = finished(any_portal, ALICE, "quick-run", epochs=1)
+    assert run.status is JobStatus.SUCCEEDED
+    with any_portal.jobs.sessions.begin() as s:
+        job = s.get(Job, run.id)
+        assert job.runtime_seconds == pytest.approx((job.finished_at - job.started_at).total_seconds())
+        # Runs of different lengths, as a team's history has.
+        for i, other in enumerate(s.scalars(select(Job).where(Job.owner == "alice", Job.finished_at.is_not(None)))):
+            other.finished_at = other.started_at + (other.finished_at - other.started_at) * (1 + i % 5)
+            other.runtime_seconds = (other.finished_at - other.started_at).total_seconds()
+    h = any_portal.history
+    longest = h.page(VERA, HistoryQuery(sort="runtime_seconds", page_size=100))
+    seconds = [j.runtime_seconds(j.finished_at) for j in longest]
+    assert seconds == sorted(seconds, reverse=True) and all(not j.is_active for j in longest)
+    assert h.page(VERA, HistoryQuery(sort="runtime_seconds", descending=False, page_size=1))[0].id == run.id
+    assert {r["id"]: r["runtime_seconds"] for r in h.rows(VERA, HistoryQuery())}[run.id] == pytest.approx(
+        seconds[-1])
+
+    # The migration computes it for the jobs that had ended.
+    cfg = alembic_config(engine)
+    with any_portal.jobs.sessions.begin() as s:
+        before = {j.id: j.runtime_seconds for j in s.scalars(select(Job))}
+    command.downgrade(cfg, "0013")
+    command.upgrade(cfg, "head")
+    with any_portal.jobs.sessions.begin() as s:
+        after = {j.id: j.runtime_seconds for j in s.scalars(select(Job))}
+    assert after.keys() == before.keys() and sum(v is None for v in after.values()) == sum(
+        v is None for v in before.values())
+    assert all(after[k] == pytest.approx(v, abs=1e-3) for k, v in before.items() if v is not None)

@@ -138,6 +138,8 @@ class Job(Base):
     final_loss: Mapped[float | None] = mapped_column(Float)
     cost: Mapped[float | None] = mapped_column(Float)
     gpu_hours: Mapped[float | None] = mapped_column(Float)
+    # How long it ran, once it has ended (None if it never started).
+    runtime_seconds: Mapped[float | None] = mapped_column(Float)
     # The template the job was started from (its name at submit time), for the history's filter.
     template: Mapped[str | None] = mapped_column(String(100))
 
@@ -148,7 +150,8 @@ class Job(Base):
         Index("ix_jobs_template_id", "template", "id"),
         # The history's sorts, in page order (value, id) with the common filters' columns: a page walks one
         # index and tests the filters there.
-        *(Index(f"ix_jobs_by_{c}", c, "id", *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours")),
+        *(Index(f"ix_jobs_by_{c}", c, "id", *SORT_INDEX_FILTERS) for c in ("final_loss", "cost", "gpu_hours",
+                                                                            "runtime_seconds")),
         Index("ix_jobs_name", "name", "id"),
         Index("ix_jobs_gpus", "gpus", "id"),
         Index("ix_jobs_owner_id", "owner", "id"),

@@ -30,7 +30,7 @@ TEMPLATE_MIX = [None, None, "bert-finetune", "resnet-sweep", "llm-lora", "diffus
 COLUMNS = ("submission_id", "owner", "name", "status", "status_group", "reason", "backend", "backend_ref", "request",
            "spec", "gpus", "nodes", "cost_per_hour", "template", "created_at", "started_at", "updated_at",
            "finished_at", "epoch", "total_epochs", "progress", "latest_metrics", "final_metrics", "search_text",
-           "tags", "note", "final_loss", "cost", "gpu_hours")
+           "tags", "note", "final_loss", "cost", "gpu_hours", "runtime_seconds")
 
 
 def seed_jobs(engine: Engine, n: int, owner: str | Sequence[str] = "researcher", *,
@@ -100,7 +100,7 @@ def _seed_jobs(engine: Engine, n: int, owner: str | Sequence[str], status: JobSt
             1.0 if st is JobStatus.SUCCEEDED else 0.5, json.dumps(metrics),
             "{}" if running else json.dumps(metrics), search_text(name, who, request, [], ""), "[]", "",
             None if running else loss, None if running else round(1.45 * max(gpus, 0.25), 4),
-            None if running else 0.5 * gpus,
+            None if running else 0.5 * gpus, None if running else 1800.0,
         ))
         if len(rows) >= BATCH:
             skipped |= _flush(engine, rows, bulk)
