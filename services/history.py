@@ -73,9 +73,9 @@ class HistoryQuery(BaseModel):
         return self
 
 
-# Sorts whose index (migrations 0011, 0014) holds the owner, status, GPUs and template columns.
-WALKED_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", "epochs", "batch_size",
-                          "runtime_seconds"})
+# Sorts whose index (migrations 0011, 0014) holds the owner, status, GPUs and template columns: every sort by a
+# result or parameter has one.
+WALKED_SORTS = NULLABLE_SORTS
 
 
 FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template"}

@@ -338,6 +338,7 @@ def _specials(data: bytes, breaks: np.ndarray,
               json_lines: list[tuple[int, int, bytes]]) -> list[tuple[str, int, int, Any]]:
     """Protocol lines and progress fractions, in text order: (kind, position, line number, value)."""
     found: list[tuple[str, int, int, Any]] = [("json", pos, line, raw) for pos, line, raw in json_lines]
+    fractions: list[tuple[str, int, tuple[int, int]]] = []
     for pattern in _FRACTIONS:
         for m in pattern.finditer(data):
             head, kind, _ = _FRACTION_HEAD[m.group(1)]
@@ -345,11 +346,10 @@ def _specials(data: bytes, breaks: np.ndarray,
             # The word must be whole: "Epoch", not "Reepoch"; "Step", not "Steps"-like prefixes of others.
             if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
                 continue
-            found.append((kind, at, -1, (int(m.group(2)), int(m.group(3)))))
-    if found:  # a text without a line break is line 0, whose rank prefix counts like any other line's
-        at = np.asarray([e[1] for e in found], dtype=np.int64)
-        found = [(k, pos, ln if ln_old == -1 else ln_old, v)
-                 for (k, pos, ln_old, v), ln in zip(found, np.searchsorted(breaks, at).tolist(), strict=True)]
+            fractions.append((kind, at, (int(m.group(2)), int(m.group(3)))))
+    if fractions:  # a text without a line break is line 0, whose rank prefix counts like any other line's
+        lines = np.searchsorted(breaks, np.asarray([f[1] for f in fractions], dtype=np.int64)).tolist()
+        found += [(kind, at, line, value) for (kind, at, value), line in zip(fractions, lines, strict=True)]
     if b"%|" in data:
         found += _bars(data, breaks)
     found.sort(key=itemgetter(1))
