@@ -88,6 +88,24 @@ class Settings(BaseSettings):
         description="Let single mode (no login) listen on a non-loopback address. Only behind your own auth.",
     )
     single_user: str = Field(default="", description="single mode: the user's name. Empty: the login name.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"],
+        description="Host names the portal answers to (pages, their WebSocket, downloads, the API), comma-separated; "
+        "'*.example.com' matches subdomains. Any other Host header gets a 400 (DNS rebinding).",
+    )
+    max_request_mb: float = Field(
+        default=16.0, gt=0, description="Largest request body of any route, refused while it streams (uploads have "
+        "their own, smaller max_upload_mb).",
+    )
+    token_max_days: float = Field(
+        default=365.0, gt=0, description="Longest lifetime an API token may be given; new tokens default to it.",
+    )
+    local_job_uid_base: int = Field(
+        default=2_100_000_000, ge=1000, le=4_000_000_000,
+        description="proxy/oidc modes with the local backend: each job runs under its own unprivileged UID/GID "
+        "base + (job id mod local_job_uid_count), with no network of its own (needs root).",
+    )
+    local_job_uid_count: int = Field(default=1_000_000, ge=1, le=100_000_000)
     secret_key_file: str = Field(
         default="", description="Key that signs download links. Empty: secret.key in the data directory (made once)."
     )
@@ -154,7 +172,7 @@ class Settings(BaseSettings):
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_poll_seconds: float = Field(default=2.0, gt=0, description="How often running pods' logs are read.")
 
-    @field_validator("admins", "viewers", mode="before")
+    @field_validator("admins", "viewers", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         if isinstance(v, str):
