@@ -1,0 +1,18 @@
+"""Ids only grow: a deleted job's id is never handed to the next job (placeholder, being written).
+
+Revision ID: 0015
+Revises: 0014
+"""
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
