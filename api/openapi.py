@@ -53,6 +53,32 @@ NULLABLE_STR = {"type": ["string", "null"]}
 METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
 
 
+TOKEN = {"type": "object", "required": ["id", "owner", "name", "prefix", "created_at", "expires_at", "active"],
+         "properties": {"id": {"type": "integer"}, "owner": {"type": "string"}, "name": {"type": "string"},
+                        "prefix": {"type": "string", "description": "The token's first characters (the rest is "
+                                                                   "never stored)."},
+                        "created_at": {"type": "string"}, "last_used_at": NULLABLE_STR,
+                        "expires_at": {"type": "string"}, "revoked_at": NULLABLE_STR,
+                        "expired": {"type": "boolean"}, "active": {"type": "boolean",
+                                                                    "description": "Neither revoked nor expired."}}}
+
+
+def _token_paths() -> dict[str, Any]:
+    listing = _op("Your API tokens; every user's with scope=all (admins only)", (200, {
+        "type": "object", "required": ["tokens", "max_days"], "properties": {
+            "tokens": {"type": "array", "items": _ref("Token")},
+            "max_days": {"type": "number", "description": "The longest lifetime a new token may have."}}}),
+        400, 403, tag="account", params=[_q("scope", {"type": "string", "enum": ["mine", "all"]})])
+    listing["responses"]["403"]["description"] = "scope=all by someone who is not an admin"
+    token_id = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    return {
+        "/api/v1/tokens": {"get": listing},
+        "/api/v1/tokens/{token_id}": {"delete": _op(
+            "Revoke a token: your own, or anyone's for an admin (another's is not found)", (204, None), 400, 403,
+            404, 413, 415, tag="account", params=[token_id], body={"type": "object"})},
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     submit = JobRequest.model_json_schema()
@@ -205,6 +231,7 @@ def openapi_document() -> dict[str, Any]:
             "Delete one of your templates", (204, None), 400, 403, 404, 413, 415, tag="templates",
             params=[{"name": "template_id", "in": "path", "required": True,
                      "schema": {"type": "integer", "minimum": 1}}], body={"type": "object"})},
+        **_token_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -214,7 +241,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Job": job, "Template": template, "Error": {
+            "schemas": {"Job": job, "Template": template, "Token": TOKEN, "Error": {
                 "type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string"}, "problems": {"type": "object",
                                                               "additionalProperties": {"type": "string"}}}},

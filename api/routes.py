@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
+from api import tokens as tokens_api
 from api import v1
 from api.openapi import openapi_document
 from services.auth import may_download, open_link
@@ -159,6 +160,7 @@ API_ROUTES = [
     Route("/api/v1/jobs/{job_id}/results.zip", api_results_zip, methods=["GET"]),
     Route("/api/v1/history/export", api_history_export, methods=["GET"]),
     *v1.ROUTES,
+    *tokens_api.ROUTES,
 ]
 ROUTES = [
     Route("/healthz", healthz),

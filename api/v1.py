@@ -30,6 +30,7 @@ from services.logs import complete_lines, count_lines, read_from, read_lines, re
 from services.models import Conflict, JobView, NotFound, StatusGroup, User, ValidationProblem
 from services.portal import get_portal
 from services.templates import TemplateView
+from services.tokens import TokenExpired
 from services.workspace import confined, list_files
 
 
@@ -97,7 +98,10 @@ async def authenticate(request: Request) -> User:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiError(401, "Send a personal API token: 'Authorization: Bearer <token>' (page 'API tokens').")
-    user = await run_in_threadpool(get_portal().tokens.authenticate, secret.strip())
+    try:
+        user = await run_in_threadpool(get_portal().tokens.authenticate, secret.strip())
+    except TokenExpired as exc:
+        raise ApiError(401, str(exc)) from None
     if user is None:
         raise ApiError(401, "The API token is not valid or has been revoked.")
     return user

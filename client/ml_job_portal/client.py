@@ -392,6 +392,15 @@ class JobClient:
         """Delete a saved template."""
         self._json("DELETE", f"templates/{int(template_id)}")
 
+    def tokens(self, scope: str = "mine") -> list[dict[str, Any]]:
+        """Your API tokens (``scope="all"``: every user's, for admins): ``[{"id", "owner", "name", "prefix",
+        "created_at", "last_used_at", "expires_at", "revoked_at", "expired", "active"}]``."""
+        return self._json("GET", "tokens", params={"scope": scope})["tokens"]
+
+    def revoke_token(self, token_id: int) -> None:
+        """Revoke one of your tokens (an admin: anyone's). Revoking the token this client uses ends its access."""
+        self._json("DELETE", f"tokens/{int(token_id)}")
+
     # Jobs ------------------------------------------------------------------------------------------
     def submit_job(self, name: str, script: str, **values: Any) -> Job:
         """Submit a job. ``values`` are the submit form's fields (``epochs=3``, ``gpus=1``, ``template=...``)."""
