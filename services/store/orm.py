@@ -155,6 +155,8 @@ class Job(Base):
         Index("ix_jobs_name", "name", "id"),
         Index("ix_jobs_gpus", "gpus", "id"),
         Index("ix_jobs_owner_id", "owner", "id"),
+        # Ids only grow (migration 0015): a deleted job's id is never handed out again.
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -269,6 +271,7 @@ class JobTemplate(Base):
     """A named, reusable set of submit-form values (Submit page: "Start from template")."""
 
     __tablename__ = "job_templates"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids only grow (migration 0015)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(String(255), nullable=False)
