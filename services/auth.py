@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -140,14 +141,21 @@ def _secret_key(settings: Settings) -> str:
     return _read_key(path)
 
 
+def ensure_signing_key(settings: Settings) -> None:
+    """Made at start-up, so the key exists (mode 0600) before any job could race to plant a file in its place."""
+    _secret_key(settings)
+
+
 @lru_cache(maxsize=8)
 def _read_key(path: Path) -> str:
     """Read (or make, once) the key: a page signs a link per card, so not a file read per link."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
+        tmp.unlink(missing_ok=True)
+        # Made 0600 from the start (never readable by others, not even for a moment), then renamed into place.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
         tmp.replace(path)
     return path.read_text().strip()
 

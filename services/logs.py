@@ -1,9 +1,20 @@
-"""Reading log archives: the tail for the log pane, byte ranges for the sync loop."""
+"""Reading log archives: the tail for the log pane, byte ranges for the sync loop.
+
+A log lives in its job's directory (<jobs dir>/<id>/<name>), which the job can write to: every read opens it
+through services.safe_files, so a link the job put in its place reads as "no log yet", never another file.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
+
+from services.safe_files import open_job_file
+
+
+def _open(path: Path) -> BinaryIO:
+    return os.fdopen(open_job_file(path), "rb")
 
 TAIL_BYTES = 256 * 1024
 
@@ -11,7 +22,7 @@ TAIL_BYTES = 256 * 1024
 def read_tail(path: Path, max_lines: int = 500, max_bytes: int = TAIL_BYTES) -> list[str]:
     """The last lines of a log without reading the whole file (logs can be gigabytes)."""
     try:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             size = fh.seek(0, os.SEEK_END)
             start = max(0, size - max_bytes)
             fh.seek(start)
@@ -36,18 +47,11 @@ def failure_tail(path: Path) -> str:
 
 def read_from(path: Path, offset: int, limit: int) -> bytes:
     try:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             fh.seek(offset)
             return fh.read(limit)
     except FileNotFoundError:
         return b""
-
-
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 CHUNK = 1 << 20
@@ -61,7 +65,7 @@ def seek_line(path: Path, line: int) -> int:
     seen = 0
     pos = 0
     try:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             while chunk := fh.read(CHUNK):
                 n = chunk.count(b"\n")
                 if seen + n >= line:
@@ -79,7 +83,7 @@ def seek_line(path: Path, line: int) -> int:
 def count_lines(path: Path) -> int:
     total = 0
     try:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             while chunk := fh.read(CHUNK):
                 total += chunk.count(b"\n")
     except FileNotFoundError:

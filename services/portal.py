@@ -6,8 +6,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from services.auth import ensure_signing_key
 from services.backends.base import Backend
 from services.backends.local import LocalBackend
+from services.backends.local_sandbox import protect_data_dir
 from services.config import Settings, get_settings
 from services.gpu_telemetry import make_telemetry
 from services.history import HistoryService
@@ -51,6 +53,8 @@ def build_portal(settings: Settings) -> Portal:
     use_admin_patterns(settings.failure_patterns)
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
+    ensure_signing_key(settings)
+    protect_data_dir(settings)
     sessions = make_sessionmaker(engine)
     service = JobService(settings, sessions, make_backend(settings))
     telemetry = make_telemetry(settings, service.backend.name)

@@ -148,6 +148,27 @@ class PortalServer:
 
 
 @pytest.fixture
+def open_tmp_path() -> Iterator[Path]:
+    """A temporary folder that strangers may pass through (0711), for a multi-user portal with local jobs: each
+    job runs under its own UID, which cannot traverse pytest's own tmp_path (0700)."""
+    import shutil
+    import tempfile
+
+    # Not under /tmp: a job's private /tmp would hide its own folder (the portal then keeps the shared one).
+    path = Path(tempfile.mkdtemp(prefix="mlp-shared-", dir="/var/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sandbox_skip_reason() -> str | None:
+    """Why jobs of a multi-user portal cannot run here (not root, not Linux), else None."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return "job isolation needs root on Linux (CI runs as root)"
+    return None
+
+
+@pytest.fixture
 def server(tmp_path: Path) -> Iterator[PortalServer]:
     srv = PortalServer(tmp_path / "portal-data").start()
     yield srv

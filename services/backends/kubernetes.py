@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import re
 import shutil
@@ -20,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from services import safe_files
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
 from services.backends.k8s_manifests import (
     ANN_SUBMISSION,
@@ -414,7 +416,7 @@ class KubernetesBackend:
         key = str(job.id)
         if key not in self._cursors:
             try:
-                self._cursors[key] = json.loads(self._cursor_file(job.id).read_text())
+                self._cursors[key] = json.loads(safe_files.read_bytes(*safe_files.split(self._cursor_file(job.id), 2)))
             except (FileNotFoundError, ValueError):
                 self._cursors[key] = {}
         cursors = self._cursors[key]
@@ -431,7 +433,8 @@ class KubernetesBackend:
                 changed = True
             cursors[pod_name] = cur
         if changed:
-            self._cursor_file(job.id).write_text(json.dumps(cursors))
+            # The pod can write in its job directory: a rename replaces whatever link it put there.
+            safe_files.write_replace(*safe_files.split(self._cursor_file(job.id), 2), json.dumps(cursors).encode())
 
     def _pull_pod(self, job_id: int, pod_name: str, rank: int, cur: dict[str, Any], final: bool) -> bool:
         kwargs: dict[str, Any] = {"timestamps": True, "_request_timeout": self._timeout()}
@@ -465,14 +468,18 @@ class KubernetesBackend:
         if final:
             cur["done"] = True
         if lines:
-            with open(self.log_path(job_id, rank), "a", encoding="utf-8") as fh:
+            # Never through a link the pod put in the log's place (it would append to any file the portal can write).
+            fd = safe_files.open_append(*safe_files.split(self.log_path(job_id, rank), 2))
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write("\n".join(lines) + "\n")
         return bool(lines) or final
 
     def log_ranks(self, job_id: int) -> list[int]:
         ranks = [0]
         for p in self.job_dir(job_id).glob("job.rank-*.log"):
-            ranks.append(int(p.stem.rsplit("-", 1)[1]))
+            number = p.stem.rsplit("-", 1)[1]  # the pod can make any name here
+            if number.isascii() and number.isdecimal() and 0 < int(number) <= 4096:
+                ranks.append(int(number))
         return sorted(ranks)
 
     def remove_ghosts(self, failed: list[tuple[int, str]]) -> None:

@@ -15,14 +15,23 @@ from typing import Any
 
 import psutil
 
+from services import safe_files
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.backends.local_sandbox import (
+    SCRIPTKIT,
+    isolated,
+    job_env,
+    job_ids,
+    prepare_job_dir,
+    private_tmp_possible,
+    sandbox_problem,
+)
 from services.config import Settings
 from services.logs import failure_tail
 from services.models import JobRequest, JobStatus
 from services.reasons import failure_reason
 
 RUNNER = Path(__file__).with_name("local_runner.py")
-SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit"
 CHECKPOINT_SIGNAL = "SIGUSR1"
 
 
@@ -112,12 +121,22 @@ class LocalBackend:
         # A snapshot, so that editing the workspace file later does not change what this job ran.
         snapshot = script_dir / job.script_source.name
         shutil.copyfile(job.script_source, snapshot)
-        (jdir / "job.log").touch()
+        os.close(safe_files.open_append(*safe_files.split(jdir / "job.log", 2)))
 
         python = self.settings.python_executable or sys.executable
         argv = [python, "-u", *script_argv(req, str(snapshot))]
         portal_env = script_env(job.job_id, req, str(out_dir))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+        sandbox: dict[str, int] | None = None
+        if isolated(self.settings):
+            problem = sandbox_problem(self.settings)
+            if problem:
+                raise BackendError(problem)
+            uid, gid = job_ids(self.settings, job.job_id)
+            sandbox = {"uid": uid, "gid": gid, "private_tmp": private_tmp_possible(self.settings)}
+            prepare_job_dir(jdir, script_dir, out_dir, uid, gid)
+            env = job_env(dict(os.environ), out_dir, uid)
+        else:  # the laptop: the job is the user's own, with the user's environment (conda, tokens, ...)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
         env.update(portal_env)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTKIT), env.get("PYTHONPATH", "")]))
@@ -131,19 +150,24 @@ class LocalBackend:
             "env": env,
             "max_runtime_seconds": req.max_runtime_hours * 3600,
             "grace_seconds": self.settings.stop_grace_seconds,
+            "sandbox": sandbox,
         }
-        (jdir / "launch.json").write_text(json.dumps(launch))
+        # The job's environment: the portal's alone (0600), written by rename so no link is followed.
+        safe_files.write_replace(*safe_files.split(jdir / "launch.json", 2), json.dumps(launch).encode())
+        err_fd = safe_files.open_append(*safe_files.split(jdir / "runner.err", 2))
         try:
             proc = subprocess.Popen(
                 [sys.executable, str(RUNNER), str(jdir)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=open(jdir / "runner.err", "ab"),  # noqa: SIM115 - handed to the child
+                stderr=err_fd,
                 start_new_session=True,
                 close_fds=True,
             )
         except OSError as exc:
             raise BackendError(f"Could not start the job's process: {exc.strerror or exc}") from exc
+        finally:
+            os.close(err_fd)
         self._procs[job.job_id] = proc
         ref = {"runner_pid": proc.pid, "runner_started": psutil.Process(proc.pid).create_time()}
         # The exact spec that runs: argv and the portal's own variables (not the inherited environment).
@@ -159,7 +183,7 @@ class LocalBackend:
 
     def _state(self, job_id: int) -> dict[str, Any]:
         try:
-            return json.loads((self.job_dir(job_id) / "state.json").read_text())
+            return json.loads(safe_files.read_bytes(*safe_files.split(self.job_dir(job_id) / "state.json", 2)))
         except (FileNotFoundError, ValueError):
             return {}
 
@@ -178,7 +202,14 @@ class LocalBackend:
         except psutil.Error:
             return False
 
+    def _reap(self) -> None:
+        """Collect the exit status of every runner of ours that ended: a finished job leaves no zombie."""
+        for job_id, proc in list(self._procs.items()):
+            if proc.poll() is not None:
+                self._procs.pop(job_id, None)
+
     def observe(self, jobs: list[ActiveJob]) -> dict[int, Observation]:
+        self._reap()
         out: dict[int, Observation] = {}
         for job in jobs:
             state = self._state(job.id)
@@ -243,5 +274,4 @@ class LocalBackend:
 
     def close(self) -> None:
         # Jobs keep running across a portal restart on purpose; only reap what already ended.
-        for proc in list(self._procs.values()):
-            proc.poll()
+        self._reap()

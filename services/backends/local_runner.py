@@ -9,13 +9,53 @@ forwards SIGUSR1 (save checkpoint), and records the outcome in state.json for th
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWNET = 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _libc_call(name: str, *args: object) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def _loopback_up() -> None:
+    """A new network namespace has only a loopback device, and it is down (torchrun rendezvous needs it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
+
+
+def enter_sandbox(uid: int, gid: int, private_tmp: bool = True) -> None:
+    """Run (as root, in the forked child, before exec) to make the job a stranger to the portal: its own
+    network (loopback only: the portal's port, PostgreSQL and other jobs are out of reach), its own /tmp and
+    /dev/shm, then an unprivileged UID/GID with no supplementary groups that can never gain privileges again."""
+    _libc_call("unshare", _CLONE_NEWNET | _CLONE_NEWNS)
+    _libc_call("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # our mounts stay ours
+    for target in (b"/tmp", b"/dev/shm") if private_tmp else ():
+        if os.path.isdir(target):
+            _libc_call("mount", b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=1777")
+    _loopback_up()
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.umask(0o077)
 
 
 def _write_state(job_dir: Path, state: dict) -> None:
@@ -30,7 +70,9 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def main(job_dir: Path) -> int:
+    os.umask(0o077)  # state.json and the log are the portal's alone
     launch = json.loads((job_dir / "launch.json").read_text())
+    sandbox = launch.get("sandbox")
     grace = float(launch["grace_seconds"])
     deadline = time.time() + float(launch["max_runtime_seconds"])
     state: dict = {"runner_pid": os.getpid(), "stopped": False, "timed_out": False}
@@ -59,17 +101,26 @@ def main(job_dir: Path) -> int:
         state.update(returncode=-signal.SIGTERM, started_at=time.time(), finished_at=time.time())
         _write_state(job_dir, state)
         return 0
+    # The job writes its log through this descriptor only: in a sandbox it cannot open the file by name.
     with open(job_dir / "job.log", "ab", buffering=0) as log:
-        proc = subprocess.Popen(
-            launch["argv"],
-            cwd=launch["cwd"],
-            env=launch["env"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: signals reach data-loader workers too
-            close_fds=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                launch["argv"],
+                cwd=launch["cwd"],
+                env=launch["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: signals reach data-loader workers too
+                close_fds=True,
+                preexec_fn=(lambda: enter_sandbox(sandbox["uid"], sandbox["gid"], sandbox.get("private_tmp", True)))
+                if sandbox else None,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.write(f"The portal could not start the job in its sandbox: {exc}\n".encode())
+            state.update(returncode=127, started_at=time.time(), finished_at=time.time())
+            _write_state(job_dir, state)
+            return 0
     child.append(proc)
     state.update(child_pid=proc.pid, started_at=time.time())
     _write_state(job_dir, state)
@@ -99,5 +150,18 @@ def main(job_dir: Path) -> int:
     return 0
 
 
+def probe(uid: int) -> int:
+    """``local_runner.py --probe UID``: can this machine give a job its sandbox? Prints "ok" or the refusal."""
+    try:
+        enter_sandbox(uid, uid)
+    except OSError as exc:
+        print(exc)
+        return 1
+    print("ok")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--probe":
+        sys.exit(probe(int(sys.argv[2])))
     sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,133 @@
+"""Isolation of local jobs when several people share one portal (``proxy`` or ``oidc`` mode).
+
+In the single-user laptop mode a job runs as the person who started the portal, as before. With more than one
+user a job would otherwise run as the portal itself and could read its database, its signing key, its
+environment and the other users' jobs. So each job gets its own unprivileged UID/GID (base + id mod count, no
+passwd entry needed), a network namespace of its own (loopback only), a private /tmp and /dev/shm, and a folder
+layout where it can write only its output (and its log through the descriptor the runner hands it):
+
+    <data>/            0711 portal      jobs/ 0711 portal      workspace/ 0700 portal      portal.db, secret.key 0600
+    jobs/<id>/         0711 portal      launch.json, state.json, job.log 0600 portal
+    jobs/<id>/script/  0750 portal:G    the snapshot 0640 portal:G (readable by this job only, not writable)
+    jobs/<id>/output/  0700 U:G         the job's cwd and $HOME
+
+That needs root (CAP_SETUID, CAP_SETGID, CAP_SYS_ADMIN, CAP_CHOWN); where it cannot be set up the portal refuses
+to start in a multi-user mode with the local backend, with a sentence saying why (see docs/identity.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from services.config import Settings
+
+SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit"
+# What a sandboxed job inherits from the portal's environment: how to find programs and GPUs, nothing secret.
+PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "CUDA_HOME")
+PASS_ENV_PREFIXES = ("LC_", "NVIDIA_")
+
+
+def isolated(settings: Settings) -> bool:
+    return settings.auth_mode != "single"
+
+
+def job_ids(settings: Settings, job_id: int) -> tuple[int, int]:
+    uid = settings.local_job_uid_base + job_id % settings.local_job_uid_count
+    return uid, uid
+
+
+def job_env(environ: dict[str, str], out_dir: Path, uid: int) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k in PASS_ENV or k.startswith(PASS_ENV_PREFIXES)}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    name = f"mljob{uid}"
+    return env | {"HOME": str(out_dir), "USER": name, "LOGNAME": name}
+
+
+def private_tmp_possible(settings: Settings) -> bool:
+    """A job gets its own empty /tmp and /dev/shm unless the portal's data or Python live there."""
+    python = Path(settings.python_executable or sys.executable).resolve()
+    places = (settings.data_dir.resolve(), python, SCRIPTKIT)
+    tmp_dirs = (Path("/tmp"), Path("/dev/shm"))  # noqa: S108 - where the job's private mounts go
+    return not any(p.is_relative_to(tmp) for p in places for tmp in tmp_dirs)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    with contextlib.suppress(PermissionError, FileNotFoundError):  # a mount the portal does not own
+        os.chmod(path, mode)
+
+
+def protect_data_dir(settings: Settings) -> None:
+    """The portal's own files, readable by the portal alone; job folders reachable only through their names
+    (the same in every mode, so a tool that opens the store in another mode does not lock the jobs out)."""
+    _chmod(settings.data_dir, 0o711)
+    _chmod(settings.jobs_dir, 0o711)
+    _chmod(settings.workspace_dir, 0o700)
+    for name in ("portal.db", "portal.db-wal", "portal.db-shm", "secret.key"):
+        _chmod(settings.data_dir / name, 0o600)
+
+
+def prepare_job_dir(jdir: Path, script_dir: Path, out_dir: Path, uid: int, gid: int) -> None:
+    os.chmod(jdir, 0o711)  # noqa: S103 - passing through to its own folders, not listing
+    os.chown(script_dir, 0, gid)
+    os.chmod(script_dir, 0o750)  # noqa: S103 - this job's group only
+    for f in script_dir.iterdir():
+        os.chown(f, 0, gid, follow_symlinks=False)
+        os.chmod(f, 0o640)
+    os.chown(out_dir, uid, gid)
+    os.chmod(out_dir, 0o700)
+
+
+def _unreachable(path: Path) -> Path | None:
+    """The first folder above `path` that a stranger cannot pass through (no o+x)."""
+    for folder in [path, *path.parents]:
+        try:
+            if not os.stat(folder).st_mode & stat.S_IXOTH:
+                return folder
+        except OSError:
+            return folder
+    return None
+
+
+@lru_cache(maxsize=8)
+def _probe(uid: int) -> str | None:
+    """Enter the sandbox once in a throwaway process: what the kernel refuses is found at start, not per job."""
+    runner = Path(__file__).with_name("local_runner.py")
+    try:
+        done = subprocess.run([sys.executable, str(runner), "--probe", str(uid)], capture_output=True, timeout=30,
+                              check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    answer = (done.stdout or done.stderr).decode(errors="replace").strip()
+    return None if done.returncode == 0 and answer == "ok" else answer[-300:] or f"exit status {done.returncode}"
+
+
+def sandbox_problem(settings: Settings) -> str | None:
+    """Why local jobs of a multi-user portal cannot be isolated here, as a sentence; None when they can."""
+    if not isolated(settings) or settings.resolved_backend() != "local":
+        return None
+    fix = ("Run the portal as root on this machine (it starts each job under its own unprivileged UID), or use "
+           "the Kubernetes backend (PORTAL_BACKEND=kubernetes), or PORTAL_AUTH_MODE=single for one person.")
+    head = (f"Refusing to start in {settings.auth_mode} mode with the local backend: jobs would run as the portal "
+            "itself and could read its database, signing key and environment and other users' jobs")
+    if not sys.platform.startswith("linux"):
+        return f"{head}, and job isolation needs Linux. {fix}"
+    if os.geteuid() != 0:
+        return f"{head}, and isolating them needs root (this portal runs as UID {os.geteuid()}). {fix}"
+    python = Path(settings.python_executable or sys.executable).resolve()  # a venv's python links elsewhere
+    for what, folder, setting in (("their folders", settings.data_dir.parent, "PORTAL_DATA_DIR"),
+                                  (f"the jobs' Python {python}", python.parent, "PORTAL_PYTHON_EXECUTABLE"),
+                                  ("the portal's script helpers", SCRIPTKIT, "the portal's install")):
+        blocked = _unreachable(folder)
+        if blocked is not None:
+            return (f"{head}: the job accounts cannot pass through {blocked} (it lacks o+x) to reach {what}. "
+                    f"Allow it (chmod o+x {blocked}) or move {setting}.")
+    failed = _probe(job_ids(settings, 0)[0])
+    if failed:
+        return f"{head}, and this machine refused the job sandbox ({failed}). {fix}"
+    return None

@@ -1,0 +1,143 @@
+"""A multi-user portal with the local backend: a hostile job gets nothing of the portal or of other users.
+
+The portal runs as a user starts it (`streamlit run`, proxy mode) as root, so every job runs under its own UID in
+its own network; tests/data/hostile_job.py tries each way out and records what it got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.auth import sign_link
+from services.backends.local_sandbox import sandbox_problem
+from services.models import Role, User
+from services.config import Settings
+from tests.conftest import ROOT, PortalServer, create_token, sandbox_skip_reason, wait_until
+
+HOSTILE = ROOT / "tests" / "data" / "hostile_job.py"
+pytestmark = pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
+
+
+def _python() -> str:
+    """The venv's Python if job accounts can reach it, else the system's (the hostile script needs the stdlib)."""
+    real = Path(sys.executable).resolve()
+    if all(os.stat(p).st_mode & 0o001 for p in real.parents):
+        return sys.executable
+    return "/usr/bin/python3"
+
+
+def _api(server: PortalServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _finished(api: httpx.Client, job_id: int) -> dict:
+    return wait_until(lambda: (j := api.get(f"/api/v1/jobs/{job_id}").json())["finished"] and j, timeout=90)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_hostile_job_gets_nothing_of_the_portal_or_other_users(open_tmp_path: Path) -> None:
+    data = open_tmp_path / "portal-data"
+    env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": _python(),
+           "PORTAL_PROMETHEUS_TOKEN": "prom-SECRET-token", "SHARED_SECRET_OF_THE_PORTAL": "env-SECRET"}
+    server = PortalServer(data, env=env).start()
+    try:
+        alice = _api(server, create_token(data, "alice"))
+        bob = _api(server, create_token(data, "bob"))
+        # Alice's job leaves a secret in its output.
+        victim_script = 'import pathlib; pathlib.Path("secret.txt").write_text("alice-secret")\n'
+        up = alice.post("/api/v1/files", files={"file": ("victim.py", victim_script.encode(), "text/x-python")})
+        assert up.status_code == 201, up.text
+        victim = alice.post("/api/v1/jobs", json={"name": "victim", "script": up.json()["script"], "epochs": 1})
+        assert victim.status_code == 201, victim.text
+        victim_id = victim.json()["id"]
+        done = _finished(alice, victim_id)
+        assert done["status"] == "Succeeded", (done, alice.get(f"/api/v1/jobs/{victim_id}/logs").json())
+
+        key, db = data / "secret.key", data / "portal.db"
+        sign_link(Settings(data_dir=data), User(name="alice", role=Role.RESEARCHER), job=victim_id)  # makes the key
+        before = (_digest(key),)
+        tokens_before = subprocess.run(["sqlite3", str(db), "select count(*) from api_tokens"], capture_output=True,
+                                       text=True).stdout if Path("/usr/bin/sqlite3").exists() else None
+
+        up = bob.post("/api/v1/files", files={"file": ("hostile.py", HOSTILE.read_bytes(), "text/x-python")})
+        assert up.status_code == 201, up.text
+        extra = f"--portal-port {server.port} --victim-job {victim_id}"
+        hostile = bob.post("/api/v1/jobs", json={"name": "hostile", "script": up.json()["script"], "epochs": 1,
+                                                 "extra_args": extra})
+        assert hostile.status_code == 201, hostile.text
+        job = _finished(bob, hostile.json()["id"])
+        log = bob.get(f"/api/v1/jobs/{job['id']}/logs").json()["lines"]
+        assert job["status"] == "Succeeded", log
+
+        attempts = json.loads(bob.get(f"/api/v1/jobs/{job['id']}/files/attempts.json").content)
+        got = {name: what for name, what in attempts.items() if not what.startswith("refused")}
+        assert not got, f"the hostile job got through: {got}"
+        assert len(attempts) >= 15
+        # What a job may do still works: its output and its log reach the owner.
+        assert bob.get(f"/api/v1/jobs/{job['id']}/files/model.txt").content == b"weights"
+        assert "hostile job done" in log and "forged line" not in log
+        # Nothing changed behind the portal's back.
+        assert _digest(key) == before[0]
+        if tokens_before is not None:
+            assert subprocess.run(["sqlite3", str(db), "select count(*) from api_tokens"], capture_output=True,
+                                  text=True).stdout == tokens_before
+        assert bob.get("/api/v1/me").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_portals_own_files_are_readable_by_the_portal_alone(open_tmp_path: Path) -> None:
+    data = open_tmp_path / "portal-data"
+    server = PortalServer(data, env={"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": _python()}).start()
+    try:
+        api = _api(server, create_token(data, "carol"))
+        job = api.post("/api/v1/jobs", json={"name": "perm", "script": "train_example.py", "epochs": 1,
+                                             "extra_args": "--seconds-per-epoch 0"})
+        assert job.status_code == 201, job.text
+        job_id = job.json()["id"]
+        _finished(api, job_id)
+        jdir = data / "jobs" / str(job_id)
+        for path in (data / "portal.db", data / "secret.key", jdir / "launch.json", jdir / "state.json",
+                     jdir / "job.log"):
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others: {oct(path.stat().st_mode)}"
+        assert (data / "workspace").stat().st_mode & 0o077 == 0
+    finally:
+        server.stop()
+
+
+def test_finished_local_jobs_leave_no_zombies(portal, user, workspace_script) -> None:
+    import psutil
+
+    from tests.conftest import run_to_end
+
+    script = workspace_script("quick.py", "print('done')\n")
+    ids = [portal.jobs.submit(user, {"name": f"z{i}", "script": script, "epochs": 1}) for i in range(3)]
+    for job_id in ids:
+        run_to_end(portal, user, job_id)
+    zombies = [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
+    assert not zombies, f"{len(zombies)} finished runners were never reaped"
+
+
+def test_a_multi_user_portal_refuses_to_start_where_jobs_cannot_be_isolated(tmp_path: Path) -> None:
+    # pytest's tmp_path (0700) is a folder the job accounts cannot pass: the refusal names it and the fix.
+    settings = Settings(data_dir=tmp_path / "data", auth_mode="proxy", backend="local")
+    problem = sandbox_problem(settings)
+    assert problem and "Refusing to start in proxy mode with the local backend" in problem and "o+x" in problem
+    assert sandbox_problem(Settings(data_dir=tmp_path / "data", auth_mode="single", backend="local")) is None
+    # As a user starts it: the server exits with the sentence, it does not serve.
+    env = dict(os.environ, PORTAL_DATA_DIR=str(tmp_path / "data"), PORTAL_AUTH_MODE="proxy", PORTAL_BACKEND="local")
+    done = subprocess.run([sys.executable, "-m", "streamlit", "run", "portal_app.py", "--server.headless", "true",
+                           "--server.port", "0", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Refusing to start in proxy mode" in done.stdout + done.stderr
