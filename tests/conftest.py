@@ -161,6 +161,15 @@ def open_tmp_path() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def sandbox_python() -> str:
+    """The venv's Python if the job accounts can reach it (its real file, not the venv's link), else the system's:
+    tests that run sandboxed jobs need only the standard library in them."""
+    real = Path(sys.executable).resolve()
+    if all(os.stat(p).st_mode & 0o001 for p in real.parents):
+        return sys.executable
+    return "/usr/bin/python3"
+
+
 def sandbox_skip_reason() -> str | None:
     """Why jobs of a multi-user portal cannot run here (not root, not Linux), else None."""
     if not sys.platform.startswith("linux") or os.geteuid() != 0:

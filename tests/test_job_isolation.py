@@ -18,20 +18,12 @@ import pytest
 
 from services.auth import sign_link
 from services.backends.local_sandbox import sandbox_problem
-from services.models import Role, User
 from services.config import Settings
-from tests.conftest import ROOT, PortalServer, create_token, sandbox_skip_reason, wait_until
+from services.models import Role, User
+from tests.conftest import ROOT, PortalServer, create_token, sandbox_python, sandbox_skip_reason, wait_until
 
 HOSTILE = ROOT / "tests" / "data" / "hostile_job.py"
 pytestmark = pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
-
-
-def _python() -> str:
-    """The venv's Python if job accounts can reach it, else the system's (the hostile script needs the stdlib)."""
-    real = Path(sys.executable).resolve()
-    if all(os.stat(p).st_mode & 0o001 for p in real.parents):
-        return sys.executable
-    return "/usr/bin/python3"
 
 
 def _api(server: PortalServer, token: str) -> httpx.Client:
@@ -48,7 +40,7 @@ def _digest(path: Path) -> str:
 
 def test_a_hostile_job_gets_nothing_of_the_portal_or_other_users(open_tmp_path: Path) -> None:
     data = open_tmp_path / "portal-data"
-    env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": _python(),
+    env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": sandbox_python(),
            "PORTAL_PROMETHEUS_TOKEN": "prom-SECRET-token", "SHARED_SECRET_OF_THE_PORTAL": "env-SECRET"}
     server = PortalServer(data, env=env).start()
     try:
@@ -99,7 +91,7 @@ def test_a_hostile_job_gets_nothing_of_the_portal_or_other_users(open_tmp_path: 
 
 def test_the_portals_own_files_are_readable_by_the_portal_alone(open_tmp_path: Path) -> None:
     data = open_tmp_path / "portal-data"
-    server = PortalServer(data, env={"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": _python()}).start()
+    server = PortalServer(data, env={"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": sandbox_python()}).start()
     try:
         api = _api(server, create_token(data, "carol"))
         job = api.post("/api/v1/jobs", json={"name": "perm", "script": "train_example.py", "epochs": 1,

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT, PortalServer
+from tests.conftest import ROOT, PortalServer, sandbox_python, sandbox_skip_reason
 from tests.e2e.test_browser import browser, submit_from_form, wait_for_app  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.browser
@@ -26,9 +26,11 @@ def person(browser, name: str):  # noqa: F811
     return ctx, ctx.new_page()
 
 
-def test_two_researchers_and_a_viewer_behind_the_proxy(browser, tmp_path):  # noqa: F811
-    env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_VIEWERS": "vera"}
-    server = PortalServer(tmp_path / "portal-data", env=env).start()
+@pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
+def test_two_researchers_and_a_viewer_behind_the_proxy(browser, open_tmp_path):  # noqa: F811
+    # Each local job runs sandboxed under its own UID: the data directory must be one they can pass through.
+    env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_VIEWERS": "vera", "PORTAL_PYTHON_EXECUTABLE": sandbox_python()}
+    server = PortalServer(open_tmp_path / "portal-data", env=env).start()
     contexts = []
     try:
         (actx, alice), (bctx, bob), (vctx, vera) = (person(browser, n) for n in ("alice", "bob", "vera"))
@@ -84,7 +86,7 @@ def test_two_researchers_and_a_viewer_behind_the_proxy(browser, tmp_path):  # no
         alice.get_by_role("button", name="Create token").click()
         wait_for_app(alice)
         token = re.search(r"mlp_[\w-]+", alice.get_by_test_id("stCode").first.inner_text()).group(0)
-        out = subprocess.run([sys.executable, str(ROOT / "examples" / "notebook_client.py")], cwd=tmp_path,
+        out = subprocess.run([sys.executable, str(ROOT / "examples" / "notebook_client.py")], cwd=open_tmp_path,
                              capture_output=True, text=True, timeout=180,
                              env=dict(os.environ, PORTAL_URL=server.url, PORTAL_TOKEN=token))
         assert out.returncode == 0, out.stderr
