@@ -28,7 +28,7 @@ if __name__ == "__main__":
             st.Page("pages/job.py", title="Job", icon=":material/monitoring:", url_path="job", visibility="hidden")
         ],
     }
-    st.set_page_config(page_title="ML Job Portal", page_icon=":material/model_training:", layout="wide")
+    st.set_page_config(page_title="ML Job Portal", page_icon="🧪", layout="wide")
     page = st.navigation(PAGES)
     from pages.common import health_banner, identity_badge
 
@@ -36,9 +36,11 @@ if __name__ == "__main__":
     health_banner()
     page.run()
 else:
+    from starlette.middleware import Middleware
     from streamlit import config as st_config
     from streamlit.runtime.pages_manager import PagesManager
 
+    from api.guard import RequestGuard
     from api.routes import ROUTES
     from services.auth import bind_problem
     from services.config import get_settings
@@ -63,4 +65,5 @@ else:
         finally:
             portal.sync.stop()
 
-    app = st.App(__file__, routes=ROUTES, lifespan=lifespan)
+    # The guard sees every request first (Host allow-list, size limit, browser protection headers): see api/guard.py.
+    app = st.App(__file__, routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RequestGuard)])

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from api.guard import host_allowed
 from services.backends.base import BackendError
 from services.history import HistoryQuery
 from services.jobs import JobService, validation_problems
@@ -49,6 +50,7 @@ class AnyPath(Convertor[str]):
 register_url_convertor("anypath", AnyPath())
 
 MAX_JSON_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 64
 MAX_PAGE = 200
 MAX_LOG_LINES = 10_000
 STREAM_POLL_SECONDS = 0.5
@@ -108,14 +110,16 @@ async def authenticate(request: Request) -> User:
 
 
 def same_origin(request: Request) -> None:
-    """Mutations only from scripts (no Origin) or from the portal's own pages."""
+    """Mutations only from scripts (no Origin) or from the portal's own pages: an Origin must be this Host, and on
+    the allow-list (a rebound name is the same origin as the Host it sends, so only the list tells them apart)."""
     site = request.headers.get("sec-fetch-site")
     if site and site not in ("same-origin", "none"):
         raise ApiError(403, "Cross-site requests may not change anything.")
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise ApiError(403, "Cross-site requests may not change anything.")
-    if origin == "null":
+    if origin is None:
+        return
+    netloc = urlsplit(origin).netloc if origin != "null" else ""
+    if netloc != request.headers.get("host", "") or not host_allowed(netloc, get_portal().settings.allowed_hosts):
         raise ApiError(403, "Cross-site requests may not change anything.")
 
 
@@ -123,18 +127,38 @@ async def json_body(request: Request) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise ApiError(415, "Send the request body as JSON (Content-Type: application/json).")
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        raise ApiError(413, f"The request body is larger than {MAX_JSON_BYTES // 1024} KB.")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: a huge body is refused, not read whole first
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise ApiError(413, f"The request body is larger than {MAX_JSON_BYTES // 1024} KB.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:  # the parser's own depth limit, far above ours
+        body = None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "The request body is not valid JSON.") from None
+    if body is None or json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     return body
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (without recursion: it may be 900 deep)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:  # deeper than the bound is already the answer
+                todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 Handler = Callable[..., Any]
@@ -446,7 +470,8 @@ async def upload_file(request: Request, user: User) -> Response:
             data = await upload.read(limit + 1)
             name = upload.filename or ""
     except Exception as exc:  # a malformed multipart body is the client's mistake, said in a sentence
-        return error(400, f"The upload could not be read: {exc}")
+        detail = str(getattr(exc, "detail", "") or exc).strip().rstrip(".")  # Starlette's "400: " prefix left off
+        return error(400, "The upload could not be read as multipart/form-data" + (f": {detail}." if detail else "."))
     if len(data) > limit:
         return error(413, f"The upload is larger than the limit of {settings.max_upload_mb:g} MB.")
     from services.workspace import save_upload
