@@ -3,10 +3,11 @@ the REST API (api/v1.py). Files are streamed from disk, never loaded whole."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -19,8 +20,9 @@ from starlette.routing import Match, Route
 
 from api import tokens as tokens_api
 from api import v1
+from api.file_responses import fd_response
 from api.openapi import openapi_document
-from services.auth import may_download, open_link
+from services.auth import LinkRefused, may_download, open_link
 from services.history import HistoryQuery, csv_chunks, parquet_chunks
 from services.models import JobView, NotFound, User
 from services.portal import get_portal
@@ -46,17 +48,28 @@ async def healthz(_request: Request) -> Response:
     return JSONResponse(body)
 
 
-def _zip_output(root: os.PathLike[str], names: Iterable[str]) -> str:
+def _zip_output(job_id: int, names: Iterable[str]) -> str:
     # On the data volume, not /tmp: a job's checkpoints can outgrow the pod's small scratch space.
+    jobs = get_portal().jobs
     spool = get_portal().settings.data_dir / "tmp"
-    spool.mkdir(exist_ok=True)
+    spool.mkdir(mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".zip", dir=spool)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name in names:
-                with contextlib.suppress(FileNotFoundError):  # a running job may rotate its checkpoints
-                    zf.write(os.path.join(root, name), arcname=name)
+                # Opened again, without following links, and checked: the listing was of names, and the job may
+                # have swapped a file for a link since (a running job may also rotate its checkpoints).
+                try:
+                    src_fd = jobs.open_output(job_id, name)
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+                    continue
+                with os.fdopen(src_fd, "rb") as src:
+                    st = os.fstat(src.fileno())
+                    info = zipfile.ZipInfo(name, date_time=time.localtime(st.st_mtime)[:6])
+                    info.compress_type, info.file_size = zipfile.ZIP_DEFLATED, st.st_size
+                    with zf.open(info, "w", force_zip64=True) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -69,7 +82,7 @@ async def results_zip(job: JobView) -> Response:
     if not files:
         return v1.error(404, "This job wrote no files.")
     # Written to a temporary file on disk (not memory) and removed after sending.
-    tmp = await run_in_threadpool(_zip_output, jobs.backend.output_dir(job.id), [f.path for f in files])
+    tmp = await run_in_threadpool(_zip_output, job.id, [f.path for f in files])
     return FileResponse(tmp, media_type="application/zip", filename=f"{job.name}-{job.id}-results.zip",
                         background=BackgroundTask(os.unlink, tmp))
 
@@ -83,10 +96,10 @@ def _downloadable(user: User, job_id: int) -> JobView:
 
 async def download(request: Request) -> Response:
     """A link the pages signed for one user and one file; checked again against the job's owner now."""
-    opened = open_link(get_portal().settings, request.path_params["token"])
-    if opened is None:
-        return v1.error(404, "This download link is not valid or has expired: reload the job page.")
-    user, what = opened
+    try:
+        user, what = open_link(get_portal().settings, request.path_params["token"], request.headers)
+    except LinkRefused as exc:
+        return v1.error(exc.status, str(exc))
     if what.get("kind") == "history":
         return await run_in_threadpool(history_export, user, what.get("query") or {}, what.get("format") == "parquet")
     jobs = get_portal().jobs
@@ -96,14 +109,14 @@ async def download(request: Request) -> Response:
             return await results_zip(job)
         if what.get("kind") == "log":
             rank = int(what.get("rank", 0))
-            path = await run_in_threadpool(jobs.log_file, job.id, rank)
-            if not path.is_file():
+            try:
+                fd = await run_in_threadpool(jobs.open_log, job.id, rank)
+            except (FileNotFoundError, NotADirectoryError):
                 return v1.error(404, "This job has no log yet.")
             suffix = f"-node{rank}" if rank else ""
-            return FileResponse(path, media_type="text/plain; charset=utf-8",
-                                filename=f"{job.name}-{job.id}{suffix}.log")
-        path = await run_in_threadpool(jobs.output_file, user, job.id, str(what.get("path", "")))
-        return FileResponse(path, filename=path.name)
+            return fd_response(fd, f"{job.name}-{job.id}{suffix}.log", "text/plain; charset=utf-8")
+        fd, name = await run_in_threadpool(jobs.open_output_file, user, job.id, str(what.get("path", "")))
+        return fd_response(fd, name)
     except NotFound as exc:
         return v1.error(404, str(exc))
 

@@ -40,8 +40,10 @@ if clone_id and st.session_state.get("_cloned_from") != clone_id:
         values = P.jobs.clone_values(me(), int(clone_id))
         values["name"] = (values["name"][: NAME_MAX - 6] + "-clone").strip("-")
         prefill(values)
-    except (NotFound, ValueError):
+    except ValueError:
         st.error(f"Job {clone_id} was not found, so there is nothing to clone.")
+    except NotFound as exc:  # also: another user's job whose script snapshot is gone
+        st.error(f"{exc} There is nothing to clone.")
 elif "f_name" not in st.session_state:
     prefill({})
 
@@ -132,14 +134,16 @@ st.text_input("Experiment name", key="f_name", max_chars=None, placeholder="gpt-
 field_error("name")
 
 st.subheader("Training script")
-scripts = P.jobs.scripts()
+scripts = P.jobs.scripts(me())
 st.radio("Source", ["Use from workspace", "Upload new script"], key="f_source", horizontal=True,
          label_visibility="collapsed")
 if st.session_state["f_source"] == "Use from workspace":
     if st.session_state.get("f_script") not in scripts:
         st.session_state["f_script"] = scripts[0] if scripts else None
     st.selectbox("Script from workspace", scripts, key="f_script",
-                 help=f"Python files in the workspace ({S.workspace_dir}). Uploads are added to it.")
+                 help="Your Python files (uploads are added to them) and the examples everyone shares."
+                 if S.auth_mode != "single" else f"Python files in the workspace ({S.workspace_dir}). Uploads are "
+                 "added to it.")
     field_error("script")
 else:
     st.file_uploader(f"Upload a .py script (at most {S.max_upload_mb:g} MB)", key="f_upload")

@@ -168,12 +168,38 @@ def sign_link(settings: Settings, user: User, **what: Any) -> str:
     return _signer(settings).dumps({"user": user.name, **what})
 
 
-def open_link(settings: Settings, token: str, max_age_seconds: int = 12 * 3600) -> tuple[User, dict[str, Any]] | None:
+# A link the browser follows carries the proxy's identity headers in proxy mode, so it is bound to its user and
+# lives for a working day; in single and oidc modes nothing on the request says who follows it, so it is only
+# good for a few minutes (a link copied into a chat or a log is soon worthless).
+BOUND_LINK_SECONDS = 12 * 3600
+UNBOUND_LINK_SECONDS = 10 * 60
+
+
+class LinkRefused(Exception):
+    """A download link that is not (or no longer) good for this request; the message says why. `status`: 404 for
+    a link that is not valid (any more), 403 for a good link followed by someone else."""
+
+    def __init__(self, message: str, status: int = 404):
+        super().__init__(message)
+        self.status = status
+
+
+def open_link(settings: Settings, token: str, headers: Mapping[str, str]) -> tuple[User, dict[str, Any]]:
+    bound = settings.auth_mode == "proxy"
+    max_age = BOUND_LINK_SECONDS if bound else UNBOUND_LINK_SECONDS
     try:
-        data = _signer(settings).loads(token, max_age=max_age_seconds)
+        data = _signer(settings).loads(token, max_age=max_age)
     except BadSignature:
-        return None
+        raise LinkRefused("This download link is not valid or has expired: reload the page and click it again.") \
+            from None
     name = str(data.pop("user"))
     data.pop("role", None)
+    if bound:
+        requester = user_from_headers(settings, headers)
+        if requester is None:
+            raise LinkRefused("Sign in through the portal to download this file.", 403)
+        if requester.name != name:
+            raise LinkRefused("This download link was made for another user: open the page yourself to download.",
+                              403)
     # The role is worked out again now (a link outlives a change of the admin lists); by name, as for tokens.
     return User(name=name, role=role_for(settings, name)), data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,9 +37,10 @@ from services.models import (
     User,
     ValidationProblem,
 )
+from services.safe_files import open_job_file, open_read
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
 from services.store.search import matches
-from services.workspace import OutputFile, confined, list_files, list_scripts, save_upload
+from services.workspace import OutputFile, Workspace, list_files
 
 MAX_CHART_POINTS = 2000
 MAX_COMPARED = 10
@@ -146,6 +148,7 @@ class JobService:
         self.settings = settings
         self.sessions = sessions
         self.backend = backend
+        self.workspace = Workspace(settings)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -153,7 +156,7 @@ class JobService:
             yield s
 
     # Validation that needs settings --------------------------------------------------------------
-    def limit_problems(self, data: dict[str, Any]) -> dict[str, str]:
+    def limit_problems(self, data: dict[str, Any], user: User | None = None) -> dict[str, str]:
         """The admin's limits, checked on the raw values so they are reported with the form's other problems."""
         st = self.settings
         problems: dict[str, str] = {}
@@ -177,13 +180,16 @@ class JobService:
         if hours is not None and hours > st.max_runtime_hours:
             problems["max_runtime_hours"] = f"at most {st.max_runtime_hours:g} hours are allowed"
         script = data.get("script")
-        if isinstance(script, str) and script.endswith(".py") and script not in set(list_scripts(st.workspace_dir)):
-            problems["script"] = f"'{script}' is not in the workspace"
+        if user is not None and isinstance(script, str) and script.endswith(".py"):
+            try:
+                self.workspace.resolve(user, script)
+            except FileNotFoundError:
+                problems["script"] = f"'{script}' is not in your workspace"
         return problems
 
-    def validate(self, data: dict[str, Any]) -> JobRequest:
-        """Every problem with a submission at once, one sentence per field."""
-        limits = self.limit_problems(data)
+    def validate(self, data: dict[str, Any], user: User | None = None) -> JobRequest:
+        """Every problem with a submission at once, one sentence per field (the script's for `user`)."""
+        limits = self.limit_problems(data, user)
         try:
             req = parse_request(data)
         except ValidationProblem as exc:
@@ -203,11 +209,9 @@ class JobService:
         """Validate, record, then start. Returns the job id (also for a failed start: the row says why)."""
         if upload is not None:
             data = dict(data)
-            data["script"] = save_upload(
-                self.settings.workspace_dir, upload[0], upload[1], int(self.settings.max_upload_mb * 1e6)
-            )
-        req = self.validate(data)
-        script_source = confined(self.settings.workspace_dir, req.script)
+            data["script"] = self.workspace.save_upload(user, upload[0], upload[1])
+        req = self.validate(data, user)
+        script_source = self.workspace.resolve(user, req.script)
         now = utcnow()
         with self.session() as s:
             job = Job(
@@ -241,7 +245,8 @@ class JobService:
             job_id = job.id
         # The row exists before the backend is asked, so a crash here leaves a visible job, never a ghost.
         try:
-            result = self.backend.submit(JobSubmission(job_id, user.name, req, script_source, submission_id))
+            snapshot = self._snapshot(job_id, script_source)
+            result = self.backend.submit(JobSubmission(job_id, user.name, req, snapshot, submission_id))
         except Exception as exc:  # any failure to start is recorded on the job, never left half-done
             if not isinstance(exc, BackendError | OSError):
                 exc = BackendError(f"Could not start the job: {type(exc).__name__}: {exc}")
@@ -258,6 +263,26 @@ class JobService:
             if job.status == JobStatus.SUBMITTING.value:
                 set_status(s, job, result.status, "Accepted by the backend")
         return job_id
+
+    def _snapshot(self, job_id: int, source: Path) -> Path:
+        """The script as submitted, kept with the job on every backend: what a clone by someone else runs."""
+        folder = self.settings.jobs_dir / str(job_id) / "script"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        shutil.copyfile(source, target)
+        return target
+
+    def _values_for(self, user: User, job: JobView | Job) -> dict[str, Any]:
+        """A job's values for a new job of `user`: someone else's script is not theirs to read in the workspace,
+        so its snapshot is copied into their own folder and the new job runs that."""
+        values = dict(job.request)
+        if job.owner != user.name and self.workspace.multi_user:
+            snapshot = self.settings.jobs_dir / str(job.id) / "script" / Path(str(values.get("script", ""))).name
+            try:
+                values["script"] = self.workspace.adopt(user, snapshot, job.id)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotFound(f"The script that job {job.id} ran is no longer kept, so it cannot be re-run.") from None
+        return values
 
     def _owned(self, s: Session, user: User, job_id: int) -> Job:
         job = s.get(Job, job_id) if 0 < job_id < 2**62 else None
@@ -305,15 +330,14 @@ class JobService:
 
     def clone_values(self, user: User, job_id: int) -> dict[str, Any]:
         """The submitted values of a job, to prefill the Submit form."""
-        job = self.get(user, job_id)
-        return dict(job.request)
+        return self._values_for(user, self.get(user, job_id))
 
     def retry(self, user: User, job_id: int) -> int:
         with self.session() as s:
             job = self._owned(s, user, job_id)
             if JobStatus(job.status) in ACTIVE_STATUSES:
                 raise Conflict("The job is still running; stop it before retrying.")
-            data = dict(job.request)
+            data = self._values_for(user, job)
         return self.submit(user, data, parent_id=job_id)
 
     # Queries -----------------------------------------------------------------------------------
@@ -587,20 +611,30 @@ class JobService:
     def output_files(self, job_id: int) -> list[OutputFile]:
         return list_files(self.backend.output_dir(job_id))
 
-    def output_file(self, user: User, job_id: int, relative: str) -> Path:
+    def open_output_file(self, user: User, job_id: int, relative: str) -> tuple[int, str]:
+        """A read descriptor of one file the job wrote, and its name; opened without following any link the
+        job made (a link, hard link or FIFO is "no such file")."""
         job = self.get(user, job_id)
         if not may_download(user, job.owner):
             raise NotFound(f"No file '{relative}' in job {job_id}.")
         try:
-            path = confined(self.backend.output_dir(job_id), relative)
-        except FileNotFoundError:
+            fd = self.open_output(job_id, relative)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
             raise NotFound(f"No file '{relative}' in job {job_id}.") from None
-        if not path.is_file():
-            raise NotFound(f"No file '{relative}' in job {job_id}.")
-        return path
+        return fd, Path(relative).name
 
-    def scripts(self) -> list[str]:
-        return list_scripts(self.settings.workspace_dir)
+    def open_output(self, job_id: int, relative: str) -> int:
+        """A read descriptor of root/relative below the job's output (no access check: callers check)."""
+        out = self.backend.output_dir(job_id)
+        # From the jobs folder: on the local backend the job could even replace its own job folder.
+        return open_read(out.parent.parent, f"{out.parent.name}/{out.name}/{relative}")
+
+    def open_log(self, job_id: int, rank: int = 0) -> int:
+        """A read descriptor of one rank's log archive (FileNotFoundError if there is none, or a link)."""
+        return open_job_file(self.log_file(job_id, rank))
+
+    def scripts(self, user: User) -> list[str]:
+        return self.workspace.scripts(user)
 
     def mark(self, job_id: int, **values: Any) -> None:
         """Set plain columns (used by the sync loop and tests)."""

@@ -1,4 +1,10 @@
-"""The workspace (scripts users can pick), uploads, and files a job wrote: all paths confined."""
+"""The workspace (scripts users can pick), uploads, and files a job wrote: all paths confined.
+
+With one user (single mode) the workspace is that person's folder, as on a laptop. With more (proxy, oidc) each
+user has a private folder, users/<name>-<hash>/, for uploads and scripts cloned from others' jobs; what the admin
+put at the top of the workspace (the examples) is shared read-only. Nobody lists, downloads or runs another
+user's files; a job of someone else's is cloned with the script snapshot it ran, copied into the cloner's folder.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.models import ValidationProblem
+from services.config import Settings
+from services.models import User, ValidationProblem
+from services.safe_files import read_bytes, split, walk_files
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -78,7 +86,8 @@ def save_upload(workspace: Path, filename: str, data: bytes, max_bytes: int) -> 
     else:
         try:
             compile(data, filename, "exec")
-        except (SyntaxError, ValueError) as exc:
+        # Nesting the parser cannot take ends in RecursionError or MemoryError: also the uploader's mistake.
+        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
             line = getattr(exc, "lineno", None)
             where = f" (line {line})" if line else ""
             problems["upload"] = f"the file is not valid Python{where}: {getattr(exc, 'msg', exc)}"
@@ -103,16 +112,94 @@ def save_upload(workspace: Path, filename: str, data: bytes, max_bytes: int) -> 
 class OutputFile:
     path: str
     size: int
+    modified: float = 0.0
 
 
 def list_files(root: Path) -> list[OutputFile]:
-    if not root.is_dir():
-        return []
-    out: list[OutputFile] = []
-    for p in sorted(root.rglob("*")):
-        if p.is_symlink() or not p.is_file():
-            continue
-        out.append(OutputFile(p.relative_to(root).as_posix(), p.stat().st_size))
-        if len(out) >= MAX_LISTED_FILES:
-            break
-    return out
+    """The plain files under root, links not followed (a job's folder is the job's to fill)."""
+    return [OutputFile(rel, size, mtime) for rel, size, mtime in walk_files(root, MAX_LISTED_FILES)]
+
+
+def _user_key(name: str) -> str:
+    # Readable for an admin on disk, and distinct for names that sanitize alike (a.b@x and a-b@x).
+    return f"{_SAFE_NAME.sub('-', name).strip('.-')[:40] or 'user'}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+class Workspace:
+    """One user's view of the workspace: their own files first, then (with several users) the shared ones."""
+
+    SHARED_HIDDEN = ("users", "uploads")  # never shared: the private folders, and uploads from before they existed
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @property
+    def root(self) -> Path:
+        return self.settings.workspace_dir
+
+    @property
+    def multi_user(self) -> bool:
+        return self.settings.auth_mode != "single"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 1e6)
+
+    def own_dir(self, user: User) -> Path:
+        return self.root / "users" / _user_key(user.name) if self.multi_user else self.root
+
+    def _shared(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        out: list[str] = []
+        for entry in sorted(self.root.iterdir()):  # the private folders are not walked at all
+            if entry.name in self.SHARED_HIDDEN or entry.name.startswith(".") or entry.is_symlink():
+                continue
+            if entry.is_dir():
+                out += [f"{entry.name}/{s}" for s in list_scripts(entry)]
+            elif entry.suffix == ".py" and entry.is_file():
+                out.append(entry.name)
+        return out
+
+    def scripts(self, user: User) -> list[str]:
+        own = list_scripts(self.own_dir(user))
+        if not self.multi_user:
+            return own
+        return own + [s for s in self._shared() if s not in set(own)]
+
+    def resolve(self, user: User, relative: str) -> Path:
+        """The file a script name means for this user (FileNotFoundError when it is not theirs to use)."""
+        try:
+            path = confined(self.own_dir(user), relative)
+            if path.is_file():
+                return path
+        except FileNotFoundError:
+            pass
+        if self.multi_user and relative.split("/", 1)[0] not in self.SHARED_HIDDEN:
+            path = confined(self.root, relative)
+            if path.is_file():
+                return path
+        raise FileNotFoundError(relative)
+
+    def files(self, user: User) -> list[OutputFile]:
+        own = list_files(self.own_dir(user))
+        if not self.multi_user:
+            return own
+        names = {f.path for f in own}
+        shared = [f for f in list_files(self.root) if f.path.split("/", 1)[0] not in self.SHARED_HIDDEN
+                  and f.path not in names]
+        return own + shared
+
+    def save_upload(self, user: User, filename: str, data: bytes) -> str:
+        return save_upload(self.own_dir(user), filename, data, self.max_upload_bytes)
+
+    def adopt(self, user: User, snapshot: Path, job_id: int) -> str:
+        """A copy of another user's job's script snapshot in this user's folder; returns its workspace path."""
+        name = sanitize_filename(snapshot.name)
+        # <jobs>/<id>/script/<name>: a pod may write in its job folder, so no link below <jobs> is followed.
+        data = read_bytes(*split(snapshot, 3), limit=8 * 1024 * 1024)
+        target_dir = self.own_dir(user) / "cloned"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / f"job{job_id}-{name}"
+        target.write_bytes(data)
+        return target.relative_to(self.own_dir(user)).as_posix()

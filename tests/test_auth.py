@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-from services.auth import bind_problem, current_user, may_act, may_download, may_see, open_link, sign_link
+from services.auth import (
+    BOUND_LINK_SECONDS,
+    UNBOUND_LINK_SECONDS,
+    LinkRefused,
+    bind_problem,
+    current_user,
+    may_act,
+    may_download,
+    may_see,
+    open_link,
+    sign_link,
+)
 from services.config import Settings
 from services.models import Role, User
 from tests.conftest import ROOT
@@ -75,16 +86,47 @@ def test_permissions_by_role(tmp_path):
 def test_download_links_are_signed_and_expire(tmp_path):
     s = settings(tmp_path)
     token = sign_link(s, User("bob"), job=3, kind="log")
-    assert open_link(s, token) == (User("bob"), {"job": 3, "kind": "log"})
+    assert open_link(s, token, {}) == (User("bob"), {"job": 3, "kind": "log"})
     # The role is the settings' now, not what it was when the link was made.
     promoted = settings(tmp_path, viewers=["bob"])
-    assert open_link(promoted, token)[0].role is Role.VIEWER
+    assert open_link(promoted, token, {})[0].role is Role.VIEWER
     # Change a character in the middle of the signature (the last one may only carry padding bits).
     cut = len(token) - 10
-    assert open_link(s, token[:cut] + ("A" if token[cut] != "A" else "B") + token[cut + 1:]) is None
-    assert open_link(s, token, max_age_seconds=-1) is None
-    assert open_link(settings(tmp_path / "other"), token) is None, "another portal's key does not open it"
+    with pytest.raises(LinkRefused, match="not valid or has expired"):
+        open_link(s, token[:cut] + ("A" if token[cut] != "A" else "B") + token[cut + 1:], {})
+    with pytest.raises(LinkRefused):
+        open_link(settings(tmp_path / "other"), token, {})  # another portal's key does not open it
     assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0
+
+
+def _signed_ago(s: Settings, seconds: float, monkeypatch, user: str = "bob") -> str:
+    import itsdangerous.timed
+
+    real = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() - seconds)
+    token = sign_link(s, User(user), job=3, kind="log")
+    monkeypatch.setattr(itsdangerous.timed.time, "time", real)
+    return token
+
+
+def test_links_without_an_identity_on_the_request_are_short_lived(tmp_path, monkeypatch):
+    for mode in ("single", "oidc"):
+        s = settings(tmp_path, auth_mode=mode)
+        assert open_link(s, _signed_ago(s, UNBOUND_LINK_SECONDS - 30, monkeypatch), {})[0].name == "bob"
+        with pytest.raises(LinkRefused, match="expired"):
+            open_link(s, _signed_ago(s, UNBOUND_LINK_SECONDS + 30, monkeypatch), {})
+
+
+def test_links_are_bound_to_the_user_behind_the_proxy(tmp_path, monkeypatch):
+    s = settings(tmp_path, auth_mode="proxy")
+    token = _signed_ago(s, 3600, monkeypatch)  # an hour old: fine for its own user
+    assert open_link(s, token, {"X-Forwarded-User": "bob"})[0].name == "bob"
+    with pytest.raises(LinkRefused, match="made for another user"):
+        open_link(s, token, {"X-Forwarded-User": "mallory"})
+    with pytest.raises(LinkRefused, match="Sign in"):
+        open_link(s, token, {})
+    with pytest.raises(LinkRefused, match="expired"):
+        open_link(s, _signed_ago(s, BOUND_LINK_SECONDS + 60, monkeypatch), {"X-Forwarded-User": "bob"})
 
 
 @pytest.mark.parametrize("address,refused", [("127.0.0.1", False), ("localhost", False), ("::1", False),

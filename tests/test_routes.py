@@ -13,7 +13,7 @@ from api.v1 import ROUTES as API_ROUTES
 from services.auth import sign_link
 from services.config import Settings
 from services.models import Role, User
-from tests.conftest import create_token, wait_until
+from tests.conftest import PortalServer, create_token, sandbox_python, sandbox_skip_reason, wait_until
 
 EXAMPLE = {"script": "train_example.py", "epochs": 1, "extra_args": "--seconds-per-epoch 0"}
 
@@ -206,6 +206,22 @@ def test_signed_download_links_of_the_pages(server):
     cut = len(good) - 10  # inside the signature: its last character may only carry padding bits
     assert httpx.get(good[:cut] + ("A" if good[cut] != "A" else "B") + good[cut + 1:]).status_code == 404
     assert httpx.get(link(server, alice, job=job["id"], kind="file", path="../job.log")).status_code == 404
+
+
+@pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
+def test_behind_the_proxy_a_download_link_works_only_for_its_own_user(open_tmp_path):
+    env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": sandbox_python()}
+    server = PortalServer(open_tmp_path / "portal-data", env=env).start()
+    try:
+        job = submit(server, create_token(server.data_dir, "alice"))
+        url = link(server, User("alice"), job=job["id"], kind="log")
+        wait_until(lambda: httpx.get(url, headers={"X-Forwarded-User": "alice"}).status_code == 200, timeout=30)
+        replayed = httpx.get(url, headers={"X-Forwarded-User": "bob"})  # a link pasted into a chat
+        assert replayed.status_code == 403 and "made for another user" in replayed.json()["error"]
+        anonymous = httpx.get(url)
+        assert anonymous.status_code == 403 and "Sign in" in anonymous.json()["error"]
+    finally:
+        server.stop()
 
 
 def test_openapi_document_is_served(server):

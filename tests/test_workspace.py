@@ -51,7 +51,9 @@ def test_output_file_download_is_confined(portal, user):
     from tests.conftest import run_to_end
 
     run_to_end(portal, user, job_id)
-    assert portal.jobs.output_file(user, job_id, "model.json").name == "model.json"
-    for bad in ["../job.log", "../../portal.db", "/etc/passwd", "nope.txt"]:
+    fd, name = portal.jobs.open_output_file(user, job_id, "model.json")
+    os.close(fd)
+    assert name == "model.json"
+    for bad in ["../job.log", "../../portal.db", "/etc/passwd", "nope.txt", "a/../../job.log", ""]:
         with pytest.raises(NotFound):
-            portal.jobs.output_file(user, job_id, bad)
+            portal.jobs.open_output_file(user, job_id, bad)

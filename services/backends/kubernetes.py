@@ -294,7 +294,8 @@ class KubernetesBackend:
             script_dir = self.job_dir(job.job_id) / "script"
             script_dir.mkdir(parents=True, exist_ok=True)
             self.output_dir(job.job_id).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(job.script_source, script_dir / job.script_source.name)
+            if job.script_source != script_dir / job.script_source.name:  # usually kept there by the job service
+                shutil.copyfile(job.script_source, script_dir / job.script_source.name)
             shutil.copyfile(SCRIPTKIT, script_dir / SCRIPTKIT.name)
         created = self._create_job_idempotent(manifest, submission_id)
         labels = manifest["metadata"]["labels"]

@@ -120,7 +120,8 @@ class LocalBackend:
         out_dir.mkdir(parents=True, exist_ok=True)
         # A snapshot, so that editing the workspace file later does not change what this job ran.
         snapshot = script_dir / job.script_source.name
-        shutil.copyfile(job.script_source, snapshot)
+        if job.script_source != snapshot:  # the job service usually keeps it there already
+            shutil.copyfile(job.script_source, snapshot)
         os.close(safe_files.open_append(*safe_files.split(jdir / "job.log", 2)))
 
         python = self.settings.python_executable or sys.executable
