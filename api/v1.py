@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from api.file_responses import fd_response
 from api.guard import host_allowed
 from services.backends.base import BackendError
 from services.history import HistoryQuery
@@ -32,7 +33,7 @@ from services.models import Conflict, JobView, NotFound, StatusGroup, User, Vali
 from services.portal import get_portal
 from services.templates import TemplateView
 from services.tokens import TokenExpired
-from services.workspace import confined, list_files
+from services.workspace import OutputFile
 
 
 class AnyPath(Convertor[str]):
@@ -431,25 +432,21 @@ def job_metrics(request: Request, user: User) -> dict[str, Any]:
             "final": finite(job.final_metrics), "latest": finite(job.latest_metrics)}
 
 
-def _files_json(root: Any) -> dict[str, Any]:
-    out = []
-    for f in list_files(root):
-        stat = (root / f.path).stat()
-        out.append({"path": f.path, "size": f.size, "modified": datetime.fromtimestamp(stat.st_mtime).astimezone()
-                    .isoformat()})
-    return {"files": out}
+def _files_json(files: list[OutputFile]) -> dict[str, Any]:
+    return {"files": [{"path": f.path, "size": f.size,
+                       "modified": datetime.fromtimestamp(f.modified).astimezone().isoformat()} for f in files]}
 
 
 @endpoint()
 def job_files(request: Request, user: User) -> dict[str, Any]:
     job = visible(request, user)
-    return _files_json(jobs().backend.output_dir(job.id))
+    return _files_json(jobs().output_files(job.id))
 
 
 @endpoint()
 def job_file(request: Request, user: User) -> Response:
-    path = jobs().output_file(user, path_int(request), request.path_params["path"])
-    return FileResponse(path, filename=path.name)
+    fd, name = jobs().open_output_file(user, path_int(request), request.path_params["path"])
+    return fd_response(fd, name)
 
 
 @endpoint(mutation=True, raw=True)
@@ -474,10 +471,8 @@ async def upload_file(request: Request, user: User) -> Response:
         return error(400, "The upload could not be read as multipart/form-data" + (f": {detail}." if detail else "."))
     if len(data) > limit:
         return error(413, f"The upload is larger than the limit of {settings.max_upload_mb:g} MB.")
-    from services.workspace import save_upload
-
     try:
-        script = await run_in_threadpool(save_upload, settings.workspace_dir, name, data, limit)
+        script = await run_in_threadpool(jobs().workspace.save_upload, user, name, data)
     except ValidationProblem as exc:
         problems = {"file": exc.problems.get("upload", str(exc))}
         return error(422, "The upload was refused: " + problems["file"], problems=problems)
@@ -486,18 +481,16 @@ async def upload_file(request: Request, user: User) -> Response:
 
 @endpoint()
 def workspace_files(request: Request, user: User) -> dict[str, Any]:
-    return _files_json(get_portal().settings.workspace_dir)
+    return _files_json(jobs().workspace.files(user))
 
 
 @endpoint()
 def workspace_file(request: Request, user: User) -> Response:
-    root = get_portal().settings.workspace_dir
+    """One of this user's own files, or a shared example (never another user's)."""
     try:
-        path = confined(root, request.path_params["path"])
+        path = jobs().workspace.resolve(user, request.path_params["path"])
     except FileNotFoundError:
-        raise NotFound("No such file in the workspace.") from None
-    if not path.is_file():
-        raise NotFound("No such file in the workspace.")
+        raise NotFound("No such file in your workspace.") from None
     return FileResponse(path, filename=path.name)
 
 
