@@ -43,11 +43,13 @@ else:
     from api.guard import RequestGuard
     from api.routes import ROUTES
     from services.auth import bind_problem
+    from services.backends.local_sandbox import sandbox_problem
     from services.config import get_settings
     from services.portal import get_portal
 
     # Before anything listens: single-user mode (no login) only on loopback, unless the admin says otherwise.
-    problem = bind_problem(get_settings(), st_config.get_option("server.address"))
+    # ... and a multi-user portal with local jobs only where each job can be shut out of the portal's files.
+    problem = bind_problem(get_settings(), st_config.get_option("server.address")) or sandbox_problem(get_settings())
     if problem:
         raise SystemExit(problem)
 
