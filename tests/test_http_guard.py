@@ -257,3 +257,22 @@ def test_a_malformed_upload_gets_a_sentence(server, token):
         message = r.json()["error"]
         assert message.startswith("The upload could not be read as multipart/form-data") and message.endswith(".")
         assert "400:" not in message
+
+
+def test_each_overlay_answers_to_its_route_or_ingress_host() -> None:
+    import yaml
+
+    from api.guard import host_allowed
+    from tests.conftest import ROOT
+
+    overlays = ROOT / "manifests" / "overlays"
+    hosts = {"kubernetes": yaml.safe_load((overlays / "kubernetes" / "ingress.yaml").read_text())["spec"]["rules"][0]
+             ["host"], "openshift": yaml.safe_load((overlays / "openshift" / "route.yaml").read_text())["spec"]["host"]}
+    for overlay, host in hosts.items():
+        kustomization = yaml.safe_load((overlays / overlay / "kustomization.yaml").read_text())
+        config = next(g for g in kustomization["configMapGenerator"] if g["name"] == "ml-portal-config")
+        allowed = dict(v.split("=", 1) for v in config["literals"])["PORTAL_ALLOWED_HOSTS"].split(",")
+        assert allowed == [host], (overlay, allowed, host)
+        assert host_allowed(host, allowed) and not host_allowed("127.0.0.1:8501", allowed)
+        sidecar = (overlays / overlay / "proxy-sidecar.yaml").read_text()
+        assert "--pass-host-header=true" in sidecar, "the proxy must pass the browser's Host on"
