@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,27 @@ STATUS_ICON = {
 
 def portal() -> Portal:
     return get_portal()
+
+
+# The signs Markdown (and Streamlit's :color[...], :emoji:, $LaTeX$) acts on, where it acts on them. Plain words,
+# "gpt-finetune-v2", "train_loss", "Exited with code 2: ValueError" and "#7" need none and stay as they are.
+_MARKUP = re.compile(r"[\\`*\[\]<>$~|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|:(?=[\w+-])|&(?=[#A-Za-z])"
+                     r"|^\s*[#+=-]|(?<=^\d)[.)]|(?<=^\d\d)[.)]|(?<=^\d\d\d)[.)]")
+_LINKISH = re.compile(r"(?<=:)(?=//)|(?<=[wW]{3})(?=\.)|(?=@)")  # where a bare URL or e-mail address starts
+
+
+def plain(text: object) -> str:
+    """Text someone else wrote (a job name, owner, reason, tag, note), for the Markdown that st.markdown, captions,
+    titles, alerts and labels render: shown as typed, never as bold, a link, an image, HTML, LaTeX or an emoji.
+    Signs become character references; an invisible word joiner stops the linking of bare addresses (Streamlit
+    links "http://..." and "a@b.c" even when escaped). One line: line breaks become spaces."""
+    one_line = str(text).replace("\r", " ").replace("\n", " ").strip()
+    return _MARKUP.sub(lambda m: "".join(f"&#{ord(c)};" for c in m.group()), _LINKISH.sub("\u2060", one_line))
+
+
+def chart_text(text: str) -> str:
+    """A metric's name (a job's script chose it) for a Plotly title or legend, which draw <a href>, <b>, <br>."""
+    return html.escape(text, quote=False)
 
 
 def me() -> User:
@@ -62,9 +85,9 @@ def identity_badge() -> None:
     mode = portal().settings.auth_mode
     with st.sidebar:
         if mode == "single":
-            st.caption(f"Single-user mode: you are **{user.name}** on this machine.")
+            st.caption(f"Single-user mode: you are **{plain(user.name)}** on this machine.")
         else:
-            st.caption(f"Signed in as **{user.name}** ({user.role.value})")
+            st.caption(f"Signed in as **{plain(user.name)}** ({user.role.value})")
             if mode == "oidc":
                 st.button("Sign out", on_click=st.logout, key="_signout")
 
@@ -139,14 +162,15 @@ def health_banner() -> None:
     p = portal()
     problem = p.jobs.backend.health()
     if problem:
-        st.warning(f"**The cluster is not available:** {problem} Your job history is still here; new jobs "
+        st.warning(f"**The cluster is not available:** {plain(problem)} Your job history is still here; new jobs "
                    "cannot start until it is back.", icon=":material/cloud_off:")
     elif p.sync.last_error:
-        st.warning(f"Job updates are delayed: {p.sync.last_error}", icon=":material/sync_problem:")
+        st.warning(f"Job updates are delayed: {plain(p.sync.last_error)}", icon=":material/sync_problem:")
 
 
 def flash(message: str, kind: str = "success") -> None:
-    st.session_state.setdefault("_flash", []).append((kind, message))
+    """A message for the next run; it names jobs and quotes errors, so it is shown as plain text."""
+    st.session_state.setdefault("_flash", []).append((kind, plain(message)))
 
 
 def show_flash() -> None:
@@ -190,7 +214,7 @@ def cancel_delete() -> None:
 def delete_confirmation(job: JobView, key: str) -> None:
     if st.session_state.get("_confirm_delete") != job.id:
         return
-    st.warning(f"Delete **{job.name}** with its logs, metrics and files? This cannot be undone.")
+    st.warning(f"Delete **{plain(job.name)}** with its logs, metrics and files? This cannot be undone.")
     a, b, _ = st.columns([1, 1, 4])
     a.button("Yes, delete", key=f"{key}-confirm", type="primary", on_click=delete_job, args=(job,))
     b.button("Cancel", key=f"{key}-cancel", on_click=cancel_delete)
@@ -274,11 +298,11 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
     with st.container(border=True, key=f"{k}-box"):
         left, right = st.columns([2, 3])
         with left:
-            st.page_link(JOB_PAGE, label=f"**{job.name}**", query_params=ids)
+            st.page_link(JOB_PAGE, label=f"**{plain(job.name)}**", query_params=ids)
             status = f"{STATUS_ICON[job.status]} {job.status.value}"
             if job.reason:
                 status += f" · {job.reason}"
-            st.caption(f"{status} · #{job.id} · {job.owner}")
+            st.caption(f"{plain(status)} · #{job.id} · {plain(job.owner)}")
             if idle_gpus(job):
                 st.badge("idle GPUs", icon=":material/warning:", color="orange",
                          help=f"Its GPUs have been below {portal().settings.gpu_idle_percent:g} % for "

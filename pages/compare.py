@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from pages.common import JOB_PAGE, STATUS_ICON, me, metric_text, portal
+from pages.common import JOB_PAGE, STATUS_ICON, chart_text, me, metric_text, plain, portal
 from services.jobs import MAX_COMPARED
 
 P = portal()
@@ -55,8 +55,8 @@ import plotly.graph_objects as go  # noqa: E402
 st.subheader("Runs")
 cols = st.columns(len(jobs))
 for col, j in zip(cols, jobs, strict=True):
-    col.page_link(JOB_PAGE, label=f"**{j.name}**", query_params={"id": str(j.id)})
-    col.caption(f"{STATUS_ICON[j.status]} {j.status.value} · #{j.id} · {j.owner}")
+    col.page_link(JOB_PAGE, label=f"**{plain(j.name)}**", query_params={"id": str(j.id)})
+    col.caption(f"{STATUS_ICON[j.status]} {j.status.value} · #{j.id} · {plain(j.owner)}")
 
 finals: dict[str, dict[str, Any]] = {}
 for j in jobs:
@@ -101,8 +101,8 @@ for i, name in enumerate(names):
             continue
         axis = ser.axis
         fig.add_trace(go.Scatter(x=ser.x, y=ser.y, mode="lines+markers" if len(ser.x) < 50 else "lines",
-                                 name=f"{j.name} #{j.id}"))
-    fig.update_layout(title=name, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=axis,
+                                 name=chart_text(f"{j.name} #{j.id}")))
+    fig.update_layout(title=chart_text(name), height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=axis,
                       legend={"orientation": "h"})
     grid[i % 2].plotly_chart(fig, key=f"cmp-{name}", width="stretch")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, job_card, me, portal, show_flash
+from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, job_card, me, plain, portal, show_flash
 from services.models import StatusGroup
 
 P = portal()
@@ -69,7 +69,7 @@ def running_section() -> None:
 
 if sum(counts.values()) == 0:
     if search:
-        st.info(f"No job matches “{search}”.")
+        st.info(f"No job matches “{plain(search)}”.")
     else:
         st.info("No jobs yet. Submit your first one: the example script `train_example.py` is in your workspace.")
         st.page_link(SUBMIT_PAGE, label="Submit a job", icon=":material/rocket_launch:")

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
-from pages.common import JOB_PAGE, SUBMIT_PAGE, compare_link, duration, me, money, now, portal
+from pages.common import JOB_PAGE, SUBMIT_PAGE, compare_link, duration, me, money, now, plain, portal
 from services.auth import sign_link
 from services.history import NULLABLE_SORTS, HistoryQuery
 from services.jobs import validation_problems
@@ -61,7 +61,8 @@ def from_url() -> HistoryQuery:
         return HistoryQuery(**raw)
     except ValidationError as exc:
         st.warning("Part of this address is not a valid filter and was left out: "
-                   + "; ".join(f"{field or 'view'}: {problem}" for field, problem in validation_problems(exc).items()))
+                   + plain("; ".join(f"{field or 'view'}: {problem}" for field, problem in
+                                     validation_problems(exc).items())))
         return HistoryQuery()
 
 
@@ -111,7 +112,7 @@ try:
                          descending=descending, metric=metric, page=page_no)
 except ValidationError as exc:
     for field, problem in validation_problems(exc).items():
-        st.error(f"{FIELD_LABELS.get(field, field)}: {problem}.")
+        st.error(f"{FIELD_LABELS.get(field, field)}: {plain(problem)}.")
     st.stop()
 # The URL is the view: share it, bookmark it, reopen it.
 url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag, "template": template,

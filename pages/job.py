@@ -12,6 +12,7 @@ from pages.common import (
     ago,
     ask_delete,
     can_act,
+    chart_text,
     clone_job,
     delete_confirmation,
     download_url,
@@ -24,6 +25,7 @@ from pages.common import (
     metric_text,
     money,
     now,
+    plain,
     portal,
     retry_job,
     run_action,
@@ -45,13 +47,13 @@ raw_id = st.query_params.get("id")
 try:
     job = P.jobs.get(me(), int(raw_id or ""))
 except (NotFound, ValueError):
-    st.error(f"No job with id {raw_id!r}." if raw_id else "No job selected.")
+    st.error(f"No job with id {plain(repr(raw_id))}." if raw_id else "No job selected.")
     st.page_link(DASHBOARD_PAGE, label="Back to the dashboard", icon=":material/arrow_back:")
     st.stop()
 
 active = job.is_active
 head, back = st.columns([5, 1])
-head.title(job.name)
+head.title(plain(job.name), anchor=False)
 back.page_link(DASHBOARD_PAGE, label="Back", icon=":material/arrow_back:")
 show_flash()
 
@@ -70,7 +72,7 @@ def status_strip() -> None:
     c[1].metric("Loss", metric_text(j.loss))
     c[2].metric("Cost so far", money(j.cost(now())))
     if j.reason:
-        (st.error if j.status in (JobStatus.FAILED, JobStatus.SUBMIT_FAILED) else st.info)(j.reason)
+        (st.error if j.status in (JobStatus.FAILED, JobStatus.SUBMIT_FAILED) else st.info)(plain(j.reason))
     if j.progress is not None and j.is_active:
         st.progress(min(1.0, j.progress))
 
@@ -84,7 +86,7 @@ def save_checkpoint() -> None:
 
 actions = st.columns(6)
 if not can_act(job):
-    actions[0].caption(f"{job.owner}'s job: read-only.")
+    actions[0].caption(f"{plain(job.owner)}'s job: read-only.")
 elif active:
     actions[0].button("Stop job", key="stop", icon=":material/stop:", type="primary", on_click=stop_job, args=(job,))
     actions[1].button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint,
@@ -103,7 +105,7 @@ def save_tags_note() -> None:
 
 
 if job.tags:
-    st.markdown(" ".join(f":blue-badge[{t}]" for t in job.tags))
+    st.markdown(" ".join(f":blue-badge[{plain(t)}]" for t in job.tags))
 if can_act(job):
     with st.expander("Tags and note", expanded=False):
         st.text_input("Tags", value=" ".join(job.tags), key="job_tags", placeholder="baseline lora ablation-3",
@@ -112,7 +114,7 @@ if can_act(job):
                      placeholder="What this run was for, what you learnt from it.")
         st.button("Save tags and note", key="save_tags", on_click=save_tags_note, icon=":material/sell:")
 elif job.note:
-    st.caption(f"Note: {job.note}")
+    st.text(f"Note: {job.note}")  # another user's words: no Markdown, so no link or image in this browser
 
 logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
     ["Logs", "Metrics", "Config", "Files"], key="tab", bind="query-params", on_change="rerun"
@@ -153,8 +155,8 @@ with logs_tab:
 def chart(name: str, x: np.ndarray, y: np.ndarray, axis: str) -> go.Figure:
     import plotly.graph_objects as go  # only pages that draw charts pay for importing Plotly
 
-    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=name))
-    fig.update_layout(title=name, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=chart_text(name)))
+    fig.update_layout(title=chart_text(name), height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis_title=axis, showlegend=False)
     return fig
 
@@ -213,7 +215,7 @@ with config_tab:
         st.dataframe(pd.DataFrame(events, columns=["time", "status", "message"]), hide_index=True, width="stretch")
         runtime = job.runtime_seconds(now())
         st.caption(f"Runtime {duration(runtime)} · {job.gpus} GPU × {job.nodes} node · "
-                   f"{money(job.cost_per_hour)}/hour · owner {job.owner}")
+                   f"{money(job.cost_per_hour)}/hour · owner {plain(job.owner)}")
 
 with files_tab:
     if files_tab.open:
@@ -230,6 +232,8 @@ with files_tab:
             else:
                 st.caption("Only the owner, viewers and admins may download this job's files.")
             for f in files:
-                name = f.path.replace("`", "'")
+                # The job chose its files' names: in a code span nothing is Markdown, so long as no backtick
+                # closes it and no blank line ends the paragraph.
+                name = f.path.replace("`", "'").replace("\r", " ").replace("\n", " ")
                 url = download_url(job, "file", path=f.path)
                 st.markdown(f"[`{name}`]({url}) · {f.size:,} bytes" if url else f"`{name}` · {f.size:,} bytes")
