@@ -96,7 +96,10 @@ def test_data_volume_replaces_configmap_and_empty_dir(tmp_path):
     assert ctr["args"][0] == "/portal/data/jobs/7/script/train.py"
     assert ctr["workingDir"] == "/portal/data/jobs/7/output"
     # Only the job's own directory of the volume: never the database, the signing key or others' jobs.
-    assert ctr["volumeMounts"] == [{"name": "data", "mountPath": "/portal/data/jobs/7", "subPath": "jobs/7"}]
+    # The script read-only and the output: never the job folder, where the portal keeps this job's log archive.
+    assert ctr["volumeMounts"] == [
+        {"name": "data", "mountPath": "/portal/data/jobs/7/script", "subPath": "jobs/7/script", "readOnly": True},
+        {"name": "data", "mountPath": "/portal/data/jobs/7/output", "subPath": "jobs/7/output"}]
     # Kubernetes would expand $(HOME): the user's text is escaped so it arrives as typed.
     assert ctr["args"][-3:] == ["--tag", "$$(HOME)", "$$$$x"]
 

@@ -61,9 +61,11 @@ def build_job(
         script_dir = f"{DATA_DIR}/jobs/{job_id}/script"
         output_dir = f"{DATA_DIR}/jobs/{job_id}/output"
         volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": settings.job_data_volume_claim}}]
-        # Only this job's own directory (subPath): the volume also holds the database, the signing key and
-        # everyone else's jobs, which a training script must not read or change.
-        mounts = [{"name": "data", "mountPath": f"{DATA_DIR}/jobs/{job_id}", "subPath": f"jobs/{job_id}"}]
+        # Only this job's own script (read-only) and output (subPaths): the volume also holds the database, the
+        # signing key and everyone else's jobs, and the job folder the portal's log archive of this very job,
+        # none of which a training script may read or change.
+        mounts = [{"name": "data", "mountPath": script_dir, "subPath": f"jobs/{job_id}/script", "readOnly": True},
+                  {"name": "data", "mountPath": output_dir, "subPath": f"jobs/{job_id}/output"}]
     else:
         script_dir, output_dir = SCRIPT_DIR, OUTPUT_DIR
         volumes = [{"name": "script", "configMap": {"name": configmap}}, {"name": "output", "emptyDir": {}}]
