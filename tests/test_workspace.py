@@ -57,3 +57,10 @@ def test_output_file_download_is_confined(portal, user):
     for bad in ["../job.log", "../../portal.db", "/etc/passwd", "nope.txt", "a/../../job.log", ""]:
         with pytest.raises(NotFound):
             portal.jobs.open_output_file(user, job_id, bad)
+
+
+@pytest.mark.parametrize("source", [b"-" * 1_000_000 + b"1", b"1" + b"+1" * 2_000_000, b"\xff\xfe not utf-8"])
+def test_an_upload_python_cannot_parse_is_refused_with_a_sentence(tmp_path, source):
+    # The parser gives up on these with MemoryError / RecursionError, not SyntaxError: still the uploader's file.
+    with pytest.raises(ValidationProblem, match="not valid Python"):
+        save_upload(tmp_path / "ws", "deep.py", source, 10_000_000)
