@@ -182,14 +182,18 @@ class RequestGuard:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings
         host = _header(scope, b"host")
+        declared = _header(scope, b"content-length")
+        # Whether the client may still be sending: then an answer (e.g. the API's own 413 at 256 KB) ends the
+        # connection, instead of the server reading and dropping the other 200 MB so the connection can be reused.
+        unread = (declared is not None and declared.strip() not in ("", "0")) or (
+            _header(scope, b"transfer-encoding") is not None)
         if scope["path"] not in EXEMPT_FROM_HOST_CHECK and not host_allowed(host, settings.allowed_hosts):
             log.warning("refused %s %s for Host %r (not in PORTAL_ALLOWED_HOSTS)", scope["method"], scope["path"], host)
             await _answer(scope, send, 400, "This portal does not answer to this host name "
-                          "(its admin lists the names it answers to in PORTAL_ALLOWED_HOSTS).")
+                          "(its admin lists the names it answers to in PORTAL_ALLOWED_HOSTS).", close=unread)
             return
         limit = int(settings.max_request_mb * 1024 * 1024)
         too_large = f"The request body is larger than the portal's limit of {settings.max_request_mb:g} MB."
-        declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             await _answer(scope, send, 413, too_large, close=True)
             return
@@ -197,10 +201,6 @@ class RequestGuard:
         received = 0
         refused = False
         started = False
-        # Whether the client may still be sending: then an answer (e.g. the API's own 413 at 256 KB) ends the
-        # connection, instead of the server reading and dropping the other 200 MB so the connection can be reused.
-        unread = (declared is not None and declared.strip() not in ("", "0")) or (
-            _header(scope, b"transfer-encoding") is not None)
 
         async def guarded_send(message: Message) -> None:
             nonlocal started

@@ -276,3 +276,29 @@ def test_each_overlay_answers_to_its_route_or_ingress_host() -> None:
         assert host_allowed(host, allowed) and not host_allowed("127.0.0.1:8501", allowed)
         sidecar = (overlays / overlay / "proxy-sidecar.yaml").read_text()
         assert "--pass-host-header=true" in sidecar, "the proxy must pass the browser's Host on"
+
+
+@pytest.mark.parametrize("host,allowed,expected", [
+    ("portal.example.com", "portal.example.com", True),
+    ("Portal.Example.COM:443", "portal.example.com", True),
+    ("portal.example.com.", "portal.example.com", True),
+    ("portal.example.com:8443", "portal.example.com:8443", True),
+    ("portal.example.com:8444", "portal.example.com:8443", False),
+    ("portal.example.com", "portal.example.com:8443", False),
+    ("a.example.com", "*.example.com", True),
+    ("a.b.example.com:8501", "*.example.com", True),
+    ("example.com", "*.example.com", False),
+    ("evilexample.com", "*.example.com", False),
+    ("example.com.attacker.test", "*.example.com", False),
+    ("[::1]:8501", "[::1]", True),
+    ("[::1]:8501", "::1", True),
+    ("[::2]", "[::1]", False),
+    ("", "localhost", False),
+    ("localhost:80:80", "localhost", False),
+    ("localhost/evil", "localhost", False),
+    ("anything.test", "*", True),
+])
+def test_the_allow_list_entries(host: str, allowed: str, expected: bool) -> None:
+    from api.guard import host_allowed
+
+    assert host_allowed(host, allowed.split(",")) is expected
