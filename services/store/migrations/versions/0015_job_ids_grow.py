@@ -69,11 +69,15 @@ def _sqlite_autoincrement(raw: sqlite3.Connection, tables: tuple[str, ...]) -> N
     if raw.in_transaction:
         raw.commit()
     foreign_keys = raw.execute("PRAGMA foreign_keys").fetchone()[0]
+    cache_size = int(raw.execute("PRAGMA cache_size").fetchone()[0])
     raw.execute("PRAGMA foreign_keys = OFF")
     if raw.execute("PRAGMA foreign_keys").fetchone()[0]:
         raise RuntimeError("Migration 0015: SQLite would not turn foreign keys off, so the jobs table cannot "
                            "be rebuilt safely; nothing was changed.")
     try:
+        # The copy fills the unique index of submission ids at random places: a page cache that holds it (at a
+        # million jobs the copy takes 5 s instead of 14).
+        raw.execute("PRAGMA cache_size = -262144")
         raw.execute("BEGIN IMMEDIATE")  # the write lock first: a second portal starting now waits, then skips
         try:
             for table in tables:
@@ -87,7 +91,8 @@ def _sqlite_autoincrement(raw: sqlite3.Connection, tables: tuple[str, ...]) -> N
         except BaseException:
             raw.execute("ROLLBACK")
             raise
-    finally:
+    finally:  # the connection goes back to the pool as it came
+        raw.execute(f"PRAGMA cache_size = {cache_size}")
         raw.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
 
 
