@@ -99,6 +99,7 @@ def snapshot(engine: sa.Engine) -> dict[str, object]:
             got["schema"] = rows("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT IN "
                                  "('jobs', 'job_templates', 'sqlite_sequence') ORDER BY type, name")
             got["stats"] = rows("SELECT tbl, idx, stat FROM sqlite_stat1 ORDER BY tbl, idx")
+            got["orphan"] = conn.exec_driver_sql("SELECT id FROM job_events WHERE message = 'orphan'").scalar()
             got["search"] = rows("SELECT rowid FROM jobs_search WHERE jobs_search MATCH '\"exp-00000\"' ORDER BY 1")
         else:
             got["schema"] = rows("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
@@ -140,13 +141,20 @@ def test_an_upgrade_keeps_every_id_row_index_and_trigger_and_ids_grow_after_it(d
             conn.exec_driver_sql("DELETE FROM job_templates WHERE name = 'gone'")
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE")
+            if engine.dialect.name == "sqlite":  # an orphan from some old accident must not block the upgrade
+                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                conn.exec_driver_sql("INSERT INTO job_events (job_id, ts, status, message) "
+                                     "VALUES (999, '2026-01-01 00:00:00', 'Failed', 'orphan')")
+                conn.exec_driver_sql("PRAGMA foreign_keys = ON")
         before = snapshot(engine)
         assert engine.dialect.name != "sqlite" or before["search"]  # the search index has something to lose
         command.upgrade(cfg, "0015")
         assert snapshot(engine) == before
         if engine.dialect.name == "sqlite":
             with engine.connect() as conn:
-                assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+                # Every foreign key still holds (the one planted orphan aside); the cascades did not fire.
+                assert [r[:3] for r in conn.exec_driver_sql("PRAGMA foreign_key_check")] == [
+                    ("job_events", before["orphan"], "jobs")]
                 conn.exec_driver_sql("INSERT INTO jobs_search(jobs_search) VALUES ('integrity-check')")
                 # The connection the migration ran on went back to the pool with its foreign keys on.
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
