@@ -133,3 +133,45 @@ def test_a_multi_user_portal_refuses_to_start_where_jobs_cannot_be_isolated(tmp_
                            "--server.port", "0", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Refusing to start in proxy mode" in done.stdout + done.stderr
+
+
+DAEMON = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:  # out of the job's process group: a daemon that would outlive the job
+        open("daemon.pid", "w").write(str(os.getpid()))
+        time.sleep(120)
+    os._exit(0)
+time.sleep(0.5)
+print("parent done")
+"""
+
+
+def test_nothing_of_a_sandboxed_job_outlives_it(open_tmp_path: Path) -> None:
+    import psutil
+
+    from services.portal import build_portal
+    from tests.conftest import run_to_end
+
+    portal = build_portal(Settings(data_dir=open_tmp_path / "data", auth_mode="proxy", backend="local",
+                                   python_executable=sandbox_python()))
+    try:
+        alice = User(name="alice", role=Role.RESEARCHER)
+        script = portal.jobs.workspace.save_upload(alice, "daemon.py", DAEMON.encode())
+        job_id = portal.jobs.submit(alice, {"name": "d", "script": script, "epochs": 1})
+        run_to_end(portal, alice, job_id)
+        pid_file = portal.settings.jobs_dir / str(job_id) / "output" / "daemon.pid"
+        assert pid_file.exists(), portal.jobs.log_tail(job_id)
+        daemon = int(pid_file.read_text())
+        wait_until(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
+                   timeout=10)
+        uid = 2_100_000_000 + job_id
+
+        def alive_as_the_job() -> list[int]:  # a zombie holds nothing; init reaps it in its own time
+            return [p.pid for p in psutil.process_iter(["uids", "status"]) if p.info["uids"]
+                    and uid in p.info["uids"] and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+        wait_until(lambda: not alive_as_the_job(), timeout=10)
+    finally:
+        portal.close()

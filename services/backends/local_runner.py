@@ -58,6 +58,27 @@ def enter_sandbox(uid: int, gid: int, private_tmp: bool = True) -> None:
     os.umask(0o077)
 
 
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process running as `uid`, until none is left (a fork bomb gets a few rounds)."""
+    for _ in range(20):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as fh:
+                    line = next(ln for ln in fh if ln.startswith(b"Uid:"))
+            except (OSError, StopIteration):
+                continue
+            if uid in {int(x) for x in line.split()[1:5]}:  # real, effective, saved or filesystem UID
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.05)
+
+
 def _write_state(job_dir: Path, state: dict) -> None:
     tmp = job_dir / "state.json.tmp"
     tmp.write_text(json.dumps(state))
@@ -145,6 +166,8 @@ def main(job_dir: Path) -> int:
             _killpg(proc.pid, signal.SIGKILL)
             kill_at.clear()
     _killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (workers the script forgot)
+    if sandbox:  # and whatever left the group (setsid, a double fork): the UID is this job's alone
+        _kill_uid(int(sandbox["uid"]))
     state.update(returncode=rc, finished_at=time.time())
     _write_state(job_dir, state)
     return 0
