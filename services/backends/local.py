@@ -17,6 +17,7 @@ import psutil
 
 from services import safe_files
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.backends.local_runner import kill_uid
 from services.backends.local_sandbox import (
     SCRIPTKIT,
     isolated,
@@ -271,7 +272,16 @@ class LocalBackend:
             if state.get("child_pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(state["child_pid"]), signal.SIGKILL)
+            sandbox = self._launch(job_id).get("sandbox")
+            if sandbox:  # the runner was killed before it could end the job's strays
+                kill_uid(int(sandbox["uid"]))
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def _launch(self, job_id: int) -> dict[str, Any]:
+        try:
+            return json.loads(safe_files.read_bytes(*safe_files.split(self.job_dir(job_id) / "launch.json", 2)))
+        except (FileNotFoundError, ValueError):
+            return {}
 
     def close(self) -> None:
         # Jobs keep running across a portal restart on purpose; only reap what already ended.

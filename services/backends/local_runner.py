@@ -58,7 +58,7 @@ def enter_sandbox(uid: int, gid: int, private_tmp: bool = True) -> None:
     os.umask(0o077)
 
 
-def _kill_uid(uid: int) -> None:
+def kill_uid(uid: int) -> None:
     """SIGKILL every process running as `uid`, until none is left (a fork bomb gets a few rounds)."""
     for _ in range(20):
         found = False
@@ -167,7 +167,7 @@ def main(job_dir: Path) -> int:
             kill_at.clear()
     _killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (workers the script forgot)
     if sandbox:  # and whatever left the group (setsid, a double fork): the UID is this job's alone
-        _kill_uid(int(sandbox["uid"]))
+        kill_uid(int(sandbox["uid"]))
     state.update(returncode=rc, finished_at=time.time())
     _write_state(job_dir, state)
     return 0
