@@ -13,7 +13,7 @@ from services.config import Settings
 from tests.conftest import ROOT
 
 MANIFESTS = ROOT / "manifests"
-BACKEND = ROOT / "services" / "backends" / "kubernetes.py"
+BACKEND = ROOT / "services" / "backends" / "kubernetes.py"  # and its k8s_*.py modules (logs, watch, ...)
 VERB = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch", "replace": "update"}
 PLURAL = {"job": "jobs", "pod": "pods", "config_map": "configmaps", "service": "services", "pod_log": "pods/log",
           "event": "events", "secret": "secrets", "pod_exec": "pods/exec"}
@@ -24,7 +24,7 @@ Permission = tuple[str, str, str]  # (api group, resource, verb)
 def permissions_the_code_uses() -> set[Permission]:
     """Every Kubernetes API call in the backend, from its source: `self.batch.create_namespaced_job` is
     (batch, jobs, create); a list function handed to a WatchCache is also watched."""
-    source = BACKEND.read_text()
+    source = "\n".join(p.read_text() for p in [BACKEND, *sorted(BACKEND.parent.glob("k8s_*.py"))])
     used: set[Permission] = set()
     for api, action, kind in re.findall(r"self\.(batch|core)\.(\w+?)_namespaced_(\w+)", source):
         group = "batch" if api == "batch" else ""

@@ -1,49 +1,40 @@
-"""Jobs on a Kubernetes or OpenShift cluster: batch/v1 Jobs, watched by one cache per process."""
+"""Jobs on a Kubernetes or OpenShift cluster: batch/v1 Jobs, watched by one cache per process.
+
+The watch caches are in k8s_watch.py, the pod-log archive in k8s_logs.py (a mixin of the backend), the
+manifests in k8s_manifests.py and the reading of a Job's state in k8s_status.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
-import os
-import random
-import re
 import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
-from services import safe_files
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.backends.k8s_logs import PodLogArchive
 from services.backends.k8s_manifests import (
     ANN_SUBMISSION,
     CONFIGMAP_MAX_BYTES,
-    INDEX_ANNOTATION,
     build_configmap,
     build_headless_service,
     build_job,
     job_name,
-    selector,
 )
 from services.backends.k8s_status import observe as observe_job
-from services.backends.k8s_status import parse_time
 from services.backends.k8s_template import apply_template
+from services.backends.k8s_watch import WatchCache
 from services.config import Settings
 from services.logs import failure_tail
 from services.models import JobStatus
 
 log = logging.getLogger(__name__)
 SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit" / "portal_metrics.py"
-WATCH_SECONDS = 240
-_TS_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z) ?(.*)$")
 
 
 def load_api_client(settings: Settings) -> tuple[client.ApiClient, str]:
@@ -85,139 +76,7 @@ def describe_api_error(exc: Exception) -> str:
     return "The cluster cannot be reached right now."
 
 
-class WatchCache:
-    """One LIST+WATCH loop for a kind of object in the namespace, keeping the objects as plain dicts."""
-
-    def __init__(self, api: client.ApiClient, list_fn: Callable[..., Any], namespace: str, kind: str,
-                 on_error: Callable[[Exception | None], None], counter: Callable[[], None]):
-        self.api = api
-        self.list_fn = list_fn
-        self.namespace = namespace
-        self.kind = kind
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.synced = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._resp: Any = None
-        self._thread: threading.Thread | None = None
-        self._on_error = on_error
-        self._count = counter
-        self.relists = 0
-        self._resume_from: str | None = None
-
-    def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=f"k8s-watch-{self.kind}", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._interrupt()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _interrupt(self) -> None:
-        """Cut the open WATCH connection so the loop notices a stop or a resume at once."""
-        resp = self._resp
-        if resp is not None:
-            with contextlib.suppress(Exception):
-                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
-
-    def rewatch(self, resource_version: str) -> None:
-        """End the current watch and resume from the given version (an old one tests the 410 path)."""
-        self._resume_from = resource_version
-        self._interrupt()
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        with self._lock:
-            return dict(self.objects)
-
-    def relist(self) -> str:
-        """Paginated LIST by label; replaces the view. Returns the resourceVersion to watch from."""
-        items: dict[str, dict[str, Any]] = {}
-        cont: str | None = None
-        while True:
-            self._count()
-            resp = self.list_fn(self.namespace, label_selector=selector(), limit=500, _continue=cont,
-                                _preload_content=False, _request_timeout=30)
-            body = json.loads(resp.data)
-            for obj in body.get("items") or []:
-                items[obj["metadata"]["name"]] = obj
-            cont = (body.get("metadata") or {}).get("continue")
-            if not cont:
-                break
-        with self._lock:
-            self.objects = items
-        self.relists += 1
-        self.synced.set()
-        return body["metadata"]["resourceVersion"]
-
-    def _run(self) -> None:
-        backoff = 1.0
-        rv: str | None = None
-        while not self._stop.is_set():
-            try:
-                if self._resume_from is not None:
-                    rv, self._resume_from = self._resume_from, None
-                if rv is None:
-                    rv = self.relist()
-                    self._on_error(None)
-                self._count()
-                for event in self.stream_events(rv):
-                    obj = event["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    with self._lock:
-                        if event["type"] == "DELETED":
-                            self.objects.pop(obj["metadata"]["name"], None)
-                        else:
-                            self.objects[obj["metadata"]["name"]] = obj
-                    if self._stop.is_set() or self._resume_from is not None:
-                        break
-                backoff = 1.0
-            except ApiException as exc:
-                if exc.status == 410:  # our resourceVersion is too old: start over from a fresh LIST
-                    rv = None
-                    continue
-                self._failed(exc, backoff)
-                backoff = min(backoff * 2, 30.0)
-                rv = None
-            except Exception as exc:  # connection refused, timeouts, TLS: wait and relist
-                self._failed(exc, backoff)
-                backoff = min(backoff * 2, 30.0)
-                rv = None
-
-    def stream_events(self, rv: str, seconds: int = WATCH_SECONDS) -> Iterator[dict[str, Any]]:
-        """One WATCH request as raw JSON events; an ERROR event becomes an ApiException (410 Gone included)."""
-        resp = self.list_fn(self.namespace, label_selector=selector(), resource_version=rv, watch=True,
-                            allow_watch_bookmarks=True, timeout_seconds=seconds,
-                            _preload_content=False, _request_timeout=seconds + 30)
-        self._resp = resp
-        try:
-            for line in iter_resp_lines(resp):
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise ApiException(status=status.get("code", 500), reason=status.get("message", "watch error"))
-                yield event
-        finally:
-            self._resp = None
-            resp.close()
-            resp.release_conn()
-
-    def _failed(self, exc: Exception, backoff: float) -> None:
-        if self._stop.is_set():
-            return
-        log.warning("watch of %s failed: %s", self.kind, exc)
-        self._on_error(exc)
-        self._stop.wait(backoff * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
-
-
-class KubernetesBackend:
+class KubernetesBackend(PodLogArchive):
     name = "kubernetes"
 
     def __init__(self, settings: Settings, api: client.ApiClient | None = None, namespace: str | None = None):
@@ -394,94 +253,6 @@ class KubernetesBackend:
             out[job.id] = observe_job(kjob, pods.get(name, []), stop_requested=bool(job.ref.get("stop_requested")),
                                       nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
         return out
-
-    # Logs ---------------------------------------------------------------------------------------
-    def _cursor_file(self, job_id: int) -> Path:
-        return self.job_dir(job_id) / "log-cursors.json"
-
-    def pull_logs(self, job: ActiveJob, force: bool = False) -> None:
-        """Append what each pod printed since the last pull to the job's archive (one file per rank)."""
-        with self._pull_lock:
-            self._pull_logs(job, force)
-
-    def _pull_logs(self, job: ActiveJob, force: bool) -> None:
-        name = job.ref.get("job_name") or job_name(self.settings, job.id)
-        pods = self.pods_of(name)
-        if not pods:
-            return
-        # Running pods are read every few seconds (the log pane's pace), finished ones once more at once.
-        now = time.monotonic()
-        all_running = all((p.get("status") or {}).get("phase") == "Running" for p in pods)
-        if not force and all_running and now - self._last_pull.get(job.id, 0.0) < self.settings.log_poll_seconds:
-            return
-        key = str(job.id)
-        if key not in self._cursors:
-            try:
-                self._cursors[key] = json.loads(safe_files.read_bytes(*safe_files.split(self._cursor_file(job.id), 2)))
-            except (FileNotFoundError, ValueError):
-                self._cursors[key] = {}
-        cursors = self._cursors[key]
-        changed = False
-        for pod in pods:
-            phase = (pod.get("status") or {}).get("phase")
-            pod_name = pod["metadata"]["name"]
-            cur = cursors.get(pod_name) or {}
-            if phase not in ("Running", "Succeeded", "Failed") or cur.get("done"):
-                continue
-            rank = int((pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION, 0))
-            self._last_pull[job.id] = now  # only a read of a started pod counts toward the pace
-            if self._pull_pod(job.id, pod_name, rank, cur, final=phase != "Running"):
-                changed = True
-            cursors[pod_name] = cur
-        if changed:
-            # The pod can write in its job directory: a rename replaces whatever link it put there.
-            safe_files.write_replace(*safe_files.split(self._cursor_file(job.id), 2), json.dumps(cursors).encode())
-
-    def _pull_pod(self, job_id: int, pod_name: str, rank: int, cur: dict[str, Any], final: bool) -> bool:
-        kwargs: dict[str, Any] = {"timestamps": True, "_request_timeout": self._timeout()}
-        last = cur.get("ts")
-        if last:
-            ago = (datetime.now(UTC) - parse_time(last)).total_seconds()
-            kwargs["since_seconds"] = max(1, math.ceil(ago) + 1)
-        self._inc()
-        try:
-            text = self.core.read_namespaced_pod_log(pod_name, self.namespace, container="main", **kwargs)
-        except ApiException as exc:
-            if exc.status in (400, 404):  # container not started yet, or the pod is gone
-                return False
-            raise
-        lines: list[str] = []
-        seen_at_last = int(cur.get("n", 0))
-        same = 0
-        for raw in (text or "").splitlines():
-            m = _TS_LINE.match(raw)
-            ts, body = (m.group(1), m.group(2)) if m else (last or "", raw)
-            if last and ts < last:
-                continue
-            if last and ts == last:
-                same += 1
-                if same <= seen_at_last:
-                    continue  # already archived: since_seconds overlaps on purpose
-            if ts != last:
-                last, same, seen_at_last = ts, 1, 0
-            lines.append(body)
-        cur["ts"], cur["n"] = last, max(same, seen_at_last)
-        if final:
-            cur["done"] = True
-        if lines:
-            # Never through a link the pod put in the log's place (it would append to any file the portal can write).
-            fd = safe_files.open_append(*safe_files.split(self.log_path(job_id, rank), 2))
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
-        return bool(lines) or final
-
-    def log_ranks(self, job_id: int) -> list[int]:
-        ranks = [0]
-        for p in self.job_dir(job_id).glob("job.rank-*.log"):
-            number = p.stem.rsplit("-", 1)[1]  # the pod can make any name here
-            if number.isascii() and number.isdecimal() and 0 < int(number) <= 4096:
-                ranks.append(int(number))
-        return sorted(ranks)
 
     def remove_ghosts(self, failed: list[tuple[int, str]]) -> None:
         """A create that timed out may still have been carried out: delete the Job the user was told failed."""
