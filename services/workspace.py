@@ -175,9 +175,10 @@ class Workspace:
                 return path
         except FileNotFoundError:
             pass
-        if self.multi_user and relative.split("/", 1)[0] not in self.SHARED_HIDDEN:
+        if self.multi_user:
             path = confined(self.root, relative)
-            if path.is_file():
+            # Judged on the path as resolved, not as typed: "./users/…" or "a/../uploads/…" name the same folders.
+            if path.relative_to(self.root.resolve()).parts[0] not in self.SHARED_HIDDEN and path.is_file():
                 return path
         raise FileNotFoundError(relative)
 
@@ -186,9 +187,22 @@ class Workspace:
         if not self.multi_user:
             return own
         names = {f.path for f in own}
-        shared = [f for f in list_files(self.root) if f.path.split("/", 1)[0] not in self.SHARED_HIDDEN
-                  and f.path not in names]
-        return own + shared
+        return own + [f for f in self._shared_files() if f.path not in names]
+
+    def _shared_files(self) -> list[OutputFile]:
+        """The shared part only: the private folders are not walked (nor count against the listing's limit)."""
+        out: list[OutputFile] = []
+        if not self.root.is_dir():
+            return out
+        for entry in sorted(self.root.iterdir()):
+            if entry.name in self.SHARED_HIDDEN or entry.is_symlink():
+                continue
+            if entry.is_dir():
+                out += [OutputFile(f"{entry.name}/{f.path}", f.size, f.modified) for f in list_files(entry)]
+            elif entry.is_file():
+                st = entry.stat()
+                out.append(OutputFile(entry.name, st.st_size, st.st_mtime))
+        return out[:MAX_LISTED_FILES]
 
     def save_upload(self, user: User, filename: str, data: bytes) -> str:
         return save_upload(self.own_dir(user), filename, data, self.max_upload_bytes)

@@ -35,6 +35,11 @@ def test_scripts_are_private_and_the_examples_shared(shared_portal):
     with pytest.raises(ValidationProblem) as refused:
         jobs.submit(BOB, {"name": "steal", "script": mine, "epochs": 1})
     assert "not in your workspace" in refused.value.problems["script"]
+    # Nor by another spelling of her folder: the check is on the path as resolved.
+    alices = jobs.workspace.own_dir(ALICE).relative_to(jobs.workspace.root).as_posix()
+    for spelling in (f"./{alices}/{mine}", f"{alices}/{mine}", f"x/../{alices}/{mine}", f"./{mine}", "./users"):
+        with pytest.raises(FileNotFoundError):
+            jobs.workspace.resolve(BOB, spelling)
     # Bob's own upload of the same name is his, and does not touch Alice's.
     assert jobs.workspace.save_upload(BOB, "secret_model.py", b"print('bob')\n") == mine
     assert jobs.workspace.resolve(ALICE, mine).read_bytes() == SCRIPT
@@ -86,6 +91,14 @@ def test_the_api_and_the_client_see_only_ones_own_files(open_tmp_path):
         with pytest.raises(PortalError) as missing:
             bob.download_workspace_file(script, open_tmp_path / "stolen.py")
         assert "No such file in your workspace" in str(missing.value)
+        folder = next(p.name for p in (server.data_dir / "workspace" / "users").iterdir() if p.name.startswith("alice"))
+        for spelling in (f"./users/{folder}/{script}", f"%2E/users/{folder}/{script}", f"./{script}"):
+            sneaky = httpx.get(f"{server.url}/api/v1/files/{spelling}",
+                               headers={"Authorization": f"Bearer {bob_token}"})
+            assert sneaky.status_code == 404 and SCRIPT not in sneaky.content, spelling
+            run = httpx.post(f"{server.url}/api/v1/jobs", headers={"Authorization": f"Bearer {bob_token}"},
+                             json={"name": "steal", "script": spelling.replace("%2E", "."), "epochs": 1})
+            assert run.status_code == 422, (spelling, run.text)
         refused = httpx.post(f"{server.url}/api/v1/jobs", headers={"Authorization": f"Bearer {bob_token}"},
                              json={"name": "steal", "script": script, "epochs": 1})
         assert refused.status_code == 422 and "not in your workspace" in refused.json()["problems"]["script"]
