@@ -6,6 +6,7 @@ logs, output files) and its charts (services/job_charts.py: metric, GPU and comp
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -208,10 +209,17 @@ class JobService(JobQueries, JobFiles, JobCharts):
 
     def _snapshot(self, job_id: int, source: Path) -> Path:
         """The script as submitted, kept with the job on every backend: what a clone by someone else runs."""
-        folder = self.settings.jobs_dir / str(job_id) / "script"
-        folder.mkdir(parents=True, exist_ok=True)
+        # Local jobs: the portal's alone from the first byte (a running job must not catch another user's script
+        # in the moment before the sandbox set-up gives it to its own job). Pods read theirs from the data volume.
+        private = self.backend.name == "local"
+        jdir = self.settings.jobs_dir / str(job_id)
+        folder = jdir / "script"
+        jdir.mkdir(mode=0o711 if private else 0o755, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700 if private else 0o755, exist_ok=True)
         target = folder / source.name
-        shutil.copyfile(source, target)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        with open(source, "rb") as src, os.fdopen(os.open(target, flags, 0o600 if private else 0o644), "wb") as dst:
+            shutil.copyfileobj(src, dst)
         return target
 
     def _values_for(self, user: User, job: JobView | Job) -> dict[str, Any]:

@@ -175,3 +175,53 @@ def test_nothing_of_a_sandboxed_job_outlives_it(open_tmp_path: Path) -> None:
         wait_until(lambda: not alive_as_the_job(), timeout=10)
     finally:
         portal.close()
+
+
+SNOOP = """
+import json, pathlib, sys
+victim = pathlib.Path.cwd().parent.parent / sys.argv[sys.argv.index("--victim-job") + 1]
+got = {}
+for name in ("launch.json", "job.log", "state.json", "output/model.json", "script/train_example.py"):
+    try:
+        got[name] = (victim / name).read_text()[:50]
+    except OSError as exc:
+        got[name] = "refused: " + type(exc).__name__
+pathlib.Path("got.json").write_text(json.dumps(got))
+"""
+
+
+def test_job_folders_from_before_the_sandbox_are_locked_when_it_starts(open_tmp_path: Path, monkeypatch) -> None:
+    from services.portal import build_portal
+    from tests.conftest import run_to_end
+
+    data = open_tmp_path / "data"
+    # A laptop portal ran a job with a secret in its environment, as the portals before the sandbox left it.
+    monkeypatch.setenv("HF_TOKEN", "hf_SECRET_of_the_laptop_user")
+    laptop = build_portal(Settings(data_dir=data, backend="local", python_executable=sandbox_python()))
+    me = User(name="me", role=Role.ADMIN)
+    old = laptop.jobs.submit(me, {"name": "old", "script": "train_example.py", "epochs": 1,
+                                  "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(laptop, me, old)
+    laptop.close()
+    for path in (data / "jobs" / str(old)).rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (data / "jobs" / str(old)).chmod(0o755)
+    # The same data, now shared behind a proxy: a sandboxed job snoops on the old one.
+    shared = build_portal(Settings(data_dir=data, auth_mode="proxy", backend="local",
+                                   python_executable=sandbox_python()))
+    try:
+        mallory = User(name="mallory", role=Role.RESEARCHER)
+        script = shared.jobs.workspace.save_upload(mallory, "snoop.py", SNOOP.encode())
+        job = shared.jobs.submit(mallory, {"name": "snoop", "script": script, "epochs": 1,
+                                           "extra_args": f"--victim-job {old}"})
+        run_to_end(shared, mallory, job)
+        got = json.loads((data / "jobs" / str(job) / "output" / "got.json").read_text())
+        assert all(v.startswith("refused") for v in got.values()), got
+    finally:
+        shared.close()
+
+
+def test_a_local_jobs_script_snapshot_is_private_from_the_first_byte(portal, user, workspace_script) -> None:
+    script = workspace_script("snap.py", "print(1)\n")
+    snapshot = portal.jobs._snapshot(99, portal.jobs.workspace.resolve(user, script))
+    assert snapshot.stat().st_mode & 0o077 == 0 and snapshot.parent.stat().st_mode & 0o077 == 0

@@ -70,6 +70,33 @@ def protect_data_dir(settings: Settings) -> None:
     _chmod(settings.workspace_dir, 0o700)
     for name in ("portal.db", "portal.db-wal", "portal.db-shm", "secret.key"):
         _chmod(settings.data_dir / name, 0o600)
+    if isolated(settings) and settings.resolved_backend() == "local":
+        lock_old_job_folders(settings)
+
+
+LOCKED_MARK = ".sandboxed"  # in the jobs folder: the folders of jobs from before the sandbox were locked once
+PORTAL_FILES = ("launch.json", "state.json", "job.log", "runner.err", "log-cursors.json")
+
+
+def lock_old_job_folders(settings: Settings) -> None:
+    """Once, when a portal first runs with sandboxed jobs: folders that jobs made before (single mode, or a
+    portal from before the sandbox) are 755 with 644 files, so every sandboxed job could read their launch.json
+    (the laptop user's environment), scripts and outputs. They become the portal's alone."""
+    jobs = settings.jobs_dir
+    if (jobs / LOCKED_MARK).exists() or not jobs.is_dir():
+        return
+    for jdir in jobs.iterdir():
+        if jdir.is_symlink() or not jdir.is_dir():
+            continue
+        _chmod(jdir, 0o711)
+        for entry in jdir.iterdir():
+            if entry.is_symlink():
+                continue
+            if entry.name in ("script", "output") and entry.is_dir():
+                _chmod(entry, 0o700)  # its owner keeps it: the portal, or the sandboxed job that made it
+            elif entry.name in PORTAL_FILES or entry.name.startswith("job.rank-"):
+                _chmod(entry, 0o600)
+    (jobs / LOCKED_MARK).touch(mode=0o600)
 
 
 def prepare_job_dir(jdir: Path, script_dir: Path, out_dir: Path, uid: int, gid: int) -> None:
