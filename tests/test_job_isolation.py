@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -225,3 +226,52 @@ def test_a_local_jobs_script_snapshot_is_private_from_the_first_byte(portal, use
     script = workspace_script("snap.py", "print(1)\n")
     snapshot = portal.jobs._snapshot(99, portal.jobs.workspace.resolve(user, script))
     assert snapshot.stat().st_mode & 0o077 == 0 and snapshot.parent.stat().st_mode & 0o077 == 0
+
+
+FORK_CHAIN = """
+import os, time
+# Each process forks and exits at once: at any moment one process lives, each time with a new pid (what a scan of
+# /proc followed by kill() one by one cannot catch).
+end = time.time() + 60
+for _ in range(16):  # sixteen chains at once
+    if os.fork() == 0:
+        os.setsid()
+        while time.time() < end:
+            if os.fork() != 0:
+                os._exit(0)
+        os._exit(0)
+time.sleep(1)
+print("parent done")
+"""
+
+
+@pytest.mark.parametrize("ending", ["finished", "deleted"])
+def test_a_fork_chain_dies_with_its_job(open_tmp_path: Path, ending: str) -> None:
+    import psutil
+
+    from services.portal import build_portal
+    from tests.conftest import run_to_end
+
+    portal = build_portal(Settings(data_dir=open_tmp_path / "data", auth_mode="proxy", backend="local",
+                                   python_executable=sandbox_python()))
+    try:
+        alice = User(name="alice", role=Role.RESEARCHER)
+        script = portal.jobs.workspace.save_upload(alice, "chain.py", FORK_CHAIN.encode())
+        extra = {"max_runtime_hours": 1} if ending == "finished" else {}
+        job_id = portal.jobs.submit(alice, {"name": "c", "script": script, "epochs": 1, **extra})
+        uid = 2_100_000_000 + job_id
+
+        def alive_as_the_job() -> list[int]:
+            return [p.pid for p in psutil.process_iter(["uids", "status"]) if p.info["uids"]
+                    and uid in p.info["uids"] and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+        wait_until(alive_as_the_job, timeout=20)
+        if ending == "finished":
+            run_to_end(portal, alice, job_id)
+        else:
+            time.sleep(0.5)
+            portal.jobs.delete(alice, job_id)
+        time.sleep(1.5)  # a chain that survived would still be forking now
+        assert not alive_as_the_job()
+    finally:
+        portal.close()

@@ -17,7 +17,6 @@ import psutil
 
 from services import safe_files
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
-from services.backends.local_runner import kill_uid
 from services.backends.local_sandbox import (
     SCRIPTKIT,
     isolated,
@@ -272,9 +271,10 @@ class LocalBackend:
             if state.get("child_pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(state["child_pid"]), signal.SIGKILL)
-            sandbox = self._launch(job_id).get("sandbox")
-            if sandbox:  # the runner was killed before it could end the job's strays
-                kill_uid(int(sandbox["uid"]))
+        sandbox = self._launch(job_id).get("sandbox")
+        if sandbox:  # the runner was killed before it could end the job's strays, or a stray outlived it
+            subprocess.run([sys.executable, str(RUNNER), "--kill-uid", str(int(sandbox["uid"]))], timeout=30,
+                           check=False, stdin=subprocess.DEVNULL, capture_output=True)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     def _launch(self, job_id: int) -> dict[str, Any]:

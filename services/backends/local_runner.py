@@ -13,6 +13,7 @@ import ctypes
 import fcntl
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -25,6 +26,8 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
+MAX_JOB_PROCESSES = 16384  # processes and threads of one sandboxed job (data-loader workers have many threads)
 
 
 def _libc_call(name: str, *args: object) -> None:
@@ -46,6 +49,8 @@ def enter_sandbox(uid: int, gid: int, private_tmp: bool = True) -> None:
     network (loopback only: the portal's port, PostgreSQL and other jobs are out of reach), its own /tmp and
     /dev/shm, then an unprivileged UID/GID with no supplementary groups that can never gain privileges again."""
     _libc_call("unshare", _CLONE_NEWNET | _CLONE_NEWNS)
+    # Counted per real UID, and the UID is this job's: a fork bomb stops here, not at the machine's pid_max.
+    resource.setrlimit(resource.RLIMIT_NPROC, (MAX_JOB_PROCESSES, MAX_JOB_PROCESSES))
     _libc_call("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # our mounts stay ours
     for target in (b"/tmp", b"/dev/shm") if private_tmp else ():
         if os.path.isdir(target):
@@ -59,24 +64,44 @@ def enter_sandbox(uid: int, gid: int, private_tmp: bool = True) -> None:
 
 
 def kill_uid(uid: int) -> None:
-    """SIGKILL every process running as `uid`, until none is left (a fork bomb gets a few rounds)."""
-    for _ in range(20):
-        found = False
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
+    """SIGKILL every process of `uid` (the job's alone). kill(-1) as that UID has the kernel signal all of them in
+    one pass, under the lock that fork takes too, so a fork chain cannot outrun it as a /proc scan would."""
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
             try:
-                with open(f"/proc/{entry.name}/status", "rb") as fh:
-                    line = next(ln for ln in fh if ln.startswith(b"Uid:"))
-            except (OSError, StopIteration):
-                continue
-            if uid in {int(x) for x in line.split()[1:5]}:  # real, effective, saved or filesystem UID
-                found = True
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-        if not found:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)  # every process this UID may signal, except this one
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+
+
+def _reap_others(keep: int) -> None:
+    """Reap the orphans that ended while the job runs (zombies count against its process limit), never the job's
+    own process: its status is Popen's to collect."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
             return
-        time.sleep(0.05)
+        if info is None or info.si_pid == keep:
+            return
+        os.waitpid(info.si_pid, 0)
+
+
+def _reap_orphans(seconds: float = 2.0) -> None:
+    """The runner is the job's subreaper: what the job left behind is reaped here, not left as zombies of the
+    portal (which is PID 1 in its container)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.02)
+        except ChildProcessError:
+            return
 
 
 def _write_state(job_dir: Path, state: dict) -> None:
@@ -92,6 +117,8 @@ def _killpg(pgid: int, sig: int) -> None:
 
 def main(job_dir: Path) -> int:
     os.umask(0o077)  # state.json and the log are the portal's alone
+    with contextlib.suppress(OSError):  # Linux: orphans of the job become the runner's children, not the portal's
+        _libc_call("prctl", _PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     launch = json.loads((job_dir / "launch.json").read_text())
     sandbox = launch.get("sandbox")
     grace = float(launch["grace_seconds"])
@@ -154,7 +181,7 @@ def main(job_dir: Path) -> int:
             rc = proc.wait(timeout=0.5)
             break
         except subprocess.TimeoutExpired:
-            pass
+            _reap_others(proc.pid)
         now = time.time()
         if not state["timed_out"] and not state["stopped"] and now >= deadline:
             state["timed_out"] = True
@@ -168,6 +195,7 @@ def main(job_dir: Path) -> int:
     _killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (workers the script forgot)
     if sandbox:  # and whatever left the group (setsid, a double fork): the UID is this job's alone
         kill_uid(int(sandbox["uid"]))
+    _reap_orphans(2.0 if sandbox else 0.1)
     state.update(returncode=rc, finished_at=time.time())
     _write_state(job_dir, state)
     return 0
@@ -187,4 +215,7 @@ def probe(uid: int) -> int:
 if __name__ == "__main__":
     if sys.argv[1] == "--probe":
         sys.exit(probe(int(sys.argv[2])))
+    if sys.argv[1] == "--kill-uid":  # the portal deleting a job whose runner it killed first
+        kill_uid(int(sys.argv[2]))
+        sys.exit(0)
     sys.exit(main(Path(sys.argv[1])))
