@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 CHUNK = 256 * 1024
 
@@ -18,26 +19,36 @@ ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml
                 "text/javascript", "application/javascript")
 
 
-def _chunks(fd: int, size: int) -> Iterator[bytes]:
-    """At most `size` bytes: a running job's log grows while it is sent, and Content-Length was `size`."""
-    with os.fdopen(fd, "rb") as fh:
-        left = size
-        while left > 0 and (chunk := fh.read(min(CHUNK, left))):
-            left -= len(chunk)
-            yield chunk
-
-
 def disposition(filename: str) -> str:
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=utf-8''{quote(filename)}"
 
 
-def fd_response(fd: int, filename: str, media_type: str | None = None) -> StreamingResponse:
-    """The open file as a download (Starlette iterates the sync generator in a worker thread)."""
-    size = os.fstat(fd).st_size
-    kind = media_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    if kind in ACTIVE_TYPES:
-        kind = "application/octet-stream"
-    return StreamingResponse(_chunks(fd, size), media_type=kind, headers={
-        "Content-Length": str(size), "Content-Disposition": disposition(filename),
-        "X-Content-Type-Options": "nosniff"})
+class FdResponse(StreamingResponse):
+    """The open file as a download. The descriptor is closed when the response ends however it ends: a client
+    that hangs up before the first chunk never starts the body, and a generator-owned file would stay open."""
+
+    def __init__(self, fd: int, filename: str, media_type: str | None = None):
+        self._file = os.fdopen(fd, "rb")
+        size = os.fstat(fd).st_size
+        kind = media_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        if kind in ACTIVE_TYPES:
+            kind = "application/octet-stream"
+        super().__init__(self._chunks(size), media_type=kind, headers={
+            "Content-Length": str(size), "Content-Disposition": disposition(filename),
+            "X-Content-Type-Options": "nosniff"})
+
+    def _chunks(self, size: int) -> Iterator[bytes]:
+        """At most `size` bytes: a running job's log grows while it is sent, and Content-Length was `size`.
+        Starlette reads a sync generator in a worker thread."""
+        left = size
+        while left > 0 and (chunk := self._file.read(min(CHUNK, left))):
+            left -= len(chunk)
+            yield chunk
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._file.close()
+

@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from api.common import endpoint, error, jobs, path_int, visible
-from api.file_responses import fd_response
+from api.file_responses import FdResponse
 from services.models import NotFound, User, ValidationProblem
 from services.portal import get_portal
 from services.workspace import OutputFile
@@ -32,7 +32,7 @@ def job_files(request: Request, user: User) -> dict[str, Any]:
 @endpoint()
 def job_file(request: Request, user: User) -> Response:
     fd, name = jobs().open_output_file(user, path_int(request), request.path_params["path"])
-    return fd_response(fd, name)
+    return FdResponse(fd, name)
 
 
 @endpoint(mutation=True, raw=True)

@@ -20,7 +20,7 @@ from starlette.routing import Match, Route
 
 from api import tokens as tokens_api
 from api import v1
-from api.file_responses import fd_response
+from api.file_responses import FdResponse
 from api.openapi import openapi_document
 from services.auth import LinkRefused, may_download, open_link
 from services.history import HistoryQuery, csv_chunks, parquet_chunks
@@ -114,9 +114,9 @@ async def download(request: Request) -> Response:
             except (FileNotFoundError, NotADirectoryError):
                 return v1.error(404, "This job has no log yet.")
             suffix = f"-node{rank}" if rank else ""
-            return fd_response(fd, f"{job.name}-{job.id}{suffix}.log", "text/plain; charset=utf-8")
+            return FdResponse(fd, f"{job.name}-{job.id}{suffix}.log", "text/plain; charset=utf-8")
         fd, name = await run_in_threadpool(jobs.open_output_file, user, job.id, str(what.get("path", "")))
-        return fd_response(fd, name)
+        return FdResponse(fd, name)
     except NotFound as exc:
         return v1.error(404, str(exc))
 

@@ -207,3 +207,25 @@ def test_the_kubernetes_log_archive_replaces_a_link_instead_of_writing_through_i
     os.symlink(shared, jdir / "log-cursors.json")
     safe_files.write_replace(jdir.parent, "7/log-cursors.json", b"{}")
     assert shared.read_text() == "print('the shared script')\n" and (jdir / "log-cursors.json").read_text() == "{}"
+
+
+def test_downloads_abandoned_before_the_first_byte_leave_no_open_file(portal_with_a_job):
+    import socket
+    from urllib.parse import urlsplit
+
+    server, api, data, job_id, _ = portal_with_a_job
+    model = data / "jobs" / str(job_id) / "output" / "model.json"
+    token = api.headers["Authorization"]
+    port = urlsplit(server.url).port
+
+    def open_on_model() -> int:
+        fds = Path(f"/proc/{server.proc.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(model))
+
+    before = open_on_model()
+    for _ in range(60):  # a client that asks and hangs up at once
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(f"GET /api/v1/jobs/{job_id}/files/model.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                         f"Authorization: {token}\r\nConnection: close\r\n\r\n".encode())
+    assert api.get(f"/api/v1/jobs/{job_id}/files/model.json").status_code == 200  # served on
+    wait_until(lambda: open_on_model() <= before, timeout=15)
