@@ -129,35 +129,36 @@ def open_job_file(path: Path) -> int:
     return open_read(root, rel)
 
 
-def walk_files(root: Path, limit: int) -> Iterator[tuple[str, int, float]]:
-    """(relative path, size, mtime) of the plain single-link files under root, links not followed, sorted."""
-    try:
-        top = open_dir(root)
-    except (FileNotFoundError, NotADirectoryError):
-        return
+def walk_files(root: Path, limit: int, max_entries: int = 20_000) -> Iterator[tuple[str, int, float]]:
+    """(relative path, size, mtime) of the plain single-link files under root, links not followed, sorted.
+
+    One descriptor at a time (a folder is reopened from root when its turn comes, not kept open while waiting:
+    a job's 25,000 folders must not take the portal's descriptors), and at most `max_entries` names looked at."""
     found: list[tuple[str, int, float]] = []
-    try:
-        stack: list[tuple[int, str]] = [(top, "")]
-        while stack and len(found) < limit:
-            fd, prefix = stack.pop()
-            try:
-                names = sorted(os.listdir(fd))
-                for name in names:
-                    try:
-                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    rel = f"{prefix}{name}"
-                    if stat.S_ISDIR(st.st_mode):
-                        with contextlib.suppress(OSError):
-                            stack.append((os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC,
-                                                  dir_fd=fd), rel + "/"))
-                    elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                        found.append((rel, st.st_size, st.st_mtime))
-            finally:
-                os.close(fd)
-    finally:
-        for fd, _ in stack:
+    pending = [""]
+    seen = 0
+    while pending and len(found) < limit and seen < max_entries:
+        rel = pending.pop()
+        try:
+            fd = open_dir(root, rel) if rel else open_dir(root)
+        except OSError:  # gone, swapped for a link, or not readable: nothing to list there
+            continue
+        try:
+            names = sorted(os.listdir(fd))[: max_entries - seen]
+            seen += len(names)
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                path = f"{rel}/{name}" if rel else name
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(path)
+                elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    found.append((path, st.st_size, st.st_mtime))
+        except OSError:
+            pass
+        finally:
             os.close(fd)
     found.sort()
     yield from found[:limit]

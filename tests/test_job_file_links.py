@@ -21,7 +21,7 @@ from services import safe_files
 from services.auth import local_user, sign_link
 from services.backends.kubernetes import KubernetesBackend
 from services.config import Settings
-from tests.conftest import PortalServer, create_token, wait_until
+from tests.conftest import ROOT, PortalServer, create_token, wait_until
 
 SECRET = "TOP-SECRET-KEY-MATERIAL"
 
@@ -229,3 +229,19 @@ def test_downloads_abandoned_before_the_first_byte_leave_no_open_file(portal_wit
                          f"Authorization: {token}\r\nConnection: close\r\n\r\n".encode())
     assert api.get(f"/api/v1/jobs/{job_id}/files/model.json").status_code == 200  # served on
     wait_until(lambda: open_on_model() <= before, timeout=15)
+
+
+def test_listing_a_job_with_very_many_folders_holds_one_descriptor_at_a_time(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "output"
+    for i in range(3000):  # what a job may make in its output; each folder waits its turn in the walk
+        (out / f"d{i:05d}").mkdir(parents=True)
+        (out / f"d{i:05d}" / "f.txt").write_text("x")
+    # In a process allowed 64 descriptors: a walk that kept the waiting folders open would run out and miss them.
+    probe = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
+             "from services.safe_files import walk_files; "
+             f"print(len(list(walk_files(__import__('pathlib').Path({str(out)!r}), 10_000))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "3000", done.stderr
