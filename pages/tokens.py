@@ -7,7 +7,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from pages.common import ago, duration, me, now, portal, run_action, show_flash
+from pages.common import ago, duration, me, now, plain, portal, run_action, show_flash
 from services.models import ValidationProblem
 from services.tokens import TokenView, days_text
 
@@ -60,8 +60,8 @@ def state_text(t: TokenView) -> str:
 def token_card(t: TokenView, key: str, with_owner: bool = False) -> None:
     with st.container(border=True, key=f"{key}token-{t.id}"):
         left, right = st.columns([4, 1])
-        owner = f"{t.owner} · " if with_owner else ""
-        left.markdown(f"{owner}**{t.name}** · `{t.prefix}…` · {state_text(t)}  \n"
+        owner = f"{plain(t.owner)} · " if with_owner else ""  # others' names, shown to the admin as typed
+        left.markdown(f"{owner}**{plain(t.name)}** · `{t.prefix}…` · {state_text(t)}  \n"
                       f"Created {ago(t.created_at)} · last used {ago(t.last_used_at) if t.last_used_at else 'never'}"
                       f" · {expiry_text(t)}")
         if t.active:

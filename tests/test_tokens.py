@@ -213,3 +213,10 @@ def test_the_create_form_offers_lifetimes_up_to_the_maximum(portal, page_as):
     assert timedelta(days=6, hours=23) < made.expires_at - datetime.now(UTC) <= timedelta(days=7)
     shown = texts(at)
     assert f"expires on {made.expires_at:%Y-%m-%d} (in " in shown and ("(in 6d 23h)" in shown or "(in 7d 0h)" in shown)
+
+
+def test_other_users_token_names_reach_the_admin_as_plain_text(portal, page_as):
+    portal.tokens.create(User("mallory"), "[Re-login](https://phish.example) ![x](https://t.example/p.png)")
+    at = page_as(ADA)
+    cards = "\n".join(m.value for m in at.markdown)
+    assert "mallory" in cards and "](https://" not in cards and "](http" not in cards
