@@ -275,3 +275,15 @@ def test_a_fork_chain_dies_with_its_job(open_tmp_path: Path, ending: str) -> Non
         assert not alive_as_the_job()
     finally:
         portal.close()
+
+
+def test_a_secret_others_can_read_stops_a_sandboxed_portal_from_starting(open_tmp_path: Path, monkeypatch) -> None:
+    settings_file = open_tmp_path / "portal.yaml"
+    settings_file.write_text("auth_mode: proxy\n")
+    settings_file.chmod(0o644)
+    monkeypatch.setenv("PORTAL_CONFIG_FILE", str(settings_file))
+    settings = Settings(data_dir=open_tmp_path / "data", backend="local", python_executable=sandbox_python())
+    problem = sandbox_problem(settings)
+    assert problem and f"{settings_file} holds secrets and other users can read it" in problem
+    settings_file.chmod(0o600)
+    assert sandbox_problem(settings) is None

@@ -121,6 +121,27 @@ def _unreachable(path: Path) -> Path | None:
     return None
 
 
+def secret_files(settings: Settings) -> list[Path]:
+    """Files outside the data directory that hold the portal's secrets (login cookie and OIDC client secrets, the
+    settings file, the link key, a Prometheus token, a SQLite store elsewhere): a sandboxed job can read anything
+    the world may read."""
+    candidates = [Path.cwd() / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"]
+    candidates += [Path(p) for p in (os.environ.get("PORTAL_CONFIG_FILE", ""), settings.secret_key_file,
+                                     settings.prometheus_token_file) if p]
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        candidates.append(Path(url.removeprefix("sqlite:///")))
+    data = settings.data_dir.resolve()
+    return [p for p in candidates if p.exists() and not p.resolve().is_relative_to(data)]  # those it locks itself
+
+
+def _world_readable(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
 @lru_cache(maxsize=8)
 def _probe(uid: int) -> str | None:
     """Enter the sandbox once in a throwaway process: what the kernel refuses is found at start, not per job."""
@@ -154,6 +175,10 @@ def sandbox_problem(settings: Settings) -> str | None:
         if blocked is not None:
             return (f"{head}: the job accounts cannot pass through {blocked} (it lacks o+x) to reach {what}. "
                     f"Allow it (chmod o+x {blocked}) or move {setting}.")
+    readable = [p for p in secret_files(settings) if _world_readable(p)]
+    if readable:
+        return (f"{head}: {readable[0]} holds secrets and other users can read it. "
+                f"Make it the portal's alone (chmod o-rwx {readable[0]}).")
     failed = _probe(job_ids(settings, 0)[0])
     if failed:
         return f"{head}, and this machine refused the job sandbox ({failed}). {fix}"
