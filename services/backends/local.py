@@ -23,7 +23,7 @@ from services.backends.local_sandbox import (
     job_env,
     job_ids,
     prepare_job_dir,
-    private_tmp_possible,
+    private_dirs,
     sandbox_problem,
 )
 from services.config import Settings
@@ -133,7 +133,7 @@ class LocalBackend:
             if problem:
                 raise BackendError(problem)
             uid, gid = job_ids(self.settings, job.job_id)
-            sandbox = {"uid": uid, "gid": gid, "private_tmp": private_tmp_possible(self.settings)}
+            sandbox = {"uid": uid, "gid": gid, "private_dirs": private_dirs(self.settings)}
             prepare_job_dir(jdir, script_dir, out_dir, uid, gid)
             env = job_env(dict(os.environ), out_dir, uid)
         else:  # the laptop: the job is the user's own, with the user's environment (conda, tokens, ...)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_CHILD_SUBREAPER = 36
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - where a sandboxed job gets empty ones of its own
 MAX_JOB_PROCESSES = 16384  # processes and threads of one sandboxed job (data-loader workers have many threads)
 
 
@@ -44,17 +45,29 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
 
 
-def enter_sandbox(uid: int, gid: int, private_tmp: bool = True) -> None:
+def _hide_other_processes() -> None:
+    """A procfs of the job's own with hidepid=invisible: other users' processes (the portal's, other jobs' with
+    their command lines) are not even listed. Kernels before 5.8 share one set of procfs options across mounts,
+    so there it would change the machine's own /proc: skipped, as where the kernel refuses the mount."""
+    release = tuple(int(p) for p in os.uname().release.split("-")[0].split(".")[:2] if p.isdigit())
+    if release >= (5, 8):
+        with contextlib.suppress(OSError):
+            _libc_call("mount", b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"hidepid=invisible")
+
+
+def enter_sandbox(uid: int, gid: int, private_dirs: list[str] | tuple[str, ...] = SCRATCH_DIRS) -> None:
     """Run (as root, in the forked child, before exec) to make the job a stranger to the portal: its own
-    network (loopback only: the portal's port, PostgreSQL and other jobs are out of reach), its own /tmp and
-    /dev/shm, then an unprivileged UID/GID with no supplementary groups that can never gain privileges again."""
+    network (loopback only: the portal's port, PostgreSQL and other jobs are out of reach), its own empty
+    `private_dirs` (/tmp, /var/tmp, /dev/shm), a /proc without others' processes, then an unprivileged UID/GID
+    with no supplementary groups that can never gain privileges again."""
     _libc_call("unshare", _CLONE_NEWNET | _CLONE_NEWNS)
     # Counted per real UID, and the UID is this job's: a fork bomb stops here, not at the machine's pid_max.
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_JOB_PROCESSES, MAX_JOB_PROCESSES))
     _libc_call("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # our mounts stay ours
-    for target in (b"/tmp", b"/dev/shm") if private_tmp else ():
+    for target in private_dirs:
         if os.path.isdir(target):
-            _libc_call("mount", b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=1777")
+            _libc_call("mount", b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=1777")
+    _hide_other_processes()
     _loopback_up()
     os.setgroups([])
     os.setgid(gid)
@@ -161,7 +174,7 @@ def main(job_dir: Path) -> int:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: signals reach data-loader workers too
                 close_fds=True,
-                preexec_fn=(lambda: enter_sandbox(sandbox["uid"], sandbox["gid"], sandbox.get("private_tmp", True)))
+                preexec_fn=(lambda: enter_sandbox(sandbox["uid"], sandbox["gid"], sandbox["private_dirs"]))
                 if sandbox else None,
             )
         except (OSError, subprocess.SubprocessError) as exc:

@@ -25,6 +25,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from services.backends.local_runner import SCRATCH_DIRS
 from services.config import Settings
 
 SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit"
@@ -49,12 +50,12 @@ def job_env(environ: dict[str, str], out_dir: Path, uid: int) -> dict[str, str]:
     return env | {"HOME": str(out_dir), "USER": name, "LOGNAME": name}
 
 
-def private_tmp_possible(settings: Settings) -> bool:
-    """A job gets its own empty /tmp and /dev/shm unless the portal's data or Python live there."""
+def private_dirs(settings: Settings) -> list[str]:
+    """The scratch folders a job gets empty ones of its own: each of /tmp, /var/tmp and /dev/shm unless the
+    portal's data or the jobs' Python lives in it (a private one would hide them from the job)."""
     python = Path(settings.python_executable or sys.executable).resolve()
     places = (settings.data_dir.resolve(), python, SCRIPTKIT)
-    tmp_dirs = (Path("/tmp"), Path("/dev/shm"))  # noqa: S108 - where the job's private mounts go
-    return not any(p.is_relative_to(tmp) for p in places for tmp in tmp_dirs)
+    return [d for d in SCRATCH_DIRS if not any(p.is_relative_to(d) for p in places)]
 
 
 def _chmod(path: Path, mode: int) -> None:

@@ -65,6 +65,8 @@ attempt("signal the portal", lambda: [os.kill(p, 0) for p in need(portal_pids())
 attempt("connect to the portal's port", lambda: socket.create_connection(("127.0.0.1", port), timeout=3).close())
 attempt("see the portal's environment variables", lambda: need({k: v for k, v in os.environ.items()
                                                                  if "SECRET" in k or k.startswith("PORTAL_PROM")}))
+attempt("list the portal's processes", lambda: need(portal_pids()))
+attempt("read another job's /tmp", lambda: Path("/tmp/victim-scratch.txt").read_text())
 # What a job may do: write its own output (the test checks this one worked).
 (out / "model.txt").write_text("weights")
 (out / "attempts.json").write_text(json.dumps(attempts, indent=1))
