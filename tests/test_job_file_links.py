@@ -245,3 +245,18 @@ def test_listing_a_job_with_very_many_folders_holds_one_descriptor_at_a_time(tmp
              f"print(len(list(walk_files(__import__('pathlib').Path({str(out)!r}), 10_000))))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "3000", done.stderr
+
+
+def test_a_sparse_file_is_left_out_of_the_results_zip(portal_with_a_job):
+    _server, api, data, job_id, _ = portal_with_a_job
+    sparse = data / "jobs" / str(job_id) / "output" / "huge.bin"
+    with open(sparse, "wb") as fh:  # 4 GiB that take no disk space: a zip would deflate 4 GiB of zeros
+        fh.truncate(4 << 30)
+    try:
+        started = time.monotonic()
+        z = api.get(f"/api/v1/jobs/{job_id}/results.zip", timeout=60)
+        assert z.status_code == 200 and time.monotonic() - started < 20
+        names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()
+        assert "huge.bin" not in names and "model.json" in names
+    finally:
+        sparse.unlink()
