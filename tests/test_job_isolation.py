@@ -90,6 +90,9 @@ def test_a_hostile_job_gets_nothing_of_the_portal_or_other_users(open_tmp_path: 
                                   text=True).stdout == tokens_before
         assert bob.get("/api/v1/me").status_code == 200
         assert alice.post(f"/api/v1/jobs/{victim_id}/stop", json={}).status_code == 202
+        # Once a job has ended its output is the portal's: a later job that gets the same UID cannot open it.
+        out = data / "jobs" / str(job["id"]) / "output"
+        assert (out.stat().st_uid, out.stat().st_mode & 0o777) == (0, 0o700)
     finally:
         server.stop()
 
@@ -122,7 +125,8 @@ def test_finished_local_jobs_leave_no_zombies(portal, user, workspace_script) ->
     ids = [portal.jobs.submit(user, {"name": f"z{i}", "script": script, "epochs": 1}) for i in range(3)]
     for job_id in ids:
         run_to_end(portal, user, job_id)
-    zombies = [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
+    runners = {json.loads((portal.settings.jobs_dir / str(i) / "state.json").read_text())["runner_pid"] for i in ids}
+    zombies = [c for c in psutil.Process().children() if c.pid in runners and c.status() == psutil.STATUS_ZOMBIE]
     assert not zombies, f"{len(zombies)} finished runners were never reaped"
 
 

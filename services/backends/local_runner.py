@@ -208,6 +208,10 @@ def main(job_dir: Path) -> int:
     _killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (workers the script forgot)
     if sandbox:  # and whatever left the group (setsid, a double fork): the UID is this job's alone
         kill_uid(int(sandbox["uid"]))
+        # Its output becomes the portal's: job id + UID count, which gets the same UID, cannot open it. (The job
+        # cannot have swapped the folder for a link: the folder above is the portal's.)
+        with contextlib.suppress(OSError):
+            os.chown(launch["cwd"], 0, 0, follow_symlinks=False)
     _reap_orphans(2.0 if sandbox else 0.1)
     state.update(returncode=rc, finished_at=time.time())
     _write_state(job_dir, state)
