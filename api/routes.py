@@ -3,6 +3,7 @@ the REST API (api/v1.py). Files are streamed from disk, never loaded whole."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ from api import tokens as tokens_api
 from api import v1
 from api.file_responses import FdResponse
 from api.openapi import openapi_document
-from services.auth import LinkRefused, may_download, open_link
+from services.auth import LinkRefused, may_download, open_link, user_from_claims, user_from_headers
 from services.history import HistoryQuery, csv_chunks, parquet_chunks
 from services.models import JobView, NotFound, User
 from services.portal import get_portal
@@ -107,10 +108,41 @@ def _downloadable(user: User, job_id: int) -> JobView:
     return job
 
 
+def _login_claims(request: Request) -> dict | None:
+    """oidc mode: the claims in Streamlit's signed login cookie, read the way Streamlit's own auth routes read it
+    (its helpers for that are not public API: pinned with Streamlit, and tests/test_routes.py checks it)."""
+    from streamlit.auth_util import get_cookie_with_chunks
+    from streamlit.web.server.server_util import AUTH_COOKIE_NAME, get_cookie_secret
+    from streamlit.web.server.starlette.starlette_app_utils import decode_signed_value
+
+    secret = get_cookie_secret()
+
+    def one(name: str) -> bytes | None:
+        value = request.cookies.get(name)
+        return decode_signed_value(secret, name, value.encode("latin-1")) if value else None
+
+    try:
+        raw = get_cookie_with_chunks(one, AUTH_COOKIE_NAME)
+        claims = json.loads(raw) if raw else None
+    except (ValueError, UnicodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def requester(request: Request) -> User | None:
+    """Who follows a link, as far as the request can say (single mode: it cannot)."""
+    settings = get_portal().settings
+    if settings.auth_mode == "proxy":
+        return user_from_headers(settings, request.headers)
+    if settings.auth_mode == "oidc":
+        return user_from_claims(settings, _login_claims(request))
+    return None
+
+
 async def download(request: Request) -> Response:
     """A link the pages signed for one user and one file; checked again against the job's owner now."""
     try:
-        user, what = open_link(get_portal().settings, request.path_params["token"], request.headers)
+        user, what = open_link(get_portal().settings, request.path_params["token"], requester(request))
     except LinkRefused as exc:
         return v1.error(exc.status, str(exc))
     if what.get("kind") == "history":

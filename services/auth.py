@@ -168,9 +168,9 @@ def sign_link(settings: Settings, user: User, **what: Any) -> str:
     return _signer(settings).dumps({"user": user.name, **what})
 
 
-# A link the browser follows carries the proxy's identity headers in proxy mode, so it is bound to its user and
-# lives for a working day; in single and oidc modes nothing on the request says who follows it, so it is only
-# good for a few minutes (a link copied into a chat or a log is soon worthless).
+# A link the browser follows carries the user's identity in proxy mode (the proxy's headers) and in oidc mode (the
+# login cookie), so there it is bound to its user and lives for a working day; in single mode nothing on the
+# request says who follows it, so it is only good for a few minutes (a link pasted into a chat is soon worthless).
 BOUND_LINK_SECONDS = 12 * 3600
 UNBOUND_LINK_SECONDS = 10 * 60
 
@@ -184,8 +184,14 @@ class LinkRefused(Exception):
         self.status = status
 
 
-def open_link(settings: Settings, token: str, headers: Mapping[str, str]) -> tuple[User, dict[str, Any]]:
-    bound = settings.auth_mode == "proxy"
+def links_are_bound(settings: Settings) -> bool:
+    return settings.auth_mode in ("proxy", "oidc")
+
+
+def open_link(settings: Settings, token: str, requester: User | None) -> tuple[User, dict[str, Any]]:
+    """The user and the file a link was signed for. `requester`: who follows it, as the request says (the proxy's
+    headers, the login cookie); it must be the link's user where links are bound."""
+    bound = links_are_bound(settings)
     max_age = BOUND_LINK_SECONDS if bound else UNBOUND_LINK_SECONDS
     try:
         data = _signer(settings).loads(token, max_age=max_age)
@@ -195,7 +201,6 @@ def open_link(settings: Settings, token: str, headers: Mapping[str, str]) -> tup
     name = str(data.pop("user"))
     data.pop("role", None)
     if bound:
-        requester = user_from_headers(settings, headers)
         if requester is None:
             raise LinkRefused("Sign in through the portal to download this file.", 403)
         if requester.name != name:

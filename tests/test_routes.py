@@ -4,6 +4,7 @@ links, and the REST API's authentication, ownership rules and guards."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import httpx
@@ -220,6 +221,38 @@ def test_behind_the_proxy_a_download_link_works_only_for_its_own_user(open_tmp_p
         assert replayed.status_code == 403 and "made for another user" in replayed.json()["error"]
         anonymous = httpx.get(url)
         assert anonymous.status_code == 403 and "Sign in" in anonymous.json()["error"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
+def test_with_oidc_a_download_link_works_only_for_the_signed_in_user_it_was_made_for(open_tmp_path):
+    from streamlit.web.server.starlette.starlette_app_utils import create_signed_value
+
+    home = open_tmp_path / "home"
+    (home / ".streamlit").mkdir(parents=True)
+    secret = "a-cookie-secret-for-the-test-only"
+    secrets = home / ".streamlit" / "secrets.toml"
+    secrets.write_text(f'[auth]\nredirect_uri = "http://127.0.0.1/oauth2callback"\ncookie_secret = "{secret}"\n'
+                       'client_id = "portal"\nclient_secret = "x"\n'
+                       'server_metadata_url = "http://127.0.0.1:9/.well-known/openid-configuration"\n')
+    secrets.chmod(0o600)
+    env = {"PORTAL_AUTH_MODE": "oidc", "PORTAL_PYTHON_EXECUTABLE": sandbox_python(), "HOME": str(home)}
+    server = PortalServer(open_tmp_path / "portal-data", env=env).start()
+
+    def signed_in(email: str) -> dict[str, str]:  # the cookie Streamlit's login sets after the provider's callback
+        claims = json.dumps({"email": email, "sub": email, "is_logged_in": True, "provider": "default"})
+        return {"_streamlit_user": create_signed_value(secret, "_streamlit_user", claims).decode()}
+
+    try:
+        job = submit(server, create_token(server.data_dir, "alice@example.org"))
+        url = link(server, User("alice@example.org"), job=job["id"], kind="log")
+        wait_until(lambda: httpx.get(url, cookies=signed_in("alice@example.org")).status_code == 200, timeout=30)
+        replayed = httpx.get(url, cookies=signed_in("bob@example.org"))
+        assert replayed.status_code == 403 and "made for another user" in replayed.json()["error"]
+        assert httpx.get(url).status_code == 403, "a link without the login cookie is not a bearer link"
+        forged = {"_streamlit_user": create_signed_value("another-secret", "_streamlit_user", "{}").decode()}
+        assert httpx.get(url, cookies=forged).status_code == 403
     finally:
         server.stop()
 
