@@ -8,6 +8,7 @@ is in api/common.py; its names are also importable from here.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from pydantic import ValidationError
@@ -67,6 +68,8 @@ def list_jobs(request: Request, user: User) -> dict[str, Any]:
     limit = query_int(request, "limit", 50, 1, MAX_PAGE)
     offset = query_int(request, "offset", 0, 0, 10**9)
     search = request.query_params.get("search", "")[:200]
+    if any(unicodedata.category(c) == "Cc" for c in search):
+        raise ApiError(400, "'search' must not hold control characters.")
     owner = jobs().visible_owner(user, everyone=scope == "all")
     rows = jobs().list_jobs(limit=limit + 1, offset=offset, search=search, owner=owner,
                             group=StatusGroup(group) if group else None)

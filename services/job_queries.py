@@ -3,12 +3,13 @@ search, and the counts on the dashboard's tabs. A mixin of `JobService` (uses it
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_see
@@ -86,6 +87,8 @@ class JobQueries:
     def _filtered(self, stmt: Any, search: str, owner: str | None) -> Any:
         if owner:
             stmt = stmt.where(Job.owner == owner)
+        if any(unicodedata.category(c) == "Cc" for c in search):
+            return stmt.where(false())  # in no job's text (and FTS5 and PostgreSQL refuse a NUL): no match
         if search.strip():
             stmt = stmt.where(matches(self.sessions.kw["bind"].dialect.name, search.strip()))
         return stmt
