@@ -12,7 +12,8 @@ from tests.conftest import create_token
 def test_control_characters_in_a_search_match_nothing(any_portal):
     jobs = any_portal.jobs
     me = local_user(any_portal.settings)
-    jobs.submit(me, {"name": "abc-run", "script": "train_example.py", "epochs": 1, "extra_args": "--seconds-per-epoch 0"})
+    jobs.submit(me, {"name": "abc-run", "script": "train_example.py", "epochs": 1,
+                     "extra_args": "--seconds-per-epoch 0"})
     assert len(jobs.list_jobs(limit=5, offset=0, search="abc", owner=me.name, group=None)) == 1
     for term in ("0" * 198 + "\x000", "abc\x00", "\x00", "a\tb\x1fc"):
         assert jobs.list_jobs(limit=5, offset=0, search=term, owner=None, group=None) == []
