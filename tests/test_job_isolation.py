@@ -295,3 +295,20 @@ def test_a_secret_others_can_read_stops_a_sandboxed_portal_from_starting(open_tm
     assert problem and f"{settings_file} holds secrets and other users can read it" in problem
     settings_file.chmod(0o600)
     assert sandbox_problem(settings) is None
+
+
+def test_a_sandboxed_job_reports_exact_metrics_with_the_portals_helper(open_tmp_path: Path) -> None:
+    from services.portal import build_portal
+    from tests.conftest import run_to_end
+
+    portal = build_portal(Settings(data_dir=open_tmp_path / "data", auth_mode="proxy", backend="local",
+                                   python_executable=sandbox_python()))
+    try:
+        alice = User(name="alice", role=Role.RESEARCHER)
+        body = b"from portal_metrics import log_metrics\nlog_metrics(step=1, loss=0.25)\n"
+        script = portal.jobs.workspace.save_upload(alice, "exact.py", body)
+        job = run_to_end(portal, alice, portal.jobs.submit(alice, {"name": "m", "script": script, "epochs": 1}))
+        assert job.status.value == "Succeeded", portal.jobs.log_tail(job.id)
+        assert job.final_metrics.get("loss") == 0.25
+    finally:
+        portal.close()

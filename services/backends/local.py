@@ -18,7 +18,6 @@ import psutil
 from services import safe_files
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
 from services.backends.local_sandbox import (
-    SCRIPTKIT,
     isolated,
     job_env,
     job_ids,
@@ -32,6 +31,7 @@ from services.models import JobRequest, JobStatus
 from services.reasons import failure_reason
 
 RUNNER = Path(__file__).with_name("local_runner.py")
+SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit"
 CHECKPOINT_SIGNAL = "SIGUSR1"
 
 
@@ -127,20 +127,25 @@ class LocalBackend:
         python = self.settings.python_executable or sys.executable
         argv = [python, "-u", *script_argv(req, str(snapshot))]
         portal_env = script_env(job.job_id, req, str(out_dir))
-        sandbox: dict[str, int] | None = None
+        sandbox: dict[str, Any] | None = None
+        helpers = SCRIPTKIT  # portal_metrics, for scripts that report exact metrics
         if isolated(self.settings):
             problem = sandbox_problem(self.settings)
             if problem:
                 raise BackendError(problem)
             uid, gid = job_ids(self.settings, job.job_id)
             sandbox = {"uid": uid, "gid": gid, "private_dirs": private_dirs(self.settings)}
+            # A copy beside the snapshot: the job account need not reach the portal's install.
+            helpers = script_dir
+            for module in SCRIPTKIT.glob("*.py"):
+                shutil.copyfile(module, script_dir / module.name)
             prepare_job_dir(jdir, script_dir, out_dir, uid, gid)
             env = job_env(dict(os.environ), out_dir, uid)
         else:  # the laptop: the job is the user's own, with the user's environment (conda, tokens, ...)
             env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
         env.update(portal_env)
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTKIT), env.get("PYTHONPATH", "")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(helpers), env.get("PYTHONPATH", "")]))
         if req.gpus == 0:
             env["CUDA_VISIBLE_DEVICES"] = ""
         elif "CUDA_VISIBLE_DEVICES" not in os.environ:

@@ -28,7 +28,6 @@ from pathlib import Path
 from services.backends.local_runner import SCRATCH_DIRS
 from services.config import Settings
 
-SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit"
 # What a sandboxed job inherits from the portal's environment: how to find programs and GPUs, nothing secret.
 PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "CUDA_HOME")
 PASS_ENV_PREFIXES = ("LC_", "NVIDIA_")
@@ -54,7 +53,7 @@ def private_dirs(settings: Settings) -> list[str]:
     """The scratch folders a job gets empty ones of its own: each of /tmp, /var/tmp and /dev/shm unless the
     portal's data or the jobs' Python lives in it (a private one would hide them from the job)."""
     python = Path(settings.python_executable or sys.executable).resolve()
-    places = (settings.data_dir.resolve(), python, SCRIPTKIT)
+    places = (settings.data_dir.resolve(), python)
     return [d for d in SCRATCH_DIRS if not any(p.is_relative_to(d) for p in places)]
 
 
@@ -170,8 +169,7 @@ def sandbox_problem(settings: Settings) -> str | None:
         return f"{head}, and isolating them needs root (this portal runs as UID {os.geteuid()}). {fix}"
     python = Path(settings.python_executable or sys.executable).resolve()  # a venv's python links elsewhere
     for what, folder, setting in (("their folders", settings.data_dir.parent, "PORTAL_DATA_DIR"),
-                                  (f"the jobs' Python {python}", python.parent, "PORTAL_PYTHON_EXECUTABLE"),
-                                  ("the portal's script helpers", SCRIPTKIT, "the portal's install")):
+                                  (f"the jobs' Python {python}", python.parent, "PORTAL_PYTHON_EXECUTABLE")):
         blocked = _unreachable(folder)
         if blocked is not None:
             return (f"{head}: the job accounts cannot pass through {blocked} (it lacks o+x) to reach {what}. "
