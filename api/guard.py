@@ -16,6 +16,7 @@ downloads, the REST API): a pure ASGI middleware wired into ``st.App`` in portal
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -125,16 +126,41 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return values[0].decode("latin-1")
 
 
-async def _answer(scope: Scope, send: Send, status: int, sentence: str, *, close: bool = False) -> None:
-    """A short refusal: JSON for the API (like its other errors), one line of text elsewhere."""
+# Before the last byte of an early answer (a 413 while the client still sends), what the client sends is read
+# and dropped for a moment. A client that reads while it sends (browsers, curl) stops at the answer's headers;
+# closing on its unread bytes instead would make the kernel reset the connection and discard the answer before
+# the client read it. Bounded: a client that goes on sending is cut off after these.
+LINGER_IDLE_SECONDS = 0.3
+LINGER_TOTAL_SECONDS = 2.0
+LINGER_MAX_BYTES = 8 * 1024 * 1024
+
+
+async def _linger(receive: Receive) -> None:
+    loop = asyncio.get_running_loop()
+    deadline, dropped = loop.time() + LINGER_TOTAL_SECONDS, 0
+    while dropped < LINGER_MAX_BYTES and (left := deadline - loop.time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), timeout=min(LINGER_IDLE_SECONDS, left))
+        except TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        dropped += len(message.get("body", b""))
+
+
+async def _answer(scope: Scope, send: Send, status: int, sentence: str, *, unread: Receive | None = None) -> None:
+    """A short refusal: JSON for the API (like its other errors), one line of text elsewhere. `unread`: the
+    receive of a client still sending a body nobody will read; the connection ends after the answer."""
     if scope["path"].startswith("/api/"):
         body, ctype = json.dumps({"error": sentence}).encode(), b"application/json"
     else:
         body, ctype = (sentence + "\n").encode(), b"text/plain; charset=utf-8"
     headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]
-    if close:  # the client is still sending a body nobody will read: end the connection after the answer
+    if unread is not None:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    if unread is not None:
+        await _linger(unread)
     await send({"type": "http.response.body", "body": body})
 
 
@@ -190,12 +216,13 @@ class RequestGuard:
         if scope["path"] not in EXEMPT_FROM_HOST_CHECK and not host_allowed(host, settings.allowed_hosts):
             log.warning("refused %s %s for Host %r (not in PORTAL_ALLOWED_HOSTS)", scope["method"], scope["path"], host)
             await _answer(scope, send, 400, "This portal does not answer to this host name "
-                          "(its admin lists the names it answers to in PORTAL_ALLOWED_HOSTS).", close=unread)
+                          "(its admin lists the names it answers to in PORTAL_ALLOWED_HOSTS).",
+                          unread=receive if unread else None)
             return
         limit = int(settings.max_request_mb * 1024 * 1024)
         too_large = f"The request body is larger than the portal's limit of {settings.max_request_mb:g} MB."
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            await _answer(scope, send, 413, too_large, close=True)
+            await _answer(scope, send, 413, too_large, unread=receive)
             return
 
         received = 0
@@ -214,6 +241,8 @@ class RequestGuard:
                 if unread and b"connection" not in names:
                     headers.append((b"connection", b"close"))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and unread and not message.get("more_body", False):
+                await _linger(receive)  # the route answered before reading the whole body (the API's 256 KB)
             await send(message)
 
         async def counted_receive() -> Message:
@@ -227,7 +256,7 @@ class RequestGuard:
                 if received > limit:
                     log.warning("refused %s %s: body over %s bytes", scope["method"], scope["path"], limit)
                     if not started:
-                        await _answer(scope, send, 413, too_large, close=True)
+                        await _answer(scope, send, 413, too_large, unread=receive)
                     refused = True
                     # The route sees the client go away (Starlette raises ClientDisconnect): it stops reading.
                     return {"type": "http.disconnect"}
