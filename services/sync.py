@@ -100,7 +100,8 @@ class SyncLoop:
             ]
             self.fail_abandoned_submissions({r.id for r in rows if r.backend_ref is None})
             svc.backend.remove_ghosts(self.recent_failed_submissions())
-            observed = svc.backend.observe(active) if active else {}
+            # Also with nothing active: the local backend reaps its runners there (the last one to end included).
+            observed = svc.backend.observe(active)
             for job in active:
                 # Logs first: a job's final metrics must be in before it is shown as finished.
                 obs = observed.get(job.id)
