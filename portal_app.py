@@ -40,6 +40,7 @@ else:
     from streamlit import config as st_config
     from streamlit.runtime.pages_manager import PagesManager
 
+    from api import tcp_nodelay
     from api.guard import RequestGuard
     from api.routes import ROUTES
     from services.auth import bind_problem
@@ -57,6 +58,9 @@ else:
     # pages folder until the first st.navigation call: a first request for /submit would then run
     # pages/submit.py without the navigation. Pages are only ever served through st.navigation.
     PagesManager.uses_pages_directory = False
+
+    # Without it every request on a kept-alive connection waits ~40 ms for a delayed ACK (Nagle): see the module.
+    tcp_nodelay.install()
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
