@@ -21,6 +21,7 @@ from services.jobs import JobService, set_status, to_view
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus
+from services.store import maintenance
 from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class SyncLoop:
         self.telemetry = telemetry
         self.gpu_error: str | None = None
         self._last_prune = 0.0
+        self._last_statistics = time.time()  # the start-up migration has just refreshed them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -128,7 +130,20 @@ class SyncLoop:
                 svc.refresh_series()  # big charts are rebuilt here, never during a page render
             except Exception:
                 log.exception("could not refresh the chart cache")
+            self.refresh_statistics()
             self.ticks += 1
+
+    def refresh_statistics(self, now: float | None = None) -> list[str]:
+        """The planner's statistics of the tables that grew or shrank a lot, every CHECK_EVERY_SECONDS."""
+        now = time.time() if now is None else now
+        if now - self._last_statistics < maintenance.CHECK_EVERY_SECONDS:
+            return []
+        self._last_statistics = now
+        try:
+            return maintenance.refresh_statistics(self.service.sessions.kw["bind"])
+        except Exception:  # a locked database: tried again at the next check
+            log.exception("could not refresh the planner's statistics")
+            return []
 
     def sample_gpus(self) -> None:
         """One GPU reading for every running job that holds GPUs: a constant number of queries per tick."""

@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.store import maintenance
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -43,8 +45,10 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (run at every start-up; a no-op when current)."""
+    """Bring the schema to the newest revision and the planner's statistics up to date (run at every start-up;
+    a few catalog reads when both are current)."""
     command.upgrade(alembic_config(engine), "head")
+    maintenance.refresh_statistics(engine)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
