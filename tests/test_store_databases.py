@@ -180,6 +180,11 @@ def test_dashboard_filters_and_counts(any_portal, script_file):
                                                            StatusGroup.FAILED: 0, StatusGroup.STOPPED: 0}
     page = jobs.list_group(StatusGroup.SUCCEEDED, limit=1)
     assert page.has_more and [j.name for j in page.jobs] == ["resnet-b"]
+    # Without a search the counts come from the running totals: they follow a delete like the jobs do.
+    assert jobs.counts(owner="alice") == {StatusGroup.ACTIVE: 0, StatusGroup.SUCCEEDED: 1, StatusGroup.FAILED: 1,
+                                          StatusGroup.STOPPED: 0}
+    jobs.delete(alice, a1.id)
+    assert jobs.counts(owner="alice")[StatusGroup.SUCCEEDED] == 0 and jobs.counts()[StatusGroup.SUCCEEDED] == 1
 
 
 def test_times_are_utc_aware_and_keep_their_instant(any_portal, me, script_file):
