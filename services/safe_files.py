@@ -38,7 +38,7 @@ def open_dir(root: Path, relative: str | PurePosixPath = "") -> int:
     """A descriptor of root/relative, every component below root refused if it is a link."""
     fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
     try:
-        for part in _parts(relative) if str(relative) not in ("", ".") else []:
+        for part in _parts(relative) if str(relative) not in ("", ".") else []:  # "" or ".": root itself
             try:
                 nxt = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
             except OSError as exc:  # ELOOP / ENOTDIR: a link or a file where a folder was expected
@@ -64,13 +64,13 @@ def _checked(fd: int, name: str) -> int:
 def open_read(root: Path, relative: str | PurePosixPath) -> int:
     """A read descriptor of the plain file root/relative (FileNotFoundError if absent or unsafe)."""
     parts = _parts(relative)
-    dir_fd = open_dir(root, PurePosixPath(*parts[:-1])) if len(parts) > 1 else open_dir(root)
+    dir_fd = open_dir(root, PurePosixPath(*parts[:-1]))
     try:
         try:
             fd = os.open(parts[-1], os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK, dir_fd=dir_fd)
         except FileNotFoundError:
             raise
-        except OSError as exc:
+        except OSError as exc:  # ELOOP: a link
             raise UnsafeFile(str(relative)) from exc
     finally:
         os.close(dir_fd)
@@ -81,7 +81,7 @@ def open_append(root: Path, relative: str | PurePosixPath, mode: int = 0o600) ->
     """An append descriptor of root/relative, made if missing. Whatever else stands at the name (a link, a hard
     link, a FIFO) is unlinked first: only that name goes, the file it pointed at is never written."""
     parts = _parts(relative)
-    dir_fd = open_dir(root, PurePosixPath(*parts[:-1])) if len(parts) > 1 else open_dir(root)
+    dir_fd = open_dir(root, PurePosixPath(*parts[:-1]))
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC | _NONBLOCK
     try:
         for _ in range(3):
@@ -98,7 +98,7 @@ def open_append(root: Path, relative: str | PurePosixPath, mode: int = 0o600) ->
 def write_replace(root: Path, relative: str | PurePosixPath, data: bytes, mode: int = 0o600) -> None:
     """Write a whole file by rename: whatever link stood at the name is replaced, never written through."""
     parts = _parts(relative)
-    dir_fd = open_dir(root, PurePosixPath(*parts[:-1])) if len(parts) > 1 else open_dir(root)
+    dir_fd = open_dir(root, PurePosixPath(*parts[:-1]))
     tmp = f".{parts[-1]}.{os.getpid()}.tmp"
     try:
         with contextlib.suppress(FileNotFoundError):
@@ -140,7 +140,7 @@ def walk_files(root: Path, limit: int, max_entries: int = 20_000) -> Iterator[tu
     while pending and len(found) < limit and seen < max_entries:
         rel = pending.pop()
         try:
-            fd = open_dir(root, rel) if rel else open_dir(root)
+            fd = open_dir(root, rel)
         except OSError:  # gone, swapped for a link, or not readable: nothing to list there
             continue
         try:

@@ -148,12 +148,16 @@ class Workspace:
     def own_dir(self, user: User) -> Path:
         return self.root / "users" / _user_key(user.name) if self.multi_user else self.root
 
-    def _shared(self) -> list[str]:
+    def _shared_entries(self) -> list[Path]:
+        """The top of the shared part: the private folders (and old uploads) are not walked at all."""
         if not self.root.is_dir():
             return []
+        return [e for e in sorted(self.root.iterdir()) if e.name not in self.SHARED_HIDDEN and not e.is_symlink()]
+
+    def _shared(self) -> list[str]:
         out: list[str] = []
-        for entry in sorted(self.root.iterdir()):  # the private folders are not walked at all
-            if entry.name in self.SHARED_HIDDEN or entry.name.startswith(".") or entry.is_symlink():
+        for entry in self._shared_entries():
+            if entry.name.startswith("."):
                 continue
             if entry.is_dir():
                 out += [f"{entry.name}/{s}" for s in list_scripts(entry)]
@@ -192,11 +196,7 @@ class Workspace:
     def _shared_files(self) -> list[OutputFile]:
         """The shared part only: the private folders are not walked (nor count against the listing's limit)."""
         out: list[OutputFile] = []
-        if not self.root.is_dir():
-            return out
-        for entry in sorted(self.root.iterdir()):
-            if entry.name in self.SHARED_HIDDEN or entry.is_symlink():
-                continue
+        for entry in self._shared_entries():
             if entry.is_dir():
                 out += [OutputFile(f"{entry.name}/{f.path}", f.size, f.modified) for f in list_files(entry)]
             elif entry.is_file():

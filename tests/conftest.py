@@ -222,9 +222,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     server.drop_database(name)
 
 
-@pytest.fixture
-def any_portal(database_url: str, tmp_path: Path) -> Iterator[Portal]:
-    """A laptop portal (local backend) whose store is the database of `database_url`."""
+@contextlib.contextmanager
+def portal_on(database_url: str, tmp_path: Path) -> Iterator[Portal]:
+    """A laptop portal (local backend) whose store is the database of `database_url` (building one runs the
+    start-up migrations, as a portal process does)."""
     from services.config import Settings
     from services.portal import build_portal
 
@@ -235,3 +236,9 @@ def any_portal(database_url: str, tmp_path: Path) -> Iterator[Portal]:
     finally:
         _kill_leftover_jobs(p)
         p.close()
+
+
+@pytest.fixture
+def any_portal(database_url: str, tmp_path: Path) -> Iterator[Portal]:
+    with portal_on(database_url, tmp_path) as p:
+        yield p

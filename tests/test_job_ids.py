@@ -4,39 +4,21 @@ and on PostgreSQL (fixture database_url), through every way the portal makes a j
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from services.config import Settings
 from services.history import HistoryQuery
 from services.models import NotFound, StatusGroup, User
-from services.portal import Portal, build_portal
 from services.store.db import alembic_config, make_engine
 from services.store.seed import seed_jobs
-from tests.conftest import _kill_leftover_jobs
+from tests.conftest import portal_on
 from tests.test_history import VERA, final_metric_rows, final_metrics_of_the_jobs, totals_match_the_jobs
 from tests.test_store_databases import finished
 
 ALICE = User("alice")
 VIEWS = [HistoryQuery(), HistoryQuery(owner="alice"), HistoryQuery(status=[StatusGroup.SUCCEEDED]),
          HistoryQuery(gpus_min=1), HistoryQuery(template="llm-lora")]
-
-
-@contextmanager
-def portal_on(database_url: str, tmp_path: Path) -> Iterator[Portal]:
-    """A portal process's services on this database (building one runs the start-up migrations)."""
-    p = build_portal(Settings(data_dir=tmp_path / "portal-data", backend="local", database_url=database_url,
-                              stop_grace_seconds=2))
-    try:
-        yield p
-    finally:
-        _kill_leftover_jobs(p)
-        p.close()
 
 
 def job_ids(engine: sa.Engine) -> list[int]:

@@ -187,11 +187,15 @@ class LocalBackend:
         }
         return SubmitResult(spec=spec, ref=ref, status=JobStatus.QUEUED)
 
-    def _state(self, job_id: int) -> dict[str, Any]:
+    def _read_json(self, job_id: int, name: str) -> dict[str, Any]:
+        """state.json or launch.json of a job, or {} (missing, half-written, or a link in its place)."""
         try:
-            return json.loads(safe_files.read_bytes(*safe_files.split(self.job_dir(job_id) / "state.json", 2)))
+            return json.loads(safe_files.read_bytes(*safe_files.split(self.job_dir(job_id) / name, 2)))
         except (FileNotFoundError, ValueError):
             return {}
+
+    def _state(self, job_id: int) -> dict[str, Any]:
+        return self._read_json(job_id, "state.json")
 
     def _runner_alive(self, job_id: int, ref: dict[str, Any]) -> bool:
         proc = self._procs.get(job_id)
@@ -276,17 +280,12 @@ class LocalBackend:
             if state.get("child_pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(state["child_pid"]), signal.SIGKILL)
-        sandbox = self._launch(job_id).get("sandbox")
+        sandbox = self._read_json(job_id, "launch.json").get("sandbox")
         if sandbox:  # the runner was killed before it could end the job's strays, or a stray outlived it
             subprocess.run([sys.executable, str(RUNNER), "--kill-uid", str(int(sandbox["uid"]))], timeout=30,
                            check=False, stdin=subprocess.DEVNULL, capture_output=True)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
-    def _launch(self, job_id: int) -> dict[str, Any]:
-        try:
-            return json.loads(safe_files.read_bytes(*safe_files.split(self.job_dir(job_id) / "launch.json", 2)))
-        except (FileNotFoundError, ValueError):
-            return {}
 
     def close(self) -> None:
         # Jobs keep running across a portal restart on purpose; only reap what already ended.
