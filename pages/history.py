@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pages.common import JOB_PAGE, SUBMIT_PAGE, compare_link, duration, me, money, now, plain, portal
 from services.auth import sign_link
 from services.history import NULLABLE_SORTS, HistoryQuery
+from services.history_metric_filter import parse_metric_filter
 from services.jobs import validation_problems
 from services.models import StatusGroup
 
@@ -33,7 +34,7 @@ SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("fi
          "learning rate ↓": ("learning_rate", True), "batch size ↓": ("batch_size", True), "name": ("name", False),
          "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
 FIELD_LABELS = {"search": "Search", "owner": "Owner", "tag": "Tag", "template": "Template", "gpus_min": "GPUs ≥",
-                "gpus_max": "GPUs ≤", "metric": "Sort by"}
+                "gpus_max": "GPUs ≤", "metric": "Sort by", "metric_filter": "Metric filter"}
 # Any other final metric a run reported: "final accuracy ↓", "final eval_loss ↑".
 METRIC_SORT = re.compile(r"^final (.+) ([↑↓])$")
 
@@ -47,6 +48,8 @@ def sort_of(label: str) -> tuple[str, bool, str] | None:
 
 
 def from_url() -> HistoryQuery:
+    """The view in the URL, less its metric filter (that field takes the URL's text and says what is wrong with it
+    right beside it)."""
     qp = st.query_params
     raw: dict[str, Any] = {
         "search": qp.get("q", ""), "owner": qp.get("owner", ""), "tag": qp.get("tag", ""),
@@ -97,19 +100,33 @@ with st.container(border=True):
                          query.date_to else (), key="h_dates")
     gmin = g.number_input("GPUs ≥", min_value=0, value=query.gpus_min, key="h_gmin")
     gmax = h.number_input("GPUs ≤", min_value=0, value=query.gpus_max, key="h_gmax")
-    columns = st.multiselect("Columns", [*COLUMNS, *(f"final {n}" for n in metric_names)], default=DEFAULT_COLUMNS,
+    k, c2 = st.columns([3, 4])
+    url_metrics = st.query_params.get("metrics", "")
+    metric_filter = k.text_input("Metric filter", value=url_metrics, key="h_metrics", max_chars=500,
+                                 placeholder="accuracy > 0.9 and eval_loss < 0.3",
+                                 help="Final metric values: conditions combined with 'and', operators >, >=, <, <=, "
+                                      "=, !=. A job without the metric does not match.")
+    try:
+        parse_metric_filter(metric_filter)
+        bad_metrics = ""
+    except ValueError as exc:
+        bad_metrics = str(exc)
+        k.error(f"Metric filter: {plain(bad_metrics)}.")
+    columns = c2.multiselect("Columns", [*COLUMNS, *(f"final {n}" for n in metric_names)], default=DEFAULT_COLUMNS,
                              key="h_cols", help="Any final metric your runs reported can be a column too.")
+if bad_metrics:
+    st.stop()
 
 date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
-changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort) != (
+changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort, metric_filter) != (
     query.search, [s.value for s in query.status], query.owner, query.tag, query.template, query.date_from,
-    query.date_to, query.gpus_min, query.gpus_max, sort_label)
+    query.date_to, query.gpus_min, query.gpus_max, sort_label, url_metrics)
 page_no = 1 if changed else query.page
 column, descending, metric = sort_of(sort) or sort_of("newest")
 try:
     query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template,
                          date_from=date_from, date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column,
-                         descending=descending, metric=metric, page=page_no)
+                         descending=descending, metric=metric, metric_filter=metric_filter, page=page_no)
 except ValidationError as exc:
     for field, problem in validation_problems(exc).items():
         st.error(f"{FIELD_LABELS.get(field, field)}: {plain(problem)}.")
@@ -118,6 +135,7 @@ except ValidationError as exc:
 url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag, "template": template,
                        "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",
                        "gmin": "" if gmin is None else str(gmin), "gmax": "" if gmax is None else str(gmax),
+                       "metrics": metric_filter.strip(),
                        "sort": sort if sort != "newest" else "", "page": str(page_no) if page_no > 1 else ""}
 st.query_params.from_dict({k: v for k, v in url.items() if v})
 
@@ -126,6 +144,9 @@ if not jobs:
     if page_no > 1:
         st.info("This page is past the end of the list.")
         st.button("Back to the first page", key="h_first", on_click=lambda: st.query_params.pop("page", None))
+    elif unknown := [c.name for c in query.conditions() if c.name not in metric_names and c.name != "loss"]:
+        st.info(f"No jobs match these filters: none of the jobs you may see reported a final {plain(unknown[0])!r} "
+                f"(they report {plain(', '.join(metric_names[:8]) or 'no other metric')}).")
     elif any(url.values()):
         st.info("No jobs match these filters.")
     else:

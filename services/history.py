@@ -1,15 +1,14 @@
 """Experiment history for data leads: filtered, sorted, paged queries over every job a user may see, a
-summary of the filtered set, tags and notes, and a streamed export."""
+summary of the filtered set, tags and notes, and the rows of a streamed export (services/history_export.py writes
+them); filters on final metric values are services/history_metric_filter.py."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
@@ -20,7 +19,9 @@ from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act
-from services.jobs import PARAMS, JobService, search_text, to_view
+from services.history_export import EXPORT_COLUMNS, EXPORT_FIELDS, csv_chunks, export_row, parquet_chunks
+from services.history_metric_filter import MetricCondition, metric_conditions, parse_metric_filter
+from services.jobs import JobService, search_text, to_view
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User, ValidationProblem
 from services.store.orm import Job, JobFinalMetric, JobTotals, request_number
 from services.store.search import term_filter
@@ -33,6 +34,8 @@ NULLABLE_SORTS = frozenset({"final_loss", "cost", "gpu_hours", "learning_rate", 
 TAG = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,39}$")
 MAX_TAGS = 20
 MAX_NOTE = 5000
+# Re-exported: the download route and the tests take the export's writers from here.
+__all__ = ["EXPORT_COLUMNS", "HistoryQuery", "HistoryService", "Summary", "csv_chunks", "parquet_chunks"]
 
 
 class HistoryQuery(BaseModel):
@@ -52,17 +55,28 @@ class HistoryQuery(BaseModel):
     sort: SortKey = "id"
     # The final metric a sort "final_metric" orders by (accuracy, eval_loss, ...).
     metric: str = Field(default="", max_length=64)
+    # Conditions on final metric values: "accuracy > 0.9 and eval_loss < 0.3" (services/history_metric_filter.py).
+    metric_filter: str = Field(default="", max_length=500)
     descending: bool = True
     page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(default=50, ge=1, le=500)
 
-    @field_validator("search", "owner", "tag", "template", "metric")
+    @field_validator("search", "owner", "tag", "template", "metric", "metric_filter")
     @classmethod
     def _no_control_characters(cls, value: str) -> str:
         # PostgreSQL refuses NUL in text; a pasted no-break space or joiner is ordinary text and stays.
         if any(unicodedata.category(c) == "Cc" for c in value):
             raise ValueError("must not hold control characters")
         return value
+
+    @field_validator("metric_filter")
+    @classmethod
+    def _readable_metric_filter(cls, value: str) -> str:
+        parse_metric_filter(value)  # its ValueError is the field's sentence
+        return value.strip()
+
+    def conditions(self) -> list[MetricCondition]:
+        return parse_metric_filter(self.metric_filter)
 
     @model_validator(mode="after")
     def _metric_for_its_sort(self) -> HistoryQuery:
@@ -78,7 +92,8 @@ class HistoryQuery(BaseModel):
 WALKED_SORTS = NULLABLE_SORTS
 
 
-FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template"}
+FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template",
+                 "metric_filter"}
 SUMMARY_CACHE_SECONDS = 120
 SUMMARY_CACHE_SIZE = 256
 # The final metrics a history can be sorted by: kept this long per viewer (new names appear as runs end).
@@ -95,8 +110,8 @@ _DISTINCT_NAMES = text(
 
 
 def _needs_jobs(q: HistoryQuery) -> bool:
-    """Whether the filter has parts the running totals do not know (text, tags, dates)."""
-    return bool(q.search.strip() or q.tag or q.date_from or q.date_to)
+    """Whether the filter has parts the running totals do not know (text, tags, dates, metric values)."""
+    return bool(q.search.strip() or q.tag or q.date_from or q.date_to or q.metric_filter)
 
 
 @dataclass(frozen=True)
@@ -142,9 +157,16 @@ class HistoryService:
         return found
 
     def _filtered(self, s: Session, user: User, q: HistoryQuery, in_sort_index: bool = False,
-                  common: bool = True) -> Any:
-        """The filtered view (common=False: without the filters _common_filters writes)."""
+                  common: bool = True, page_end: int | None = None, skip_metric: str = "", job_id: Any = Job.id) -> Any:
+        """The filtered view (common=False: without the filters _common_filters writes). page_end: how far a page
+        reads along the view's order (None: all of it); skip_metric: a metric whose conditions the caller tests;
+        job_id: the column the metric conditions test (a walked index's copy of the id, tested before the row is
+        read)."""
         stmt = select(Job)
+        conditions = [c for c in q.conditions() if c.name != skip_metric]
+        if conditions:
+            everyone = int(s.scalar(select(func.sum(JobTotals.jobs))) or 0)
+            stmt = stmt.where(*metric_conditions(s, job_id, conditions, page_end, everyone))
         if common:
             stmt = stmt.where(*self._common_filters(Job, user, q, in_sort_index))
         if q.date_from:
@@ -161,19 +183,22 @@ class HistoryService:
             return request_number(self.sessions.kw["bind"].dialect.name, q.sort)
         return getattr(Job, q.sort)
 
-    def _view(self, s: Session, user: User, q: HistoryQuery) -> Any:
-        """The filtered view in its order."""
+    def _view(self, s: Session, user: User, q: HistoryQuery, page_end: int | None = None) -> Any:
+        """The filtered view in its order (page_end: see _filtered)."""
         if q.sort == "final_metric":
             # Walks the metric's rows in (name, value, job_id) order, testing owner, status, GPUs and template
             # on their copies inside that index; a job's row is read only when it passes them. Only jobs that
             # reported the metric are listed.
+            # Conditions on the sorted metric itself narrow the walk to a range of its values.
             fm = JobFinalMetric
-            on = and_(fm.job_id == Job.id, fm.name == q.metric, *self._common_filters(fm, user, q))
-            stmt = self._filtered(s, user, q, common=False).join(fm, on)
+            on = and_(fm.job_id == Job.id, fm.name == q.metric, *self._common_filters(fm, user, q),
+                      *(c.sql(fm.value) for c in q.conditions() if c.name == q.metric))
+            stmt = self._filtered(s, user, q, common=False, page_end=page_end, skip_metric=q.metric,
+                                  job_id=fm.job_id).join(fm, on)
             if q.descending:
                 return stmt.order_by(fm.value.desc(), fm.job_id.desc())
             return stmt.order_by(fm.value.asc(), fm.job_id.asc())
-        return self._sorted(self._filtered(s, user, q, self._walk_sort_index(s, user, q)), q)
+        return self._sorted(self._filtered(s, user, q, self._walk_sort_index(s, user, q), page_end=page_end), q)
 
     def _sorted(self, stmt: Any, q: HistoryQuery) -> Any:
         column = self._sort_column(q)
@@ -191,7 +216,7 @@ class HistoryService:
     def page_with_more(self, user: User, q: HistoryQuery) -> tuple[list[JobView], bool]:
         """One page, and whether another follows it (one row more is read to know)."""
         with self.sessions.begin() as s:
-            stmt = self._view(s, user, q)
+            stmt = self._view(s, user, q, page_end=q.page * q.page_size + 1)
             views = [to_view(j) for j in s.scalars(stmt.limit(q.page_size + 1).offset((q.page - 1) * q.page_size))]
         return views[: q.page_size], len(views) > q.page_size
 
@@ -323,124 +348,3 @@ class HistoryService:
         with self._lock:
             self._scanned.clear()  # a search for a tag or a note's words may count this job now, or not
         return view
-
-
-EXPORT_COLUMNS = ["id", "name", "owner", "status", "reason", "created_at", "started_at", "finished_at",
-                  "runtime_seconds", "gpus", "nodes", "gpu_hours", "cost", "final_loss", "tags", "note", "template",
-                  "script", *PARAMS]
-
-
-EXPORT_FIELDS = (Job.id, Job.name, Job.owner, Job.status, Job.reason, Job.created_at, Job.started_at,
-                 Job.finished_at, Job.runtime_seconds, Job.gpus, Job.nodes, Job.gpu_hours, Job.cost, Job.final_loss,
-                 Job.tags, Job.note, Job.template, Job.request, Job.final_metrics)
-
-
-def export_row(job: Any) -> dict[str, Any]:
-    """One CSV row from a job (or a row of EXPORT_FIELDS)."""
-    request = job.request or {}
-    row: dict[str, Any] = {
-        "id": job.id, "name": job.name, "owner": job.owner, "status": job.status, "reason": job.reason or "",
-        "created_at": job.created_at.isoformat() if job.created_at else "",
-        "started_at": job.started_at.isoformat() if job.started_at else "",
-        "finished_at": job.finished_at.isoformat() if job.finished_at else "",
-        "runtime_seconds": job.runtime_seconds, "gpus": job.gpus, "nodes": job.nodes, "gpu_hours": job.gpu_hours,
-        "cost": job.cost, "final_loss": job.final_loss, "tags": " ".join(job.tags or []), "note": job.note or "",
-        "template": job.template or "",
-        "script": request.get("script", ""),
-    }
-    row |= {p: request.get(p) for p in PARAMS}
-    row |= {f"final_{k}": v for k, v in (job.final_metrics or {}).items()}
-    return row
-
-
-def _metric_columns(first: dict[str, Any] | None, metrics: Iterable[str]) -> list[str]:
-    """The export's final-metric columns: every metric the view's jobs may have reported (`metrics`, from the
-    store's index of names), and any other on the first row."""
-    found = {f"final_{m}" for m in metrics} | {k for k in first or {} if k.startswith("final_")}
-    return sorted(found - set(EXPORT_COLUMNS))
-
-
-def csv_chunks(rows: Iterator[dict[str, Any]], metrics: Iterable[str] = ()) -> Iterator[str]:
-    """CSV text in chunks of about 1,000 rows, with a final_<name> column per name in `metrics`."""
-    buf = io.StringIO()
-    writer: csv.DictWriter[str] | None = None
-    for i, row in enumerate(rows):
-        if writer is None:
-            writer = csv.DictWriter(buf, [*EXPORT_COLUMNS, *_metric_columns(row, metrics)], extrasaction="ignore")
-            writer.writeheader()
-        # A cell starting with = + - @ would be a formula in a spreadsheet: quote it as text.
-        writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@\t\r" else v)
-                         for k, v in row.items()})
-        if i % 1000 == 999:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    if writer is None:
-        csv.DictWriter(buf, [*EXPORT_COLUMNS, *_metric_columns(None, metrics)]).writeheader()
-    yield buf.getvalue()
-
-
-PARQUET_ROW_GROUP = 10_000
-_PARQUET_INTS = frozenset({"id", "gpus", "nodes"})
-_PARQUET_TIMES = frozenset({"created_at", "started_at", "finished_at"})
-_PARQUET_BOOLS = frozenset({"mixed_precision", "gradient_checkpointing"})
-_PARQUET_FLOATS = frozenset({"runtime_seconds", "gpu_hours", "cost", "final_loss", "learning_rate", "epochs",
-                             "batch_size", "checkpoint_every", "max_runtime_hours"})
-
-
-def _parquet_value(column: str, value: Any) -> Any:
-    """A CSV row's value in its Parquet column's type; "" (the CSV's empty cell) is null in a typed column."""
-    if value is None:
-        return None
-    try:
-        if column in _PARQUET_TIMES:
-            return datetime.fromisoformat(value) if value else None
-        if column in _PARQUET_INTS:
-            return int(value)
-        if column in _PARQUET_BOOLS:
-            return bool(value)
-        if column in _PARQUET_FLOATS or column.startswith("final_"):
-            return float(value)
-    except (TypeError, ValueError):  # "" or a value of another type than the column's (an odd parameter)
-        return None
-    return str(value)
-
-
-def parquet_chunks(rows: Iterator[dict[str, Any]], metrics: Iterable[str] = ()) -> Iterator[bytes]:
-    """The same rows as csv_chunks as a Parquet file with typed columns (timestamps, numbers, booleans), one
-    row group per PARQUET_ROW_GROUP rows, each sent as soon as it is written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = io.BytesIO()
-    writer: pq.ParquetWriter | None = None
-    batch: list[dict[str, Any]] = []
-
-    def write() -> bytes:
-        nonlocal writer
-        if writer is None:
-            fields = []
-            for c in [*EXPORT_COLUMNS, *_metric_columns(batch[0] if batch else None, metrics)]:
-                kind = (pa.timestamp("us", tz="UTC") if c in _PARQUET_TIMES else pa.int64() if c in _PARQUET_INTS
-                        else pa.bool_() if c in _PARQUET_BOOLS
-                        else pa.float64() if c in _PARQUET_FLOATS or c.startswith("final_") else pa.string())
-                fields.append(pa.field(c, kind))
-            writer = pq.ParquetWriter(sink, pa.schema(fields), compression="zstd")
-        names = writer.schema.names
-        writer.write_table(pa.Table.from_pylist([{c: _parquet_value(c, r.get(c)) for c in names} for r in batch],
-                                                schema=writer.schema))
-        batch.clear()
-        out = sink.getvalue()
-        sink.seek(0)
-        sink.truncate()
-        return out
-
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= PARQUET_ROW_GROUP:
-            yield write()
-    if batch or writer is None:
-        yield write()
-    assert writer is not None
-    writer.close()
-    yield sink.getvalue()

@@ -1,4 +1,6 @@
-"""Client for the ML Job Portal REST API (``{cluster_url}/api/v1``).
+"""Client for the ML Job Portal REST API (``{cluster_url}/api/v1``): the connection, its errors, and the calls on
+jobs, files, templates and tokens; the history's calls are in history.py, a job's in jobs.py, the errors in
+errors.py. Every name is also importable from here, as before the split.
 
 One :class:`JobClient` holds one ``httpx.Client`` (connection reuse, one place for the token);
 :class:`Job` objects keep a reference to it so that ``job.wait()`` or ``job.stream_logs()`` need no
@@ -9,17 +11,31 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import ssl
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from ml_job_portal._sse import _seen, _sse_lines, _SSEParser
+from ml_job_portal.errors import (
+    _ERROR_CLASSES,
+    AuthenticationError,
+    ConflictError,
+    JobFailed,
+    NotFoundError,
+    PermissionDenied,
+    PortalConnectionError,
+    PortalError,
+    ServerError,
+    ValidationError,
+)
+from ml_job_portal.history import HistoryMixin
+from ml_job_portal.jobs import FINISHED_STATUSES, Job, JobResults  # noqa: F401 (importable from here, as before)
 
 __all__ = [
     "AuthenticationError",
@@ -38,7 +54,6 @@ __all__ = [
 
 API_PREFIX = "/api/v1"
 USER_AGENT = "ml-job-portal-client/0.1.0"
-FINISHED_STATUSES = frozenset({"Succeeded", "Failed", "Stopped", "Submit failed"})
 LIST_PAGE_SIZE = 50  # the server's documented default page; never more than it is sure to accept
 STREAM_MAX_FAILURES = 5  # consecutive reconnects that got nothing back before giving up
 STREAM_RETRY_SECONDS = 1.0  # until the server says otherwise with an SSE `retry:` field
@@ -46,186 +61,12 @@ STREAM_READ_TIMEOUT = 60.0  # a quiet job sends nothing for a while; keep-alives
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-# Errors ----------------------------------------------------------------------------------------
-class PortalError(Exception):
-    """Any error the portal answered with (``status_code``) or that stopped a call from reaching it."""
-
-    def __init__(self, message: str, status_code: int | None = None, problems: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-        self.problems: dict[str, str] = dict(problems or {})
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class AuthenticationError(PortalError):
-    """401: no token, or the token is unknown, expired or revoked."""
-
-
-class PermissionDenied(PortalError):
-    """403: the portal refused the request (for example a cross-origin mutation)."""
-
-
-class NotFoundError(PortalError):
-    """404: no such job or file, or one you may not see."""
-
-
-class ConflictError(PortalError):
-    """409: the action does not fit the job's state (stopping a finished job, ...)."""
-
-
-class ValidationError(PortalError):
-    """422: some submitted values are not valid; ``problems`` maps each field to a sentence."""
-
-    def __str__(self) -> str:
-        # Name the fields too, unless the server's sentence already does.
-        if not self.problems or all(text in self.message for text in self.problems.values()):
-            return self.message
-        details = "; ".join(f"{field}: {text}" if field else text for field, text in self.problems.items())
-        return f"{self.message} ({details})"
-
-
-class ServerError(PortalError):
-    """5xx: the portal failed; retrying later may help."""
-
-
-class PortalConnectionError(PortalError):
-    """The portal could not be reached (DNS, refused connection, timeout, dropped stream)."""
-
-
-class JobFailed(PortalError):
-    """``Job.wait(raise_on_failure=True)`` found the job ended other than Succeeded."""
-
-    def __init__(self, message: str, job: Job | None = None):
-        super().__init__(message)
-        self.job = job
-
-
-_ERROR_CLASSES: dict[int, type[PortalError]] = {
-    401: AuthenticationError,
-    403: PermissionDenied,
-    404: NotFoundError,
-    409: ConflictError,
-    422: ValidationError,
-}
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))  # Python 3.10 does not read "Z"
-    except ValueError:
-        return None
-
-
-def _history_params(view: Mapping[str, Any]) -> dict[str, Any]:
-    """Query parameters of a history view: lists comma-joined, dates as ISO, booleans as true/false."""
-    out: dict[str, Any] = {}
-    for key, value in view.items():
-        if isinstance(value, list | tuple | set):
-            value = ",".join(str(v) for v in value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        out[key] = value
-    return out
-
-
 def _drop_none(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if params is None else {k: v for k, v in params.items() if v is not None}
 
 
-# Server-sent events ----------------------------------------------------------------------------
-_EOL = re.compile(rb"\r\n|\r|\n")
-_BOM = b"\xef\xbb\xbf"
-
-
-def _sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Split an event stream into lines at CRLF, LF or CR only.
-
-    Not ``str.splitlines``/``iter_lines``: those also split at form feeds and U+2028, which a log line
-    may contain. A line left without its end when the stream stops is incomplete and dropped.
-    """
-    buf = b""
-    first = True
-    for chunk in chunks:
-        if not chunk:
-            continue
-        buf += chunk
-        if first:
-            if len(buf) < len(_BOM) and _BOM.startswith(buf):
-                continue
-            buf = buf.removeprefix(_BOM)
-            first = False
-        start = 0
-        for match in _EOL.finditer(buf):
-            if match.group() == b"\r" and match.end() == len(buf):
-                break  # perhaps the first half of a CRLF split across chunks: wait for the next one
-            yield buf[start : match.start()].decode("utf-8", "replace")
-            start = match.end()
-        buf = buf[start:]
-    if buf.endswith(b"\r"):
-        yield buf[:-1].decode("utf-8", "replace")
-
-
-class _SSEEvent:
-    __slots__ = ("data", "id", "type")
-
-    def __init__(self, type_: str, data: str, id_: str | None):
-        self.type = type_
-        self.data = data
-        self.id = id_
-
-
-class _SSEParser:
-    """The event-stream interpretation rules of the HTML standard, one line at a time."""
-
-    def __init__(self, last_id: str | None = None):
-        self.last_id = last_id  # persists across events (and reconnects), as in a browser
-        self.retry_seconds: float | None = None
-        self._data: list[str] = []
-        self._type = ""
-
-    def feed(self, line: str) -> _SSEEvent | None:
-        if not line:  # a blank line dispatches the event
-            data, type_ = self._data, self._type
-            self._data, self._type = [], ""
-            if not data:
-                return None
-            return _SSEEvent(type_ or "message", "\n".join(data), self.last_id)
-        if line.startswith(":"):
-            return None  # a comment: the server's keep-alive
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._type = value
-        elif name == "id":
-            if "\x00" not in value:
-                self.last_id = value
-        elif name == "retry" and value.isdigit():
-            self.retry_seconds = int(value) / 1000
-        return None
-
-
-def _seen(event_id: str | None, last_id: str | None) -> bool:
-    """Whether a replayed line was yielded already (ids are line numbers, so they compare)."""
-    if event_id is None or last_id is None:
-        return False
-    try:
-        return int(event_id) <= int(last_id)
-    except ValueError:
-        return False
-
-
 # The client --------------------------------------------------------------------------------------
-class JobClient:
+class JobClient(HistoryMixin):
     """A session with one portal. ``token`` defaults to the ``PORTAL_TOKEN`` environment variable."""
 
     def __init__(
@@ -295,6 +136,8 @@ class JobClient:
             message += (" No API token was given: pass token=... or set PORTAL_TOKEN "
                         "(create one on the portal's \"API tokens\" page).")
         cls = _ERROR_CLASSES.get(status, ServerError if status >= 500 else PortalError)
+        if status == 400 and problems:  # a field the portal could not read (a history's metric_filter)
+            cls = ValidationError
         return cls(message, status, problems)
 
     def _request(
@@ -425,45 +268,6 @@ class JobClient:
                 break
         return jobs
 
-    # History ---------------------------------------------------------------------------------------
-    def history(self, *, page: int = 1, page_size: int = 50, **view: Any) -> list[Job]:
-        """One page of the experiment history: every job you may see, as on the History page.
-
-        ``view``: ``search`` (every word must match; ``"lr=0.001 lora"``), ``status`` (``"Completed"`` or a
-        list of them), ``owner``, ``tag``, ``template``, ``date_from`` / ``date_to`` (dates), ``gpus_min``,
-        ``gpus_max``, ``sort`` (``"final_loss"``, ``"cost"``, ``"learning_rate"``, ... or ``"final_metric"``
-        with ``metric="accuracy"``) and ``descending``."""
-        data = self._json("GET", "history", params={**_history_params(view), "page": page, "page_size": page_size})
-        return [Job(self, item) for item in data["jobs"]]
-
-    def iter_history(self, page_size: int = 200, **view: Any) -> Iterator[Job]:
-        """Every job of a history view, in its order, fetched a page at a time. For tens of thousands of jobs,
-        ``export_history`` is the faster way: one streamed file instead of ever deeper pages."""
-        page = 1
-        while True:
-            data = self._json("GET", "history", params={**_history_params(view), "page": page,
-                                                         "page_size": page_size})
-            yield from (Job(self, item) for item in data["jobs"])
-            if not data.get("has_more") or not data["jobs"]:
-                return
-            page += 1
-
-    def history_summary(self, **view: Any) -> dict[str, Any]:
-        """Jobs, successes, success rate, GPU-hours and cost of a whole history view (same filters)."""
-        return self._json("GET", "history/summary", params=_history_params(view))
-
-    def final_metric_names(self) -> list[str]:
-        """The final metrics your visible jobs reported: what ``sort="final_metric", metric=...`` can take."""
-        return list(self._json("GET", "history/metrics")["metrics"])
-
-    def export_history(self, dest: str | os.PathLike[str] = ".", format: str = "parquet", **view: Any) -> Path:
-        """Download every page of a history view as one Parquet (``pandas.read_parquet``) or CSV file, with
-        every parameter and final metric as a column. ``dest``: a file name or a folder."""
-        if format not in ("csv", "parquet"):
-            raise ValueError("format is 'csv' or 'parquet'")
-        return self._download("history/export", f"history.{format}", dest,
-                              params={**_history_params(view), "format": format})
-
     def _stream_log_lines(self, job_id: int, rank: int, offset: int) -> Iterator[str]:
         """Lines of the SSE log stream; returns the `end` event's data (``{"status": ...}``)."""
         path = f"jobs/{int(job_id)}/logs/stream"
@@ -527,183 +331,3 @@ class JobClient:
             return not self._json("GET", f"jobs/{int(job_id)}/status").get("finished", False)
         except PortalError:
             return False
-
-
-class Job:
-    """A job as the portal last described it; ``refresh()`` fetches it again."""
-
-    id: int
-    name: str
-    owner: str
-    status: str
-    group: str | None
-    finished: bool
-    reason: str | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    epoch: int | None
-    total_epochs: int | None
-    progress: float | None
-    eta_seconds: float | None
-    latest_metrics: dict[str, float]
-    final_metrics: dict[str, float]
-    gpus: int
-    nodes: int
-    cost_per_hour: float
-    exit_code: int | None
-    request: dict[str, Any]
-    url: str
-    data: dict[str, Any]
-
-    def __init__(self, client: JobClient, data: Mapping[str, Any]):
-        self._client = client
-        self._update(data)
-
-    def _update(self, data: Mapping[str, Any]) -> None:
-        self.data = {**getattr(self, "data", {}), **data}
-        d = self.data
-        self.id = int(d["id"])
-        self.name = d.get("name", "")
-        self.owner = d.get("owner", "")
-        self.status = d.get("status", "")
-        self.group = d.get("group")
-        self.finished = bool(d.get("finished", self.status in FINISHED_STATUSES))
-        self.reason = d.get("reason")
-        self.created_at = _parse_time(d.get("created_at"))
-        self.started_at = _parse_time(d.get("started_at"))
-        self.finished_at = _parse_time(d.get("finished_at"))
-        self.epoch = d.get("epoch")
-        self.total_epochs = d.get("total_epochs")
-        self.progress = d.get("progress")
-        self.eta_seconds = d.get("eta_seconds")
-        self.latest_metrics = dict(d.get("latest_metrics") or {})
-        self.final_metrics = dict(d.get("final_metrics") or {})
-        self.gpus = d.get("gpus", 0)
-        self.nodes = d.get("nodes", 1)
-        self.cost_per_hour = d.get("cost_per_hour", 0.0)
-        self.exit_code = d.get("exit_code")
-        self.request = dict(d.get("request") or {})
-        # The job's page in the portal, as an address to open in a browser.
-        self.url = self._client.cluster_url + (d.get("url") or f"/job?id={self.id}")
-
-    def __repr__(self) -> str:
-        return f"Job(id={self.id}, name={self.name!r}, status={self.status!r})"
-
-    @property
-    def _path(self) -> str:
-        return f"jobs/{self.id}"
-
-    def refresh(self) -> Job:
-        """Fetch the whole job again; returns itself."""
-        self._update(self._client._json("GET", self._path))
-        return self
-
-    def refresh_status(self) -> dict[str, Any]:
-        """Fetch the light status view (status, finished, reason, epoch, progress, eta) and apply it."""
-        body = self._client._json("GET", f"{self._path}/status")
-        self._update(body)
-        return body
-
-    def wait(self, timeout: float | None = None, poll: float = 2.0, raise_on_failure: bool = False) -> Job:
-        """Block until the job has finished; returns itself, refreshed.
-
-        Raises ``TimeoutError`` after ``timeout`` seconds, and ``JobFailed`` if ``raise_on_failure`` and
-        the job ended other than Succeeded.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.refresh_status().get("finished", False):
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"Job {self.id} ({self.name}) is still {self.status} after {timeout:g} s.")
-                time.sleep(min(poll, left))
-            else:
-                time.sleep(poll)
-        self.refresh()  # the light view has no final metrics
-        if raise_on_failure and self.status != "Succeeded":
-            why = f": {self.reason}" if self.reason else "."
-            raise JobFailed(f"Job {self.id} ({self.name}) ended {self.status}{why}", self)
-        return self
-
-    def stream_logs(self, rank: int = 0, offset: int = 0) -> Iterator[str]:
-        """Yield log lines as the job writes them; ends by itself once the job has finished."""
-        end = yield from self._client._stream_log_lines(self.id, rank, offset)
-        if isinstance(end, dict) and end.get("status"):
-            self._update({"finished": True, **{k: end[k] for k in ("status", "reason") if k in end}})
-
-    def logs(self, tail: int = 200, *, rank: int = 0, offset: int | None = None, limit: int | None = None) -> list[str]:
-        """The last ``tail`` log lines, or with ``offset`` lines ``offset``.. (at most ``limit``)."""
-        params: dict[str, Any] = {"rank": rank}
-        if offset is None:
-            params["tail"] = tail
-        else:
-            params.update(offset=offset, limit=limit)
-        return self._client._json("GET", f"{self._path}/logs", params=params)["lines"]
-
-    def stop(self) -> Job:
-        """Ask the job to stop (it ends Stopped shortly after); returns itself, updated."""
-        self._update(self._client._json("POST", f"{self._path}/stop"))
-        return self
-
-    def delete(self) -> None:
-        """Delete the finished job and its files."""
-        self._client._json("DELETE", self._path)
-
-    def clone(self, **changes: Any) -> Job:
-        """Submit a copy of this job with some values changed (``clone(epochs=5)``)."""
-        return Job(self._client, self._client._json("POST", f"{self._path}/clone", json_body=changes))
-
-    def retry(self) -> Job:
-        """Submit this job again with the same values."""
-        return Job(self._client, self._client._json("POST", f"{self._path}/retry"))
-
-    def metrics(self, max_points: int = 2000) -> dict[str, Any]:
-        """Metric series ``{"series": {name: {"x", "y", "axis"}}, "final": {...}, "latest": {...}}``."""
-        return self._client._json("GET", f"{self._path}/metrics", params={"max_points": max_points})
-
-    def files(self) -> list[dict[str, Any]]:
-        """The files the job wrote: ``[{"path", "size", "modified"}]``."""
-        return self._client._json("GET", f"{self._path}/files")["files"]
-
-    def download(self, path: str, dest: str | os.PathLike[str] = ".") -> Path:
-        """Download one of the job's files to ``dest`` (a file, or a folder to put it in)."""
-        return self._client._download(f"{self._path}/files/{quote(path, safe='/')}", path, dest)
-
-    def get_results(self) -> JobResults:
-        """Final status, final metrics and file list (fetched now)."""
-        self.refresh()
-        return JobResults(self.id, self.status, self.final_metrics, [f["path"] for f in self.files()])
-
-
-class JobResults:
-    """What a job left: ``status``, ``final_metrics``, ``files``; ``results.final_loss`` reads a metric."""
-
-    def __init__(self, job_id: int, status: str, final_metrics: Mapping[str, float], files: list[str]):
-        self.job_id = job_id
-        self.status = status
-        self.final_metrics = dict(final_metrics)
-        self.files = list(files)
-
-    def __getattr__(self, name: str) -> float:
-        # Only called for attributes that do not exist; read the dict through __dict__ so that a
-        # half-built object (copy, pickle) cannot recurse.
-        metrics = self.__dict__.get("final_metrics")
-        if metrics is None or not name.startswith("final_"):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        metric = name.removeprefix("final_")
-        if metric in metrics:
-            return metrics[metric]
-        if metrics:
-            hint = "available: " + ", ".join(sorted(metrics))
-        else:
-            hint = f"the job is {self.__dict__.get('status')} and has no final metrics"
-        raise AttributeError(f"Job {self.__dict__.get('job_id')} has no final metric {metric!r} ({hint}).")
-
-    def __dir__(self) -> list[str]:
-        # Tab completion in notebooks offers the metrics.
-        return sorted({*super().__dir__(), *(f"final_{m}" for m in self.final_metrics)})
-
-    def __repr__(self) -> str:
-        return (f"JobResults(job_id={self.job_id}, status={self.status!r}, "
-                f"final_metrics={self.final_metrics!r}, files={self.files!r})")
