@@ -113,6 +113,8 @@ def openapi_document() -> dict[str, Any]:
             _q("date_to", {"type": "string", "format": "date"}, "Created on or before this day (UTC)."),
             _q("gpus_min", {"type": "integer", "minimum": 0, "maximum": 1024}),
             _q("gpus_max", {"type": "integer", "minimum": 0, "maximum": 1024}),
+            _q("metric_filter", {"type": "string", "maxLength": 500}, "Conditions on final metric values, combined "
+               "with 'and': `accuracy > 0.9 and eval_loss < 0.3` (operators > >= < <= = !=)."),
             _q("sort", {"type": "string", "enum": list(SORT_KEYS)}, "final_metric sorts by `metric`."),
             _q("metric", {"type": "string", "maxLength": 64}, "The final metric of sort=final_metric."),
             _q("descending", {"type": "boolean"})]

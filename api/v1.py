@@ -79,7 +79,7 @@ def list_jobs(request: Request, user: User) -> dict[str, Any]:
 
 # History ------------------------------------------------------------------------------------------
 HISTORY_PARAMS = ("search", "status", "owner", "tag", "template", "date_from", "date_to", "gpus_min", "gpus_max",
-                  "sort", "metric", "descending", "page", "page_size")
+                  "metric_filter", "sort", "metric", "descending", "page", "page_size")
 
 
 def history_query(request: Request, paged: bool = True, extra: tuple[str, ...] = ()) -> HistoryQuery:
@@ -95,7 +95,10 @@ def history_query(request: Request, paged: bool = True, extra: tuple[str, ...] =
     try:
         return HistoryQuery.model_validate(raw)
     except ValidationError as exc:
-        raise ValidationProblem(validation_problems(exc)) from None
+        problems = validation_problems(exc)
+        if "metric_filter" in problems:  # an expression the portal cannot read: a bad request, not a bad value
+            raise ApiError(400, f"'metric_filter': {problems['metric_filter']}.", problems=problems) from None
+        raise ValidationProblem(problems) from None
 
 
 @endpoint()
