@@ -239,6 +239,7 @@ class SyncLoop:
                 return 0
             path, offset, state_json = Path(jl.path), jl.offset, jl.parser_state
         data = read_from(path, offset, READ_LIMIT)
+        last = final and len(data) < READ_LIMIT  # the end of a finished job's log: its last line counts as it is
         if not final or len(data) == READ_LIMIT:
             # Only whole lines (a half-written one, or one cut by the read limit, is read again next time),
             # except at the very end of a finished job's log.
@@ -251,7 +252,7 @@ class SyncLoop:
             return 0
         now = time.time()
         extractor = MetricExtractor(ParserState.from_json(state_json))
-        points = extractor.feed(data, now)
+        points = extractor.feed(data, now, final=last)
         st = extractor.state
         with self.service.session() as s:
             job = s.get(Job, job_id)

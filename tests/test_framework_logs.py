@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from services.metrics import MetricExtractor, ParserState
 from services.reasons import failure_reason
@@ -19,11 +21,11 @@ def extract(name: str, chunk: int | None = None) -> tuple[dict[tuple[str, int | 
     ex = MetricExtractor(ParserState())
     points = []
     if chunk is None:
-        points = ex.feed(data, 0.0)
+        points = ex.feed(data, 0.0, final=True)
     else:
         for i in range(0, len(data), chunk):  # the state round-trips through JSON, as between two syncs
             ex = MetricExtractor(ParserState.from_json(ex.state.to_json()))
-            points += ex.feed(data[i:i + chunk], float(i))
+            points += ex.feed(data[i:i + chunk], float(i), final=i + chunk >= len(data))
     series: dict[tuple[str, int | None], list[tuple]] = {}
     for n, x, ep, v, r in points:
         series.setdefault((n, r), []).append((x, ep, v))
@@ -50,7 +52,7 @@ def test_hugging_face_trainer_progress_mid_run_comes_from_its_bar():
     data = (LOGS / "hf_trainer.log").read_bytes()
     half = data[: data.index(b"{'eval_loss'")]  # the log as it stood at the first evaluation
     ex = MetricExtractor(ParserState())
-    ex.feed(half, 0.0)
+    ex.feed(half, 0.0, final=True)
     assert ex.state.total_steps == 60 and 0.3 <= ex.state.progress(3) <= 0.34
 
 
@@ -85,7 +87,7 @@ def test_tqdm_bars_with_carriage_returns_and_epoch_summaries():
 def test_tqdm_progress_mid_epoch_is_a_fraction_of_the_run():
     data = (LOGS / "tqdm_plain.log").read_bytes()
     ex = MetricExtractor(ParserState())
-    ex.feed(data[: data.index(b"Epoch 2:  48%")], 0.0)
+    ex.feed(data[: data.index(b"Epoch 2:  48%")], 0.0, final=True)
     assert 1.3 / 3 < ex.state.progress(3) < 1.5 / 3
 
 
@@ -124,12 +126,105 @@ def test_keys_that_meet_on_one_number_are_still_told_apart(monkeypatch):
     number, the extractor must fall back to comparing the texts and give exactly the same series."""
     import numpy as np
 
-    import services.metrics as metrics
+    import services.metric_scan as metrics
 
     data = b"".join((LOGS / name).read_bytes() for name in ("hf_trainer.log", "lightning.log", "tqdm_plain.log"))
     data += b"a_key_longer_than_thirty_two_bytes_in_all=1.5 loss=0.25\nloss=0.5 " + b"x" * 40 + b"=2\nend_key=3"
-    expected = MetricExtractor().feed(data, 0.0)
+    expected = MetricExtractor().feed(data, 0.0, final=True)
     monkeypatch.setattr(metrics, "_MIX", np.uint64(0))
-    assert MetricExtractor().feed(data, 0.0) == expected
+    assert MetricExtractor().feed(data, 0.0, final=True) == expected
     names = {p[0] for p in expected}
     assert {"loss", "a_key_longer_than_thirty_two_bytes_in_all", "end_key", "eval_loss", "learning_rate"} <= names
+
+
+def xs(series, name, rank=None):
+    return [x for x, _ep, _v in series[(name, rank)]]
+
+
+def test_hugging_face_trainer_points_sit_at_the_global_step_the_log_shows():
+    """logging_steps=10, an evaluation every 20 steps: the chart's x is 10, 20, 30 … and each evaluation sits at
+    the step it was made (the bar drawn before a dict is stale; the redraw right after it is the Trainer's step)."""
+    series, st = extract("hf_trainer_steps.log")
+    assert xs(series, "loss") == [10, 20, 30, 40, 50, 60]
+    assert values(series, "loss")[0] == 0.6933 and values(series, "loss")[-1] == 0.6793
+    assert xs(series, "eval_loss") == [20, 40, 60] and values(series, "eval_loss") == [0.6917, 0.6896, 0.6881]
+    assert xs(series, "train_loss") == [60] and st.progress() == 1.0
+    series, _st = extract("hf_trainer.log")  # logging_steps=5, an evaluation per epoch of 20 steps
+    assert xs(series, "loss") == list(range(5, 61, 5)) and xs(series, "eval_loss") == [20, 40, 60]
+
+
+def test_lightning_step_metrics_on_the_bar_warnings_are_not_series_and_the_run_ends_at_100_percent():
+    series, st = extract("lightning_steps.log")
+    step = series[("train_loss_step", None)]
+    assert [x for x, _ep, _v in step][:3] == [1, 2, 3] and step[-1][0] == 80, "x is Lightning's global step"
+    assert values(series, "val_loss") == [1.67, 0.396, 0.203, 0.159] and xs(series, "val_loss") == [20, 40, 60, 80]
+    assert values(series, "train_loss_epoch") == [2.07, 0.581, 0.188, 0.126]
+    assert values(series, "lr")[0] == 0.05 and st.progress(4) == 1.0
+    # Lightning's default (Rich) bar says "Epoch 3/3" for the 4th epoch of 4.
+    _series, rich = extract("lightning_rich.log")
+    assert rich.progress() == 1.0 and rich.total_epochs == 4
+    # A real Lightning log with the num_workers warning (see the README for where it comes from).
+    series, _st = extract("lightning_num_workers.log")
+    assert not any("num_workers" in name for name, _r in series)
+    assert values(series, "train_loss_step") == [0.599] and values(series, "train_loss_epoch") == [0.594]
+
+
+def test_tqdm_bars_per_epoch_finish_at_100_percent_and_units_stay_with_their_series():
+    series, st = extract("tqdm_epochs.log")
+    assert st.progress() == 1.0 and (st.epoch, st.total_epochs) == (6, 6)
+    assert values(series, "mem (GB)") == [0.86] and ("mem", None) not in series
+    assert xs(series, "loss")[-1] == 5 * 20 + 18 and values(series, "loss")[-1] == 0.0861  # first shown at 18/20
+    data = (LOGS / "tqdm_epochs.log").read_bytes()
+    ex = MetricExtractor()
+    ex.feed(data[: data.index(b"Epoch 4/6:  60%")], 0.0)  # read up to the 12/20 drawing of epoch 4
+    assert 3.4 / 6 < ex.state.progress() < 3.6 / 6
+
+
+def test_torchrun_ranks_keep_their_own_steps():
+    series, st = extract("torchrun_2ranks.log")
+    assert xs(series, "loss", 1) == xs(series, "loss", 0) == [5, 10, 10, 15, 20, 20, 25, 30, 30]
+    assert values(series, "loss", 1)[:3] == [16.3555, 5.3363, 17.4654]
+    assert st.progress() == 1.0 and st.ranks["1"].progress() == 1.0
+
+
+def test_an_nvidia_smi_banner_gives_no_series():
+    series, _st = extract("nvidia_smi.log")
+    assert series == {}
+
+
+RECORDED = sorted(p.name for p in LOGS.glob("*.log"))
+
+
+def read_in(data: bytes, cuts: list[int]) -> str:
+    """Series, progress and the card's latest figures, as text (a NaN loss equals itself there)."""
+    ex = MetricExtractor()
+    points: list = []
+    last = 0
+    for cut in [*sorted(set(cuts)), len(data)]:
+        ex = MetricExtractor(ParserState.from_json(ex.state.to_json()))
+        points += ex.feed(data[last:cut], 0.0, final=cut == len(data))
+        last = cut
+    series: dict = {}
+    for n, x, ep, v, r in points:
+        series.setdefault((n, r), []).append((x, ep, v))
+    st = ex.state
+    return repr((series, st.progress(4), st.latest, {r: t.progress(4) for r, t in st.ranks.items()}))
+
+
+WHOLE = {name: read_in((LOGS / name).read_bytes(), []) for name in RECORDED}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=hs.sampled_from(RECORDED), cuts=hs.lists(hs.floats(0, 1), max_size=12))
+def test_any_chunking_of_any_recorded_log_reads_like_the_whole_log(name, cuts):
+    data = (LOGS / name).read_bytes()
+    got = read_in(data, [int(c * len(data)) for c in cuts])
+    assert got == WHOLE[name]
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_reading_a_recorded_log_byte_by_byte_near_its_breaks_reads_like_the_whole_log(name):
+    """Cuts right before, between and after a CR LF and a bar's CR: where a chunked read goes wrong first."""
+    data = (LOGS / name).read_bytes()
+    cuts = [i + d for i in range(len(data)) if data[i] in (10, 13) for d in (0, 1)][:400]
+    assert read_in(data, cuts) == WHOLE[name]

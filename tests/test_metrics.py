@@ -25,7 +25,7 @@ def test_design_log_format():
     ex = MetricExtractor()
     s = series(ex.feed(DESIGN_LOG, now=1.0))
     assert s == {
-        "loss": [(0, 0.342)], "accuracy": [(0, 0.856)], "gpu_memory": [(0, 72.0)],
+        "loss": [(0, 0.342)], "accuracy": [(0, 0.856)], "gpu_memory (GB)": [(0, 72.0)],
         "samples/sec": [(0, 1250.0)], "gradient_norm": [(0, 0.8)],
     }
     assert (ex.state.epoch, ex.state.total_epochs) == (47, 100)
@@ -93,7 +93,8 @@ def test_lttb_keeps_peaks_and_limits_points():
 
 def test_protocol_line_without_newline_and_not_at_line_start():
     ex = MetricExtractor()
-    pts = ex.feed('##portal {"loss": 1.5}', now=1.0)
+    assert ex.feed('##portal {"loss": 1.5}', now=1.0) == [], "an unfinished line waits for its end"
+    pts = ex.feed("", now=1.0, final=True)
     assert [(n, v) for n, _, _, v, _ in pts] == [("loss", 1.5)]
     # Mentioned inside another line it is not the protocol (its pairs still count as text).
     pts = MetricExtractor().feed('echo ##portal {"loss": 2.5}\n', now=1.0)
@@ -156,9 +157,29 @@ def test_a_ranks_progress_is_left_out_also_in_a_chunk_without_a_line_break():
     for text in (b"[rank1]:100%|##########| 10/10 [00:01<00:00]", b"[rank1]:Epoch 3/10 loss=0.5"):
         for tail in (b"", b"\n"):
             ex = MetricExtractor()
-            points = ex.feed(text + tail, now=1.0)
+            points = ex.feed(text + tail, now=1.0, final=True)
             assert (ex.state.step, ex.state.epoch, ex.state.epochs_done) == (None, None, None), (text, tail)
             assert all(p[4] == 1 for p in points)
     ex = MetricExtractor()
-    ex.feed(b"[rank0]:Epoch 3/10", now=1.0)
+    ex.feed(b"[rank0]:Epoch 3/10", now=1.0, final=True)
     assert (ex.state.epoch, ex.state.total_epochs) == (3, 10)
+
+
+def test_a_line_cut_between_two_reads_is_read_whole():
+    """The sync loop reads what the job wrote so far: a line cut mid-word ("E" | "poch 2/3 loss=0.5") is read
+    once whole, not as a "poch" series and a lost point; a CR LF cut in two is one line break."""
+    ex = MetricExtractor()
+    assert ex.feed("Epoch 1/3 loss=0.9\nE", now=1.0) == [("loss", 0, 1, 0.9, None)]
+    ex = MetricExtractor(ParserState.from_json(ex.state.to_json()))
+    assert ex.feed("poch 2/3 loss=0.5\r", now=2.0) == []
+    ex = MetricExtractor(ParserState.from_json(ex.state.to_json()))
+    assert ex.feed("\n", now=3.0) == [("loss", 1, 2, 0.5, None)]
+    assert ex.state.progress() == 1 / 3 and ex.state.pending == b""
+
+
+def test_units_versions_and_code_are_read_as_a_person_reads_them():
+    s = series(MetricExtractor().feed("mem=3.2GB step_time: 12.5ms acc=91% throughput=310 samples/s\n"
+                                      "Driver Version: 535.104.05   CUDA Version: 12.2\n"
+                                      "set `num_workers=4` in the `DataLoader`\n", now=1.0, final=True))
+    assert s == {"mem (GB)": [(0, 3.2)], "step_time (ms)": [(0, 12.5)], "throughput (samples/s)": [(0, 310.0)],
+                 "acc (%)": [(0, 91.0)]}

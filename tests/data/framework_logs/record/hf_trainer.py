@@ -1,10 +1,12 @@
 """Record a real Hugging Face Trainer run (tiny random BERT, synthetic data, CPU).
 
-Usage: python hf_trainer.py [--tqdm-only | --diverge]
+Usage: python hf_trainer.py [--tqdm-only | --diverge | --every-10]
   --tqdm-only: logging_steps larger than the run and no evaluation, so only
                the tqdm bar and the final summary dict appear.
   --diverge:   plain SGD, learning_rate=1e6, no grad clipping, so training blows up to nan (shows what
                the Trainer prints then; note logging_nan_inf_filter=True is the default).
+  --every-10:  logging_steps=10 and an evaluation every 20 steps, so the log says 10, 20, 30 ... and
+               evaluates at 20, 40, 60 (the steps a person reads off it).
 """
 import os
 import sys
@@ -16,6 +18,7 @@ from transformers import BertConfig, BertForSequenceClassification, Trainer, Tra
 
 TQDM_ONLY = "--tqdm-only" in sys.argv
 DIVERGE = "--diverge" in sys.argv
+EVERY_10 = "--every-10" in sys.argv
 
 
 class SyntheticDataset(Dataset):
@@ -55,8 +58,9 @@ def main():
             optim="sgd" if DIVERGE else "adamw_torch",
             max_grad_norm=0.0 if DIVERGE else 1.0,  # 0 = no clipping, so the run can blow up
             logging_strategy="steps",
-            logging_steps=1000 if TQDM_ONLY else 5,
-            eval_strategy="no" if TQDM_ONLY else "epoch",
+            logging_steps=1000 if TQDM_ONLY else 10 if EVERY_10 else 5,
+            eval_strategy="no" if TQDM_ONLY else "steps" if EVERY_10 else "epoch",
+            eval_steps=20 if EVERY_10 else None,
             save_strategy="no",
             report_to=[],
             disable_tqdm=False,

@@ -1,11 +1,13 @@
 """Record a real PyTorch Lightning run: tiny MLP regression on random tensors, CPU,
 train_loss/val_loss logged with prog_bar=True, CSVLogger in a temp dir.
 
-Usage: python lightning_train.py [--default-bar]
+Usage: python lightning_train.py [--default-bar | --step-metrics]
   (no flag)      callbacks=[TQDMProgressBar()] passed explicitly -> the classic tqdm bar.
   --default-bar  no progress-bar callback given: Lightning >= 2.x picks RichProgressBar
                  whenever the `rich` package is importable (it is pulled in by
                  huggingface-hub/typer), otherwise TQDMProgressBar.
+  --step-metrics train_loss logged with on_step=True, on_epoch=True (the bar shows train_loss_step
+                 and train_loss_epoch) and the learning rate per step on the bar (lr), tqdm bar.
 """
 import sys
 import tempfile
@@ -18,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 DEFAULT_BAR = "--default-bar" in sys.argv
+STEP_METRICS = "--step-metrics" in sys.argv
 
 
 class TinyRegressor(pl.LightningModule):
@@ -31,7 +34,11 @@ class TinyRegressor(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = nn.functional.mse_loss(self(x), y)
-        self.log("train_loss", loss, prog_bar=True)
+        if STEP_METRICS:
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, prog_bar=True)
+        else:
+            self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -40,7 +47,11 @@ class TinyRegressor(pl.LightningModule):
         self.log("val_loss", loss, prog_bar=True)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+        opt = torch.optim.SGD(self.parameters(), lr=0.05)
+        if STEP_METRICS:  # a learning rate that changes every step, so the bar's lr moves
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, 0.97),
+                                                       "interval": "step"}}
+        return opt
 
 
 def make_loader(n, seed, shuffle):

@@ -22,10 +22,13 @@ run() {  # run NAME.log COMMAND...
 
 run hf_trainer.log            "$PY" "$REC/hf_trainer.py"
 run hf_trainer_tqdm_only.log  "$PY" "$REC/hf_trainer.py" --tqdm-only
+run hf_trainer_steps.log      "$PY" "$REC/hf_trainer.py" --every-10
 run hf_trainer_nan.log        "$PY" "$REC/hf_trainer.py" --diverge
 run lightning.log             "$PY" "$REC/lightning_train.py"
+run lightning_steps.log       "$PY" "$REC/lightning_train.py" --step-metrics
 run lightning_rich.log        "$PY" "$REC/lightning_train.py" --default-bar
 run tqdm_plain.log            "$PY" "$REC/tqdm_plain.py"
+run tqdm_epochs.log           "$PY" "$REC/tqdm_epochs.py"
 run torchrun_2ranks.log       "$PY" -m torch.distributed.run --nproc_per_node=2 --tee 3 "$REC/train_ddp.py"
 run torchrun_failure.log      FAIL_RANK=1 "$PY" -m torch.distributed.run --nproc_per_node=2 --tee 3 "$REC/train_ddp.py"
 run traceback_failure.log     "$PY" "$REC/traceback_failure.py"
