@@ -32,8 +32,8 @@ DRIVE_COST = 8
 OPERATORS = ("!=", ">=", "<=", "==", ">", "<", "=")
 OPERATOR_LIST = ">, >=, <, <=, =, !="
 # Where a filter splits into conditions: `and`, a comma, `&&` or `;`, outside a quoted name.
-_PARTS = re.compile(r"`[^`]*`|\"[^\"]*\"|(\s+and\s+|\s*(?:,|&&|;)\s*)", re.IGNORECASE)
-_OR = re.compile(r"`[^`]*`|\"[^\"]*\"|(\s+or\s+|\|\|)", re.IGNORECASE)
+_PARTS = re.compile(r"`[^`]*`|\"[^\"]*\"|((?:^|\s+)and(?:\s+|$)|\s*(?:,|&&|;)\s*)", re.IGNORECASE)
+_OR = re.compile(r"`[^`]*`|\"[^\"]*\"|((?:^|\s+)or(?:\s+|$)|\|\|)", re.IGNORECASE)
 _CONDITION = re.compile(
     r"^(?:final\s+|metrics\.)?(?:`(?P<bq>[^`]*)`|\"(?P<dq>[^\"]*)\"|(?P<name>[^\s<>=!~`\"]+))"
     r"\s*(?P<op>[<>=!~^]*)\s*(?P<value>.*)$", re.IGNORECASE)
@@ -113,11 +113,14 @@ def by_metric(conditions: list[MetricCondition]) -> dict[str, list[MetricConditi
     return out
 
 
-def passes(job_id: Any, name: str, conditions: list[MetricCondition]) -> Any:
+def passes(job_id: Any, name: str, conditions: list[MetricCondition], dialect: str) -> Any:
     """Whether the job `job_id` (a column) reported `name` with a value that passes every condition on it: one
-    probe of the primary key (job_id, name)."""
+    probe of index ix_job_final_metrics_probe (job_id, name, value), which holds the value. SQLite would pick the
+    primary key (job_id, name) and read the row for its value: there the name is written so that the key cannot
+    be used for it (`name || ''`), and the index that holds the value is chosen."""
     f = JobFinalMetric.__table__.alias()
-    return exists().where(f.c.job_id == job_id, f.c.name == name, *(c.sql(f.c.value) for c in conditions))
+    name_col = f.c.name.concat("") if dialect == "sqlite" else f.c.name
+    return exists().where(f.c.job_id == job_id, name_col == name, *(c.sql(f.c.value) for c in conditions))
 
 
 def passing_ids(name: str, conditions: list[MetricCondition]) -> Any:
@@ -154,5 +157,6 @@ def metric_conditions(s: Session, job_id: Any, conditions: list[MetricCondition]
         counts = {name: s.scalar(count_passing(name, cs, limit)) or 0 for name, cs in groups.items()}
         rare = {name: n for name, n in counts.items() if n < limit}
         rarest = min(rare, key=rare.__getitem__) if rare else None
-    return [job_id.in_(passing_ids(name, cs)) if name == rarest else passes(job_id, name, cs)
+    dialect = s.get_bind().dialect.name
+    return [job_id.in_(passing_ids(name, cs)) if name == rarest else passes(job_id, name, cs, dialect)
             for name, cs in groups.items()]

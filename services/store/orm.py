@@ -199,7 +199,9 @@ class JobFinalMetric(Base):
     gpus: Mapped[int] = mapped_column(Integer)
     template: Mapped[str | None] = mapped_column(String(100))
 
-    __table_args__ = (Index("ix_job_final_metrics_sort", "name", "value", "job_id", *SORT_INDEX_FILTERS),)
+    # _probe (migration 0017): whether one job passes a metric filter, read from the index alone.
+    __table_args__ = (Index("ix_job_final_metrics_sort", "name", "value", "job_id", *SORT_INDEX_FILTERS),
+                      Index("ix_job_final_metrics_probe", "job_id", "name", "value"))
 
 
 class MetricPoint(Base):
