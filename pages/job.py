@@ -161,8 +161,37 @@ def chart(name: str, x: np.ndarray, y: np.ndarray, axis: str) -> go.Figure:
     return fig
 
 
+def rank_chart(name: str, by_rank: dict) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Scatter(x=ser.x, y=ser.y, mode="lines+markers" if len(ser.x) < 50 else "lines",
+                                name=f"rank {rank}") for rank, ser in sorted(by_rank.items())])
+    axis = next(iter(by_rank.values())).axis
+    fig.update_layout(title=chart_text(name), height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis_title=axis, legend_title_text="")
+    return fig
+
+
+def ranked_charts(ranks: list[int]) -> None:
+    """A multi-process job (torchrun): every rank as its own line of one chart, with a rank filter."""
+    shown = st.multiselect("Ranks", ranks, default=ranks, key="chart_ranks", format_func=lambda r: f"rank {r}")
+    by_name = P.jobs.rank_series(job.id, shown)
+    if not by_name:
+        st.info("Pick a rank to see its curves." if not shown else "No metrics from these ranks yet.")
+        return
+    names = sorted(by_name, key=lambda n: (n not in PRIMARY_SERIES, PRIMARY_SERIES.index(n)
+                                           if n in PRIMARY_SERIES else 0, n))
+    cols = st.columns(2)
+    for i, name in enumerate(names):
+        cols[i % 2].plotly_chart(rank_chart(name, by_name[name]), key=f"chart-{name}", width="stretch")
+
+
 @st.fragment(run_every="5s" if active else None)
 def metric_charts() -> None:
+    ranks = P.jobs.metric_ranks(job.id)
+    if ranks:
+        ranked_charts(ranks)
+        return
     series = P.jobs.metric_series(job.id)
     if not series:
         st.info("No metrics yet. Print lines like `Epoch 3/10` and `Loss: 0.42`, or use "

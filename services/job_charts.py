@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.downsample import lttb
 from services.models import JobView, NotFound, User
-from services.store.orm import GpuSample, Job, MetricPoint, SeriesCache
+from services.store.orm import GpuSample, Job, JobLog, MetricPoint, SeriesCache
 
 MAX_CHART_POINTS = 2000
 MAX_COMPARED = 10
@@ -88,6 +88,39 @@ class JobCharts:
                     out[name] = Series(np.asarray(c.x, dtype=np.float64),
                                        np.asarray([np.nan if v is None else v for v in c.y], dtype=np.float64),
                                        c.axis)
+        return out
+
+    def metric_ranks(self, job_id: int) -> list[int]:
+        """The ranks whose lines the log showed (torchrun's prefixes), from the extractor's state: [] for one
+        process, else [0, 1, ...]. Read without touching the points."""
+        with self.session() as s:
+            state = s.scalar(select(JobLog.parser_state).where(JobLog.job_id == job_id)) or {}
+        others = sorted(int(r) for r in (state.get("ranks") or {}) if str(r).isdigit())
+        return [0, *others] if others else []
+
+    def rank_series(self, job_id: int, ranks: list[int],
+                    max_points: int = MAX_CHART_POINTS) -> dict[str, dict[int, Series]]:
+        """Per metric, one series per rank asked for (a line each on one chart). The first rank's comes from the
+        chart cache like `metric_series`; the others' are read from their points on view (multi-process jobs)."""
+        out: dict[str, dict[int, Series]] = {}
+        if 0 in ranks:
+            for name, series in self.metric_series(job_id, max_points).items():
+                out.setdefault(name, {})[0] = series
+        others = [r for r in ranks if r != 0]
+        if not others:
+            return out
+        with self.session() as s:
+            rows = s.execute(
+                select(MetricPoint.name, MetricPoint.rank, MetricPoint.step, MetricPoint.epoch, MetricPoint.value)
+                .where(MetricPoint.job_id == job_id, MetricPoint.rank.in_(others),
+                       MetricPoint.name.not_in(HIDDEN_SERIES))
+                .order_by(MetricPoint.name, MetricPoint.rank, MetricPoint.step, MetricPoint.id)
+            ).all()
+        for (name, rank), group in groupby(rows, key=itemgetter(0, 1)):
+            arr = np.asarray([r[2:] for r in group], dtype=np.float64)
+            x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
+            dx, dy = lttb(x, arr[:, 2], max_points)
+            out.setdefault(name, {})[rank] = Series(dx, dy, axis)
         return out
 
     def refresh_series(self, min_age_seconds: float = SERIES_REFRESH_SECONDS, limit: int = 4) -> int:

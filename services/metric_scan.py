@@ -121,9 +121,10 @@ def protocol_lines(data: bytes, breaks: np.ndarray) -> list[tuple[int, int, byte
     return found
 
 
-def specials(data: bytes, breaks: np.ndarray,
-              json_lines: list[tuple[int, int, bytes]]) -> list[tuple[str, int, int, Any]]:
-    """Protocol lines and progress fractions, in text order: (kind, position, line number, value)."""
+def specials(data: bytes, breaks: np.ndarray, json_lines: list[tuple[int, int, bytes]],
+             bar_lines: list[int]) -> list[tuple[str, int, int, Any]]:
+    """Protocol lines and progress fractions, in text order: (kind, position, line number, value).
+    The line numbers of every tqdm bar drawing are added to `bar_lines`."""
     found: list[tuple[str, int, int, Any]] = [("json", pos, line, raw) for pos, line, raw in json_lines]
     fractions: list[tuple[str, int, tuple[int, int]]] = []
     for pattern in _FRACTIONS:
@@ -138,7 +139,7 @@ def specials(data: bytes, breaks: np.ndarray,
         lines = np.searchsorted(breaks, np.asarray([f[1] for f in fractions], dtype=np.int64)).tolist()
         found += [(kind, at, line, value) for (kind, at, value), line in zip(fractions, lines, strict=True)]
     if b"%|" in data:
-        found += _bars(data, breaks)
+        found += _bars(data, breaks, bar_lines)
     if b"\xe2\x94\x81" in data:
         for m in _RICH.finditer(data):
             line = int(np.searchsorted(breaks, m.start()))
@@ -147,7 +148,7 @@ def specials(data: bytes, breaks: np.ndarray,
     return found
 
 
-def _bars(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]]:
+def _bars(data: bytes, breaks: np.ndarray, bar_lines: list[int]) -> list[tuple[str, int, int, Any]]:
     """tqdm bars as ("bar", line start, line number, (epoch label or None, label's total or None, done, total))."""
     head = _BAR_HEAD.fullmatch
     bars = [(m.start(), m.end(), m.group(1), m.group(2)) for m in _BAR.finditer(data)]
@@ -157,12 +158,21 @@ def _bars(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]]:
     line = np.searchsorted(breaks, pos)
     start = np.where(line > 0, breaks[np.maximum(line - 1, 0)] + 1, 0) if len(breaks) else np.zeros_like(pos)
     # Farther in than that is not a progress bar's own line (and no copy of a huge line per bar).
-    near = np.flatnonzero(pos - start <= 200).tolist()
+    near = np.flatnonzero(pos - start <= 200)
+    bar_lines += line[near].tolist()
     starts, lines = start.tolist(), line.tolist()
     found: list[tuple[str, int, int, Any]] = []
-    for i in near:  # every drawing, also one that repeats the last: its line is a bar's, whose figures were seen
-        at, _end, done, total = bars[i]
+    previous, previous_end = b"", 0
+    for i in near.tolist():
+        at, end, done, total = bars[i]
         begin = starts[i]
+        # A redraw that shows the same bar state as the one before changes nothing (applying it again would not
+        # either: skipping it only saves time), unless a Trainer dict came in between: it takes the redraw's step.
+        shown = data[begin:end]
+        if shown == previous and data.find(b"{", previous_end, begin) < 0:
+            previous_end = end
+            continue
+        previous, previous_end = shown, end
         h = head(data, begin, at)
         if h is None:
             continue  # "Validation DataLoader 0: 75%|", "Sanity Checking": not the run's own bar
@@ -174,11 +184,11 @@ def _bars(data: bytes, breaks: np.ndarray) -> list[tuple[str, int, int, Any]]:
 
 
 def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], kinds: np.ndarray,
-          seen: dict[str, str]) -> list[tuple[int, int, str, float]]:
+          seen: dict[str, float]) -> list[tuple[int, int, str, float]]:
     """Every ``key: number`` / ``key=number`` pair as (line number, position, key, value), in text order.
 
     `kinds` per line: REDRAW (a bar, or a line a carriage return overdraws), PLAIN, or RANKED (another rank's).
-    A pair on a redraw that repeats the figure last seen for its key (`seen`, kept across chunks) is left out:
+    A pair on a redraw that repeats the figure its key last had on a redraw (`seen`, kept across chunks) is left out:
     a bar redrawn with the same figures is one point. A value keeps its unit in the key: ``mem=3.2GB`` is
     ``mem (GB)``."""
     n = len(a)
@@ -273,11 +283,10 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
             u = unit_at(data, ve_)
             if u is not None:
                 key = f"{key} ({(u.group(1) or u.group(2)).decode()})"
-        if kind != RANKED:
-            text = repr(value)  # "1.670" and "1.67" are one figure (Lightning pads some, not others)
-            if kind == REDRAW and seen.get(key) == text and key != "epoch" and key not in _STEP_KEYS:
+        if kind == REDRAW:  # "1.670" and "1.67" are one figure (Lightning pads some, not others)
+            if seen.get(key) == value and key != "epoch" and key not in _STEP_KEYS:
                 continue  # the same figure on the next redraw of a bar: the point is already taken
-            seen[key] = text
+            seen[key] = value
         out.append((line, pos, key, value))
     return out
 

@@ -111,10 +111,10 @@ class ParserState(Track):
     # (time, progress fraction) whenever progress moved: the ETA's input.
     marks: list[list[float]] = field(default_factory=list)
     ranks: dict[str, Track] = field(default_factory=dict)
-    # The unfinished last line of the previous chunk (read again with the next one), the last raw figure per
-    # key (a bar redrawn with the same figure is one point), and Trainer dicts waiting for the bar's step.
+    # The unfinished last line of the previous chunk (read again with the next one), the last figure per key
+    # on a bar (a bar redrawn with the same figure is one point), and Trainer dicts waiting for the bar's step.
     pending: bytes = b""
-    seen: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
     deferred: list[list[Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -96,9 +96,9 @@ class MetricExtractor:
         redraws = np.append((a[breaks] == 13) & ((breaks + 1 >= len(a)) | (a[nxt] != 10)), False)
         json_lines = protocol_lines(data, breaks)
         ranks = line_ranks(data, breaks)
-        events = specials(data, breaks, json_lines)
+        bar_lines: list[int] = []
+        events = specials(data, breaks, json_lines, bar_lines)
         kinds = redraws.astype(np.int8) * REDRAW
-        bar_lines = [e[2] for e in events if e[0] == "bar"]
         if bar_lines:  # a bar's last drawing ends in a line break, yet its figures were on the redraws before
             kinds[np.asarray(bar_lines, dtype=np.int64)] = REDRAW
         if ranks:
@@ -183,11 +183,12 @@ class MetricExtractor:
     def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None,
               redraw: bool = False) -> None:
         st = self.state
-        track = st.track(rank)
+        track = st.track(rank) if rank else st
         metrics: list[tuple[str, float]] = []
-        has_step = False
+        has_step = has_epoch = False
         for key, value in kv:
             if key == "epoch":
+                has_epoch = True
                 if not (math.isfinite(value) and 0 <= value <= MAX_EPOCHS):
                     continue
                 if value != int(value):  # epochs done so far, as the HF Trainer logs them
@@ -205,7 +206,7 @@ class MetricExtractor:
             return
         epoch = track.epoch
         # A Trainer dict ('epoch' in it, its bar on screen): its step is the count of the bar's next redraw.
-        defer = not rank and track.bar_steps and not has_step and any(k == "epoch" for k, _v in kv)
+        defer = has_epoch and not rank and track.bar_steps and not has_step
         counters = st.counters
         latest = st.latest
         for key, value in metrics:
