@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from services.store.orm import JobFinalMetric
@@ -120,7 +120,9 @@ def passes(job_id: Any, name: str, conditions: list[MetricCondition], dialect: s
     be used for it (`name || ''`), and the index that holds the value is chosen."""
     f = JobFinalMetric.__table__.alias()
     name_col = f.c.name.concat("") if dialect == "sqlite" else f.c.name
-    return exists().where(f.c.job_id == job_id, name_col == name, *(c.sql(f.c.value) for c in conditions))
+    # SELECT 1, not EXISTS' usual SELECT *: SQLite counts an index covering only for the columns selected.
+    return select(literal(1)).where(f.c.job_id == job_id, name_col == name,
+                                    *(c.sql(f.c.value) for c in conditions)).exists()
 
 
 def passing_ids(name: str, conditions: list[MetricCondition]) -> Any:
