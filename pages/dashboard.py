@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, job_card, me, plain, portal, show_flash
+from services.job_queries import search_count_note
 from services.models import StatusGroup
 
 P = portal()
@@ -29,11 +30,14 @@ everyone = P.jobs.may_see_others(USER) and scope_col.toggle("Everyone", key="das
 owner = P.jobs.visible_owner(USER, everyone)
 head.title("All experiments" if owner is None else "My experiments")
 counts = P.jobs.counts(search=search, owner=owner)
+count_note = search_count_note(search, counts)  # a search's counts stop early: say so, "1,000+" is no guess
 choice = st.segmented_control(
     "Filter", FILTERS, key="dash_filter", default="All", required=True,
     format_func=lambda f: f if f == "All" else f"{f} ({counts[StatusGroup(f)]})",
 )
 groups = list(StatusGroup) if choice in (None, "All") else [StatusGroup(choice)]
+if count_note:
+    st.caption(count_note)
 # With every section on screen, each starts shorter; "Load more" adds a page at a time.
 PAGE = P.settings.dashboard_page_size if len(groups) == 1 else max(1, P.settings.dashboard_page_size // 2)
 
@@ -69,7 +73,8 @@ def running_section() -> None:
 
 if sum(counts.values()) == 0:
     if search:
-        st.info(f"No job matches “{plain(search)}”.")
+        st.info(f"No job matches “{plain(search)}”." if not count_note else
+                f"None of each section's newest jobs matches “{plain(search)}”.")
     else:
         st.info("No jobs yet. Submit your first one: the example script `train_example.py` is in your workspace.")
         st.page_link(SUBMIT_PAGE, label="Submit a job", icon=":material/rocket_launch:")

@@ -3,26 +3,70 @@ search, and the counts on the dashboard's tabs. A mixin of `JobService` (uses it
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import false, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_see
 from services.config import Settings
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User
+from services.store import search as text_search
 from services.store.orm import Job, JobTotals
-from services.store.search import matches
+from services.store.search import NewestFirst
+
+# Counts of a search stop here ("1,000+" on the tab): each section reads at most this many matches.
+SEARCH_COUNT_CAP = 1000
+
+
+class Count(int):
+    """A section's count on the dashboard: the number itself, or with `more` set, at least this many (a search's
+    count stops at SEARCH_COUNT_CAP; a 1–2 character search reads only each section's newest jobs)."""
+
+    more: bool
+
+    def __new__(cls, n: int, more: bool = False) -> Count:
+        self = super().__new__(cls, n)
+        self.more = more
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, int):
+            return NotImplemented
+        return int(self) == int(other) and self.more == getattr(other, "more", False)
+
+    def __hash__(self) -> int:
+        return hash((int(self), self.more))
+
+    def __str__(self) -> str:
+        return f"{int(self):,}+" if self.more else f"{int(self):,}"
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(int(self), spec)
+
+
+def search_count_note(search: str, counts: dict[StatusGroup, Count]) -> str:
+    """What the dashboard says under a search's counts when some are "at least" numbers (empty otherwise), so
+    that "1,000+" reads as what it is."""
+    if not any(c.more for c in counts.values()):
+        return ""
+    if len(search.strip()) < 3:
+        return (f"A search of one or two characters looks through the newest {text_search.SHORT_WALK:,} jobs of "
+                "each section (a count with “+” is at least that many): type three or more characters to search "
+                "every job.")
+    return (f"A search counts up to {SEARCH_COUNT_CAP:,} jobs per section (“{SEARCH_COUNT_CAP:,}+”: more than that); "
+            "History counts every match.")
 
 
 @dataclass(frozen=True)
 class Page:
     jobs: list[JobView]
     has_more: bool
+    # False: a 1–2 character search looked only at the section's newest jobs (older ones may match too).
+    searched_all: bool = True
 
 
 def to_view(job: Job) -> JobView:
@@ -84,43 +128,63 @@ class JobQueries:
     def may_see_others(self, user: User) -> bool:
         return user.reads_all or self.settings.show_others_jobs
 
-    def _filtered(self, stmt: Any, search: str, owner: str | None) -> Any:
-        if owner:
-            stmt = stmt.where(Job.owner == owner)
-        if any(unicodedata.category(c) == "Cc" for c in search):
-            return stmt.where(false())  # in no job's text (and FTS5 and PostgreSQL refuse a NUL): no match
-        if search.strip():
-            stmt = stmt.where(matches(self.sessions.kw["bind"].dialect.name, search.strip()))
-        return stmt
+    def _search(self, s: Session, search: str) -> NewestFirst | None:
+        return NewestFirst(s, search.strip().lower()) if search.strip() else None
 
-    def counts(self, search: str = "", owner: str | None = None) -> dict[StatusGroup, int]:
-        if search.strip():
-            stmt = self._filtered(select(Job.status_group, func.count()).group_by(Job.status_group), search, owner)
-        else:  # the running totals (kept by triggers, migration 0010): the same cost at a million jobs as at ten
+    def counts(self, search: str = "", owner: str | None = None) -> dict[StatusGroup, Count]:
+        """Jobs per section. With a search each section's count stops at SEARCH_COUNT_CAP (shown "1,000+"), so
+        the answer costs the same at a million jobs as at ten thousand; the number is never more than there are."""
+        with self.session() as s:
+            # The running totals (kept by triggers, migration 0010): the same cost at a million jobs as at ten.
             stmt = select(JobTotals.status_group, func.sum(JobTotals.jobs)).group_by(JobTotals.status_group)
             if owner:
                 stmt = stmt.where(JobTotals.owner == owner)
-        with self.session() as s:
-            rows = dict(s.execute(stmt).all())
-        return {g: int(rows.get(g.value, 0)) for g in StatusGroup}
+            totals = {g: int(n) for g, n in s.execute(stmt).all()}
+            found = self._search(s, search)
+            if found is None:
+                return {g: Count(totals.get(g.value, 0)) for g in StatusGroup}
+            out = {}
+            for g in StatusGroup:
+                if not totals.get(g.value):
+                    out[g] = Count(0)
+                    continue
+                hit = found.ids(self._where(g, owner), SEARCH_COUNT_CAP + 1)
+                out[g] = Count(min(len(hit.ids), SEARCH_COUNT_CAP),
+                               more=len(hit.ids) > SEARCH_COUNT_CAP or not hit.complete)
+            return out
+
+    @staticmethod
+    def _where(group: StatusGroup | None, owner: str | None) -> list[Any]:
+        where = [] if group is None else [Job.status_group == group.value]
+        return where + ([Job.owner == owner] if owner else [])
+
+    def _newest(self, s: Session, search: str, where: list[Any], need: int, bounded: bool,
+                skip: int = 0) -> tuple[list[Job], bool]:
+        """The newest `need` jobs of `where` holding `search` (rows from `skip` on), and whether all were read."""
+        found = self._search(s, search)
+        if found is None:
+            stmt = select(Job).where(*where).order_by(Job.id.desc()).offset(skip).limit(need - skip)
+            return list(s.scalars(stmt)), True
+        hit = found.ids(where, need, bounded=bounded)
+        ids = hit.ids[skip:]
+        rows = s.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id.desc())) if ids else []
+        return list(rows), hit.complete
 
     def list_group(
         self, group: StatusGroup, limit: int, search: str = "", owner: str | None = None
     ) -> Page:
-        stmt = self._filtered(select(Job).where(Job.status_group == group.value), search, owner)
-        stmt = stmt.order_by(Job.id.desc()).limit(limit + 1)
+        """The section's newest `limit` jobs; with a search, read newest first until `limit` + 1 are found."""
         with self.session() as s:
-            rows = list(s.scalars(stmt))
+            rows, complete = self._newest(s, search, self._where(group, owner), limit + 1, True)
             views = [to_view(j) for j in rows[:limit]]
-        return Page(views, has_more=len(rows) > limit)
+        return Page(views, has_more=len(rows) > limit, searched_all=complete)
 
     def list_jobs(
         self, limit: int = 50, offset: int = 0, search: str = "", owner: str | None = None,
         group: StatusGroup | None = None,
     ) -> list[JobView]:
-        stmt = self._filtered(select(Job), search, owner)
-        if group is not None:
-            stmt = stmt.where(Job.status_group == group.value)
-        stmt = stmt.order_by(Job.id.desc()).limit(limit).offset(offset)
+        """Newest first. A search reads only as far as offset + limit matches; unlike the dashboard, a 1–2
+        character one looks through every job (a script expects every match)."""
         with self.session() as s:
-            return [to_view(j) for j in s.scalars(stmt)]
+            rows, _ = self._newest(s, search, self._where(group, owner), offset + limit, False, skip=offset)
+            return [to_view(j) for j in rows]
