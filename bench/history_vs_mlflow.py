@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,7 +53,10 @@ BATCH = 100_000
 STATUS = {"Succeeded": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED", "Running": "RUNNING"}
 PARAMS = ("learning_rate", "batch_size", "epochs")
 SHAPES = ("first page", "parameter + owner, by metric", "metric filter, by metric", "one run's metric history")
-MAX_SECONDS_PER_SHAPE = 20.0
+MAX_SECONDS_PER_SHAPE = 30.0
+WARM_UP = 3
+# After start-up the portal's sync loop makes its first pass (statistics, reconciling): let it finish.
+SETTLE_SECONDS = 10
 
 
 # Seeding ------------------------------------------------------------------------------------------
@@ -187,17 +191,19 @@ def start_mlflow(mlflow_python: str, url: str, artifacts: Path, log: Path) -> tu
     return proc, base
 
 
-def timed(call: Callable[[], Any], n: int) -> tuple[list[float], Any]:
-    """Milliseconds of up to n calls after two warm-up calls (fewer past MAX_SECONDS_PER_SHAPE, at least 3)."""
-    result = call()
-    call()
-    out: list[float] = []
+def timed(ours: Callable[[], Any], theirs: Callable[[], Any], n: int) -> tuple[list[float], list[float], Any, Any]:
+    """Milliseconds of up to n calls of each, after WARM_UP calls, taken in turns so that both meet the same load
+    on the machine (fewer past MAX_SECONDS_PER_SHAPE, at least 3)."""
+    for _ in range(WARM_UP):
+        mine, other = ours(), theirs()
+    out: tuple[list[float], list[float]] = ([], [])
     began = time.perf_counter()
-    while len(out) < n and (len(out) < 3 or time.perf_counter() - began < MAX_SECONDS_PER_SHAPE):
-        t = time.perf_counter()
-        call()
-        out.append((time.perf_counter() - t) * 1000)
-    return out, result
+    while len(out[0]) < n and (len(out[0]) < 3 or time.perf_counter() - began < MAX_SECONDS_PER_SHAPE):
+        for call, into in ((ours, out[0]), (theirs, out[1])):
+            t = time.perf_counter()
+            call()
+            into.append((time.perf_counter() - t) * 1000)
+    return out[0], out[1], mine, other
 
 
 def measure(portal_url: str, token: str, mlflow_url: str, history_job: int, n: int) -> dict[str, tuple]:
@@ -227,8 +233,7 @@ def measure(portal_url: str, token: str, mlflow_url: str, history_job: int, n: i
     }
     out = {}
     for shape, (ours, theirs) in calls.items():
-        ours_ms, ours_rows = timed(ours, n)
-        theirs_ms, theirs_rows = timed(theirs, n)
+        ours_ms, theirs_ms, ours_rows, theirs_rows = timed(ours, theirs, n)
         check(shape, ours_rows, theirs_rows)
         out[shape] = (statistics.median(ours_ms), percentile(ours_ms, 95), statistics.median(theirs_ms),
                       percentile(theirs_ms, 95))
@@ -274,6 +279,9 @@ def run_one(database: str, runs: int, args: argparse.Namespace, pg: Any) -> dict
             history_job = json.loads(marker.read_text())["history_job"]
             print(f"  {database} {runs:,}: the stores in {work}", flush=True)
         else:
+            if database == "sqlite":  # what an interrupted earlier run left
+                shutil.rmtree(data, ignore_errors=True)
+                (work / "mlflow.db").unlink(missing_ok=True)
             t = time.perf_counter()
             history_job = seed_portal(data, runs)
             t_portal = time.perf_counter() - t
@@ -286,6 +294,7 @@ def run_one(database: str, runs: int, args: argparse.Namespace, pg: Any) -> dict
         token = create_token(data, "lead")
         server = PortalServer(data, env={"PORTAL_VIEWERS": "lead"}).start()
         mlflow_proc, mlflow_base = start_mlflow(args.mlflow_python, mlflow_url, work / "mlruns", work / "mlflow.log")
+        time.sleep(SETTLE_SECONDS)
         try:
             return measure(server.url, token, mlflow_base, history_job, args.n)
         finally:
@@ -321,7 +330,7 @@ def main() -> None:
     ap.add_argument("--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
     ap.add_argument("--mlflow-python", default="/var/tmp/mlflow-venv/bin/python",
                     help="the Python of a virtual environment with mlflow (and psycopg2-binary for PostgreSQL)")
-    ap.add_argument("-n", type=int, default=20, help="calls per shape and server (fewer past 20 s)")
+    ap.add_argument("-n", type=int, default=30, help="calls per shape and server (fewer past 30 s)")
     ap.add_argument("--keep", default="", help="keep the SQLite stores in this folder and reuse them next time")
     args = ap.parse_args()
     probe = subprocess.run([args.mlflow_python, "-c", "import mlflow; print(mlflow.__version__)"],
@@ -330,6 +339,7 @@ def main() -> None:
         raise SystemExit(f"No mlflow at {args.mlflow_python}: python3 -m venv /var/tmp/mlflow-venv && "
                          "/var/tmp/mlflow-venv/bin/pip install mlflow psycopg2-binary (or pass --mlflow-python)")
     sys.path.insert(0, str(ROOT))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a stopped bench still stops its servers
     print(f"portal vs MLflow {probe.stdout.strip()} tracking server, REST on a kept-alive connection, ms "
           "(median / p95); ratio = MLflow / portal (medians)", flush=True)
     pg = start_postgresql() if "postgresql" in args.database else None

@@ -8,13 +8,11 @@
     print(job.wait().get_results().final_loss)
 """
 
-from ml_job_portal.client import (
+from ml_job_portal.client import JobClient
+from ml_job_portal.errors import (
     AuthenticationError,
     ConflictError,
-    Job,
-    JobClient,
     JobFailed,
-    JobResults,
     NotFoundError,
     PermissionDenied,
     PortalConnectionError,
@@ -22,6 +20,7 @@ from ml_job_portal.client import (
     ServerError,
     ValidationError,
 )
+from ml_job_portal.jobs import Job, JobResults
 
 __version__ = "0.1.0"
 

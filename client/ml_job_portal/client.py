@@ -22,35 +22,11 @@ from urllib.parse import quote
 import httpx
 
 from ml_job_portal._sse import _seen, _sse_lines, _SSEParser
-from ml_job_portal.errors import (
-    _ERROR_CLASSES,
-    AuthenticationError,
-    ConflictError,
-    JobFailed,
-    NotFoundError,
-    PermissionDenied,
-    PortalConnectionError,
-    PortalError,
-    ServerError,
-    ValidationError,
-)
+from ml_job_portal.errors import _ERROR_CLASSES, PortalConnectionError, PortalError, ServerError, ValidationError
 from ml_job_portal.history import HistoryMixin
-from ml_job_portal.jobs import FINISHED_STATUSES, Job, JobResults  # noqa: F401 (importable from here, as before)
+from ml_job_portal.jobs import Job
 
-__all__ = [
-    "AuthenticationError",
-    "ConflictError",
-    "Job",
-    "JobClient",
-    "JobFailed",
-    "JobResults",
-    "NotFoundError",
-    "PermissionDenied",
-    "PortalConnectionError",
-    "PortalError",
-    "ServerError",
-    "ValidationError",
-]
+__all__ = ["JobClient"]
 
 API_PREFIX = "/api/v1"
 USER_AGENT = "ml-job-portal-client/0.1.0"
