@@ -118,7 +118,7 @@ if bad_metrics:
     st.stop()
 
 date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
-changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort, metric_filter) != (
+changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort, metric_filter.strip()) != (
     query.search, [s.value for s in query.status], query.owner, query.tag, query.template, query.date_from,
     query.date_to, query.gpus_min, query.gpus_max, sort_label, url_metrics)
 page_no = 1 if changed else query.page
