@@ -4,12 +4,13 @@ answer LIKE '%term%' from the index, so search means the same thing everywhere."
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import column, exists, literal_column, select, table
+from sqlalchemy import column, exists, false, func, literal_column, select, table
 from sqlalchemy.orm import Session
 
 from services.store.orm import Job
@@ -91,10 +92,16 @@ class NewestFirst:
         self._rare: list[int] | None = None
         self._asked = False
 
-    def rare(self) -> list[int] | None:
+    def rare(self) -> Any | None:
+        """A WHERE clause for a rare term's jobs (at most COMMON_AFTER, read from the index once), else None."""
+        if self.nothing:
+            return false()
         if not self._asked:
             self._rare, self._asked = _rare_ids(self.s, self.term), True
-        return self._rare
+        if self._rare is None:
+            return None
+        # One JSON parameter instead of up to COMMON_AFTER bound ones, which SQLAlchemy renders per statement.
+        return Job.id.in_(select(literal_column("value")).select_from(func.json_each(json.dumps(self._rare))))
 
     def ids(self, where: Sequence[Any], need: int, bounded: bool = True) -> Newest:
         """Up to `need` ids of jobs satisfying `where` that hold the term, newest first. bounded=False: a 1–2
@@ -103,7 +110,7 @@ class NewestFirst:
             return Newest([])
         short = len(self.term) < 3
         if not short and (rare := self.rare()) is not None:
-            return Newest(self._scalars(select(Job.id).where(*where, Job.id.in_(rare)), need))
+            return Newest(self._scalars(select(Job.id).where(*where, rare), need))
         if not short and not self.sqlite:  # PostgreSQL's planner picks the trigram index or the walk itself
             return Newest(self._scalars(select(Job.id).where(*where, self._like()), need))
         if short and not bounded:
