@@ -62,6 +62,7 @@ class Session:
     page: str
     asked: int = 0
     answered: int = 0
+    cut: int = 0  # fragment runs stopped early for the next request
     gaps: list[float] = field(default_factory=list)
     log_ages: list[float] = field(default_factory=list)
     first_render: float | None = None
@@ -132,6 +133,7 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
 
     timers: dict[str, asyncio.Task[None]] = {}
     running: list[str] = []  # the fragments of the run in progress
+    drawn = 0  # elements that run has sent
     last_done: dict[str, float] = {}
     page_hash = ""
     t_open = time.monotonic()
@@ -169,7 +171,7 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
             if kind == "navigation":  # the page's own hash (new_session's is the entry script's)
                 page_hash = msg.navigation.page_script_hash
             elif kind == "new_session":
-                running = list(msg.metadata.run.fragment_ids)
+                running, drawn = list(msg.metadata.run.fragment_ids), 0
                 if not running:  # a full run: the browser drops the old timers
                     for t in timers.values():
                         t.cancel()
@@ -180,13 +182,16 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
             elif kind == "script_finished":
                 if s.first_render is None:
                     s.first_render = now - t_open
-                elif msg.script_finished == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY:
+                # A run cut short because the next timer's request arrived still drew what it sent before.
+                elif running and drawn:
+                    s.cut += msg.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN
                     s.answered += len(running)  # one run may answer several fragments' timers
                     for fid in running:  # how long the screen went without this part changing
                         if fid in last_done:
                             s.gaps.append(now - last_done[fid])
                         last_done[fid] = now
             elif kind == "delta":
+                drawn += 1
                 text = texts_of(msg.delta)
                 ticks = TICK.findall(text)
                 if ticks and job_end[0] == 0:
@@ -271,7 +276,7 @@ def run(n: int, window: float, browsers: int, history: int, gc_after_runs: bool,
             tabs = asyncio.create_task(browser_tabs(port, job_id, browsers, tabs_until))
             await asyncio.sleep(8)  # warm-up: every session rendered once and its timers running
             for s in sessions:
-                s.asked, s.answered, s.gaps, s.log_ages = 0, 0, [], []
+                s.asked, s.answered, s.cut, s.gaps, s.log_ages = 0, 0, 0, [], []
             cpu0, t0 = cpu_seconds(proc), time.monotonic()
             rss_loaded = proc.memory_info().rss
             spy = (subprocess.Popen([profile[0], "record", "-p", str(server.pid), "-d", str(int(window)), "-f", "raw",
@@ -332,9 +337,16 @@ def report(n: int, sessions: list[Session], stats: dict[str, float], rss_before:
     if first:
         print(f"first render: p50 {percentile(first, 50):.2f} s, p95 {percentile(first, 95):.2f} s")
     if asked:
-        print(f"fragment reruns answered: {answered} of {asked} asked ({answered / asked:.0%})"
+        cut = sum(s.cut for s in sessions)
+        print(f"fragment reruns answered: {answered} of {asked} asked ({answered / asked:.0%}; {cut} cut short by the "
+              "next request after drawing)"
               + (f"; a live part changes every p50 {percentile(gaps, 50):.2f} s, p95 {percentile(gaps, 95):.2f} s, "
                  f"max {max(gaps):.2f} s (asked every 2 s)" if gaps else ""))
+    for page in ("job", "dashboard"):
+        part = [x for s in sessions if s.page == page for x in s.gaps]
+        if part:
+            print(f"  {page}: p50 {percentile(part, 50):.2f} s, p95 {percentile(part, 95):.2f} s, "
+                  f"max {max(part):.2f} s between changes")
     if ages:
         print(f"newest log line on screen is p50 {percentile(ages, 50):.2f} s, p95 {percentile(ages, 95):.2f} s old "
               f"({len(ages)} updates)")
@@ -342,6 +354,10 @@ def report(n: int, sessions: list[Session], stats: dict[str, float], rss_before:
         print(f"status change on screen: {len(seen)} of {len(ends)} live sessions"
               + (f", p50 {percentile(seen, 50):.2f} s, p95 {percentile(seen, 95):.2f} s after the job's last line"
                  if seen else ""))
+    if os.environ.get("VB_DEBUG"):
+        for i, s in enumerate(sessions):
+            print(f"  session {i} {s.page}: asked {s.asked} answered {s.answered} gaps {len(s.gaps)} "
+                  f"max {max(s.gaps, default=0):.1f} first {s.first_render}")
     if errors:
         print(f"{len(errors)} sessions failed, e.g. {errors[0]}")
     for i, t in enumerate(tab_ages):
