@@ -143,19 +143,13 @@ class JobQueries:
             found = self._search(s, search)
             if found is None:
                 return {g: Count(totals.get(g.value, 0)) for g in StatusGroup}
-            if (rare := found.rare()) is not None:  # at most COMMON_AFTER jobs: counted at once, exactly
-                stmt = select(Job.status_group, func.count()).where(rare, *self._where(None, owner))
-                exact = dict(s.execute(stmt.group_by(Job.status_group)).all())
-                return {g: Count(min(n := exact.get(g.value, 0), SEARCH_COUNT_CAP), more=n > SEARCH_COUNT_CAP)
-                        for g in StatusGroup}
             out = {}
             for g in StatusGroup:
                 if not totals.get(g.value):
                     out[g] = Count(0)
                     continue
-                hit = found.ids(self._where(g, owner), SEARCH_COUNT_CAP + 1)
-                out[g] = Count(min(len(hit.ids), SEARCH_COUNT_CAP),
-                               more=len(hit.ids) > SEARCH_COUNT_CAP or not hit.complete)
+                hit = found.count(self._where(g, owner), SEARCH_COUNT_CAP + 1)
+                out[g] = Count(min(hit.n, SEARCH_COUNT_CAP), more=hit.n > SEARCH_COUNT_CAP or not hit.complete)
             return out
 
     @staticmethod

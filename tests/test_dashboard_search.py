@@ -23,7 +23,7 @@ TERMS = ["old-owner", "exp-000001", "train_example", "zzqq", "ld", "e", "EXP-000
 
 @pytest.fixture
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search, "COMMON_AFTER", 20)
+    monkeypatch.setattr(search, "RARE_UP_TO", 20)
     monkeypatch.setattr(search, "WALK", 50)
     monkeypatch.setattr(search, "SHORT_WALK", 40)
     monkeypatch.setattr(job_queries, "SEARCH_COUNT_CAP", 30)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import column, exists, false, func, literal_column, select, table
@@ -20,6 +20,9 @@ _FTS_MATCH = literal_column("jobs_search").op("MATCH")
 # A term found in more jobs than this is checked row by row along the page's sort order (a page then reads
 # about page size / share of matching jobs rows) instead of gathering every match from the index first.
 COMMON_AFTER = 2000
+# Up to this many matches, the newest-first search takes a term's jobs from the index in one go (about 0.3 µs
+# each, then one id lookup per job in the slice asked for): cheaper than walking rows for a term in a few percent.
+RARE_UP_TO = 20_000
 # How many of a section's newest jobs the newest-first search reads row by row before it asks the index for
 # the older ones (3+ characters), or stops (1–2 characters, which have no trigram: the rest would be a scan).
 WALK = 10_000
@@ -69,10 +72,12 @@ def matches(dialect: str, term: str) -> Any:
 
 @dataclass(frozen=True)
 class Newest:
-    """The newest matching job ids, newest first. complete=False: a 1–2 character term of which only the
-    newest SHORT_WALK jobs were read (there may be older matches)."""
+    """How many of the newest jobs match (at most the number asked for) and, unless only counted, their ids,
+    newest first. complete=False: a 1–2 character term of which only the newest SHORT_WALK jobs were read (there
+    may be older matches)."""
 
-    ids: list[int]
+    n: int
+    ids: list[int] = field(default_factory=list)
     complete: bool = True
 
 
@@ -89,56 +94,73 @@ class NewestFirst:
         self.sqlite = session.get_bind().dialect.name == "sqlite"
         # In no job's text (and FTS5 and PostgreSQL refuse a NUL): such a term matches nothing.
         self.nothing = any(unicodedata.category(c) == "Cc" for c in term)
-        self._rare: list[int] | None = None
+        self._rare: str | None = None
         self._asked = False
 
     def rare(self) -> Any | None:
-        """A WHERE clause for a rare term's jobs (at most COMMON_AFTER, read from the index once), else None."""
+        """A WHERE clause for a rare term's jobs (at most RARE_UP_TO, read from the index once), else None."""
         if self.nothing:
             return false()
         if not self._asked:
-            self._rare, self._asked = _rare_ids(self.s, self.term), True
+            self._asked = True
+            if self.sqlite and len(self.term) >= 3:
+                # The ids as one JSON text, handed back as one parameter: a row (or a bound parameter) per id
+                # costs more in Python than the index lookup itself.
+                first = _fts_match(self.term).limit(RARE_UP_TO + 1).subquery()
+                found = self.s.execute(select(func.json_group_array(first.c.rowid))).scalar() or "[]"
+                self._rare = found if len(json.loads(found)) <= RARE_UP_TO else None
         if self._rare is None:
             return None
-        # One JSON parameter instead of up to COMMON_AFTER bound ones, which SQLAlchemy renders per statement.
-        return Job.id.in_(select(literal_column("value")).select_from(func.json_each(json.dumps(self._rare))))
+        return Job.id.in_(select(literal_column("value")).select_from(func.json_each(self._rare)))
 
     def ids(self, where: Sequence[Any], need: int, bounded: bool = True) -> Newest:
         """Up to `need` ids of jobs satisfying `where` that hold the term, newest first. bounded=False: a 1–2
         character term is looked for in every job (a scan), not only in the newest SHORT_WALK."""
+        return self._find(where, need, bounded, count=False)
+
+    def count(self, where: Sequence[Any], need: int) -> Newest:
+        """How many jobs satisfying `where` hold the term, counting no further than `need`."""
+        return self._find(where, need, True, count=True)
+
+    def _find(self, where: Sequence[Any], need: int, bounded: bool, count: bool) -> Newest:
         if need <= 0 or self.nothing:
-            return Newest([])
+            return Newest(0)
         short = len(self.term) < 3
         if not short and (rare := self.rare()) is not None:
-            return Newest(self._scalars(select(Job.id).where(*where, rare), need))
-        if not short and not self.sqlite:  # PostgreSQL's planner picks the trigram index or the walk itself
-            return Newest(self._scalars(select(Job.id).where(*where, self._like()), need))
-        if short and not bounded:
-            return Newest(self._scalars(select(Job.id).where(*where, self._like()), need))
+            return self._take(self._newest(select(Job.id).where(*where, rare), need), count)
+        if (not short and not self.sqlite) or (short and not bounded):
+            # PostgreSQL's planner picks the trigram index or the walk itself; an unbounded short term is a scan.
+            return self._take(self._newest(select(Job.id).where(*where, self._like()), need), count)
         walk = SHORT_WALK if short else WALK
         recent = select(Job.id, Job.search_text).where(*where).order_by(Job.id.desc()).limit(walk).subquery()
         # No ORDER BY outside: both databases stream the inner walk in its order, so LIMIT stops it early.
-        found = list(self.s.execute(
-            select(recent.c.id).where(recent.c.search_text.like(like_pattern(self.term), escape="\\")).limit(need)
-        ).scalars())
-        if len(found) >= need:
-            return Newest(found)
+        found = self._take(select(recent.c.id).where(
+            recent.c.search_text.like(like_pattern(self.term), escape="\\")).limit(need), count)
+        if found.n >= need:
+            return found
         oldest = self.s.execute(select(Job.id).where(*where).order_by(Job.id.desc()).offset(walk - 1).limit(1)
                                 ).scalar()
         if oldest is None:  # the walk read the whole slice
-            return Newest(found)
+            return found
         if short:
-            return Newest(found, complete=False)
+            return Newest(found.n, found.ids, complete=False)
         # The older matches from the index, newest first: FTS5 leads and each match's row is looked up by id (a
         # join would let SQLite walk the slice's index instead and probe FTS5 per row).
-        rest = select(_FTS.c.rowid).where(
+        rest = self._take(select(_FTS.c.rowid).where(
             _FTS_MATCH(_phrase(self.term)), _FTS.c.rowid < oldest,
             exists(select(literal_column("1")).where(Job.id == _FTS.c.rowid, *where)),
-        ).order_by(_FTS.c.rowid.desc()).limit(need - len(found))
-        return Newest(found + list(self.s.execute(rest).scalars()))
+        ).order_by(_FTS.c.rowid.desc()).limit(need - found.n), count)
+        return Newest(found.n + rest.n, found.ids + rest.ids)
 
     def _like(self) -> Any:
         return Job.search_text.like(like_pattern(self.term), escape="\\")
 
-    def _scalars(self, stmt: Any, need: int) -> list[int]:
-        return list(self.s.execute(stmt.order_by(Job.id.desc()).limit(need)).scalars())
+    @staticmethod
+    def _newest(stmt: Any, need: int) -> Any:
+        return stmt.order_by(Job.id.desc()).limit(need)
+
+    def _take(self, stmt: Any, count: bool) -> Newest:
+        if count:
+            return Newest(self.s.execute(select(func.count()).select_from(stmt.subquery())).scalar() or 0)
+        ids = list(self.s.execute(stmt).scalars())
+        return Newest(len(ids), ids)
