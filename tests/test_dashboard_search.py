@@ -5,25 +5,23 @@ newest first, a term in between whose older matches come from the index, a 1–2
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
-from streamlit.testing.v1 import AppTest
 
 from services import job_queries
 from services.models import JobStatus, StatusGroup
 from services.store import search
 from services.store.orm import Job
 from services.store.seed import seed_jobs
+from tests.test_pages import app  # noqa: F401 (the dashboard under AppTest, as the page tests open it)
 
-APP = str(Path(__file__).resolve().parent.parent / "portal_app.py")
 TERMS = ["old-owner", "exp-000001", "train_example", "zzqq", "ld", "e", "EXP-0000042"]
 
 
 @pytest.fixture
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search, "RARE_UP_TO", 20)
+    monkeypatch.setattr(search, "COMMON_AFTER", 10)
+    monkeypatch.setattr(search, "RARE_UP_TO", 100)
     monkeypatch.setattr(search, "WALK", 50)
     monkeypatch.setattr(search, "SHORT_WALK", 40)
     monkeypatch.setattr(job_queries, "SEARCH_COUNT_CAP", 30)
@@ -81,15 +79,7 @@ def test_a_short_search_says_it_looked_only_at_the_newest_jobs(any_portal, small
     assert len(jobs.list_jobs(limit=100, search="ld")) == 60  # the API looks through every job
 
 
-@pytest.fixture
-def app(portal):
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception
-    return at
-
-
-def test_the_dashboard_shows_a_capped_count_and_says_what_it_means(app, portal, user):
+def test_the_dashboard_shows_a_capped_count_and_says_what_it_means(app, portal, user):  # noqa: F811
     engine = portal.jobs.sessions.kw["bind"]
     seed_jobs(engine, 1003, owner=user.name, status=JobStatus.SUCCEEDED)
     seed_jobs(engine, 4, owner=user.name, status=JobStatus.FAILED, seed=1)

@@ -95,10 +95,12 @@ class NewestFirst:
         # In no job's text (and FTS5 and PostgreSQL refuse a NUL): such a term matches nothing.
         self.nothing = any(unicodedata.category(c) == "Cc" for c in term)
         self._rare: str | None = None
+        self._found = 0
         self._asked = False
 
-    def rare(self) -> Any | None:
-        """A WHERE clause for a rare term's jobs (at most RARE_UP_TO, read from the index once), else None."""
+    def rare(self, up_to: int | None = None) -> Any | None:
+        """A WHERE clause for the term's jobs when there are at most `up_to` (RARE_UP_TO by default; read from the
+        index once per instance), else None. SQLite and 3+ characters only."""
         if self.nothing:
             return false()
         if not self._asked:
@@ -107,9 +109,9 @@ class NewestFirst:
                 # The ids as one JSON text, handed back as one parameter: a row (or a bound parameter) per id
                 # costs more in Python than the index lookup itself.
                 first = _fts_match(self.term).limit(RARE_UP_TO + 1).subquery()
-                found = self.s.execute(select(func.json_group_array(first.c.rowid))).scalar() or "[]"
-                self._rare = found if len(json.loads(found)) <= RARE_UP_TO else None
-        if self._rare is None:
+                self._rare = self.s.execute(select(func.json_group_array(first.c.rowid))).scalar() or "[]"
+                self._found = len(json.loads(self._rare))
+        if self._rare is None or self._found > min(RARE_UP_TO, RARE_UP_TO if up_to is None else up_to):
             return None
         return Job.id.in_(select(literal_column("value")).select_from(func.json_each(self._rare)))
 
@@ -126,7 +128,7 @@ class NewestFirst:
         if need <= 0 or self.nothing:
             return Newest(0)
         short = len(self.term) < 3
-        if not short and (rare := self.rare()) is not None:
+        if not short and (rare := self.rare(COMMON_AFTER)) is not None:  # a few jobs: a look-up for each
             return self._take(self._newest(select(Job.id).where(*where, rare), need), count)
         if (not short and not self.sqlite) or (short and not bounded):
             # PostgreSQL's planner picks the trigram index or the walk itself; an unbounded short term is a scan.
@@ -144,6 +146,10 @@ class NewestFirst:
             return found
         if short:
             return Newest(found.n, found.ids, complete=False)
+        if (rare := self.rare()) is not None:  # in a few percent of the jobs: the older ones among them
+            older = self._take(self._newest(select(Job.id).where(*where, Job.id < oldest, rare), need - found.n),
+                               count)
+            return Newest(found.n + older.n, found.ids + older.ids)
         # The older matches from the index, newest first: FTS5 leads and each match's row is looked up by id (a
         # join would let SQLite walk the slice's index instead and probe FTS5 per row).
         rest = self._take(select(_FTS.c.rowid).where(
