@@ -6,7 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from pages.common import JOB_PAGE, me, money, portal
+from pages.common import JOB_PAGE, me, money, plain, portal
+from services.jobs import machine_gpus_problem
 from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
 from services.templates import TEMPLATE_FIELDS
 
@@ -14,6 +15,10 @@ P = portal()
 S = P.settings
 FIELDS = ["name", "script", "upload", "learning_rate", "epochs", "batch_size", "dataset_path", "extra_args",
           "gpus", "nodes", "mixed_precision", "gradient_checkpointing", "checkpoint_every", "max_runtime_hours"]
+FIELD_LABELS = {"learning_rate": "Learning rate", "epochs": "Epochs", "batch_size": "Batch size",
+                "dataset_path": "Dataset path", "extra_args": "Additional args", "gpus": "GPUs", "nodes": "Nodes",
+                "checkpoint_every": "Checkpoint every N epochs", "max_runtime_hours": "Max runtime (hours)",
+                "name": "Template name"}
 DEFAULTS: dict[str, Any] = {
     "name": "", "learning_rate": 0.001, "epochs": 10, "batch_size": 32, "dataset_path": "", "extra_args": "",
     "gpus": 0, "nodes": 1, "mixed_precision": False, "gradient_checkpointing": False, "checkpoint_every": 0,
@@ -65,6 +70,15 @@ def collect() -> dict[str, Any]:
     return data
 
 
+def check_upload() -> None:
+    """As soon as a file is chosen: a .txt or an oversized file is refused here, not at Submit."""
+    ss = st.session_state
+    file = ss.get("f_upload")
+    problems = {k: v for k, v in ss.get("_problems", {}).items() if k != "upload"}
+    problem = P.jobs.workspace.upload_problem(file.name, file.getvalue()) if file is not None else None
+    ss["_problems"] = problems | ({"upload": problem} if problem else {})
+
+
 def on_submit() -> None:
     ss = st.session_state
     data = collect()
@@ -110,7 +124,9 @@ def save_as_template() -> None:
     try:
         saved = P.templates.save(me(), ss.get("f_template_name", ""), values)
     except ValidationProblem as exc:
-        ss["_template_problem"] = next(iter(exc.problems.values()))
+        field, problem = next(iter(exc.problems.items()))
+        label = FIELD_LABELS.get(field)
+        ss["_template_problem"] = f"{label}: {problem}" if label else problem
         return
     except Conflict as exc:
         ss["_template_problem"] = str(exc)
@@ -129,7 +145,7 @@ if problems:
     st.error("The job was not submitted: please fix the fields marked below.")
     field_error("")
 
-st.text_input("Experiment name", key="f_name", max_chars=None, placeholder="gpt-finetune-v2",
+st.text_input("Experiment name", key="f_name", max_chars=None, placeholder="e.g. gpt-finetune-v2",
               help="Lower-case letters, digits and '-', at most 63 characters: it names the job on the cluster.")
 field_error("name")
 
@@ -146,7 +162,9 @@ if st.session_state["f_source"] == "Use from workspace":
                  "added to it.")
     field_error("script")
 else:
-    st.file_uploader(f"Upload a .py script (at most {S.max_upload_mb:g} MB)", key="f_upload")
+    # type= and max_upload_size= make the browser refuse another kind of file, or a larger one, before it is sent.
+    st.file_uploader(f"Upload a .py script (at most {S.max_upload_mb:g} MB)", key="f_upload", type=["py"],
+                     max_upload_size=P.jobs.workspace.upload_widget_mb, on_change=check_upload)
     field_error("upload")
     field_error("script")
 
@@ -160,24 +178,34 @@ with c1:
     st.number_input("Batch size", key="f_batch_size", step=1)
     field_error("batch_size")
 with c2:
-    st.text_input("Dataset path", key="f_dataset_path", placeholder="/datasets/wikitext")
+    st.text_input("Dataset path", key="f_dataset_path", placeholder="e.g. /datasets/wikitext")
     field_error("dataset_path")
-    st.text_input("Additional args", key="f_extra_args", placeholder="--warmup-steps 500 --seed 42",
+    st.text_input("Additional args", key="f_extra_args", placeholder="e.g. --warmup-steps 500 --seed 42",
                   help="Passed to the script as separate arguments after the flags above (quotes work as in a shell, "
                        "but no shell runs).")
     field_error("extra_args")
 
 st.subheader("Resources")
 r1, r2, r3 = st.columns(3)
+MACHINE_GPUS: int | None = getattr(P.jobs.backend, "machine_gpus", None)  # local backend only
 with r1:
     st.number_input("GPUs", key="f_gpus", step=1, help=f"Per node; at most {S.max_gpus_per_node}.")
-    field_error("gpus")
+    if "gpus" in problems:
+        field_error("gpus")
+    elif MACHINE_GPUS is not None and (st.session_state["f_gpus"] or 0) > MACHINE_GPUS:
+        st.error(machine_gpus_problem(MACHINE_GPUS), icon=":material/error:")  # said as it is typed
+    elif MACHINE_GPUS is not None:
+        st.caption("This machine has no GPU: jobs run on its CPU." if MACHINE_GPUS == 0 else
+                   f"This machine has {MACHINE_GPUS} GPU{'s' if MACHINE_GPUS != 1 else ''}.")
 with r2:
     st.number_input("Nodes", key="f_nodes", step=1, help=f"At most {min(S.max_nodes, P.jobs.backend.max_nodes)}.")
     field_error("nodes")
 with r3:
     try:
-        cost = S.cost_per_hour(max(0, int(st.session_state["f_gpus"])), max(1, int(st.session_state["f_nodes"])))
+        gpus = max(0, int(st.session_state["f_gpus"]))
+        if MACHINE_GPUS is not None and gpus > MACHINE_GPUS:
+            raise ValueError("GPUs this machine does not have have no price")
+        cost = S.cost_per_hour(gpus, max(1, int(st.session_state["f_nodes"])))
         st.metric("Estimated cost", f"{money(cost)}/hour")
     except (TypeError, ValueError):
         st.metric("Estimated cost", "–")
@@ -210,11 +238,14 @@ left, right = st.columns([1, 5])
 left.button("Submit job", type="primary", key="submit", icon=":material/rocket_launch:", on_click=on_submit)
 right.page_link("pages/dashboard.py", label="Cancel")
 
-with st.expander("Save as template"):
+# Keyed: the "Start from template" box that appears above after the first save must not close it.
+with st.expander("Save as template", key="template_box"):
     st.caption("Keep these values (everything but the experiment name) under a name your team can start from.")
-    st.text_input("Template name", key="f_template_name", placeholder="llama-lora-8gpu", max_chars=100)
+    st.text_input("Template name", key="f_template_name", placeholder="e.g. llama-lora-8gpu", max_chars=100)
     if "_template_problem" in st.session_state:
         st.error(st.session_state.pop("_template_problem"), icon=":material/error:")
     if "_template_saved" in st.session_state:
-        st.success(f"Saved the template '{st.session_state.pop('_template_saved')}'.")
+        saved_text = f"Saved the template '{plain(st.session_state.pop('_template_saved'))}'."
+        st.success(saved_text, icon=":material/check_circle:")
+        st.toast(saved_text, icon=":material/bookmark_added:")
     st.button("Save as template", key="save_template", icon=":material/bookmark_add:", on_click=save_as_template)

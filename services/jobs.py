@@ -41,19 +41,8 @@ from services.models import (
     ValidationProblem,
 )
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
+from services.validation import validation_problems as validation_problems  # re-exported: the history uses it
 from services.workspace import Workspace
-
-
-def validation_problems(exc: ValidationError) -> dict[str, str]:
-    """pydantic errors -> one sentence per form field."""
-    out: dict[str, str] = {}
-    for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else ""
-        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        if not field and ":" in msg:
-            field, msg = (s.strip() for s in msg.split(":", 1))
-        out.setdefault(field, msg)
-    return out
 
 
 def parse_request(data: dict[str, Any]) -> JobRequest:
@@ -61,6 +50,12 @@ def parse_request(data: dict[str, Any]) -> JobRequest:
         return JobRequest.model_validate(data)
     except ValidationError as exc:
         raise ValidationProblem(validation_problems(exc)) from None
+
+
+def machine_gpus_problem(count: int) -> str:
+    if count == 0:
+        return "this machine has no GPU: set GPUs to 0 (the job runs on its CPU)"
+    return f"this machine has {count} GPU{'s' if count != 1 else ''}: ask for at most {count}"
 
 
 # The submitted values a history row shows, exports and searches.
@@ -111,8 +106,12 @@ class JobService(JobQueries, JobFiles, JobCharts):
                 return None
 
         gpus, nodes, hours = number("gpus"), number("nodes"), number("max_runtime_hours")
+        # Only the local backend counts its GPUs; on a cluster a job waits for them.
+        machine_gpus: int | None = getattr(self.backend, "machine_gpus", None)
         if gpus is not None and gpus > st.max_gpus_per_node:
             problems["gpus"] = f"at most {st.max_gpus_per_node} GPUs per node are allowed"
+        elif gpus is not None and machine_gpus is not None and gpus > machine_gpus:
+            problems["gpus"] = machine_gpus_problem(machine_gpus)
         max_nodes = min(st.max_nodes, self.backend.max_nodes)
         if nodes is not None and nodes > max_nodes:
             problems["nodes"] = (

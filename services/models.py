@@ -9,7 +9,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.validation import plain_error
 
 # A Kubernetes object name / label value (RFC 1123 label): what `kubectl` would accept.
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -119,6 +121,14 @@ class JobRequest(BaseModel):
 
     def extra_argv(self) -> list[str]:
         return split_args(self.extra_args)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> JobRequest:
+        """As pydantic's, with each error's message a plain sentence: templates and the API read them too."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise plain_error(exc) from None
 
 
 def split_args(text: str) -> list[str]:

@@ -9,6 +9,7 @@ user's files; a job of someone else's is cloned with the script snapshot it ran,
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from services.safe_files import read_bytes, split, walk_files
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_DIGITS = re.compile(r"(\d+)")
 MAX_LISTED_FILES = 1000
 
 
@@ -74,25 +76,29 @@ def sanitize_filename(name: str) -> str:
     return f"{stem}.{ext.lower()}" if ext else stem
 
 
+def upload_problem(filename: str, data: bytes, max_bytes: int) -> str | None:
+    """Why an upload cannot be a training script, or None: checked as the file is chosen and again as it is saved."""
+    if not filename.lower().endswith(".py"):
+        return f"'{filename}' is not a Python file: upload a .py script"
+    if len(data) > max_bytes:
+        return f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB"
+    if not data.strip():
+        return "the file is empty"
+    try:
+        compile(data, filename, "exec")
+    # Nesting the parser cannot take ends in RecursionError or MemoryError: also the uploader's mistake.
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        return f"the file is not valid Python{where}: {getattr(exc, 'msg', exc)}"
+    return None
+
+
 def save_upload(workspace: Path, filename: str, data: bytes, max_bytes: int) -> str:
     """Store an uploaded script in the workspace; returns its workspace path. Never overwrites another file."""
-    problems: dict[str, str] = {}
-    if not filename.lower().endswith(".py"):
-        problems["upload"] = f"'{filename}' is not a Python file: upload a .py script"
-    elif len(data) > max_bytes:
-        problems["upload"] = f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB"
-    elif not data.strip():
-        problems["upload"] = "the file is empty"
-    else:
-        try:
-            compile(data, filename, "exec")
-        # Nesting the parser cannot take ends in RecursionError or MemoryError: also the uploader's mistake.
-        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
-            line = getattr(exc, "lineno", None)
-            where = f" (line {line})" if line else ""
-            problems["upload"] = f"the file is not valid Python{where}: {getattr(exc, 'msg', exc)}"
-    if problems:
-        raise ValidationProblem(problems)
+    problem = upload_problem(filename, data, max_bytes)
+    if problem:
+        raise ValidationProblem({"upload": problem})
     uploads = workspace / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     name = sanitize_filename(filename)
@@ -115,9 +121,20 @@ class OutputFile:
     modified: float = 0.0
 
 
+def natural_key(path: str) -> list[str | int]:
+    """Numbers in a name compare as numbers: epoch5 before epoch45, as a person counts."""
+    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(_DIGITS.split(path))]
+
+
 def list_files(root: Path) -> list[OutputFile]:
-    """The plain files under root, links not followed (a job's folder is the job's to fill)."""
-    return [OutputFile(rel, size, mtime) for rel, size, mtime in walk_files(root, MAX_LISTED_FILES)]
+    """The plain files under root, links not followed (a job's folder is the job's to fill), in natural order."""
+    files = [OutputFile(rel, size, mtime) for rel, size, mtime in walk_files(root, MAX_LISTED_FILES)]
+    return sorted(files, key=lambda f: natural_key(f.path))
+
+
+def _hidden(path: str) -> bool:
+    # The portal's own markers (.seeded) and dot-files: not scripts, as list_scripts already says.
+    return any(part.startswith(".") for part in path.split("/"))
 
 
 def _user_key(name: str) -> str:
@@ -187,7 +204,7 @@ class Workspace:
         raise FileNotFoundError(relative)
 
     def files(self, user: User) -> list[OutputFile]:
-        own = list_files(self.own_dir(user))
+        own = [f for f in list_files(self.own_dir(user)) if not _hidden(f.path)]
         if not self.multi_user:
             return own
         names = {f.path for f in own}
@@ -197,12 +214,24 @@ class Workspace:
         """The shared part only: the private folders are not walked (nor count against the listing's limit)."""
         out: list[OutputFile] = []
         for entry in self._shared_entries():
+            if entry.name.startswith("."):
+                continue
             if entry.is_dir():
-                out += [OutputFile(f"{entry.name}/{f.path}", f.size, f.modified) for f in list_files(entry)]
+                out += [OutputFile(f"{entry.name}/{f.path}", f.size, f.modified) for f in list_files(entry)
+                        if not _hidden(f.path)]
             elif entry.is_file():
                 st = entry.stat()
                 out.append(OutputFile(entry.name, st.st_size, st.st_mtime))
         return out[:MAX_LISTED_FILES]
+
+    @property
+    def upload_widget_mb(self) -> int:
+        """The limit for Streamlit's uploader, which counts whole MiB: the smallest that holds the portal's limit
+        (files between the two are refused by `upload_problem` as soon as they are chosen)."""
+        return max(1, math.ceil(self.max_upload_bytes / 2**20))
+
+    def upload_problem(self, filename: str, data: bytes) -> str | None:
+        return upload_problem(filename, data, self.max_upload_bytes)
 
     def save_upload(self, user: User, filename: str, data: bytes) -> str:
         return save_upload(self.own_dir(user), filename, data, self.max_upload_bytes)

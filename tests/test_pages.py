@@ -57,7 +57,7 @@ def test_bad_submission_shows_messages_at_the_fields_and_submits_nothing(app, po
 def test_empty_and_too_long_names(app, portal):
     at = open_submit(app)
     at.button(key="submit").click().run()
-    assert any("at least 1 character" in e.value for e in at.error)
+    assert any("give the experiment a name" in e.value for e in at.error)
     at.text_input(key="f_name").input("a" * 64).run()
     at.button(key="submit").click().run()
     assert any("at most 63 characters" in e.value for e in at.error)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,25 @@ def script_env(job_id: int, request: JobRequest, output_dir: str) -> dict[str, s
     }
 
 
+def machine_gpu_count() -> int:
+    """The NVIDIA GPUs a local job can use: NVML's count, narrowed by the portal's own CUDA_VISIBLE_DEVICES
+    (which its jobs inherit). 0 without the library or the driver: a laptop's jobs run on its CPU."""
+    try:
+        import pynvml  # optional at run time, as for the GPU telemetry
+
+        pynvml.nvmlInit()
+        try:
+            count = int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()  # NVML counts its initialisations: the telemetry's own stays open
+    except Exception:  # ImportError, NVMLError (no library, no driver), OSError
+        count = 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip()]))
+    return count
+
+
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
@@ -84,6 +104,11 @@ class LocalBackend:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @cached_property
+    def machine_gpus(self) -> int:
+        """How many GPUs a job may ask for here (a cluster's backend has no such number: it queues)."""
+        return machine_gpu_count()
 
     # Paths --------------------------------------------------------------------------------------
     def job_dir(self, job_id: int) -> Path:
