@@ -26,7 +26,7 @@ RARE_UP_TO = 20_000
 # How many of a section's newest jobs the newest-first search reads row by row before it asks the index for
 # the older ones (3+ characters), or stops (1–2 characters, which have no trigram: the rest would be a scan).
 WALK = 10_000
-SHORT_WALK = 5_000
+SHORT_WALK = 2_000
 
 
 def like_pattern(term: str) -> str:
@@ -129,6 +129,8 @@ class NewestFirst:
             return Newest(0)
         short = len(self.term) < 3
         if not short and (rare := self.rare(COMMON_AFTER)) is not None:  # a few jobs: a look-up for each
+            if self._asked and self._found == 0:
+                return Newest(0)
             return self._take(self._newest(select(Job.id).where(*where, rare), need), count)
         if (not short and not self.sqlite) or (short and not bounded):
             # PostgreSQL's planner picks the trigram index or the walk itself; an unbounded short term is a scan.
