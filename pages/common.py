@@ -325,6 +325,6 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
             st.checkbox("Compare", key=f"{k}-cmp", value=job.id in compare_selection(),
                         on_change=toggle_compare, args=(job.id,))
             results = None if job.is_active else download_url(job, "zip")
-            if results:
+            if results and portal().jobs.has_output_files(job.id):  # a job that wrote nothing has no results
                 st.link_button("Download results", results, icon=":material/download:")
         delete_confirmation(job, k)

@@ -61,16 +61,27 @@ show_flash()
 @st.fragment(run_every="2s" if active else None)
 def status_strip() -> None:
     j = P.jobs.get(me(), job.id)
-    if j.is_active != active:
-        st.rerun(scope="app")  # finished: redraw everything (buttons, final metrics) without a timer
+    if j.status is not job.status:
+        # A new status redraws the page: Save checkpoint once it runs; buttons, final metrics (no timer) once it ends.
+        st.rerun(scope="app")
     c = st.columns(3)
     c[0].metric("Status", f"{STATUS_ICON[j.status]} {j.status.value}")
     c[1].metric("Progress", epoch_text(j))
-    c[2].metric("Started", ago(j.started_at))
+    if j.is_active:
+        c[2].metric("Started", ago(j.started_at))
+    else:
+        c[2].metric("Runtime", duration(j.runtime_seconds(now())) if j.started_at else "never started")
     c = st.columns(3)
-    c[0].metric("ETA", eta_text(j))
+    if j.is_active:
+        c[0].metric("ETA", eta_text(j))
+    else:
+        ended = j.finished_at or j.created_at
+        c[0].metric("Ended", ago(ended), help=f"{ended:%Y-%m-%d %H:%M:%S} UTC")
     c[1].metric("Loss", metric_text(j.loss))
-    c[2].metric("Cost so far", money(j.cost(now())))
+    if j.is_active:
+        c[2].metric("Cost so far", money(j.cost(now())))
+    else:
+        c[2].metric("Cost", money(j.cost_total if j.cost_total is not None else j.cost(now())))
     if j.reason:
         (st.error if j.status in (JobStatus.FAILED, JobStatus.SUBMIT_FAILED) else st.info)(plain(j.reason))
     if j.progress is not None and j.is_active:
@@ -84,17 +95,19 @@ def save_checkpoint() -> None:
     run_action(lambda: P.jobs.save_checkpoint(me(), job.id), "Checkpoint requested: the script saves it shortly.")
 
 
-actions = st.columns(6)
+# A row sized by its buttons' labels (six equal columns cut "Save checkpoint" off).
+actions = st.container(horizontal=True, gap="small")
 if not can_act(job):
-    actions[0].caption(f"{plain(job.owner)}'s job: read-only.")
+    actions.caption(f"{plain(job.owner)}'s job: read-only.")
 elif active:
-    actions[0].button("Stop job", key="stop", icon=":material/stop:", type="primary", on_click=stop_job, args=(job,))
-    actions[1].button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint,
-                      disabled=job.status is not JobStatus.RUNNING)
+    actions.button("Stop job", key="stop", icon=":material/stop:", type="primary", on_click=stop_job, args=(job,))
+    actions.button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint,
+                   disabled=job.status is not JobStatus.RUNNING,
+                   help=None if job.status is JobStatus.RUNNING else "Possible once the job is running.")
 else:
-    actions[0].button("Retry", key="retry", icon=":material/replay:", on_click=retry_job, args=(job,))
-    actions[1].button("Delete", key="delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
-actions[2].button("Clone", key="clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
+    actions.button("Retry", key="retry", icon=":material/replay:", on_click=retry_job, args=(job,))
+    actions.button("Delete", key="delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
+actions.button("Clone", key="clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
 delete_confirmation(job, "job")
 
 

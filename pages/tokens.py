@@ -36,6 +36,14 @@ def create() -> None:
     st.session_state["token_name"] = ""
 
 
+def portal_url() -> str:
+    """The address this browser reached the portal at (a proxy's, with its path prefix), without this page's
+    path: what a notebook on the same network connects to."""
+    url = (st.context.url or "").split("?")[0].split("#")[0].rstrip("/")
+    base = url.removesuffix("/tokens")
+    return base if base.startswith(("http://", "https://")) else "<this portal's URL>"
+
+
 def revoke(token_id: int, name: str, owner: str) -> None:
     whose = "" if owner == USER.name else f"{owner}'s "
     run_action(lambda: P.tokens.revoke(USER, token_id), f"Revoked {whose}token '{name}'.")
@@ -87,7 +95,7 @@ secret = st.session_state.pop("_new_token", None)
 if secret:
     st.success("Your new token. Copy it now: it is shown only once.")
     st.code(secret, language=None)
-    st.code(f'from ml_job_portal import JobClient\nclient = JobClient(cluster_url="<this portal\'s URL>", '
+    st.code(f'from ml_job_portal import JobClient\nclient = JobClient(cluster_url="{portal_url()}", '
             f'token="{secret}")', language="python")
 
 tokens = P.tokens.list(USER)

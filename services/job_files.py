@@ -18,7 +18,7 @@ from services.logs import read_tail
 from services.models import JobView, NotFound, User
 from services.safe_files import open_job_file, open_read
 from services.store.orm import Job, JobEvent, JobLog, utcnow
-from services.workspace import OutputFile, list_files
+from services.workspace import OutputFile, has_files, list_files
 
 
 class JobFiles:
@@ -97,6 +97,10 @@ class JobFiles:
     # Output files --------------------------------------------------------------------------------
     def output_files(self, job_id: int) -> list[OutputFile]:
         return list_files(self.backend.output_dir(job_id))
+
+    def has_output_files(self, job_id: int) -> bool:
+        """Cheap enough for every card: only a job that wrote something has results to download."""
+        return has_files(self.backend.output_dir(job_id))
 
     def open_output_file(self, user: User, job_id: int, relative: str) -> tuple[int, str]:
         """A read descriptor of one file the job wrote, and its name; opened without following any link the

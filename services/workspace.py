@@ -132,6 +132,11 @@ def list_files(root: Path) -> list[OutputFile]:
     return sorted(files, key=lambda f: natural_key(f.path))
 
 
+def has_files(root: Path) -> bool:
+    """Whether root holds at least one file `list_files` would list (stops at the first)."""
+    return next(iter(walk_files(root, 1)), None) is not None
+
+
 def _hidden(path: str) -> bool:
     # The portal's own markers (.seeded) and dot-files: not scripts, as list_scripts already says.
     return any(part.startswith(".") for part in path.split("/"))
