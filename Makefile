@@ -10,12 +10,15 @@ PORT   ?= 8501
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# pip's own lines (each package as it is fetched, a bar for the large ones): the first install takes minutes.
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	@echo "Installing the portal's Python packages into $(VENV) (the first time takes about two minutes)..."
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@echo "Installing the portal's and its tests' Python packages into $(VENV) (the first time takes minutes)..."
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 ## Run the portal on this machine (jobs run as local processes, history in SQLite under portal-data/).
