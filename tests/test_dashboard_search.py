@@ -15,13 +15,13 @@ from services.store.orm import Job
 from services.store.seed import seed_jobs
 from tests.test_pages import app  # noqa: F401 (the dashboard under AppTest, as the page tests open it)
 
-TERMS = ["old-owner", "exp-000001", "train_example", "zzqq", "ld", "e", "EXP-0000042"]
+TERMS = ["old-owner", "exp-000001", "exp-00002", "train_example", "zzqq", "ld", "e", "EXP-0000042"]
 
 
 @pytest.fixture
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search, "COMMON_AFTER", 10)
-    monkeypatch.setattr(search, "RARE_UP_TO", 100)
+    monkeypatch.setattr(search, "RARE_UP_TO", 250)
     monkeypatch.setattr(search, "WALK", 50)
     monkeypatch.setattr(search, "SHORT_WALK", 40)
     monkeypatch.setattr(job_queries, "SEARCH_COUNT_CAP", 30)
@@ -39,7 +39,7 @@ def expected(rows, term: str, group: StatusGroup | None, owner: str | None) -> l
 
 def test_search_listings_and_capped_counts_match_every_jobs_text(any_portal, small_thresholds):
     engine = any_portal.jobs.sessions.kw["bind"]
-    seed_jobs(engine, 200, owner="old-owner", seed=1)  # older: their owner's name is a term between rare and common
+    seed_jobs(engine, 300, owner="old-owner", seed=1)  # older: their owner's name is a term between rare and common
     seed_jobs(engine, 100, owner="new-owner", seed=2)
     jobs, rows = any_portal.jobs, every_job(any_portal)
     for term in TERMS:
@@ -62,7 +62,7 @@ def test_search_listings_and_capped_counts_match_every_jobs_text(any_portal, sma
                     else:
                         assert short and set(ids) <= set(want) and ids == sorted(ids, reverse=True)
             # The REST list reads as far as offset + limit, and finds every match (1–2 characters too).
-            for offset, limit in ((0, 50), (3, 10), (120, 51)):
+            for offset, limit in ((0, 50), (3, 10), (220, 51)):
                 got_ids = [j.id for j in jobs.list_jobs(limit=limit, offset=offset, search=term, owner=owner)]
                 assert got_ids == expected(rows, term, None, owner)[offset:offset + limit], (term, owner, offset)
 

@@ -26,6 +26,8 @@ RARE_UP_TO = 20_000
 # How many of a section's newest jobs the newest-first search reads row by row before it asks the index for
 # the older ones (3+ characters), or stops (1–2 characters, which have no trigram: the rest would be a scan).
 WALK = 10_000
+# What reading a job's row to test its text costs, in look-ups of an id in an index (measured on SQLite).
+ROW_COST = 5
 SHORT_WALK = 2_000
 
 
@@ -128,8 +130,8 @@ class NewestFirst:
         if need <= 0 or self.nothing:
             return Newest(0)
         short = len(self.term) < 3
-        if not short and (rare := self.rare(COMMON_AFTER)) is not None:  # a few jobs: a look-up for each
-            if self._asked and self._found == 0:
+        if not short and (rare := self.rare()) is not None and self._ids_first(need):
+            if self._found == 0 and not self.nothing:
                 return Newest(0)
             return self._take(self._newest(select(Job.id).where(*where, rare), need), count)
         if (not short and not self.sqlite) or (short and not bounded):
@@ -159,6 +161,14 @@ class NewestFirst:
             exists(select(literal_column("1")).where(Job.id == _FTS.c.rowid, *where)),
         ).order_by(_FTS.c.rowid.desc()).limit(need - found.n), count)
         return Newest(found.n + rest.n, found.ids + rest.ids)
+
+    def _ids_first(self, need: int) -> bool:
+        """Whether looking up each of the term's jobs (at most RARE_UP_TO) is cheaper than walking rows: a walk
+        reads about need / share rows (at most WALK), each costing about ROW_COST look-ups."""
+        if self.nothing or self._found <= COMMON_AFTER:
+            return True
+        jobs = self.s.execute(select(func.max(Job.id))).scalar() or 1  # ids only grow: about the jobs there are
+        return self._found < ROW_COST * min(WALK, need * jobs / self._found)
 
     def _like(self) -> Any:
         return Job.search_text.like(like_pattern(self.term), escape="\\")
