@@ -51,22 +51,6 @@ def test_a_finished_jobs_header_says_runtime_when_it_ended_and_the_final_cost(ap
     assert metrics["Cost"] == f"${job.cost_total:,.2f}"
 
 
-def test_a_running_jobs_actions_sit_in_one_row_sized_by_their_labels(app, portal, user, workspace_script):
-    from services.models import JobStatus
-    from tests.conftest import wait_until
-
-    s = workspace_script("wait.py", "import time\ntime.sleep(60)\n")
-    job_id = portal.jobs.submit(user, {"name": "waits", "script": s})
-    wait_until(lambda: (portal.sync.tick(), portal.jobs.get(user, job_id).status is JobStatus.RUNNING)[1])
-    at = job_page(app, job_id)
-    assert not at.button(key="checkpoint").disabled
-    # Not six equal columns (each too narrow for "Save checkpoint"): one horizontal row of buttons.
-    row = next(b for b in at.get("flex_container") if any(getattr(c, "key", None) == "checkpoint" for c in b))
-    assert [c.label for c in row if hasattr(c, "label")][:3] == ["Stop job", "Save checkpoint", "Clone"]
-    portal.jobs.stop(user, job_id)
-    run_to_end(portal, user, job_id)
-
-
 def download_buttons(at) -> list[str]:
     return [b.proto.label for b in at.get("link_button") if b.proto.label == "Download results"]
 

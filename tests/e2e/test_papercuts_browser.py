@@ -61,11 +61,13 @@ def test_save_checkpoint_turns_on_by_itself_once_the_job_runs_and_its_label_fits
     expect(page.get_by_test_id("stMetricValue").first).to_contain_text(re.compile("Queued|Submitting|Running"))
     # No reload: the status strip's poll sees "Running" and the page draws the button enabled.
     expect(button).to_be_enabled(timeout=30_000)
-    fits = button.evaluate("b => { const p = b.querySelector('p') || b;"
-                           " return [p.scrollWidth <= p.clientWidth + 1, b.getBoundingClientRect().height]; }")
+    # Cut off: some element of the button holds more than it shows ("S…"); wrapped: taller than its neighbour.
+    clipped = button.evaluate("b => [b, ...b.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1)"
+                              ".length")
+    height = button.evaluate("b => b.getBoundingClientRect().height")
     clone_height = page.get_by_role("button", name="Clone").evaluate("b => b.getBoundingClientRect().height")
-    assert fits[0], "the label 'Save checkpoint' is cut off"
-    assert fits[1] <= clone_height + 1, "the label 'Save checkpoint' wraps onto a second line"
+    assert clipped == 0, "the label 'Save checkpoint' is cut off"
+    assert height <= clone_height + 1, "the label 'Save checkpoint' wraps onto a second line"
     page.get_by_role("button", name="Stop job").click()
     page.get_by_text("Stopped by user").first.wait_for(timeout=30_000)
 
