@@ -10,6 +10,7 @@ line for the next chunk), so what it finds never depends on where a read was cut
 from __future__ import annotations
 
 import re
+from itertools import compress
 from operator import itemgetter
 from typing import Any
 
@@ -41,6 +42,14 @@ _KEY_START = _table(_LETTERS)
 _VALUE_START = _table(b"0123456789+-.ni")
 _NUM_CHAR = _table(b"0123456789.eE+-")
 _DIGIT = _table(b"0123456789")
+# The spelling of a float, one character at a time: class 0 a digit, 1 '.', 2 'e'/'E', 3 a sign. States: 0 start,
+# 1 a sign, 2 digits, 3 '.' before any digit, 4 digits after '.', 5 'e', 6 the exponent's sign, 7 its digits,
+# 8 no float. A text that ends in 2, 4 or 7 is one float() reads; any other goes the slow way.
+_NUM_CLASS = np.zeros(256, dtype=np.int8)
+_NUM_CLASS[np.frombuffer(b".eE+-", dtype=np.uint8)] = [1, 2, 2, 3, 3]
+_FLOAT_STEP = np.asarray([[2, 3, 8, 1], [2, 3, 8, 8], [2, 4, 5, 8], [4, 8, 8, 8], [4, 8, 5, 8], [7, 8, 8, 6],
+                          [7, 8, 8, 8], [7, 8, 8, 8], [8, 8, 8, 8]], dtype=np.int8)
+_FLOAT_DONE = np.isin(np.arange(9), [2, 4, 7])
 # The low b bytes of a little-endian word, and the odd multiplier that mixes a key's words into one number.
 _BYTE_MASKS = np.asarray([(1 << (8 * b)) - 1 for b in range(9)], dtype=np.uint64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -69,6 +78,10 @@ _UNIT = re.compile(rb"(?:(" + _UNITS + rb"|%|s|h|W)| (" + _UNITS + rb"))(?![A-Za
 _UNIT_START = _table(b"GMKTkmu\xc2itsmhW%")
 _UNIT_AFTER_BLANK = _table(b"GMKTkmu\xc2its")
 PLAIN, REDRAW, RANKED = 0, 1, 2
+# What `pairs` finds, one entry per pair: line numbers and positions (numpy), (key, value), and whether the key
+# is 'epoch' or a step (numpy).
+Pairs = tuple[np.ndarray, np.ndarray, list[tuple[str, float]], np.ndarray]
+_NO_PAIRS: Pairs = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=bool))
 _FILLER_WORDS = frozenset(
     {"the", "a", "an", "is", "was", "has", "have", "of", "at", "to", "and", "with", "in", "on", "for", "from", "by"}
 )
@@ -162,30 +175,36 @@ def _bars(data: bytes, breaks: np.ndarray, bar_lines: list[int]) -> list[tuple[s
     bar_lines += line[near].tolist()
     starts, lines = start.tolist(), line.tolist()
     found: list[tuple[str, int, int, Any]] = []
-    previous, previous_end = b"", 0
+    append = found.append
+    find = data.find
+    previous, previous_end, value = b"", 0, None
     for i in near.tolist():
         at, end, done, total = bars[i]
         begin = starts[i]
         # A redraw that shows the same bar state as the one before changes nothing (applying it again would not
         # either: skipping it only saves time), unless a Trainer dict came in between: it takes the redraw's step.
+        # Then the state is the one read last time (a mixed log redraws a bar after every dict: no re-reading).
         shown = data[begin:end]
-        if shown == previous and data.find(b"{", previous_end, begin) < 0:
+        if shown == previous:
+            if value is not None and find(b"{", previous_end, begin) >= 0:
+                append(("bar", begin, lines[i], value))
             previous_end = end
             continue
         previous, previous_end = shown, end
         h = head(data, begin, at)
         if h is None:
+            value = None
             continue  # "Validation DataLoader 0: 75%|", "Sanity Checking": not the run's own bar
-        label, label_total = h.group(1), h.group(2)
-        found.append(("bar", begin, lines[i], (None if label is None else int(label),
-                                               None if label_total is None else int(label_total),
-                                               int(done), int(total))))
+        label, label_total = h.group(1, 2)
+        value = (None if label is None else int(label), None if label_total is None else int(label_total),
+                 int(done), int(total))
+        append(("bar", begin, lines[i], value))
     return found
 
 
 def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], kinds: np.ndarray,
-          seen: dict[str, float]) -> list[tuple[int, int, str, float]]:
-    """Every ``key: number`` / ``key=number`` pair as (line number, position, key, value), in text order.
+          seen: dict[str, float]) -> Pairs:
+    """Every ``key: number`` / ``key=number`` pair, in text order, as columns (`Pairs`).
 
     `kinds` per line: REDRAW (a bar, or a line a carriage return overdraws), PLAIN, or RANKED (another rank's).
     A pair on a redraw that repeats the figure its key last had on a redraw (`seen`, kept across chunks) is left out:
@@ -193,12 +212,12 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     ``mem (GB)``."""
     n = len(a)
     if n == 0:
-        return []
+        return _NO_PAIRS
     is_sep = a == 58  # ':'
     is_sep |= a == 61  # '='
     seps = np.flatnonzero(is_sep)
     if len(seps) == 0:
-        return []
+        return _NO_PAIRS
     # The value: a number after at most two blanks.
     v = seps + 1
     for _ in range(2):
@@ -214,7 +233,7 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     ok &= (k >= 0) & _KEY_CHAR[a[np.maximum(k, 0)]]
     seps, v, k = seps[ok], v[ok], k[ok]
     if len(seps) == 0:
-        return []
+        return _NO_PAIRS
     start = _word_start(a, k)
     # Two-word keys ("val acc", "Gradient norm"): one space, and a word before it that starts with a letter.
     prev_sp = start - 1
@@ -231,6 +250,7 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     # digits; float() then reads it, and only what float() refuses ("nan", "1.2.3", a date) goes through the regex.
     ve = v.copy()
     digits = np.ones(len(v), dtype=bool)
+    state = np.zeros(len(v), dtype=np.int8)  # where each number's spelling stands (_FLOAT_STEP)
     live = np.arange(len(v))
     for _ in range(40):
         if not live.size:
@@ -239,6 +259,7 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
         step = (ve[live] < n) & _NUM_CHAR[c]
         digits[live[step & ~_DIGIT[c]]] = False
         live = live[step]
+        state[live] = _FLOAT_STEP[state[live], _NUM_CLASS[c[step]]]
         ve[live] += 1
     digits &= ve > v
     # Keys are named once per distinct spelling; pairs whose key is no metric are dropped here, in bulk.
@@ -251,44 +272,54 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     # An all-digit value after a dotted key or right after a colon is a host:port or a clock time, not a metric.
     dotted = np.asarray(["." in name if name else False for name in names], dtype=bool)
     port_like = dotted[ids] | ((a[seps] == 58) & (v == seps + 1))
-    idx = np.flatnonzero(keep)
-    lines, seps, v, ve, ids, digits, port_like = (x[idx] for x in (lines, seps, v, ve, ids, digits, port_like))
+    # An all-digit value there is dropped right here (float() reads any all-digit text, so nothing later could
+    # change that).
+    idx = np.flatnonzero(keep & ~(digits & port_like))
+    lines, seps, v, ve, ids, port_like, state = (x[idx] for x in (lines, seps, v, ve, ids, port_like, state))
     # A unit may follow right after the number ("3.2GB", "12ms", "91%"), or a longer one after a blank ("3.2 GB").
     after = a[np.minimum(ve, n - 1)]
     unit_next = (ve < n) & (_UNIT_START[after] | ((after == 32) & _UNIT_AFTER_BLANK[a[np.minimum(ve + 1, n - 1)]]))
 
-    out: list[tuple[int, int, str, float]] = []
+    # Python touches each pair once, in bulk (float() over a list); the few exceptions are patched afterwards.
+    vs_l, ve_l = v.tolist(), ve.tolist()
+    raws = list(map(data.__getitem__, map(slice, vs_l, ve_l)))
+    odd = np.flatnonzero(~_FLOAT_DONE[state]).tolist()
+    for i in odd:
+        raws[i] = b"0"
+    values = list(map(float, raws))
+    keys = np.asarray(names, dtype=object)[ids].tolist()
+    # Pairs whose key moves progress rather than being a point (a unit after it changes nothing here).
+    progress = np.asarray([name == "epoch" or name in _STEP_KEYS for name in names], dtype=bool)[ids]
+    dropped = np.zeros(len(values), dtype=bool)
     number = _NUMBER.match
-    unit_at = _UNIT.match
-    kind_of = kinds[lines].tolist()
-    for line, pos, vs, ve_, kid, all_digits, port, kind, has_unit in zip(
-        lines.tolist(), seps.tolist(), v.tolist(), ve.tolist(), ids.tolist(), digits.tolist(), port_like.tolist(),
-        kind_of, unit_next.tolist(), strict=True,
-    ):
-        key = names[kid]
-        raw = data[vs:ve_]
-        try:
-            value = float(raw)
-        except ValueError:
-            m = number(data, vs)
-            if m is None or raw.count(b".") > 1:  # "535.104.05" is a version, not a figure
-                continue
-            raw = m.group()
-            value = float(raw)
-            all_digits = raw.isdigit()
-            has_unit = False
-        if all_digits and port:
+    for i in odd:  # what float() refuses ("nan", "1.2.3", a date) is read by the regex
+        raw = data[vs_l[i]:ve_l[i]]
+        m = number(data, vs_l[i])
+        if m is None or raw.count(b".") > 1:  # "535.104.05" is a version, not a figure
+            dropped[i] = True
             continue
-        if has_unit:
-            u = unit_at(data, ve_)
-            if u is not None:
-                key = f"{key} ({(u.group(1) or u.group(2)).decode()})"
-        if kind == REDRAW:  # "1.670" and "1.67" are one figure (Lightning pads some, not others)
-            if seen.get(key) == value and key != "epoch" and key not in _STEP_KEYS:
-                continue  # the same figure on the next redraw of a bar: the point is already taken
+        raw = m.group()
+        values[i] = float(raw)
+        unit_next[i] = False
+        dropped[i] = raw.isdigit() and bool(port_like[i])
+    unit_at = _UNIT.match
+    for i in np.flatnonzero(unit_next & ~dropped).tolist():
+        u = unit_at(data, ve_l[i])
+        if u is not None:
+            keys[i] = f"{keys[i]} ({(u.group(1) or u.group(2)).decode()})"
+    # "1.670" and "1.67" are one figure (Lightning pads some, not others). Only redraws read and write `seen`,
+    # so they are walked on their own, in text order.
+    for i in np.flatnonzero((kinds[lines] == REDRAW) & ~dropped).tolist():
+        key, value = keys[i], values[i]
+        if seen.get(key) == value and key != "epoch" and key not in _STEP_KEYS:
+            dropped[i] = True  # the same figure on the next redraw of a bar: the point is already taken
+        else:
             seen[key] = value
-        out.append((line, pos, key, value))
-    return out
+    kv = list(zip(keys, values, strict=True))
+    if dropped.any():
+        kept = ~dropped
+        return lines[kept], seps[kept], list(compress(kv, kept.tolist())), progress[kept]
+    return lines, seps, kv, progress
 
 
 def _key_names(a: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, list[str | None]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -103,29 +104,28 @@ class MetricExtractor:
             kinds[np.asarray(bar_lines, dtype=np.int64)] = REDRAW
         if ranks:
             kinds[np.fromiter(ranks, dtype=np.int64, count=len(ranks))] = RANKED
-        found = pairs(data, a, breaks, {line for _pos, line, _raw in json_lines}, kinds, self.state.seen)
-        redraw_list = redraws.tolist()
-        rank_of = ranks.get
+        lines, pos, kv, progress = pairs(data, a, breaks, {line for _pos, line, _raw in json_lines}, kinds,
+                                         self.state.seen)
+        # A line's pairs go to _emit together, unless an event sits between them: the runs of pairs on one line
+        # with no event in between, found in bulk (no Python step per pair).
+        before = np.searchsorted(np.fromiter((e[1] for e in events), dtype=np.int64, count=len(events)), pos)
+        cut = np.flatnonzero((lines[1:] != lines[:-1]) | (before[1:] != before[:-1])) + 1
+        firsts = np.concatenate(([0], cut)).astype(np.int64) if len(lines) else cut
+        ends = np.append(cut, len(lines)).tolist() if len(lines) else []
+        # Whether a run holds an 'epoch' or step key (most do not: their pairs are all points).
+        run_progress = np.logical_or.reduceat(progress, firsts).tolist() if len(firsts) else []
+        run_lines = lines[firsts]
+        run_redraw = redraws[run_lines].tolist()
+        # (without ranks an endless None, hence strict=False below)
+        run_rank = [ranks.get(line) for line in run_lines.tolist()] if ranks else repeat(None)
         emit, event = self._emit, self._event
-        ev_pos = [e[1] for e in events]
-        ei, n_events = 0, len(events)
-        line_kv: list[tuple[str, float]] = []
-        current_line = -1
-        for line, pos, key, value in found:
-            while ei < n_events and ev_pos[ei] < pos:
-                if line_kv:
-                    emit(line_kv, points, rank_of(current_line), redraw_list[current_line])
-                    line_kv = []
+        ei = 0
+        for first, end, events_before, redraw, rank, has_progress in zip(
+                firsts.tolist(), ends, before[firsts].tolist(), run_redraw, run_rank, run_progress, strict=False):
+            while ei < events_before:
                 event(events[ei], points, ranks)
                 ei += 1
-            if line != current_line:
-                if line_kv:
-                    emit(line_kv, points, rank_of(current_line), redraw_list[current_line])
-                    line_kv = []
-                current_line = line
-            line_kv.append((key, value))
-        if line_kv:
-            emit(line_kv, points, rank_of(current_line), redraw_list[current_line])
+            emit(kv[first:end], points, rank, redraw, has_progress)
         for ev in events[ei:]:
             event(ev, points, ranks)
 
@@ -134,33 +134,30 @@ class MetricExtractor:
         if kind == "json":
             self._json_line(value, points)
             return
+        st = self.state
         rank = ranks.get(line)
-        track = self.state.track(rank)
-        if kind == "epoch":
-            track.epoch_fraction(*value)
-        elif kind == "step":
-            track.step_fraction(*value)
-        elif kind == "rich":
-            label, last, done, total = value
-            if total and label <= MAX_EPOCHS and last <= MAX_EPOCHS:
-                track.rich_bar(label, last, done, total)
-        else:
+        track = st.track(rank) if rank else st
+        if kind == "bar":  # the most frequent kind (a mixed log redraws its bar after every Trainer dict)
             label, label_total, done, total = value
             if label is None:  # one bar over the whole run (Hugging Face Trainer): steps
                 # A shorter nested bar (the Trainer's evaluation) must not reset the run's progress.
                 if total and total >= (track.total_steps or 0) and total <= MAX_COUNT:
                     track.step, track.total_steps, track.bar_steps = done, total, True
-                    if not rank:
-                        self._flush_deferred(points, done)
+                    if st.deferred and not rank:
+                        # The Trainer writes its dict, then redraws its bar: that redraw's count is the dict's step.
+                        for key, v, epoch in st.deferred:
+                            points.append((key, done, epoch, v, None))
+                        st.deferred = []
             elif total and label <= MAX_EPOCHS and (label_total or 0) <= MAX_EPOCHS:
                 track.epoch_bar(label, label_total, done, total)
-
-    def _flush_deferred(self, points: list[Point], step: int) -> None:
-        """The Trainer writes its dict, then redraws its bar: that redraw's count is the dict's global step."""
-        st = self.state
-        if st.deferred:
-            points.extend((key, step, epoch, value, None) for key, value, epoch in st.deferred)
-            st.deferred = []
+        elif kind == "epoch":
+            track.epoch_fraction(*value)
+        elif kind == "step":
+            track.step_fraction(*value)
+        else:
+            label, last, done, total = value
+            if total and label <= MAX_EPOCHS and last <= MAX_EPOCHS:
+                track.rich_bar(label, last, done, total)
 
     def _json_line(self, raw: bytes, points: list[Point]) -> None:
         try:
@@ -180,52 +177,66 @@ class MetricExtractor:
         valid_rank = isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank <= MAX_RANK
         self._emit(kv, points, rank if valid_rank else None)
 
-    def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None,
-              redraw: bool = False) -> None:
+    def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None, redraw: bool = False,
+              progress: bool = True) -> None:
+        """One line's pairs: its 'epoch' and step keys move the rank's track (`progress`: there may be some), the
+        other keys are points."""
         st = self.state
         track = st.track(rank) if rank else st
-        metrics: list[tuple[str, float]] = []
         has_step = has_epoch = False
-        for key, value in kv:
-            if key == "epoch":
-                has_epoch = True
-                if not (math.isfinite(value) and 0 <= value <= MAX_EPOCHS):
-                    continue
-                if value != int(value):  # epochs done so far, as the HF Trainer logs them
-                    track.epochs_done = value
-                    track.epoch = max(1, math.ceil(value))
+        if progress:
+            metrics: list[tuple[str, float]] = []
+            for key, value in kv:
+                if key == "epoch":
+                    has_epoch = True
+                    if not (math.isfinite(value) and 0 <= value <= MAX_EPOCHS):
+                        continue
+                    if value != int(value):  # epochs done so far, as the HF Trainer logs them
+                        track.epochs_done = value
+                        track.epoch = max(1, math.ceil(value))
+                    else:
+                        track.epoch = value
+                elif key in _STEP_KEYS:
+                    if math.isfinite(value) and 0 <= value <= MAX_COUNT:
+                        track.step = int(value)
+                        has_step = True
                 else:
-                    track.epoch = value
-            elif key in _STEP_KEYS:
-                if math.isfinite(value) and 0 <= value <= MAX_COUNT:
-                    track.step = int(value)
-                    has_step = True
-            else:
-                metrics.append((key, value))
-        if not metrics:
+                    metrics.append((key, value))
+            if not metrics:
+                return
+            kv = metrics
+        epoch, step = track.epoch, track.step
+        isfinite = math.isfinite
+        if rank:
+            counters = st.counters
+            for key, value in kv:
+                if not isfinite(value):
+                    continue
+                if step is None:
+                    slot = f"{key}@{rank}"
+                    x = counters.get(slot, 0)
+                    counters[slot] = x + 1
+                    points.append((key, x, epoch, value, rank))
+                else:
+                    points.append((key, step, epoch, value, rank))
             return
-        epoch = track.epoch
         # A Trainer dict ('epoch' in it, its bar on screen): its step is the count of the bar's next redraw.
-        defer = has_epoch and not rank and track.bar_steps and not has_step
-        counters = st.counters
+        defer = has_epoch and track.bar_steps and not has_step
         latest = st.latest
-        for key, value in metrics:
-            if not rank:
-                if redraw and latest.get(key) == value:
-                    continue  # a progress bar redrawn with the same figures: one point, not one per redraw
-                latest[key] = value  # a NaN loss is news for the card, though it cannot be a chart point
-            if not math.isfinite(value):
+        for key, value in kv:
+            if redraw and latest.get(key) == value:
+                continue  # a progress bar redrawn with the same figures: one point, not one per redraw
+            latest[key] = value  # a NaN loss is news for the card, though it cannot be a chart point
+            if not isfinite(value):
                 continue
             if defer and len(st.deferred) < MAX_DEFERRED:
                 st.deferred.append([key, value, epoch])
-                continue
-            if track.step is not None:
-                x = track.step
+            elif step is None:
+                x = st.counters.get(key, 0)
+                st.counters[key] = x + 1
+                points.append((key, x, epoch, value, rank))
             else:
-                slot = f"{key}@{rank}" if rank else key
-                x = counters.get(slot, 0)
-                counters[slot] = x + 1
-            points.append((key, x, epoch, value, rank))
+                points.append((key, step, epoch, value, rank))
 
 
 def _is_number(v: Any) -> bool:
