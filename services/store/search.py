@@ -22,12 +22,10 @@ _FTS_MATCH = literal_column("jobs_search").op("MATCH")
 COMMON_AFTER = 2000
 # Up to this many matches, the newest-first search takes a term's jobs from the index in one go (about 0.3 µs
 # each, then one id lookup per job in the slice asked for): cheaper than walking rows for a term in a few percent.
-RARE_UP_TO = 20_000
+RARE_UP_TO = 50_000
 # How many of a section's newest jobs the newest-first search reads row by row before it asks the index for
 # the older ones (3+ characters), or stops (1–2 characters, which have no trigram: the rest would be a scan).
-WALK = 10_000
-# What reading a job's row to test its text costs, in look-ups of an id in an index (measured on SQLite).
-ROW_COST = 5
+WALK = 20_000
 SHORT_WALK = 2_000
 
 
@@ -96,24 +94,31 @@ class NewestFirst:
         self.sqlite = session.get_bind().dialect.name == "sqlite"
         # In no job's text (and FTS5 and PostgreSQL refuse a NUL): such a term matches nothing.
         self.nothing = any(unicodedata.category(c) == "Cc" for c in term)
-        self._rare: str | None = None
+        self._rare: str | None = None  # the newest matches' ids as one JSON text
         self._found = 0
-        self._asked = False
+        self._read_up_to: int | None = None  # how many ids were asked for (one more, to know if there are more)
+        self._oldest_read = 0
+
+    def _read(self, up_to: int) -> None:
+        # Newest first, as one JSON text handed back as one parameter: a row (or a bound parameter) per id costs
+        # more in Python than the index lookup itself.
+        newest = _fts_match(self.term).order_by(_FTS.c.rowid.desc()).limit(up_to + 1).subquery()
+        self._rare = self.s.execute(select(func.json_group_array(newest.c.rowid))).scalar() or "[]"
+        ids = json.loads(self._rare)
+        self._found, self._read_up_to, self._oldest_read = len(ids), up_to, min(ids, default=0)
 
     def rare(self, up_to: int | None = None) -> Any | None:
-        """A WHERE clause for the term's jobs when there are at most `up_to` (RARE_UP_TO by default; read from the
-        index once per instance), else None. SQLite and 3+ characters only."""
+        """A WHERE clause for the term's jobs when there are at most `up_to` (RARE_UP_TO by default), else None;
+        read from the index at most twice per instance (first COMMON_AFTER, then RARE_UP_TO). SQLite and 3+
+        characters only."""
         if self.nothing:
             return false()
-        if not self._asked:
-            self._asked = True
-            if self.sqlite and len(self.term) >= 3:
-                # The ids as one JSON text, handed back as one parameter: a row (or a bound parameter) per id
-                # costs more in Python than the index lookup itself.
-                first = _fts_match(self.term).limit(RARE_UP_TO + 1).subquery()
-                self._rare = self.s.execute(select(func.json_group_array(first.c.rowid))).scalar() or "[]"
-                self._found = len(json.loads(self._rare))
-        if self._rare is None or self._found > min(RARE_UP_TO, RARE_UP_TO if up_to is None else up_to):
+        if not self.sqlite or len(self.term) < 3:
+            return None
+        up_to = min(RARE_UP_TO, RARE_UP_TO if up_to is None else up_to)
+        if self._read_up_to is None or (self._found > self._read_up_to and up_to > self._read_up_to):
+            self._read(COMMON_AFTER if self._read_up_to is None and up_to <= COMMON_AFTER else up_to)
+        if self._found > min(up_to, self._read_up_to or 0):
             return None
         return Job.id.in_(select(literal_column("value")).select_from(func.json_each(self._rare)))
 
@@ -130,14 +135,17 @@ class NewestFirst:
         if need <= 0 or self.nothing:
             return Newest(0)
         short = len(self.term) < 3
-        if not short and (rare := self.rare()) is not None and self._ids_first(need):
-            if self._found == 0 and not self.nothing:
-                return Newest(0)
-            return self._take(self._newest(select(Job.id).where(*where, rare), need), count)
+        walk = SHORT_WALK if short else WALK
+        if not short and self.sqlite and (few := self.rare(COMMON_AFTER)) is not None:  # a look-up for each
+            return Newest(0) if self._found == 0 else self._take(self._newest(select(Job.id).where(*where, few),
+                                                                               need), count)
+        if not short and self.sqlite and self._ids_first(need):
+            # Sparse among the newest jobs: a short walk (the slice may hold many, e.g. one owner's own name),
+            # then the older ones by their ids.
+            walk = min(WALK, 4 * need)
         if (not short and not self.sqlite) or (short and not bounded):
             # PostgreSQL's planner picks the trigram index or the walk itself; an unbounded short term is a scan.
             return self._take(self._newest(select(Job.id).where(*where, self._like()), need), count)
-        walk = SHORT_WALK if short else WALK
         recent = select(Job.id, Job.search_text).where(*where).order_by(Job.id.desc()).limit(walk).subquery()
         # No ORDER BY outside: both databases stream the inner walk in its order, so LIMIT stops it early.
         found = self._take(select(recent.c.id).where(
@@ -163,12 +171,11 @@ class NewestFirst:
         return Newest(found.n + rest.n, found.ids + rest.ids)
 
     def _ids_first(self, need: int) -> bool:
-        """Whether looking up each of the term's jobs (at most RARE_UP_TO) is cheaper than walking rows: a walk
-        reads about need / share rows (at most WALK), each costing about ROW_COST look-ups."""
-        if self.nothing or self._found <= COMMON_AFTER:
-            return True
-        jobs = self.s.execute(select(func.max(Job.id))).scalar() or 1  # ids only grow: about the jobs there are
-        return self._found < ROW_COST * min(WALK, need * jobs / self._found)
+        """Whether the term is in at most RARE_UP_TO jobs and, by how far back its newest COMMON_AFTER + 1 matches
+        reach, a walk would read more than WALK rows to find `need` of them."""
+        newest = self.s.execute(select(func.max(Job.id))).scalar() or 0
+        share = (COMMON_AFTER + 1) / max(1, newest - self._oldest_read + 1)
+        return need / share > WALK and self.rare() is not None
 
     def _like(self) -> Any:
         return Job.search_text.like(like_pattern(self.term), escape="\\")
