@@ -1,0 +1,79 @@
+"""A torchrun job's ranks on the job page: its recorded log (tests/data/framework_logs/torchrun_2ranks.log) is what
+the job prints, the real sync loop stores its points, and the services and the Metrics tab show one line per rank."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import run_to_end
+
+APP = str(Path(__file__).resolve().parent.parent / "portal_app.py")
+LOG = Path(__file__).parent / "data" / "framework_logs" / "torchrun_2ranks.log"
+# Each rank's loss as the log prints it: "step 5/10 loss=…", "step 10/10 loss=…", then the epoch's "Epoch 1/3 loss=…"
+# (at the step the rank stands at), three epochs of ten steps.
+STEPS = [5, 10, 10, 15, 20, 20, 25, 30, 30]
+RANK0 = [1.5137, 0.9421, 3.6682, 0.7841, 0.9041, 0.8996, 0.3503, 0.7261, 0.5738]
+RANK1 = [16.3555, 5.3363, 17.4654, 6.1928, 1.4143, 4.0421, 2.0341, 2.4993, 2.3579]
+
+
+@pytest.fixture
+def torchrun_job(portal, user, workspace_script) -> int:
+    """A finished job whose output is the recorded torchrun log, read by the sync loop like any job's."""
+    script = workspace_script("torchrun_replay.py",
+                              f"import sys\nsys.stdout.buffer.write({LOG.read_bytes()!r})\nsys.stdout.flush()\n")
+    job_id = portal.jobs.submit(user, {"name": "ddp", "script": script, "epochs": 3})
+    run_to_end(portal, user, job_id)
+    portal.jobs.refresh_series(min_age_seconds=0, limit=100)
+    return job_id
+
+
+def test_both_ranks_epoch_losses_sit_at_their_own_steps(portal, torchrun_job):
+    assert portal.jobs.metric_ranks(torchrun_job) == [0, 1]
+    loss = portal.jobs.rank_series(torchrun_job, [0, 1])["loss"]
+    assert sorted(loss) == [0, 1]
+    for rank, expected in ((0, RANK0), (1, RANK1)):
+        assert loss[rank].axis == "step"
+        assert loss[rank].x.tolist() == STEPS, f"rank {rank} at its own steps"
+        assert loss[rank].y.tolist() == expected, f"rank {rank}'s own figures"
+    # The filter: one rank asked for, only that rank's line.
+    assert list(portal.jobs.rank_series(torchrun_job, [1])["loss"]) == [1]
+    assert portal.jobs.rank_series(torchrun_job, []) == {}
+
+
+def loss_traces(at: AppTest) -> list[dict]:
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    loss = [s for s in specs if s["layout"].get("title", {}).get("text") == "loss"]
+    assert len(loss) == 1, "one loss chart, whatever the number of ranks"
+    return loss[0]["data"]
+
+
+def ys(trace: dict) -> list[float]:
+    y = trace["y"]
+    if isinstance(y, dict):  # Plotly ships arrays as typed binary data
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+    return y
+
+
+def test_the_metrics_tab_draws_a_line_per_rank_and_the_filter_keeps_the_chosen_one(portal, torchrun_job):
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/job.py")
+    at.query_params.update({"id": str(torchrun_job), "tab": "Metrics"})
+    at.run()
+    assert not at.exception
+    traces = loss_traces(at)
+    assert [t["name"] for t in traces] == ["rank 0", "rank 1"]
+    assert [ys(t) for t in traces] == [RANK0, RANK1]
+    at.multiselect(key="chart_ranks").set_value([1]).run()
+    assert not at.exception
+    traces = loss_traces(at)
+    assert [t["name"] for t in traces] == ["rank 1"] and ys(traces[0]) == RANK1
+    at.multiselect(key="chart_ranks").set_value([]).run()
+    assert not at.get("plotly_chart") and any("Pick a rank" in i.value for i in at.info)
