@@ -4,24 +4,19 @@ something offers its results; files sort as a person counts; the workspace lists
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import create_token, run_to_end
-
-APP = str(Path(__file__).resolve().parent.parent / "portal_app.py")
-QUICK = {"epochs": 1, "extra_args": "--seconds-per-epoch 0"}
+from tests.test_pages import APP
 
 
 @pytest.fixture
-def app(portal):
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    assert not at.exception
-    return at
+def app(portal) -> AppTest:
+    return AppTest.from_file(APP, default_timeout=30).run()  # the entrypoint first, then switch_page
+
+QUICK = {"epochs": 1, "extra_args": "--seconds-per-epoch 0"}
 
 
 def job_page(at, job_id: int, tab: str | None = None):
