@@ -1,9 +1,13 @@
 """Issue 6 figure: a metric series of 1,000,000 points becomes a chart of at most 2,000 points (LTTB, peaks
 kept) with at most 150 ms of server time. Prints the page's cost (chart cache read), the one-off build the
-sync loop does in the background, and the naive way (every point into the figure)."""
+sync loop does in the background, and the naive way (every point into the figure).
+
+Issue 14 figure (`--ranks`): the Metrics tab of a torchrun job with 8 ranks x 200,000 points each, every rank a
+line of the chart (JobCharts.metric_ranks + rank_series, what the tab calls on each view)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -11,11 +15,68 @@ from _common import fresh_portal, summary, time_runs
 from sqlalchemy import insert
 
 N = 1_000_000
+RANKS, RANK_POINTS = 8, 200_000
+
+
+def insert_points(engine, job_id: int, name: str, steps: np.ndarray, values: np.ndarray, rank: int | None) -> None:
+    from services.store.orm import MetricPoint
+
+    with engine.begin() as conn:
+        for lo in range(0, len(steps), 100_000):
+            conn.execute(insert(MetricPoint), [
+                {"job_id": job_id, "name": name, "step": int(st), "epoch": None, "value": float(v), "ts": 0.0,
+                 "rank": rank} for st, v in zip(steps[lo:lo + 100_000], values[lo:lo + 100_000], strict=True)])
+
+
+def ranks_view() -> None:
+    """8 ranks x 200,000 points of one loss: the Metrics tab's service calls per view, as the sync loop leaves
+    the store (its refresh has run)."""
+    from sqlalchemy import text
+
+    from services.store.orm import JobLog, utcnow
+    from services.store.seed import seed_jobs
+
+    portal = fresh_portal()
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 1, owner="bench")
+    rng = np.random.default_rng(0)
+    steps = np.arange(RANK_POINTS)
+    t = time.perf_counter()
+    for rank in range(RANKS):
+        values = np.exp(-steps / 5e4) * (1 + 0.1 * rank) + rng.normal(0, 0.01, RANK_POINTS)
+        insert_points(engine, 1, "loss", steps, values, rank)
+    # What the sync loop leaves after reading such a log: the ranks in the extractor's state, the latest figure.
+    state = {"ranks": {str(r): {} for r in range(1, RANKS)}}
+    with portal.jobs.session() as s:
+        s.add(JobLog(job_id=1, path="", parser_state=state, updated_at=utcnow()))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET latest_metrics = '{\"loss\": 0.05}' WHERE id = 1"))
+    print(f"stored {RANKS} ranks x {RANK_POINTS:,} points in {time.perf_counter() - t:.1f} s")
+    jobs = portal.jobs
+    ranks = jobs.metric_ranks(1)
+    t = time.perf_counter()
+    first = jobs.rank_series(1, ranks)
+    print(f"first view, nothing cached yet (one-off):  {(time.perf_counter() - t) * 1000:7.1f} ms")
+    with engine.begin() as conn:  # new points arrived: the sync loop marks the series, then refreshes it
+        conn.execute(text("UPDATE series_cache SET dirty = 1, updated_at = 0 WHERE job_id = 1 AND name = 'loss'"))
+    t = time.perf_counter()
+    jobs.refresh_series(min_age_seconds=0)
+    print(f"sync loop's refresh, all ranks (background): {(time.perf_counter() - t) * 1000:7.1f} ms")
+    ms = time_runs(lambda: jobs.rank_series(1, jobs.metric_ranks(1)), 10)
+    print(f"Metrics tab, all {RANKS} ranks, per view:       {summary(ms)}   target <= 100 ms")
+    print(f"  one rank (the filter):                  {summary(time_runs(lambda: jobs.rank_series(1, [5]), 10))}")
+    lines = first["loss"]
+    print(f"shape: {len(lines)} lines of at most {max(len(ser.x) for ser in lines.values())} points, "
+          f"last steps {sorted({int(ser.x[-1]) for ser in lines.values()})}")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ranks", action="store_true", help="only the 8-rank Metrics tab")
+    if parser.parse_args().ranks:
+        ranks_view()
+        return
     from services.downsample import lttb
-    from services.store.orm import MetricPoint
     from services.store.seed import seed_jobs
 
     portal = fresh_portal()
@@ -26,11 +87,7 @@ def main() -> None:
     values = np.exp(-steps / 2e5) + 0.05 * np.sin(steps / 500) + rng.normal(0, 0.01, N)
     values[777_777] = 3.0  # a loss spike a researcher must see
     t = time.perf_counter()
-    with engine.begin() as conn:
-        for lo in range(0, N, 100_000):
-            conn.execute(insert(MetricPoint), [
-                {"job_id": 1, "name": "loss", "step": int(s), "epoch": None, "value": float(v), "ts": 0.0,
-                 "rank": None} for s, v in zip(steps[lo:lo + 100_000], values[lo:lo + 100_000], strict=True)])
+    insert_points(engine, 1, "loss", steps, values, None)
     with engine.begin() as conn:
         from sqlalchemy import text
 

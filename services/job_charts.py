@@ -28,11 +28,34 @@ SERIES_REFRESH_SECONDS = 10.0
 HIDDEN_SERIES = frozenset({"epoch", "step", "global_step"})
 
 
+# Between a series' name and a rank in the chart cache ("loss" + RANK_SEP + "3"): a metric name is printable text
+# (the extractor's rule), so it never holds this character, and the first rank's entry stays the plain name.
+RANK_SEP = "\x1f"
+
+
 @dataclass(frozen=True)
 class Series:
     x: np.ndarray
     y: np.ndarray
     axis: str  # what x is: "step" or "epoch"
+
+
+EMPTY_SERIES = Series(np.zeros(0), np.zeros(0), "step")
+
+
+def _cache_name(name: str, rank: int) -> str:
+    return f"{name}{RANK_SEP}{rank}"
+
+
+def _other_ranks(s: Session, job_id: int) -> list[int]:
+    """The ranks after the first that the job's log showed, from the extractor's state (no point is read)."""
+    state = s.scalar(select(JobLog.parser_state).where(JobLog.job_id == job_id)) or {}
+    return sorted(int(r) for r in (state.get("ranks") or {}) if str(r).isdigit())
+
+
+def _cached_series(c: SeriesCache) -> Series:
+    return Series(np.asarray(c.x, dtype=np.float64),
+                  np.asarray([np.nan if v is None else v for v in c.y], dtype=np.float64), c.axis)
 
 
 def step_or_epoch(steps: np.ndarray, epochs: np.ndarray) -> tuple[np.ndarray, str]:
@@ -67,7 +90,8 @@ class JobCharts:
             if job is None:
                 return {}
             names = (set(job.latest_metrics or {}) | set(job.final_metrics or {})) - HIDDEN_SERIES
-            cached = {c.name: c for c in s.scalars(select(SeriesCache).where(SeriesCache.job_id == job_id))}
+            cached = {c.name: c for c in s.scalars(select(SeriesCache).where(SeriesCache.job_id == job_id))
+                      if RANK_SEP not in c.name}
             out: dict[str, Series] = {}
             for name in sorted(names | set(cached)):
                 c = cached.get(name)
@@ -85,42 +109,54 @@ class JobCharts:
                             pass
                     out[name] = series
                 else:
-                    out[name] = Series(np.asarray(c.x, dtype=np.float64),
-                                       np.asarray([np.nan if v is None else v for v in c.y], dtype=np.float64),
-                                       c.axis)
+                    out[name] = _cached_series(c)
         return out
 
     def metric_ranks(self, job_id: int) -> list[int]:
         """The ranks whose lines the log showed (torchrun's prefixes), from the extractor's state: [] for one
         process, else [0, 1, ...]. Read without touching the points."""
         with self.session() as s:
-            state = s.scalar(select(JobLog.parser_state).where(JobLog.job_id == job_id)) or {}
-        others = sorted(int(r) for r in (state.get("ranks") or {}) if str(r).isdigit())
+            others = _other_ranks(s, job_id)
         return [0, *others] if others else []
 
     def rank_series(self, job_id: int, ranks: list[int],
                     max_points: int = MAX_CHART_POINTS) -> dict[str, dict[int, Series]]:
-        """Per metric, one series per rank asked for (a line each on one chart). The first rank's comes from the
-        chart cache like `metric_series`; the others' are read from their points on view (multi-process jobs)."""
+        """Per metric, one series per rank asked for (a line each on one chart). Every rank's comes from the chart
+        cache like `metric_series` (the first rank's is its very entry): a view never reads all ranks' points."""
         out: dict[str, dict[int, Series]] = {}
         if 0 in ranks:
             for name, series in self.metric_series(job_id, max_points).items():
                 out.setdefault(name, {})[0] = series
-        others = [r for r in ranks if r != 0]
+        others = sorted({r for r in ranks if r != 0})
         if not others:
             return out
+        now = time.time()
         with self.session() as s:
-            rows = s.execute(
-                select(MetricPoint.name, MetricPoint.rank, MetricPoint.step, MetricPoint.epoch, MetricPoint.value)
-                .where(MetricPoint.job_id == job_id, MetricPoint.rank.in_(others),
-                       MetricPoint.name.not_in(HIDDEN_SERIES))
-                .order_by(MetricPoint.name, MetricPoint.rank, MetricPoint.step, MetricPoint.id)
-            ).all()
-        for (name, rank), group in groupby(rows, key=itemgetter(0, 1)):
-            arr = np.asarray([r[2:] for r in group], dtype=np.float64)
-            x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
-            dx, dy = lttb(x, arr[:, 2], max_points)
-            out.setdefault(name, {})[rank] = Series(dx, dy, axis)
+            cached = {c.name: c for c in s.scalars(select(SeriesCache).where(SeriesCache.job_id == job_id))}
+            for name, base in sorted(cached.items()):
+                if RANK_SEP in name or name in HIDDEN_SERIES:
+                    continue
+                entries = {rank: cached.get(_cache_name(name, rank)) for rank in others}
+                # Read from the points: what is not cached yet (then kept), and small series that grew.
+                live = base.dirty and base.points <= LIVE_SERIES_POINTS
+                read = [r for r, c in entries.items() if c is None or max_points != MAX_CHART_POINTS
+                        or (live and c.points <= LIVE_SERIES_POINTS)]
+                built = self._rank_series_from_points(s, job_id, name, read, max_points) if read else {}
+                for rank, c in entries.items():
+                    if rank in read:
+                        series, count = built.get(rank, (EMPTY_SERIES, 0))
+                        if c is None and max_points == MAX_CHART_POINTS:
+                            try:  # kept even when empty: a rank without this metric is not read again
+                                with s.begin_nested():
+                                    self._store_series(s, job_id, _cache_name(name, rank), series, count, now, None)
+                            except IntegrityError:
+                                pass  # another viewer stored it first
+                    elif c is not None and c.points:
+                        series = _cached_series(c)
+                    else:
+                        continue
+                    if len(series.x):
+                        out.setdefault(name, {})[rank] = series
         return out
 
     def refresh_series(self, min_age_seconds: float = SERIES_REFRESH_SECONDS, limit: int = 4) -> int:
@@ -134,6 +170,21 @@ class JobCharts:
                 series, count = self._series_from_points(s, c.job_id, c.name, MAX_CHART_POINTS)
                 if series is not None:
                     self._store_series(s, c.job_id, c.name, series, count, now, c)
+                # The other ranks' entries of this series (the sync loop marks only the series' own entry), made
+                # here too, so that a page's first view finds them.
+                ranks = _other_ranks(s, c.job_id)
+                if ranks:
+                    entries = {int(e.name.rsplit(RANK_SEP, 1)[1]): e for e in s.scalars(
+                        select(SeriesCache).where(SeriesCache.job_id == c.job_id,
+                                                  SeriesCache.name.startswith(c.name + RANK_SEP, autoescape=True)))}
+                    built = self._rank_series_from_points(s, c.job_id, c.name, ranks, MAX_CHART_POINTS)
+                    for rank in ranks:
+                        try:  # a viewer may store a missing entry at the same time
+                            with s.begin_nested():
+                                self._store_series(s, c.job_id, _cache_name(c.name, rank),
+                                                   *built.get(rank, (EMPTY_SERIES, 0)), now, entries.get(rank))
+                        except IntegrityError:
+                            pass
         return len(stale)
 
     @staticmethod
@@ -153,6 +204,28 @@ class JobCharts:
         x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
         dx, dy = lttb(x, arr[:, 2], max_points)
         return Series(dx, dy, axis), len(rows)
+
+    @staticmethod
+    def _rank_series_from_points(s: Session, job_id: int, name: str, ranks: list[int],
+                                 max_points: int) -> dict[int, tuple[Series, int]]:
+        """Some ranks' points of one series, in one read along the (job, name, step) index; split by rank here."""
+        result = s.connection().execute(
+            select(MetricPoint.rank, MetricPoint.step, MetricPoint.epoch, MetricPoint.value)
+            .where(MetricPoint.job_id == job_id, MetricPoint.name == name, MetricPoint.rank.in_(ranks))
+            .order_by(MetricPoint.step, MetricPoint.id)
+        )
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+        result.close()
+        out: dict[int, tuple[Series, int]] = {}
+        if not rows:
+            return out
+        arr = np.array(rows, dtype=np.float64)
+        arr = arr[np.argsort(arr[:, 0], kind="stable")]  # by rank, each in step order
+        for part in np.split(arr, np.flatnonzero(np.diff(arr[:, 0])) + 1):
+            x, axis = step_or_epoch(part[:, 1], part[:, 2])
+            dx, dy = lttb(x, part[:, 3], max_points)
+            out[int(part[0, 0])] = (Series(dx, dy, axis), len(part))
+        return out
 
     @staticmethod
     def _store_series(s: Session, job_id: int, name: str, series: Series, count: int, now: float,

@@ -77,3 +77,39 @@ def test_the_metrics_tab_draws_a_line_per_rank_and_the_filter_keeps_the_chosen_o
     assert [t["name"] for t in traces] == ["rank 1"] and ys(traces[0]) == RANK1
     at.multiselect(key="chart_ranks").set_value([]).run()
     assert not at.get("plotly_chart") and any("Pick a rank" in i.value for i in at.info)
+
+
+def test_a_view_of_the_ranks_reads_the_chart_cache_not_their_points(portal, torchrun_job):
+    """At 8 ranks x 200,000 points a view that read the points took 8.6 s (bench/chart_downsampling.py --ranks)."""
+    from sqlalchemy import event
+
+    engine = portal.jobs.sessions.kw["bind"]
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        loss = portal.jobs.rank_series(torchrun_job, [0, 1])["loss"]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert loss[1].y.tolist() == RANK1
+    assert not [q for q in statements if "metric_points" in q], statements
+
+
+def test_new_points_of_a_rank_reach_its_line_after_the_sync_loops_refresh(portal, torchrun_job):
+    from sqlalchemy import insert, update
+
+    from services.store.orm import MetricPoint, SeriesCache
+
+    assert portal.jobs.rank_series(torchrun_job, [1])["loss"][1].y.tolist() == RANK1  # cached now
+    with portal.jobs.session() as s:  # what the sync loop writes when rank 1 logs another loss
+        s.execute(insert(MetricPoint), [{"job_id": torchrun_job, "name": "loss", "step": 35, "epoch": None,
+                                         "value": 1.25, "ts": 0.0, "rank": 1}])
+        s.execute(update(SeriesCache).where(SeriesCache.job_id == torchrun_job, SeriesCache.name == "loss")
+                  .values(dirty=True, updated_at=0.0))
+    portal.jobs.refresh_series(min_age_seconds=0)
+    loss = portal.jobs.rank_series(torchrun_job, [0, 1])["loss"]
+    assert loss[1].x.tolist() == [*STEPS, 35] and loss[1].y.tolist() == [*RANK1, 1.25]
+    assert loss[0].y.tolist() == RANK0, "the other rank's line is unchanged"
