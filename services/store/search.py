@@ -143,9 +143,12 @@ class NewestFirst:
             # Sparse among the newest jobs: a short walk (the slice may hold many, e.g. one owner's own name),
             # then the older ones by their ids.
             walk = min(WALK, 4 * need)
-        if (not short and not self.sqlite) or (short and not bounded):
-            # PostgreSQL's planner picks the trigram index or the walk itself; an unbounded short term is a scan.
+        if short and not bounded:  # no trigram to look up: a scan, as far as it must
             return self._take(self._newest(select(Job.id).where(*where, self._like()), need), count)
+        if not short and not self.sqlite:
+            # PostgreSQL: a short walk finds a common term (its planner's choice for the slice was not always the
+            # walk); the older matches are then left to the planner, which has the trigram index.
+            walk = min(WALK, 4 * need)
         recent = select(Job.id, Job.search_text).where(*where).order_by(Job.id.desc()).limit(walk).subquery()
         # No ORDER BY outside: both databases stream the inner walk in its order, so LIMIT stops it early.
         found = self._take(select(recent.c.id).where(
@@ -158,6 +161,10 @@ class NewestFirst:
             return found
         if short:
             return Newest(found.n, found.ids, complete=False)
+        if not self.sqlite:
+            older = self._take(self._newest(select(Job.id).where(*where, Job.id < oldest, self._like()),
+                                            need - found.n), count)
+            return Newest(found.n + older.n, found.ids + older.ids)
         if (rare := self.rare()) is not None:  # in a few percent of the jobs: the older ones among them
             older = self._take(self._newest(select(Job.id).where(*where, Job.id < oldest, rare), need - found.n),
                                count)
