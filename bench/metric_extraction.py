@@ -1,10 +1,21 @@
-"""Metric extraction throughput on one core: log lines per second, against a naive per-line parser."""
+"""Metric extraction throughput on one core: log lines per second, against a naive per-line parser.
+
+`--against REV` times the extractor of another git revision too, in this process on the same text, best of N
+CPU-time runs taken in turn (the machine is shared and noisy), e.g. `--against 45e5456^`: the extractor before
+issue 14 read real framework logs right."""
 
 from __future__ import annotations
 
+import argparse
+import io
 import random
 import re
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from types import ModuleType
 
 from _common import ROOT
 
@@ -69,7 +80,53 @@ def measure(label: str, text: str) -> None:
           f"(naive per-line regexes: {lines / naive_s:,.0f} lines/s; ratio {naive_s / best:.1f}x)")
 
 
+def metrics_at(rev: str) -> ModuleType:
+    """services.metrics as it was at `rev`, imported beside this tree's (its own copy of the package)."""
+    tree = subprocess.run(["git", "archive", rev, "services"], cwd=ROOT, capture_output=True, check=True).stdout
+    folder = tempfile.mkdtemp(prefix="metrics-at-")
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        archive.extractall(folder, filter="data")
+    ours = {k: v for k, v in sys.modules.items() if k == "services" or k.startswith("services.")}
+    for k in ours:
+        del sys.modules[k]
+    sys.path.insert(0, folder)
+    try:
+        import services.metrics as theirs
+    finally:
+        sys.path.remove(folder)
+        for k in [k for k in sys.modules if k == "services" or k.startswith("services.")]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+    return theirs
+
+
+def against(rev: str, runs: int) -> None:
+    import gc
+
+    import services.metrics as ours
+
+    theirs = metrics_at(rev)
+    for label, text in (("mixed", mixed_log(N)), ("real framework output", framework_log(N))):
+        data = text.encode()
+        best = {"this tree": float("inf"), rev: float("inf")}
+        for _ in range(runs):
+            for name, module in (("this tree", ours), (rev, theirs)):
+                gc.collect()
+                t = time.process_time()
+                module.MetricExtractor().feed(data, now=0.0)
+                best[name] = min(best[name], time.process_time() - t)
+        print(f"{label}: this tree {best['this tree'] * 1000:.0f} ms, {rev} {best[rev] * 1000:.0f} ms CPU "
+              f"(best of {runs}): {100 * (best['this tree'] / best[rev] - 1):+.1f} %")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--against", metavar="REV", help="also time the extractor of this git revision")
+    parser.add_argument("--runs", type=int, default=7, help="runs of each, for --against")
+    args = parser.parse_args()
+    if args.against:
+        against(args.against, args.runs)
+        return
     measure("real framework output", framework_log(N))
     text = mixed_log(N)
     best = float("inf")

@@ -76,7 +76,7 @@ class MetricExtractor:
         if isinstance(data, str):
             data = data.encode("utf-8", errors="replace")
         st = self.state
-        data, st.pending = _complete_lines(st.pending + data, final)
+        data, st.pending = _complete_lines(st.pending + data if st.pending else data, final)  # no copy of a big read
         points: list[Point] = []
         progress_before = st.progress()
         if data:
