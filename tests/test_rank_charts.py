@@ -20,15 +20,19 @@ RANK0 = [1.5137, 0.9421, 3.6682, 0.7841, 0.9041, 0.8996, 0.3503, 0.7261, 0.5738]
 RANK1 = [16.3555, 5.3363, 17.4654, 6.1928, 1.4143, 4.0421, 2.0341, 2.4993, 2.3579]
 
 
-@pytest.fixture
-def torchrun_job(portal, user, workspace_script) -> int:
+def run_recorded_log(portal, user) -> int:
     """A finished job whose output is the recorded torchrun log, read by the sync loop like any job's."""
-    script = workspace_script("torchrun_replay.py",
-                              f"import sys\nsys.stdout.buffer.write({LOG.read_bytes()!r})\nsys.stdout.flush()\n")
-    job_id = portal.jobs.submit(user, {"name": "ddp", "script": script, "epochs": 3})
+    (portal.settings.workspace_dir / "torchrun_replay.py").write_text(
+        f"import sys\nsys.stdout.buffer.write({LOG.read_bytes()!r})\nsys.stdout.flush()\n")
+    job_id = portal.jobs.submit(user, {"name": "ddp", "script": "torchrun_replay.py", "epochs": 3})
     run_to_end(portal, user, job_id)
     portal.jobs.refresh_series(min_age_seconds=0, limit=100)
     return job_id
+
+
+@pytest.fixture
+def torchrun_job(portal, user) -> int:
+    return run_recorded_log(portal, user)
 
 
 def test_both_ranks_epoch_losses_sit_at_their_own_steps(portal, torchrun_job):
@@ -113,3 +117,12 @@ def test_new_points_of_a_rank_reach_its_line_after_the_sync_loops_refresh(portal
     loss = portal.jobs.rank_series(torchrun_job, [0, 1])["loss"]
     assert loss[1].x.tolist() == [*STEPS, 35] and loss[1].y.tolist() == [*RANK1, 1.25]
     assert loss[0].y.tolist() == RANK0, "the other rank's line is unchanged"
+
+
+def test_rank_lines_come_from_the_chart_cache_on_sqlite_and_postgresql(any_portal):
+    from services.auth import local_user
+
+    job_id = run_recorded_log(any_portal, local_user(any_portal.settings))
+    loss = any_portal.jobs.rank_series(job_id, [0, 1])["loss"]
+    assert loss[0].y.tolist() == RANK0 and loss[1].y.tolist() == RANK1 and loss[1].x.tolist() == STEPS
+    assert set(any_portal.jobs.metric_series(job_id)) == {"loss"}, "a rank's cache entry is no series of its own"
