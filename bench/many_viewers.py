@@ -180,10 +180,10 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
                 timers[msg.auto_rerun.fragment_id] = asyncio.create_task(
                     every(msg.auto_rerun.interval, msg.auto_rerun.fragment_id))
             elif kind == "script_finished":
-                if s.first_render is None:
+                if s.first_render is None and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
                     s.first_render = now - t_open
                 # A run cut short because the next timer's request arrived still drew what it sent before.
-                elif running and drawn:
+                elif s.first_render is not None and running and drawn:
                     s.cut += msg.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN
                     s.answered += len(running)  # one run may answer several fragments' timers
                     for fid in running:  # how long the screen went without this part changing
