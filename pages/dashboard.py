@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, job_card, me, plain, portal, show_flash
@@ -13,8 +15,10 @@ SECTION_ICON = {StatusGroup.ACTIVE: "🟢", StatusGroup.SUCCEEDED: "✅", Status
                 StatusGroup.STOPPED: "⏹️"}
 FILTERS = ["All", *[g.value for g in StatusGroup]]
 RUNNING_REFRESH = "2s"
+RELATIVE_TIMES_REFRESH = 60  # seconds
 
 goto_pending_job()
+DRAWN_AT = time.monotonic()
 
 USER = me()
 head, new = st.columns([5, 1])
@@ -63,12 +67,14 @@ def section(group: StatusGroup) -> None:
 
 
 @st.fragment(run_every=RUNNING_REFRESH)
-def running_section() -> None:
-    """The running cards refresh by themselves; when a job leaves the section the whole page redraws."""
+def live(running_cards: bool) -> None:
+    """The page's one timer, whatever it shows: the running cards redraw; a job that starts, ends or appears (from a
+    notebook or another tab) redraws the whole page, and so does a minute gone by, so "Finished 3m ago" stays true."""
     fresh = P.jobs.counts(search=search, owner=owner)
-    if fresh != counts:
+    if fresh != counts or time.monotonic() - DRAWN_AT > RELATIVE_TIMES_REFRESH:
         st.rerun(scope="app")
-    section(StatusGroup.ACTIVE)
+    if running_cards:
+        section(StatusGroup.ACTIVE)
 
 
 if sum(counts.values()) == 0:
@@ -81,6 +87,8 @@ if sum(counts.values()) == 0:
 
 for g in groups:
     if g is StatusGroup.ACTIVE and counts[g] > 0:
-        running_section()
+        live(running_cards=True)
     else:
         section(g)
+if StatusGroup.ACTIVE not in groups or counts[StatusGroup.ACTIVE] == 0:
+    live(running_cards=False)  # draws nothing: it only watches for new jobs and ageing times
