@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import column, exists, false, func, literal_column, select, table
+from sqlalchemy import column, exists, false, func, literal_column, select, table, text
 from sqlalchemy.orm import Session
 
 from services.store.orm import Job
@@ -97,6 +97,12 @@ class NewestFirst:
         self._rare: str | None = None  # the newest matches' ids as one JSON text
         self._found = 0
         self._read_up_to: int | None = None  # how many ids were asked for (one more, to know if there are more)
+        if not self.sqlite and not self.nothing:
+            # psycopg prepares a statement run 5 times; PostgreSQL then plans it once for any pattern, and for a
+            # LIKE pattern it cannot see, that plan ANDs the trigram index with the slice's: for a term in every
+            # job, one owner's count read all 300,000 matches (55 ms a section instead of 7). Planned for each
+            # pattern instead (under 1 ms), for this search's transaction only.
+            session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
     def _read(self, up_to: int) -> None:
         # Newest first, as one JSON text handed back as one parameter: a row (or a bound parameter) per id costs
