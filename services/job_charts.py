@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.downsample import lttb
-from services.models import JobView, NotFound, User
+from services.models import ACTIVE_STATUSES, JobView, NotFound, User
 from services.store.orm import GpuSample, Job, JobLog, MetricPoint, SeriesCache
 
 MAX_CHART_POINTS = 2000
@@ -25,6 +25,9 @@ MAX_COMPARED = 10
 # SERIES_REFRESH_SECONDS.
 LIVE_SERIES_POINTS = 20_000
 SERIES_REFRESH_SECONDS = 10.0
+# The share of one core that rebuilding running jobs' big series may take (the portal serves every viewer from
+# the same process): with it a series of 8 ranks x 200,000 points (3.7 s a rebuild) is redrawn every ~75 s.
+REFRESH_SHARE = 0.05
 HIDDEN_SERIES = frozenset({"epoch", "step", "global_step"})
 
 
@@ -71,6 +74,8 @@ class JobCharts:
     # Provided by JobService.
     session: Callable[[], AbstractContextManager[Session]]
     get: Callable[[User, int], JobView]
+    # When the running jobs' share of rebuild time (refresh_series) allows the next rebuild (time.monotonic).
+    _refresh_free_at: float = 0.0
 
     def metric_names(self, job_id: int) -> list[str]:
         with self.session() as s:
@@ -159,33 +164,54 @@ class JobCharts:
                         out.setdefault(name, {})[rank] = series
         return out
 
-    def refresh_series(self, min_age_seconds: float = SERIES_REFRESH_SECONDS, limit: int = 4) -> int:
-        """Recompute the chart cache of series that got new points (called by the sync loop)."""
+    def refresh_series(self, min_age_seconds: float = SERIES_REFRESH_SECONDS, limit: int = 4,
+                       share: float = REFRESH_SHARE) -> int:
+        """Recompute the chart cache of series that got new points (called by the sync loop); how many were.
+
+        A rebuild reads all of a series' points (every rank's): seconds of the portal's one core (GIL) for a long
+        multi-node job. So the rebuilds for running jobs together get at most `share` of the time: after one that
+        took t, the next waits t * (1 / share - 1), oldest series first. A finished job's series are rebuilt at
+        once, in full, whatever the share: its final chart is the whole series'."""
         now = time.time()
+        finished = Job.status.not_in([st.value for st in ACTIVE_STATUSES])
+        done = 0
         with self.session() as s:
-            stale = list(s.scalars(select(SeriesCache).where(SeriesCache.dirty.is_(True),
-                                                             SeriesCache.updated_at < now - min_age_seconds)
-                                   .limit(limit)))
-            for c in stale:
-                series, count = self._series_from_points(s, c.job_id, c.name, MAX_CHART_POINTS)
-                if series is not None:
-                    self._store_series(s, c.job_id, c.name, series, count, now, c)
-                # The other ranks' entries of this series (the sync loop marks only the series' own entry), made
-                # here too, so that a page's first view finds them.
-                ranks = _other_ranks(s, c.job_id)
-                if ranks:
-                    entries = {int(e.name.rsplit(RANK_SEP, 1)[1]): e for e in s.scalars(
-                        select(SeriesCache).where(SeriesCache.job_id == c.job_id,
-                                                  SeriesCache.name.startswith(c.name + RANK_SEP, autoescape=True)))}
-                    built = self._rank_series_from_points(s, c.job_id, c.name, ranks, MAX_CHART_POINTS)
-                    for rank in ranks:
-                        try:  # a viewer may store a missing entry at the same time
-                            with s.begin_nested():
-                                self._store_series(s, c.job_id, _cache_name(c.name, rank),
-                                                   *built.get(rank, (EMPTY_SERIES, 0)), now, entries.get(rank))
-                        except IntegrityError:
-                            pass
-        return len(stale)
+            stale = s.execute(select(SeriesCache, finished).join(Job, Job.id == SeriesCache.job_id)
+                              .where(SeriesCache.dirty.is_(True),
+                                     (SeriesCache.updated_at < now - min_age_seconds) | finished)
+                              .order_by(finished.desc(), SeriesCache.updated_at).limit(limit)).all()
+            for c, ended in stale:
+                if not ended and time.monotonic() < self._refresh_free_at:
+                    continue  # the running jobs' share is spent: a later tick, this series first
+                began = time.perf_counter()
+                self._rebuild_series(s, c, now)
+                done += 1
+                if not ended:
+                    spent = time.perf_counter() - began
+                    self._refresh_free_at = time.monotonic() + spent * (1 / share - 1)
+        return done
+
+    def _rebuild_series(self, s: Session, c: SeriesCache, now: float) -> None:
+        """One series' entry and its other ranks' entries, from all their points."""
+        series, count = self._series_from_points(s, c.job_id, c.name, MAX_CHART_POINTS)
+        if series is not None:
+            self._store_series(s, c.job_id, c.name, series, count, now, c)
+        # The other ranks' entries of this series (the sync loop marks only the series' own entry), made here too,
+        # so that a page's first view finds them.
+        ranks = _other_ranks(s, c.job_id)
+        if not ranks:
+            return
+        entries = {int(e.name.rsplit(RANK_SEP, 1)[1]): e for e in s.scalars(
+            select(SeriesCache).where(SeriesCache.job_id == c.job_id,
+                                      SeriesCache.name.startswith(c.name + RANK_SEP, autoescape=True)))}
+        built = self._rank_series_from_points(s, c.job_id, c.name, ranks, MAX_CHART_POINTS)
+        for rank in ranks:
+            try:  # a viewer may store a missing entry at the same time
+                with s.begin_nested():
+                    self._store_series(s, c.job_id, _cache_name(c.name, rank),
+                                       *built.get(rank, (EMPTY_SERIES, 0)), now, entries.get(rank))
+            except IntegrityError:
+                pass
 
     @staticmethod
     def _series_from_points(s: Session, job_id: int, name: str, max_points: int) -> tuple[Series | None, int]:
