@@ -143,7 +143,7 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
         async def rerun(fragment_id: str = "") -> None:
             msg = BackMsg()
             msg.rerun_script.query_string = query
-            msg.rerun_script.page_name = page
+            msg.rerun_script.page_name = "" if page == "dashboard" else page  # the default page's URL is "/"
             msg.rerun_script.page_script_hash = page_hash
             if fragment_id:
                 msg.rerun_script.fragment_id = fragment_id

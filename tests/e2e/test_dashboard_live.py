@@ -20,7 +20,7 @@ def test_an_idle_dashboard_shows_a_job_submitted_from_a_notebook(browser, tmp_pa
     server = PortalServer(data).start()
     try:
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"{server.url}/dashboard")
+        page.goto(f"{server.url}/")
         wait_for_app(page)
         expect(page.get_by_text("No jobs yet")).to_be_visible(timeout=10_000)
 
