@@ -3,7 +3,9 @@ kept) with at most 150 ms of server time. Prints the page's cost (chart cache re
 sync loop does in the background, and the naive way (every point into the figure).
 
 Issue 14 figure (`--ranks`): the Metrics tab of a torchrun job with 8 ranks x 200,000 points each, every rank a
-line of the chart (JobCharts.metric_ranks + rank_series, what the tab calls on each view)."""
+line of the chart (JobCharts.metric_ranks + rank_series, what the tab calls on each view); then the background
+CPU of the sync loop's refresh while such a job keeps logging (every rank a loss per tick), per rebuild and per
+minute, before (every series rebuilt every SERIES_REFRESH_SECONDS) and after (REFRESH_SHARE of a core)."""
 
 from __future__ import annotations
 
@@ -28,17 +30,18 @@ def insert_points(engine, job_id: int, name: str, steps: np.ndarray, values: np.
                  "rank": rank} for st, v in zip(steps[lo:lo + 100_000], values[lo:lo + 100_000], strict=True)])
 
 
-def ranks_view() -> None:
+def ranks_view(window: float) -> None:
     """8 ranks x 200,000 points of one loss: the Metrics tab's service calls per view, as the sync loop leaves
     the store (its refresh has run)."""
     from sqlalchemy import text
 
+    from services.models import JobStatus
     from services.store.orm import JobLog, utcnow
     from services.store.seed import seed_jobs
 
     portal = fresh_portal()
     engine = portal.jobs.sessions.kw["bind"]
-    seed_jobs(engine, 1, owner="bench")
+    seed_jobs(engine, 1, owner="bench", status=JobStatus.RUNNING)  # still logging: its refreshes are throttled
     rng = np.random.default_rng(0)
     steps = np.arange(RANK_POINTS)
     t = time.perf_counter()
@@ -68,13 +71,50 @@ def ranks_view() -> None:
     lines = first["loss"]
     print(f"shape: {len(lines)} lines of at most {max(len(ser.x) for ser in lines.values())} points, "
           f"last steps {sorted({int(ser.x[-1]) for ser in lines.values()})}")
+    from services.job_charts import REFRESH_SHARE
+
+    step = RANK_POINTS
+    for label, share in (("before (every 10 s)", 1.0), (f"after ({REFRESH_SHARE:.0%} share)", REFRESH_SHARE)):
+        step = logging_job(jobs, engine, step, share, label, window)
+
+
+def logging_job(jobs, engine, step: int, share: float, label: str, window: float) -> int:
+    """The sync loop's ticks (every 0.5 s) over `window` s of a job whose 8 ranks log a loss each tick: the CPU
+    its refreshes take (this thread's), per rebuild and per minute."""
+    from sqlalchemy import text
+
+    from services.store.orm import MetricPoint
+
+    jobs._refresh_free_at = 0.0
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE series_cache SET updated_at = 0 WHERE job_id = 1"))
+    cpu: list[float] = []
+    began = time.perf_counter()
+    while time.perf_counter() - began < window:
+        with engine.begin() as conn:  # what ingest_logs writes for one tick's lines
+            conn.execute(insert(MetricPoint), [{"job_id": 1, "name": "loss", "step": step, "epoch": None,
+                                                "value": 0.05, "ts": 0.0, "rank": r} for r in range(RANKS)])
+            conn.execute(text("UPDATE series_cache SET dirty = 1 WHERE job_id = 1 AND name = 'loss'"))
+        step += 1
+        t = time.thread_time()
+        if jobs.refresh_series(share=share):
+            cpu.append(time.thread_time() - t)
+        time.sleep(0.5)
+    per_minute = sum(cpu) * 60 / (time.perf_counter() - began)
+    print(f"logging job, {label}: {len(cpu)} rebuilds in {window:.0f} s, "
+          f"{np.median(cpu) if cpu else 0:.2f} s CPU each, {per_minute:5.1f} s CPU per minute "
+          f"({per_minute / 60:.0%} of a core)")
+    return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ranks", action="store_true", help="only the 8-rank Metrics tab")
-    if parser.parse_args().ranks:
-        ranks_view()
+    parser.add_argument("--window", type=float, default=120.0,
+                        help="seconds the logging job is watched, before and after (--ranks)")
+    args = parser.parse_args()
+    if args.ranks:
+        ranks_view(args.window)
         return
     from services.downsample import lttb
     from services.store.seed import seed_jobs
