@@ -324,6 +324,8 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
                 st.button("Delete", key=f"{k}-delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
             st.checkbox("Compare", key=f"{k}-cmp", value=job.id in compare_selection(),
                         on_change=toggle_compare, args=(job.id,))
+            if compare_selection()[-1:] == [job.id]:  # where the user just ticked, not only at the top of the page
+                compare_link()
             results = None if job.is_active else download_url(job, "zip")
             if results and portal().jobs.has_output_files(job.id):  # a job that wrote nothing has no results
                 st.link_button("Download results", results, icon=":material/download:")
