@@ -69,6 +69,27 @@ def parse(chunks: list[bytes]) -> list[tuple[str, str, str | None]]:
     return out
 
 
+# What ml_job_portal.client exported before it was split into modules (commit 71c638a): its public classes and
+# constants. Old notebooks import them from there.
+OLD_CLIENT_NAMES = [
+    "API_PREFIX", "USER_AGENT", "FINISHED_STATUSES", "LIST_PAGE_SIZE", "STREAM_MAX_FAILURES", "STREAM_RETRY_SECONDS",
+    "STREAM_READ_TIMEOUT", "MUTATING", "PortalError", "AuthenticationError", "PermissionDenied", "NotFoundError",
+    "ConflictError", "ValidationError", "ServerError", "PortalConnectionError", "JobFailed", "JobClient", "Job",
+    "JobResults",
+]
+
+
+@pytest.mark.parametrize("first", ["ml_job_portal.client", "ml_job_portal.jobs", "ml_job_portal.errors"])
+def test_every_name_the_old_client_module_exported_still_imports_from_it(first: str):
+    # A fresh interpreter, entering the package by each module in turn: a circular import shows up only there.
+    code = (f"import {first}\nfrom ml_job_portal.client import {', '.join(OLD_CLIENT_NAMES)}\n"
+            "import ml_job_portal, ml_job_portal.client as c\n"
+            "assert c.NotFoundError is ml_job_portal.NotFoundError and c.JobResults is ml_job_portal.JobResults\n"
+            "assert set(ml_job_portal.__all__) - {'__version__'} <= set(c.__all__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_sse_lines_split_at_cr_lf_and_crlf_only_even_across_chunks():
     chunks = [b"\xef\xbb", b"\xbfa\r", b"\nb\rc\n", b"page\x0cbreak \xe2\x80\xa8 x\r", b"", b"\ntail-without-end"]
     assert list(_sse_lines(chunks)) == ["a", "b", "c", "page\x0cbreak \u2028 x"]

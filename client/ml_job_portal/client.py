@@ -22,11 +22,38 @@ from urllib.parse import quote
 import httpx
 
 from ml_job_portal._sse import _seen, _sse_lines, _SSEParser
-from ml_job_portal.errors import _ERROR_CLASSES, PortalConnectionError, PortalError, ServerError, ValidationError
+from ml_job_portal.errors import (
+    _ERROR_CLASSES,
+    AuthenticationError,
+    ConflictError,
+    JobFailed,
+    NotFoundError,
+    PermissionDenied,
+    PortalConnectionError,
+    PortalError,
+    ServerError,
+    ValidationError,
+)
 from ml_job_portal.history import HistoryMixin
-from ml_job_portal.jobs import Job
+from ml_job_portal.jobs import FINISHED_STATUSES, Job, JobResults
 
-__all__ = ["JobClient"]
+# Everything this module exported before it was split, so that `from ml_job_portal.client import NotFoundError`
+# in an old notebook keeps working.
+__all__ = [
+    "FINISHED_STATUSES",
+    "AuthenticationError",
+    "ConflictError",
+    "Job",
+    "JobClient",
+    "JobFailed",
+    "JobResults",
+    "NotFoundError",
+    "PermissionDenied",
+    "PortalConnectionError",
+    "PortalError",
+    "ServerError",
+    "ValidationError",
+]
 
 API_PREFIX = "/api/v1"
 USER_AGENT = "ml-job-portal-client/0.1.0"
