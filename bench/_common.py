@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +21,31 @@ def fresh_portal():
 
     reset_portal()
     return get_portal()
+
+
+def start_portal(data_dir: Path, port: int, *, head: list[str] | None = None,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """The portal as `streamlit run portal_app.py` starts it (`head` replaces `python -m streamlit`), on 127.0.0.1,
+    on a throwaway data folder with local jobs; returns once /healthz answers."""
+    import httpx
+
+    from tests.conftest import wait_until
+
+    env = dict(os.environ, PORTAL_DATA_DIR=str(data_dir), PORTAL_BACKEND="local")
+    proc = subprocess.Popen(
+        [*(head or [sys.executable, "-m", "streamlit"]), "run", "portal_app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        assert proc.poll() is None, "the portal did not start"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, timeout=90, interval=0.3)
+    return proc
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -13,7 +13,6 @@ target is a few milliseconds. ``--naive`` adds the same run on a portal started 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,8 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-from _common import ROOT, percentile, time_runs
+from _common import ROOT, percentile, start_portal, time_runs
 
 sys.path.insert(0, str(ROOT / "client"))
 
@@ -62,24 +60,7 @@ def seed(data_dir: Path) -> tuple[int, str]:
 
 
 def start_server(data_dir: Path, port: int, naive: bool) -> subprocess.Popen[bytes]:
-    from tests.conftest import wait_until
-
-    head = [sys.executable, "-c", NAIVE_LAUNCH] if naive else [sys.executable, "-m", "streamlit"]
-    env = dict(os.environ, PORTAL_DATA_DIR=str(data_dir), PORTAL_BACKEND="local")
-    proc = subprocess.Popen(
-        [*head, "run", "portal_app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        assert proc.poll() is None, "the portal did not start"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout=90, interval=0.3)
-    return proc
+    return start_portal(data_dir, port, head=[sys.executable, "-c", NAIVE_LAUNCH] if naive else None)
 
 
 def row(label: str, ms: list[float]) -> tuple[str, float, float]:

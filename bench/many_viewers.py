@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _common import ROOT, percentile
+from _common import percentile, start_portal
 
 from services.models import StatusGroup
 
@@ -88,25 +87,7 @@ def seed(data_dir: Path, history: int) -> str:
 
 
 def start_server(data_dir: Path, port: int, gc_after_runs: bool) -> subprocess.Popen[bytes]:
-    from tests.conftest import wait_until
-
-    env = dict(os.environ, PORTAL_DATA_DIR=str(data_dir), PORTAL_BACKEND="local")
-    args = [sys.executable, "-m", "streamlit", "run", "portal_app.py", "--server.headless", "true",
-            "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"]
-    if gc_after_runs:
-        args += ["--runner.postScriptGC", "true"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        assert proc.poll() is None, "the portal did not start"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout=90, interval=0.3)
-    return proc
+    return start_portal(data_dir, port, extra=("--runner.postScriptGC", "true") if gc_after_runs else ())
 
 
 def texts_of(delta) -> str:  # a protobuf Delta
