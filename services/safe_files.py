@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -129,22 +130,27 @@ def open_job_file(path: Path) -> int:
     return open_read(root, rel)
 
 
-def walk_files(root: Path, limit: int, max_entries: int = 20_000) -> Iterator[tuple[str, int, float]]:
-    """(relative path, size, mtime) of the plain single-link files under root, links not followed, sorted.
+def walk_files(root: Path, limit: int, max_entries: int = 20_000, key: Callable[[str], Any] | None = None,
+               skip_hidden: bool = False) -> Iterator[tuple[str, int, float]]:
+    """(relative path, size, mtime) of the plain single-link files under root, links not followed: the first
+    `limit` in `key`'s order (of the paths; bytes by default) of all that were walked, so that what is cut is the
+    end of that order, not whatever the walk met last. `skip_hidden` leaves out dot-names, and what is below them.
 
     One descriptor at a time (a folder is reopened from root when its turn comes, not kept open while waiting:
-    a job's 25,000 folders must not take the portal's descriptors), and at most `max_entries` names looked at."""
+    a job's 25,000 folders must not take the portal's descriptors), and at most `max_entries` names looked at,
+    each folder's in `key`'s order."""
     found: list[tuple[str, int, float]] = []
     pending = [""]
     seen = 0
-    while pending and len(found) < limit and seen < max_entries:
+    while pending and seen < max_entries:
         rel = pending.pop()
         try:
             fd = open_dir(root, rel)
         except OSError:  # gone, swapped for a link, or not readable: nothing to list there
             continue
         try:
-            names = sorted(os.listdir(fd))[: max_entries - seen]
+            names = [n for n in os.listdir(fd) if not (skip_hidden and n.startswith("."))]
+            names = sorted(names, key=key)[: max_entries - seen]
             seen += len(names)
             for name in names:
                 try:
@@ -160,5 +166,37 @@ def walk_files(root: Path, limit: int, max_entries: int = 20_000) -> Iterator[tu
             pass
         finally:
             os.close(fd)
-    found.sort()
+    found.sort(key=None if key is None else lambda f: key(f[0]))
     yield from found[:limit]
+
+
+def has_file(root: Path, max_entries: int = 20_000) -> bool:
+    """Whether root holds a file `walk_files` would list, looking no further than the first one: a folder's
+    names are read (unsorted) only until it, and only a name that is a regular file by its directory entry is
+    stat-ed for its link count. Links are not followed; at most `max_entries` names are looked at."""
+    pending = [""]
+    seen = 0
+    while pending and seen < max_entries:
+        rel = pending.pop()
+        try:
+            fd = open_dir(root, rel)
+        except OSError:
+            continue
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > max_entries:
+                        break
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(f"{rel}/{entry.name}" if rel else entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            st = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+                            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                                return True
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return False

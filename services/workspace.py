@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.config import Settings
 from services.models import User, ValidationProblem
-from services.safe_files import read_bytes, split, walk_files
+from services.safe_files import has_file, read_bytes, split, walk_files
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -126,20 +126,17 @@ def natural_key(path: str) -> list[str | int]:
     return [int(part) if i % 2 else part.casefold() for i, part in enumerate(_DIGITS.split(path))]
 
 
-def list_files(root: Path) -> list[OutputFile]:
-    """The plain files under root, links not followed (a job's folder is the job's to fill), in natural order."""
-    files = [OutputFile(rel, size, mtime) for rel, size, mtime in walk_files(root, MAX_LISTED_FILES)]
-    return sorted(files, key=lambda f: natural_key(f.path))
+def list_files(root: Path, hidden: bool = True) -> list[OutputFile]:
+    """The plain files under root, links not followed (a job's folder is the job's to fill): the first
+    MAX_LISTED_FILES in natural order (epoch5 is listed before epoch10000 is, whatever the walk met first).
+    `hidden=False` leaves out dot-files and dot-folders before the cut (a .git folder takes no place)."""
+    walked = walk_files(root, MAX_LISTED_FILES, key=natural_key, skip_hidden=not hidden)
+    return [OutputFile(rel, size, mtime) for rel, size, mtime in walked]
 
 
 def has_files(root: Path) -> bool:
-    """Whether root holds at least one file `list_files` would list (stops at the first)."""
-    return next(iter(walk_files(root, 1)), None) is not None
-
-
-def _hidden(path: str) -> bool:
-    # The portal's own markers (.seeded) and dot-files: not scripts, as list_scripts already says.
-    return any(part.startswith(".") for part in path.split("/"))
+    """Whether root holds at least one file `list_files` would list (stops at the first it meets)."""
+    return has_file(root)
 
 
 def _user_key(name: str) -> str:
@@ -209,7 +206,7 @@ class Workspace:
         raise FileNotFoundError(relative)
 
     def files(self, user: User) -> list[OutputFile]:
-        own = [f for f in list_files(self.own_dir(user)) if not _hidden(f.path)]
+        own = list_files(self.own_dir(user), hidden=False)  # the portal's markers (.seeded), .git: not yours
         if not self.multi_user:
             return own
         names = {f.path for f in own}
@@ -222,12 +219,13 @@ class Workspace:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                out += [OutputFile(f"{entry.name}/{f.path}", f.size, f.modified) for f in list_files(entry)
-                        if not _hidden(f.path)]
+                out += [OutputFile(f"{entry.name}/{f.path}", f.size, f.modified)
+                        for f in list_files(entry, hidden=False)]
             elif entry.is_file():
                 st = entry.stat()
                 out.append(OutputFile(entry.name, st.st_size, st.st_mtime))
-        return out[:MAX_LISTED_FILES]
+        # Each folder's listing is its first files in natural order; so is the cut of them all together.
+        return sorted(out, key=lambda f: natural_key(f.path))[:MAX_LISTED_FILES]
 
     @property
     def upload_widget_mb(self) -> int:

@@ -64,3 +64,63 @@ def test_an_upload_python_cannot_parse_is_refused_with_a_sentence(tmp_path, sour
     # The parser gives up on these with MemoryError / RecursionError, not SyntaxError: still the uploader's file.
     with pytest.raises(ValidationProblem, match="not valid Python"):
         save_upload(tmp_path / "ws", "deep.py", source, 10_000_000)
+
+
+def test_a_long_listing_is_the_first_thousand_files_in_natural_order(tmp_path):
+    from services.workspace import MAX_LISTED_FILES, list_files
+
+    for n in range(2000):  # in byte order epoch5.pt comes after epoch1999.pt: a cut in that order lost it
+        (tmp_path / f"epoch{n}.pt").write_bytes(b"w")
+    listed = [f.path for f in list_files(tmp_path)]
+    assert listed == [f"epoch{n}.pt" for n in range(MAX_LISTED_FILES)]
+
+
+def test_a_git_folder_in_the_workspace_does_not_push_your_scripts_out_of_the_listing(portal, user):
+    ws = portal.jobs.workspace
+    own = ws.own_dir(user)
+    (own / ".git" / "objects").mkdir(parents=True)
+    for n in range(1100):
+        (own / ".git" / "objects" / f"{n:04x}").write_bytes(b"o")
+    (own / "train_v2.py").write_text("print(1)\n")
+    paths = [f.path for f in ws.files(user)]
+    assert "train_v2.py" in paths and not [p for p in paths if p.startswith(".")]
+
+
+def test_has_files_is_right_for_empty_nested_and_linked_output(tmp_path):
+    from services.workspace import has_files
+
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / "empty-folder").mkdir()
+    assert not has_files(out)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("s")
+    (out / "link.txt").symlink_to(outside)  # a link the job made is not a file it wrote
+    (out / "linked-folder").symlink_to(tmp_path)
+    os.link(outside, out / "hard.txt")  # nor is a hard link to someone else's file
+    assert not has_files(out)
+    (out / "empty-folder" / "deep").mkdir()
+    (out / "empty-folder" / "deep" / "model.bin").write_bytes(b"w")
+    assert has_files(out)
+    assert not has_files(tmp_path / "missing")
+
+
+def test_has_files_stops_at_the_first_file(tmp_path, monkeypatch):
+    from services import safe_files
+    from services.workspace import has_files
+
+    out = tmp_path / "output"
+    (out / "checkpoints").mkdir(parents=True)
+    for n in range(5000):
+        (out / "checkpoints" / f"step{n}.pt").write_bytes(b"w")
+    calls = []
+    real_stat = os.stat
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(safe_files.os, "stat", counted)
+    assert has_files(out)
+    monkeypatch.undo()
+    assert len(calls) <= 2, f"{len(calls)} names stat-ed for one card"  # was every one of the 5,000
