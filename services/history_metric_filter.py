@@ -1,7 +1,9 @@
 """Filters on final metric values, as a data lead writes them: `accuracy > 0.9 and eval_loss < 0.3`.
 
 A condition is `<metric> <operator> <number>`, with the operators >, >=, <, <=, = (or ==) and !=; conditions are
-combined with `and` (or a comma). A name may carry MLflow's `metrics.` prefix or the page's `final ` one, and
+combined with `and` (or a comma). A name may carry MLflow's `metric.`/`metrics.` prefix or the page's `final ` one;
+MLflow's prefixes for what is not a metric (`params.`, `tags.`, `attributes.`) get a sentence naming the search box
+or the filter that finds it (read as a metric's name, they would match no job and say nothing). A name
 may be quoted with backticks or double quotes when it holds spaces or operator characters (`eval/loss` needs
 none). A condition holds for a job that reported the metric with a final value that passes it: a job without
 that metric never matches, `!=` included (as in MLflow).
@@ -35,7 +37,7 @@ OPERATOR_LIST = ">, >=, <, <=, =, !="
 _PARTS = re.compile(r"`[^`]*`|\"[^\"]*\"|((?:^|\s+)and(?:\s+|$)|\s*(?:,|&&|;)\s*)", re.IGNORECASE)
 _OR = re.compile(r"`[^`]*`|\"[^\"]*\"|((?:^|\s+)or(?:\s+|$)|\|\|)", re.IGNORECASE)
 _CONDITION = re.compile(
-    r"^(?:final\s+|metrics\.)?(?:`(?P<bq>[^`]*)`|\"(?P<dq>[^\"]*)\"|(?P<name>[^\s<>=!~`\"]+))"
+    r"^(?:final\s+|metrics?\.)?(?:`(?P<bq>[^`]*)`|\"(?P<dq>[^\"]*)\"|(?P<name>[^\s<>=!~`\"]+))"
     r"\s*(?P<op>[<>=!~^]*)\s*(?P<value>.*)$", re.IGNORECASE)
 
 
@@ -53,6 +55,29 @@ class MetricCondition:
         """This condition on a value column."""
         return {">": column > self.value, ">=": column >= self.value, "<": column < self.value,
                 "<=": column <= self.value, "=": column == self.value, "!=": column != self.value}[self.op]
+
+
+# MLflow's other identifier types, and where the portal finds what they name: a sentence, not a silent "no jobs".
+_NOT_METRIC = re.compile(r"^(?P<kind>params?|parameters?|tags?|attributes?|attr|datasets?)\.(?P<key>[^\s<>=!]*)"
+                         r"\s*(?P<op>[<>=!~]*)\s*(?P<value>.*)$", re.IGNORECASE)
+
+
+def _not_a_metric(part: str) -> str | None:
+    found = _NOT_METRIC.match(part)
+    if found is None:
+        return None
+    kind = found.group("kind").lower()
+    key, value = found.group("key").strip("`\""), found.group("value").strip().strip("'\"")
+    if kind.startswith("param"):
+        example = f"{key}={value}" if key and value and found.group("op") in ("=", "==") else "learning_rate=0.003"
+        return (f"\"{part}\" is about a parameter, and the metric filter compares final metrics only: find jobs by a "
+                f"parameter with the search box (search=), written key=value as submitted, e.g. {example} "
+                "(it matches that text; there is no < or > for parameters)")
+    if kind.startswith("tag"):
+        return (f"\"{part}\" is about a tag, and the metric filter compares final metrics only: use the Tag filter "
+                "(tag=) or the search box")
+    return (f"\"{part}\" is about a job's attributes, and the metric filter compares final metrics only: use the "
+            "filters beside it (status, owner, tag, template, dates, GPUs) or the search box (name, owner, script)")
 
 
 def _split(text: str, pattern: re.Pattern[str]) -> list[str]:
@@ -81,6 +106,8 @@ def _condition(part: str) -> MetricCondition:
     example = "write it as a metric, an operator and a number, e.g. accuracy > 0.9"
     if not part:
         raise ValueError(f"a condition is missing around 'and' or ','; {example}")
+    if (other := _not_a_metric(part)) is not None:
+        raise ValueError(other)
     found = _CONDITION.match(part)
     if found is None:
         raise ValueError(f"'{part}' is not a condition: {example}")

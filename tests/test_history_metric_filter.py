@@ -121,6 +121,11 @@ def test_a_common_condition_walks_the_sort_and_a_rare_one_reads_its_range(any_po
     ("accuracy > 0.9 and", "a condition is missing"),
     ("accuracy > nan", "finite numbers"),
     ("> 0.9", "is not a condition"),
+    ("params.lr = '0.01'", "find jobs by a parameter with the search box (search=), written key=value as submitted, "
+                           "e.g. lr=0.01"),
+    ("accuracy > 0.9 and param.batch_size > 32", "e.g. learning_rate=0.003"),
+    ("tags.team = 'nlp'", "use the Tag filter (tag=)"),
+    ("attributes.user_id = 'vera'", "use the filters beside it (status, owner"),
 ])
 def test_a_bad_metric_filter_gets_a_sentence(text, sentence):
     from pydantic import ValidationError
@@ -133,13 +138,15 @@ def test_a_bad_metric_filter_gets_a_sentence(text, sentence):
 def test_metric_filters_a_data_lead_writes_are_read():
     read = {t: [str(c) for c in parse_metric_filter(t)] for t in [
         "accuracy>0.9", "final eval_loss<0.3", "metrics.accuracy >= 0.9 AND metrics.`eval/loss` < 3e-1",
-        "accuracy == 1, loss != 2; top5 <= 0.5 && f1 > -1", '"my metric" > 1'
+        "accuracy == 1, loss != 2; top5 <= 0.5 && f1 > -1", '"my metric" > 1',
+        "metric.accuracy > 0.9 and metric.`eval/loss` < 0.3",  # MLflow's canonical, singular prefix
     ]}
     assert read == {
         "accuracy>0.9": ["accuracy > 0.9"], "final eval_loss<0.3": ["eval_loss < 0.3"],
         "metrics.accuracy >= 0.9 AND metrics.`eval/loss` < 3e-1": ["accuracy >= 0.9", "eval/loss < 0.3"],
         "accuracy == 1, loss != 2; top5 <= 0.5 && f1 > -1": ["accuracy = 1", "loss != 2", "top5 <= 0.5", "f1 > -1"],
-        '"my metric" > 1': ["`my metric` > 1"]}
+        '"my metric" > 1': ["`my metric` > 1"],
+        "metric.accuracy > 0.9 and metric.`eval/loss` < 0.3": ["accuracy > 0.9", "eval/loss < 0.3"]}
 
 
 def test_the_metric_filter_through_the_api_and_the_client(server, tmp_path):
@@ -170,6 +177,10 @@ def test_the_metric_filter_through_the_api_and_the_client(server, tmp_path):
     bad = httpx.get(url, headers=headers, params={"metric_filter": "accuracy => 0.8"}, timeout=30)
     assert bad.status_code == 400 and set(bad.json()["problems"]) == {"metric_filter"}
     assert bad.json()["error"].startswith("'metric_filter': unknown operator '=>'")
+    singular = httpx.get(url, headers=headers, params={**params, "metric_filter": "metric.accuracy > 0.8"}, timeout=30)
+    assert singular.status_code == 200 and singular.json()["jobs"] == jobs  # MLflow's `metric.`, as `metrics.`
+    param = httpx.get(url, headers=headers, params={"metric_filter": "params.lr = '0.01'"}, timeout=30)
+    assert param.status_code == 400 and "search box" in param.json()["problems"]["metric_filter"]
 
     with JobClient(server.url, token) as client:
         got = client.history(metric_filter="accuracy > 0.8 and eval_loss < 1.5", sort="final_metric",
