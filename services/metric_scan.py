@@ -161,6 +161,16 @@ def specials(data: bytes, breaks: np.ndarray, json_lines: list[tuple[int, int, b
     return found
 
 
+def _moves_progress(data: bytes, start: int, end: int) -> bool:
+    """Whether the text may move a track: a dict or protocol line holds a "{", every progress key and fraction
+    word "poch" or "te" (epoch, step, iter, iteration), a Rich bar a box-drawing character ("\xe2").
+    (memchr and `in` on a slice: several times faster here than one regex.)"""
+    if data.find(b"{", start, end) >= 0:
+        return True
+    text = data[start:end].lower()
+    return b"poch" in text or b"te" in text or b"\xe2" in text
+
+
 def _bars(data: bytes, breaks: np.ndarray, bar_lines: list[int]) -> list[tuple[str, int, int, Any]]:
     """tqdm bars as ("bar", line start, line number, (epoch label or None, label's total or None, done, total))."""
     head = _BAR_HEAD.fullmatch
@@ -176,17 +186,18 @@ def _bars(data: bytes, breaks: np.ndarray, bar_lines: list[int]) -> list[tuple[s
     starts, lines = start.tolist(), line.tolist()
     found: list[tuple[str, int, int, Any]] = []
     append = found.append
-    find = data.find
     previous, previous_end, value = b"", 0, None
     for i in near.tolist():
         at, end, done, total = bars[i]
         begin = starts[i]
-        # A redraw that shows the same bar state as the one before changes nothing (applying it again would not
-        # either: skipping it only saves time), unless a Trainer dict came in between: it takes the redraw's step.
-        # Then the state is the one read last time (a mixed log redraws a bar after every dict: no re-reading).
+        # A redraw that shows the same bar state as the one before changes nothing (skipping it only saves time),
+        # unless something in between moved the state: a Trainer dict (it takes the redraw's step), a "step=",
+        # "epoch=", "Epoch n/m" or Rich bar (the redraw sets the step back, as it would after a cut read there).
+        # Then the bar's state is the one read last time (a mixed log redraws it after every dict: no re-reading).
         shown = data[begin:end]
         if shown == previous:
-            if value is not None and find(b"{", previous_end, begin) >= 0:
+            # ("Epoch n/m:" on the bar itself is a fraction too, read again just before it: never skipped)
+            if value is not None and (value[1] is not None or _moves_progress(data, previous_end, begin)):
                 append(("bar", begin, lines[i], value))
             previous_end = end
             continue
@@ -305,8 +316,9 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     unit_at = _UNIT.match
     for i in np.flatnonzero(unit_next & ~dropped).tolist():
         u = unit_at(data, ve_l[i])
-        if u is not None:
-            keys[i] = f"{keys[i]} ({(u.group(1) or u.group(2)).decode()})"
+        if u is not None:  # the name with its unit must still fit the store's name column (MAX_KEY_LEN)
+            unit = f" ({(u.group(1) or u.group(2)).decode()})"
+            keys[i] = keys[i][: MAX_KEY_LEN - len(unit)] + unit
     # "1.670" and "1.67" are one figure (Lightning pads some, not others). Only redraws read and write `seen`,
     # so they are walked on their own, in text order.
     for i in np.flatnonzero((kinds[lines] == REDRAW) & ~dropped).tolist():

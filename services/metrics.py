@@ -81,6 +81,10 @@ class MetricExtractor:
         progress_before = st.progress()
         if data:
             self._scan(data, points)
+        if final and st.deferred:  # no redraw will come: the Trainer dicts still held sit at the bar's last count
+            step = st.step or 0
+            points += [(key, step, epoch, v, None) for key, v, epoch in st.deferred]
+            st.deferred = []
         progress_after = st.progress()
         if progress_after is not None and progress_after != progress_before:
             st.marks.append([now, progress_after])
@@ -112,9 +116,19 @@ class MetricExtractor:
         cut = np.flatnonzero((lines[1:] != lines[:-1]) | (before[1:] != before[:-1])) + 1
         firsts = np.concatenate(([0], cut)).astype(np.int64) if len(lines) else cut
         ends = np.append(cut, len(lines)).tolist() if len(lines) else []
-        # Whether a run holds an 'epoch' or step key (most do not: their pairs are all points).
-        run_progress = np.logical_or.reduceat(progress, firsts).tolist() if len(firsts) else []
         run_lines = lines[firsts]
+        # Whether a run holds an 'epoch' or step key (most do not: their pairs are all points), and 2 where its line
+        # is a Hugging Face Trainer dict ("{'loss': …"), the one kind whose step is the bar's next redraw.
+        if len(firsts):
+            starts = np.where(run_lines > 0, breaks[np.maximum(run_lines - 1, 0)] + 1, 0) if len(breaks) else 0
+            if ranks:  # after a rank prefix ("[default0]:{'loss': …")
+                starts = starts + np.asarray([data.find(b"]:", at) + 2 - at if line in ranks else 0
+                                              for at, line in zip(np.broadcast_to(starts, run_lines.shape).tolist(),
+                                                                  run_lines.tolist(), strict=True)], dtype=np.int64)
+            trainer_dict = a[np.minimum(starts, len(a) - 1)] == 123
+            run_progress = (np.logical_or.reduceat(progress, firsts) * (1 + trainer_dict)).tolist()
+        else:
+            run_progress = []
         run_redraw = redraws[run_lines].tolist()
         # (without ranks an endless None, hence strict=False below)
         run_rank = [ranks.get(line) for line in run_lines.tolist()] if ranks else repeat(None)
@@ -178,9 +192,9 @@ class MetricExtractor:
         self._emit(kv, points, rank if valid_rank else None)
 
     def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None, redraw: bool = False,
-              progress: bool = True) -> None:
-        """One line's pairs: its 'epoch' and step keys move the rank's track (`progress`: there may be some), the
-        other keys are points."""
+              progress: int = 1) -> None:
+        """One line's pairs: its 'epoch' and step keys move the rank's track (`progress`: there may be some; 2: the
+        line is a Trainer dict), the other keys are points."""
         st = self.state
         track = st.track(rank) if rank else st
         has_step = has_epoch = False
@@ -221,7 +235,8 @@ class MetricExtractor:
                     points.append((key, step, epoch, value, rank))
             return
         # A Trainer dict ('epoch' in it, its bar on screen): its step is the count of the bar's next redraw.
-        defer = has_epoch and track.bar_steps and not has_step
+        # Only a dict: an "Epoch: 3, Loss: 0.4" summary after a bar without a label is at the step it was printed.
+        defer = has_epoch and progress == 2 and track.bar_steps and not has_step
         latest = st.latest
         for key, value in kv:
             if redraw and latest.get(key) == value:

@@ -228,3 +228,94 @@ def test_reading_a_recorded_log_byte_by_byte_near_its_breaks_reads_like_the_whol
     data = (LOGS / name).read_bytes()
     cuts = [i + d for i in range(len(data)) if data[i] in (10, 13) for d in (0, 1)][:400]
     assert read_in(data, cuts) == WHOLE[name]
+
+
+def untitled_bar_epochs(epochs: int, summary: str) -> str:
+    """A tqdm loop per epoch without an "Epoch N:" label, its bar redrawn with "\\r", then the epoch's summary."""
+    text = ""
+    for e in range(1, epochs + 1):
+        text += "".join(f"\r{i * 5:3d}%|{'#' * (i // 2):10s}| {i}/20 [00:0{i % 10}<00:01, 9.1it/s]" for i in range(21))
+        text += "\n" + summary.format(e=e, loss=1 / e, acc=0.5 + e / 10) + "\n"
+    return text
+
+
+@pytest.mark.parametrize("summary", ["Epoch: {e}, Loss: {loss:.4f}, Accuracy: {acc:.2f}",
+                                     "epoch={e} loss={loss:.4f} acc={acc:.2f}"])
+def test_epoch_summaries_after_a_bar_without_an_epoch_label_chart_every_epoch(summary):
+    """A bar without a label is no Hugging Face Trainer bar for the summary line after it: each epoch's point is
+    charted when printed, the last one too, and a one-epoch run has its loss."""
+    points = MetricExtractor().feed(untitled_bar_epochs(3, summary), 0.0, final=True)
+    loss = [(ep, v) for n, _x, ep, v, _r in points if n == "loss"]
+    assert loss == [(1, 1.0), (2, 0.5), (3, 0.3333)]
+    assert [ep for n, _x, ep, _v, _r in points if n in ("accuracy", "acc")] == [1, 2, 3]
+    one = MetricExtractor().feed(untitled_bar_epochs(1, summary), 0.0, final=True)
+    assert [(n, v) for n, _x, _ep, v, _r in one if n == "loss"] == [("loss", 1.0)]
+
+
+def test_a_trainer_dict_with_no_redraw_after_it_is_charted_at_the_end_of_the_log():
+    data = (LOGS / "hf_trainer_steps.log").read_bytes()
+    last_dict = data.rindex(b"{'loss'")
+    cut = data.index(b"\n", last_dict) + 1  # the log as it ends right after the Trainer wrote its last loss dict
+    points = MetricExtractor().feed(data[:cut], 0.0, final=True)
+    loss = [(x, v) for n, x, _ep, v, _r in points if n == "loss"]
+    assert loss[-1] == (60, 0.6793) and [x for x, _v in loss] == [10, 20, 30, 40, 50, 60]
+
+
+def test_a_long_key_with_a_unit_keeps_to_the_stores_name_length():
+    points = MetricExtractor().feed(b"%s=3.2GB %s=12 samples/s, loss=0.5\n" % (b"m" * 62, b"t" * 60), 0.0, final=True)
+    names = [n for n, *_rest in points]
+    assert names[-1] == "loss" and max(map(len, names)) == 64
+    assert names[0] == "m" * 59 + " (GB)" and names[1].endswith(" (samples/s)")
+
+
+def test_a_bar_redrawn_unchanged_around_tqdm_write_reads_the_same_however_the_log_is_cut():
+    """tqdm.write("epoch=… loss=…") clears the bar, prints, and draws the same bar again."""
+    text = ""
+    for i in range(1, 21):
+        bar = f"\r{i * 5:3d}%|{'#' * (i // 2):10s}| {i}/20 [00:01<00:00, 12.{i}it/s]"
+        text += bar
+        if i % 5 == 0:
+            text += "\r" + " " * 45 + f"\repoch={i / 20:.2f} loss={1 / i:.4f}\n" + bar
+        if i == 12:
+            text += "\rstep=3 loss=0.7\n" + bar
+    data = text.encode()
+    whole = read_in(data, [])
+    assert all(read_in(data, [cut]) == whole for cut in range(1, len(data))), "a cut read changes the series"
+
+
+def mixed_line(draw) -> str:
+    """One line (or bar drawing) of the kinds a real log mixes: Trainer dicts, tqdm and Rich bars, torchrun ranks,
+    step and epoch lines, the protocol, units, tqdm.write's clearing, banners."""
+    i, n = draw(hs.integers(0, 10)), 10
+    loss = draw(hs.sampled_from(["0.5", "0.50", "0.4"]))  # Lightning pads some figures: one value either way
+    bar = f"{i * 10:3d}%|{'#' * i:10s}| {i}/{n} [00:01<00:02, 3.{i}it/s, loss={loss}]"
+    small = draw(hs.integers(0, 4))
+    return draw(hs.sampled_from([
+        f"{{'loss': {draw(hs.sampled_from(['0.5', '0.4']))}, 'grad_norm': 1.2, 'learning_rate': 5e-05, "
+        f"'epoch': {draw(hs.sampled_from(['0.25', '0.5', '1.0']))}}}\n",
+        "\r" + bar,
+        f"\rEpoch {small}: " + bar,
+        f"\rEpoch {small}/4: " + bar,
+        f"[default{small % 2}]:step={draw(hs.integers(0, 50))} loss=0.{small}\n",
+        f"[rank{small % 3}]:Epoch {small}/3 loss: 0.{i}\n",
+        f'##portal {{"loss": 0.{i}, "step": {draw(hs.integers(0, 100))}}}\n',
+        f"mem={small}.{i}GB time=12ms acc=0.{i}\r\n",
+        f"Epoch {small}/4\n",
+        f"Step {i}/10 loss=0.{small % 2 + 1}\n",
+        f"Epoch {small % 4}/3  " + "\u2501" * (small + 1) + f" {2 * i}/20 0:00:01 v_num: 0 loss: 0.3\n",
+        f"epoch: {small}, loss: 0.{i}\n",
+        f"epoch={small} loss=0.{i}\n",
+        "\r" + " " * 40 + "\r",
+        "val acc=0.91 throughput 3.2 samples/s\n",
+        "Driver Version: 535.104.05   CUDA Version: 12.2\n",
+        "loss: nan\n",
+        "\n",
+        "Epoch 4/4: 100%|##########| 20/20 [00:01<00:00]\n",
+    ]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=hs.lists(hs.data(), min_size=1, max_size=40), cuts=hs.lists(hs.floats(0, 1), max_size=6))
+def test_any_chunking_of_a_generated_mixed_log_reads_like_the_whole_log(lines, cuts):
+    data = "".join(mixed_line(d.draw) for d in lines).encode()
+    assert read_in(data, [int(c * len(data)) for c in cuts]) == read_in(data, [])
