@@ -134,10 +134,11 @@ def protocol_lines(data: bytes, breaks: np.ndarray) -> list[tuple[int, int, byte
     return found
 
 
-def specials(data: bytes, breaks: np.ndarray, json_lines: list[tuple[int, int, bytes]],
-             bar_lines: list[int]) -> list[tuple[str, int, int, Any]]:
-    """Protocol lines and progress fractions, in text order: (kind, position, line number, value).
-    The line numbers of every tqdm bar drawing are added to `bar_lines`."""
+def specials(data: bytes, breaks: np.ndarray, json_lines: list[tuple[int, int, bytes]], drawings: BarDrawings | None,
+             progress_pairs: np.ndarray) -> list[tuple[str, int, int, Any]]:
+    """Protocol lines, progress fractions and bars, in text order: (kind, position, line number, value).
+    `drawings`: the tqdm bar drawings (`bar_drawings`); `progress_pairs`: where the pairs with an 'epoch' or step
+    key are, in order."""
     found: list[tuple[str, int, int, Any]] = [("json", pos, line, raw) for pos, line, raw in json_lines]
     fractions: list[tuple[str, int, tuple[int, int]]] = []
     for pattern in _FRACTIONS:
@@ -151,43 +152,56 @@ def specials(data: bytes, breaks: np.ndarray, json_lines: list[tuple[int, int, b
     if fractions:  # a text without a line break is line 0, whose rank prefix counts like any other line's
         lines = np.searchsorted(breaks, np.asarray([f[1] for f in fractions], dtype=np.int64)).tolist()
         found += [(kind, at, line, value) for (kind, at, value), line in zip(fractions, lines, strict=True)]
-    if b"%|" in data:
-        found += _bars(data, breaks, bar_lines)
     if b"\xe2" in data and b"\xe2\x94\x81" in data:  # one byte first: memchr, 50x faster on ASCII
         for m in _RICH.finditer(data):
             line = int(np.searchsorted(breaks, m.start()))
             found.append(("rich", m.start(), line, tuple(int(g) for g in m.groups())))
+    if drawings is not None:
+        # What may move a track between two drawings of a bar: every event so far, and the progress pairs.
+        movers = np.fromiter((e[1] for e in found), dtype=np.int64, count=len(found))
+        movers = np.sort(np.concatenate((movers, progress_pairs)))
+        repeated: dict[int, tuple[int, int]] = {}
+        found += _bars(data, drawings, movers, repeated)
+        if repeated:  # an "Epoch n/m:" bar drawn again unchanged: its fraction is no news either
+            found = [e for e in found if e[0] != "epoch" or e[2] not in repeated
+                     or not repeated[e[2]][0] <= e[1] < repeated[e[2]][1]]
     found.sort(key=itemgetter(1))
     return found
 
 
-def _moves_progress(data: bytes, start: int, end: int) -> bool:
-    """Whether the text may move a track: a dict or protocol line holds a "{", every progress key and fraction
-    word "poch" or "te" (epoch, step, iter, iteration), a Rich bar a box-drawing character ("\xe2").
-    (memchr and `in` on a slice: several times faster here than one regex.)"""
-    if data.find(b"{", start, end) >= 0:
-        return True
-    text = data[start:end].lower()
-    return b"poch" in text or b"te" in text or b"\xe2" in text
+# tqdm bar drawings near their line's start: the matches (start, end, done, total), their line starts, their lines.
+BarDrawings = tuple[list[tuple[int, int, bytes, bytes]], list[int], list[int], list[int]]
 
 
-def _bars(data: bytes, breaks: np.ndarray, bar_lines: list[int]) -> list[tuple[str, int, int, Any]]:
-    """tqdm bars as ("bar", line start, line number, (epoch label or None, label's total or None, done, total))."""
-    head = _BAR_HEAD.fullmatch
+def bar_drawings(data: bytes, breaks: np.ndarray) -> BarDrawings | None:
+    """Every tqdm bar drawing (the indexes of those near their line's start last): their lines are redraws."""
     bars = [(m.start(), m.end(), m.group(1), m.group(2)) for m in _BAR.finditer(data)]
     if not bars:
-        return []
+        return None
     pos = np.fromiter((b[0] for b in bars), dtype=np.int64, count=len(bars))
     line = np.searchsorted(breaks, pos)
     start = np.where(line > 0, breaks[np.maximum(line - 1, 0)] + 1, 0) if len(breaks) else np.zeros_like(pos)
     # Farther in than that is not a progress bar's own line (and no copy of a huge line per bar).
     near = np.flatnonzero(pos - start <= 200)
-    bar_lines += line[near].tolist()
-    starts, lines = start.tolist(), line.tolist()
+    return bars, start.tolist(), line.tolist(), near.tolist()
+
+
+def _bars(data: bytes, drawings: BarDrawings, movers: np.ndarray,
+          repeated: dict[int, tuple[int, int]]) -> list[tuple[str, int, int, Any]]:
+    """tqdm bars as ("bar", line start, line number, (epoch label or None, label's total or None, done, total)).
+    A bar with an "Epoch n/m:" head that is left out as unchanged goes to `repeated`: line -> the head's span."""
+    head = _BAR_HEAD.fullmatch
+    bars, starts, lines, near = drawings
     found: list[tuple[str, int, int, Any]] = []
+    if not near:
+        return found
+    # Whether something that may move a track (`movers`) lies between each drawing and the one before.
+    begins = np.asarray([starts[i] for i in near], dtype=np.int64)
+    ends = np.asarray([bars[i][1] for i in near], dtype=np.int64)
+    moved = (np.searchsorted(movers, begins) > np.searchsorted(movers, np.append(0, ends[:-1]))).tolist()
     append = found.append
-    previous, previous_end, value = b"", 0, None
-    for i in near.tolist():
+    previous, value = b"", None
+    for i, moved_since in zip(near, moved, strict=True):
         at, end, done, total = bars[i]
         begin = starts[i]
         # A redraw that shows the same bar state as the one before changes nothing (skipping it only saves time),
@@ -196,12 +210,13 @@ def _bars(data: bytes, breaks: np.ndarray, bar_lines: list[int]) -> list[tuple[s
         # Then the bar's state is the one read last time (a mixed log redraws it after every dict: no re-reading).
         shown = data[begin:end]
         if shown == previous:
-            # ("Epoch n/m:" on the bar itself is a fraction too, read again just before it: never skipped)
-            if value is not None and (value[1] is not None or _moves_progress(data, previous_end, begin)):
+            # ("Epoch n/m:" on the bar itself is a fraction too, read just before it: left out with the bar)
+            if value is not None and moved_since:
                 append(("bar", begin, lines[i], value))
-            previous_end = end
+            elif value is not None and value[1] is not None:
+                repeated[lines[i]] = (begin, at)
             continue
-        previous, previous_end = shown, end
+        previous = shown
         h = head(data, begin, at)
         if h is None:
             value = None

@@ -31,6 +31,7 @@ from services.metric_scan import (
     MAX_KEY_LEN,
     RANKED,
     REDRAW,
+    bar_drawings,
     line_ranks,
     pairs,
     protocol_lines,
@@ -101,15 +102,16 @@ class MetricExtractor:
         redraws = np.append((a[breaks] == 13) & ((breaks + 1 >= len(a)) | (a[nxt] != 10)), False)
         json_lines = protocol_lines(data, breaks)
         ranks = line_ranks(data, breaks)
-        bar_lines: list[int] = []
-        events = specials(data, breaks, json_lines, bar_lines)
+        drawings = bar_drawings(data, breaks) if b"%|" in data else None
         kinds = redraws.astype(np.int8) * REDRAW
-        if bar_lines:  # a bar's last drawing ends in a line break, yet its figures were on the redraws before
-            kinds[np.asarray(bar_lines, dtype=np.int64)] = REDRAW
+        if drawings is not None and drawings[3]:
+            # a bar's last drawing ends in a line break, yet its figures were on the redraws before
+            kinds[np.asarray(drawings[2], dtype=np.int64)[drawings[3]]] = REDRAW
         if ranks:
             kinds[np.fromiter(ranks, dtype=np.int64, count=len(ranks))] = RANKED
         lines, pos, kv, progress = pairs(data, a, breaks, {line for _pos, line, _raw in json_lines}, kinds,
                                          self.state.seen)
+        events = specials(data, breaks, json_lines, drawings, pos[progress])
         # A line's pairs go to _emit together, unless an event sits between them: the runs of pairs on one line
         # with no event in between, found in bulk (no Python step per pair).
         before = np.searchsorted(np.fromiter((e[1] for e in events), dtype=np.int64, count=len(events)), pos)
@@ -120,13 +122,17 @@ class MetricExtractor:
         # Whether a run holds an 'epoch' or step key (most do not: their pairs are all points), and 2 where its line
         # is a Hugging Face Trainer dict ("{'loss': …"), the one kind whose step is the bar's next redraw.
         if len(firsts):
-            starts = np.where(run_lines > 0, breaks[np.maximum(run_lines - 1, 0)] + 1, 0) if len(breaks) else 0
+            has = np.logical_or.reduceat(progress, firsts)
+            at = np.flatnonzero(has)
+            at_lines = run_lines[at]
+            starts = np.where(at_lines > 0, breaks[np.maximum(at_lines - 1, 0)] + 1, 0) if len(breaks) else at_lines * 0
             if ranks:  # after a rank prefix ("[default0]:{'loss': …")
-                starts = starts + np.asarray([data.find(b"]:", at) + 2 - at if line in ranks else 0
-                                              for at, line in zip(np.broadcast_to(starts, run_lines.shape).tolist(),
-                                                                  run_lines.tolist(), strict=True)], dtype=np.int64)
-            trainer_dict = a[np.minimum(starts, len(a) - 1)] == 123
-            run_progress = (np.logical_or.reduceat(progress, firsts) * (1 + trainer_dict)).tolist()
+                starts = np.asarray([data.find(b"]:", st) + 2 if line in ranks else st
+                                     for st, line in zip(starts.tolist(), at_lines.tolist(), strict=True)],
+                                    dtype=np.int64)
+            kinds_of_run = has.astype(np.int8)
+            kinds_of_run[at[a[np.minimum(starts, len(a) - 1)] == 123]] = 2
+            run_progress = kinds_of_run.tolist()
         else:
             run_progress = []
         run_redraw = redraws[run_lines].tolist()
