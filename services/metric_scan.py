@@ -88,7 +88,6 @@ _FILLER_WORDS = frozenset(
 MAX_KEY_LEN = 64
 
 
-
 def _norm_key(raw: str) -> str | None:
     words = raw.split(" ")
     if len(words) == 2 and words[0].lower() in _FILLER_WORDS:
@@ -193,12 +192,10 @@ def _bars(data: bytes, drawings: BarDrawings, movers: np.ndarray,
     head = _BAR_HEAD.fullmatch
     bars, starts, lines, near = drawings
     found: list[tuple[str, int, int, Any]] = []
-    if not near:
-        return found
     # Whether something that may move a track (`movers`) lies between each drawing and the one before.
     begins = np.asarray([starts[i] for i in near], dtype=np.int64)
     ends = np.asarray([bars[i][1] for i in near], dtype=np.int64)
-    moved = (np.searchsorted(movers, begins) > np.searchsorted(movers, np.append(0, ends[:-1]))).tolist()
+    moved = (np.searchsorted(movers, begins) > np.searchsorted(movers, np.append(0, ends)[:-1])).tolist()
     append = found.append
     previous, value = b"", None
     for i, moved_since in zip(near, moved, strict=True):
