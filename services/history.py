@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.auth import may_act
 from services.history_export import EXPORT_COLUMNS, EXPORT_FIELDS, csv_chunks, export_row, parquet_chunks
 from services.history_metric_filter import MetricCondition, metric_conditions, parse_metric_filter
-from services.jobs import JobService, search_text, to_view
+from services.job_text import search_text
+from services.jobs import JobService, to_view
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User, ValidationProblem
 from services.store.orm import Job, JobFinalMetric, JobTotals, request_number
 from services.store.search import term_filter

@@ -28,6 +28,7 @@ from services.job_charts import Series as Series
 from services.job_files import JobFiles
 from services.job_queries import JobQueries
 from services.job_queries import to_view as to_view  # re-exported: the sync loop and history use it from here
+from services.job_text import search_text
 from services.models import (
     ACTIVE_STATUSES,
     GROUP_OF,
@@ -56,17 +57,6 @@ def machine_gpus_problem(count: int) -> str:
     if count == 0:
         return "this machine has no GPU: set GPUs to 0 (the job runs on its CPU)"
     return f"this machine has {count} GPU{'s' if count != 1 else ''}: ask for at most {count}"
-
-
-# The submitted values a history row shows, exports and searches.
-PARAMS = ("learning_rate", "epochs", "batch_size", "dataset_path", "extra_args", "mixed_precision",
-          "gradient_checkpointing", "checkpoint_every", "max_runtime_hours")
-
-
-def search_text(name: str, owner: str, request: dict[str, Any], tags: list[str], note: str) -> str:
-    """What text search matches: name, owner, script, every parameter as key=value, tags and note."""
-    params = " ".join(f"{k}={request[k]}" for k in (*PARAMS, "template") if request.get(k) not in (None, ""))
-    return " ".join([name, owner, str(request.get("script", "")), params, *tags, note]).lower()
 
 
 def set_status(s: Session, job: Job, status: JobStatus, message: str = "") -> None:

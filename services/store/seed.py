@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from services.jobs import search_text
+from services.job_text import search_text
 from services.models import GROUP_OF, JobStatus
 from services.store.final_metrics import rebuild_final_metrics
 from services.store.orm import utcnow
