@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from services.backends.local import script_argv, script_env
+from services.backends.script_inputs import script_argv, script_env
 from services.config import Settings
 from services.models import JobRequest
 
