@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
@@ -35,6 +36,23 @@ SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("fi
          "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
 FIELD_LABELS = {"search": "Search", "owner": "Owner", "tag": "Tag", "template": "Template", "gpus_min": "GPUs ≥",
                 "gpus_max": "GPUs ≤", "metric": "Sort by", "metric_filter": "Metric filter"}
+# Widths that add up to under 1,000 px (a wide page beside the sidebar on a laptop), so the default columns fit the
+# table's box; a column chosen on top takes what its content needs.
+TABLE_COLUMNS: dict[str, Any] = {
+    "id": st.column_config.NumberColumn(width=50, format="%d"),
+    "name": st.column_config.LinkColumn(width=160, display_text=r"#(.*)$", help="Opens the job"),
+    "status": st.column_config.TextColumn(width=85), "owner": st.column_config.TextColumn(width=75),
+    "created": st.column_config.DatetimeColumn(width=125, format="D MMM YYYY, HH:mm", timezone=st.context.timezone),
+    "runtime": st.column_config.TextColumn(width=60), "GPUs": st.column_config.NumberColumn(width=50),
+    "GPU-hours": st.column_config.NumberColumn(width=80, format="%.2f"),
+    "cost": st.column_config.NumberColumn(width=70, format=P.settings.currency.replace("%", "%%") + "%.2f"),
+    "final loss": st.column_config.NumberColumn(width=70, format="%.4g"),
+    "learning rate": st.column_config.NumberColumn("lr", width=60, format="%g", help="learning rate"),
+    "epochs": st.column_config.NumberColumn(width=60),
+    "batch size": st.column_config.NumberColumn("bs", width=55, help="batch size"),
+    "tags": st.column_config.TextColumn(width=100), "note": st.column_config.TextColumn(width="medium"),
+    "template": st.column_config.TextColumn(width=110), "script": st.column_config.TextColumn(width=140),
+}
 # Any other final metric a run reported: "final accuracy ↓", "final eval_loss ↑".
 METRIC_SORT = re.compile(r"^final (.+) ([↑↓])$")
 
@@ -83,7 +101,10 @@ if sort_label not in sort_labels:  # a shared link's metric that none of this us
 with st.container(border=True):
     a, b, c = st.columns([3, 2, 2])
     search = a.text_input("Search", value=query.search, key="h_q",
-                          placeholder="name, owner, tag, note or a parameter: lr=0.001, batch_size=64")
+                          placeholder="name, owner, tag, note or a parameter: lr=0.001, bs=64, epochs=10",
+                          help="Every word must match. A parameter is name=value: `lr` (learning_rate), `bs` "
+                               "(batch_size) and `epochs` match that value exactly; any other submitted parameter "
+                               "matches as text (dataset_path=/data/wiki).")
     status = b.multiselect("Status", [g.value for g in StatusGroup], default=[g.value for g in query.status],
                            key="h_status")
     sort = c.selectbox("Sort by", sort_labels, index=sort_labels.index(sort_label), key="h_sort",
@@ -165,7 +186,9 @@ if metric and f"final {metric}" not in shown:  # the metric the page is sorted b
 rows = []
 for j in jobs:
     full = {
-        "id": j.id, "name": j.name, "status": j.status.value, "owner": j.owner, "created": j.created_at,
+        # The name opens the job page; the link carries the name after '#' for the column to show.
+        "id": j.id, "name": f"/job?id={j.id}#{quote(j.name, safe='')}",
+        "status": j.status.value, "owner": j.owner, "created": j.created_at,
         "runtime": duration(j.runtime_seconds(now())), "GPUs": j.gpus,
         "GPU-hours": j.gpu_hours, "cost": j.cost_total, "final loss": j.loss if not j.is_active else None,
         "learning rate": j.request.get("learning_rate"), "epochs": j.request.get("epochs"),
@@ -175,6 +198,7 @@ for j in jobs:
     full |= {c: j.final_metrics.get(c[6:]) for c in shown if c not in full}  # "final accuracy" -> accuracy
     rows.append({c: full[c] for c in shown})
 event = st.dataframe(pd.DataFrame(rows), key="hist_table", hide_index=True, width="stretch",
+                     column_config={c: TABLE_COLUMNS[c] for c in shown if c in TABLE_COLUMNS},
                      on_select="rerun", selection_mode="multi-row")
 selected = [jobs[i].id for i in (event.selection.rows if event else [])]
 with st.container(horizontal=True):

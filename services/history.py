@@ -4,6 +4,7 @@ them); filters on final metric values are services/history_metric_filter.py."""
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import unicodedata
@@ -37,6 +38,31 @@ MAX_TAGS = 20
 MAX_NOTE = 5000
 # Re-exported: the download route and the tests take the export's writers from here.
 __all__ = ["EXPORT_COLUMNS", "HistoryQuery", "HistoryService", "Summary", "csv_chunks", "parquet_chunks"]
+
+
+# The names people type for the parameters a history row shows, with the name the search text holds.
+PARAM_NAMES = {"lr": "learning_rate", "learning_rate": "learning_rate", "bs": "batch_size", "batch": "batch_size",
+               "batch_size": "batch_size", "epoch": "epochs", "epochs": "epochs"}
+_PARAM_WORD = re.compile(r"^([a-z_]+)=(.+)$")
+
+
+def _search_word(s: Session, word: str) -> list[Any]:
+    """The conditions for one search word. A numeric parameter written name=value, under its name or short name
+    (`lr=1e-3`, `bs=32`, `epochs=10`), finds jobs submitted with exactly that value: the search text holds it as
+    `learning_rate=0.001` (so the index still narrows), and the request's number tells 0.001 from 0.0015."""
+    found = _PARAM_WORD.match(word.lower())
+    key = PARAM_NAMES.get(found.group(1)) if found else None
+    if found is None or key is None:
+        return [term_filter(s, word)]
+    try:
+        value = float(found.group(2))
+    except ValueError:
+        return [term_filter(s, f"{key}={found.group(2)}")]
+    if not math.isfinite(value):
+        return [term_filter(s, word)]
+    # As the request holds it: the learning rate is a float (0.001, 1e-05), epochs and batch size are integers.
+    written = str(int(value)) if key != "learning_rate" and value.is_integer() else str(value)
+    return [term_filter(s, f"{key}={written}"), request_number(s.get_bind().dialect.name, key) == value]
 
 
 class HistoryQuery(BaseModel):
@@ -175,8 +201,10 @@ class HistoryService:
         if q.date_to:
             stmt = stmt.where(Job.created_at < datetime.combine(q.date_to + timedelta(days=1), time.min, UTC))
         # Every word must match somewhere (name, owner, script, parameters, tags, note), from the search index.
-        for word in [*q.search.split()[:8], *([q.tag] if q.tag else [])]:
-            stmt = stmt.where(term_filter(s, word))
+        for word in q.search.split()[:8]:
+            stmt = stmt.where(*_search_word(s, word))
+        if q.tag:
+            stmt = stmt.where(term_filter(s, q.tag))
         return stmt
 
     def _sort_column(self, q: HistoryQuery) -> Any:
