@@ -11,18 +11,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from services.history import HistoryQuery
-from services.models import JobStatus, Role, User
 from services.portal import get_portal, reset_portal
-from services.store.seed import seed_jobs
+from tests.test_history import VERA, seeded
 from tests.test_pages import APP
-
-VERA = User("vera", Role.VIEWER)
-
-
-def seeded(portal) -> None:
-    engine = portal.jobs.sessions.kw["bind"]
-    seed_jobs(engine, 30, owner="alice", status=JobStatus.SUCCEEDED, seed=1)
-    seed_jobs(engine, 10, owner="bob", status=JobStatus.FAILED, seed=2)
 
 
 def test_the_short_parameter_names_find_exactly_that_value(any_portal):
