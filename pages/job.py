@@ -35,8 +35,11 @@ from pages.common import (
 from services.models import JobStatus, NotFound
 
 if TYPE_CHECKING:
-    import numpy as np
+    from collections.abc import Iterable
+
     import plotly.graph_objects as go
+
+    from services.job_charts import Series
 
 P = portal()
 LOG_LINES = 500
@@ -165,24 +168,21 @@ with logs_tab:
         log_pane(rank)
 
 
-def chart(name: str, x: np.ndarray, y: np.ndarray, axis: str) -> go.Figure:
+def chart(name: str, lines: dict[str, Series], axis: str, legend: bool = False) -> go.Figure:
+    """One chart of a series: one line, or one per rank (named, with a legend)."""
     import plotly.graph_objects as go  # only pages that draw charts pay for importing Plotly
 
-    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 50 else "lines", name=chart_text(name)))
+    fig = go.Figure([go.Scatter(x=ser.x, y=ser.y, mode="lines+markers" if len(ser.x) < 50 else "lines", name=label)
+                     for label, ser in lines.items()])
     fig.update_layout(title=chart_text(name), height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title=axis, showlegend=False)
+                      xaxis_title=axis, **({"legend_title_text": ""} if legend else {"showlegend": False}))
     return fig
 
 
-def rank_chart(name: str, by_rank: dict) -> go.Figure:
-    import plotly.graph_objects as go
-
-    fig = go.Figure([go.Scatter(x=ser.x, y=ser.y, mode="lines+markers" if len(ser.x) < 50 else "lines",
-                                name=f"rank {rank}") for rank, ser in sorted(by_rank.items())])
-    axis = next(iter(by_rank.values())).axis
-    fig.update_layout(title=chart_text(name), height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title=axis, legend_title_text="")
-    return fig
+def primary_first(names: Iterable[str]) -> list[str]:
+    """Loss and accuracy curves first, in PRIMARY_SERIES order, then the rest by name."""
+    return sorted(names, key=lambda n: (n not in PRIMARY_SERIES, PRIMARY_SERIES.index(n)
+                                        if n in PRIMARY_SERIES else 0, n))
 
 
 def ranked_charts(ranks: list[int]) -> None:
@@ -192,11 +192,12 @@ def ranked_charts(ranks: list[int]) -> None:
     if not by_name:
         st.info("Pick a rank to see its curves." if not shown else "No metrics from these ranks yet.")
         return
-    names = sorted(by_name, key=lambda n: (n not in PRIMARY_SERIES, PRIMARY_SERIES.index(n)
-                                           if n in PRIMARY_SERIES else 0, n))
     cols = st.columns(2)
-    for i, name in enumerate(names):
-        cols[i % 2].plotly_chart(rank_chart(name, by_name[name]), key=f"chart-{name}", width="stretch")
+    for i, name in enumerate(primary_first(by_name)):
+        by_rank = dict(sorted(by_name[name].items()))
+        lines = {f"rank {rank}": ser for rank, ser in by_rank.items()}
+        cols[i % 2].plotly_chart(chart(name, lines, next(iter(by_rank.values())).axis, legend=True),
+                                 key=f"chart-{name}", width="stretch")
 
 
 @st.fragment(run_every="5s" if active else None)
@@ -210,12 +211,10 @@ def metric_charts() -> None:
         st.info("No metrics yet. Print lines like `Epoch 3/10` and `Loss: 0.42`, or use "
                 "`portal_metrics.log_metrics(loss=...)` (see docs/scripts.md).")
         return
-    names = sorted(series, key=lambda n: (n not in PRIMARY_SERIES, PRIMARY_SERIES.index(n)
-                                          if n in PRIMARY_SERIES else 0, n))
     cols = st.columns(2)
-    for i, name in enumerate(names):
+    for i, name in enumerate(primary_first(series)):
         ser = series[name]
-        cols[i % 2].plotly_chart(chart(name, ser.x, ser.y, ser.axis), key=f"chart-{name}", width="stretch")
+        cols[i % 2].plotly_chart(chart(name, {chart_text(name): ser}, ser.axis), key=f"chart-{name}", width="stretch")
 
 
 @st.fragment(run_every="15s" if active else None)
@@ -233,7 +232,8 @@ def gpu_charts() -> None:
         return
     cols = st.columns(2)
     for i, (name, ser) in enumerate(series.items()):
-        cols[i % 2].plotly_chart(chart(name, ser.x, ser.y, "seconds since start"), key=f"gpu-{i}", width="stretch")
+        cols[i % 2].plotly_chart(chart(name, {chart_text(name): ser}, "seconds since start"), key=f"gpu-{i}",
+                                 width="stretch")
 
 
 with metrics_tab:
