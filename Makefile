@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ADDRESS ?= 127.0.0.1
 PORT   ?= 8501
 
-.PHONY: run test lint bench chromium prometheus postgresql testenv testenv-stop
+.PHONY: run test lint bench screenshots chromium prometheus postgresql testenv testenv-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/job_page_log.py
 	$(BIN)/python bench/metric_extraction.py
 	$(BIN)/python bench/chart_downsampling.py
+
+## Retake README's pictures of the job page and the dashboard from a real portal (docs/screenshots.py).
+screenshots: $(VENV)/.dev chromium
+	$(BIN)/python docs/screenshots.py
 
 chromium:
 	@if ! command -v chromium >/dev/null 2>&1; then \
