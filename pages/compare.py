@@ -8,12 +8,17 @@ from typing import Any
 import streamlit as st
 
 from pages.common import JOB_PAGE, STATUS_ICON, chart_text, me, metric_text, plain, portal
+from pages.job_charts import DASH_OF_ROLE, PALETTE, Line, chart_options, draw, primary_first
 from services.jobs import MAX_COMPARED
+from services.metric_groups import group_metrics
 
 P = portal()
 USER = me()
 PARAMS = ["learning_rate", "epochs", "batch_size", "gpus", "nodes", "mixed_precision", "gradient_checkpointing",
           "checkpoint_every", "max_runtime_hours", "dataset_path", "extra_args", "script"]
+# The parallel-coordinates axes' titles: short, so that neighbours do not run into each other.
+SHORT = {"learning_rate": "lr", "batch_size": "batch", "mixed_precision": "AMP", "gradient_checkpointing": "grad ckpt",
+         "checkpoint_every": "ckpt every", "max_runtime_hours": "max hours"}
 
 
 def parse_ids(raw: str | None) -> list[int]:
@@ -47,6 +52,8 @@ jobs = [options[i] for i in picked]
 if len(jobs) < 2:
     st.info("Pick at least two runs (or tick *Compare* on the dashboard and in the history).")
     st.stop()
+# A run keeps its colour on every chart of the page.
+COLOUR = {j.id: PALETTE[i % len(PALETTE)] for i, j in enumerate(jobs)}
 
 # Final metrics side by side ------------------------------------------------------------------------
 import pandas as pd  # noqa: E402 - only this page pays for pandas and Plotly
@@ -70,7 +77,12 @@ if finals:
 
 # Parameters, differences highlighted ---------------------------------------------------------------
 st.subheader("Parameters")
-params = pd.DataFrame({f"{j.name} #{j.id}": {p: j.request.get(p) for p in PARAMS} for j in jobs})
+# What each script printed once before its first step ("lr=0.02") is configuration too: a row per name.
+printed = P.jobs.printed_at_start(jobs)
+printed_names = sorted({k for values in printed.values() for k in values})
+params = pd.DataFrame({f"{j.name} #{j.id}": {p: j.request.get(p) for p in PARAMS}
+                       | {f"{k} (printed at start)": printed.get(j.id, {}).get(k) for k in printed_names}
+                       for j in jobs})
 differs = params.astype(str).nunique(axis=1) > 1
 
 
@@ -81,7 +93,7 @@ def highlight(row: pd.Series) -> list[str]:
 only_diff = st.toggle("Only parameters that differ", key="cmp_only_diff", value=False)
 shown = params[differs] if only_diff else params
 st.dataframe(shown.astype(str).style.apply(highlight, axis=1), width="stretch")
-st.caption(f"{int(differs.sum())} of {len(PARAMS)} parameters differ (highlighted).")
+st.caption(f"{int(differs.sum())} of {len(params)} parameters differ (highlighted).")
 
 # Curves overlaid per metric ------------------------------------------------------------------------
 st.subheader("Curves")
@@ -90,21 +102,17 @@ by = st.segmented_control("X axis", ["step", "time"], key="cmp_x", default="step
 series = P.jobs.compare_series(jobs, by=by or "step")
 if not series:
     st.info("None of these runs has metrics yet.")
-names = sorted(series, key=lambda n: (n not in ("loss", "train_loss", "val_loss", "eval_loss"), n))
-grid = st.columns(2)
-for i, name in enumerate(names):
-    fig = go.Figure()
-    axis = "step"
-    for j in jobs:
-        ser = series[name].get(j.id)
-        if ser is None:
-            continue
-        axis = ser.axis
-        fig.add_trace(go.Scatter(x=ser.x, y=ser.y, mode="lines+markers" if len(ser.x) < 50 else "lines",
-                                 name=chart_text(f"{j.name} #{j.id}")))
-    fig.update_layout(title=chart_text(name), height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=axis,
-                      legend={"orientation": "h"})
-    grid[i % 2].plotly_chart(fig, key=f"cmp-{name}", width="stretch")
+else:
+    chosen_options = chart_options("cmp", [len(ser.x) for by_job in series.values() for ser in by_job.values()])
+    groups = {g.title: g for g in group_metrics({n: next(iter(series[n].values())).axis for n in sorted(series)})}
+    grid = st.columns(2)
+    for i, title in enumerate(primary_first(groups)):
+        members = groups[title].lines
+        # Colour says the run, dashes the role (validation), the legend both: "lr-0-1 #3 · validation".
+        lines = [Line(f"{j.name} #{j.id}" + (f" · {role}" if len(members) > 1 else ""), series[name][j.id],
+                      COLOUR[j.id], DASH_OF_ROLE.get(role, "solid"))
+                 for j in jobs for role, name in members.items() if j.id in series[name]]
+        draw(grid[i % 2], title, lines, lines[0].series.axis, chosen_options, f"cmp-{title}", legend=True)
 
 # Parallel coordinates: parameters against a chosen final metric ---------------------------------------
 numeric = [p for p in PARAMS if all(isinstance(j.request.get(p), int | float) for j in jobs)]
@@ -113,9 +121,14 @@ if finals and numeric:
     target = st.selectbox("Final metric", sorted(finals), key="cmp_target",
                           index=sorted(finals).index("loss") if "loss" in finals else 0)
     values = [(j.final_metrics or j.latest_metrics).get(target) for j in jobs]
-    dims = [{"label": p, "values": [float(j.request[p]) for j in jobs]} for p in numeric]
-    dims.append({"label": target, "values": [v if v is not None else float("nan") for v in values]})
-    fig = go.Figure(go.Parcoords(line={"color": [v if v is not None else 0 for v in values],
-                                       "colorscale": "Viridis", "showscale": True}, dimensions=dims))
-    fig.update_layout(height=380, margin={"l": 60, "r": 60, "t": 40, "b": 20})
+    # Only the parameters that differ: an axis where every run has the same value says nothing and takes room.
+    varied = [p for p in numeric if differs[p]] or numeric
+    dims = [{"label": SHORT.get(p, p), "values": [float(j.request[p]) for j in jobs]} for p in varied]
+    dims.append({"label": chart_text(target), "values": [v if v is not None else float("nan") for v in values]})
+    # Each run's line in its colour of the curves above: a step colour scale over the runs' positions.
+    steps = [[k / len(jobs), c] for i, j in enumerate(jobs) for k, c in ((i, COLOUR[j.id]), (i + 1, COLOUR[j.id]))]
+    fig = go.Figure(go.Parcoords(line={"color": list(range(len(jobs))), "colorscale": steps, "cmin": -0.5,
+                                       "cmax": len(jobs) - 0.5}, dimensions=dims, labelangle=-20, labelside="top"))
+    fig.update_layout(height=400, margin={"l": 50, "r": 50, "t": 90, "b": 30})
     st.plotly_chart(fig, key="cmp-parcoords", width="stretch")
+    st.caption("Each line is a run, in its colour of the curves above.")

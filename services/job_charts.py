@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
 
@@ -16,7 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.downsample import lttb
+from services.metric_state import printed_at_start
 from services.models import ACTIVE_STATUSES, JobView, NotFound, User
+from services.smoothing import bucket_means
 from services.store.orm import GpuSample, Job, JobLog, MetricPoint, SeriesCache
 
 MAX_CHART_POINTS = 2000
@@ -41,13 +43,20 @@ class Series:
     x: np.ndarray
     y: np.ndarray
     axis: str  # what x is: "step" or "epoch"
+    # Of a downsampled series, its LTTB buckets' means (what smoothing averages, services.smoothing.bucket_means);
+    # None when it is not downsampled or they are not at hand (then y is what is smoothed).
+    mean: np.ndarray | None = None
 
 
 EMPTY_SERIES = Series(np.zeros(0), np.zeros(0), "step")
 
 
-def _cache_name(name: str, rank: int) -> str:
+def _cache_name(name: str, rank: int | str) -> str:
     return f"{name}{RANK_SEP}{rank}"
+
+
+# A series' buckets' means (Series.mean) sit in the chart cache under its name + RANK_SEP + MEANS, x as its entry's.
+MEANS = "mean"
 
 
 def _other_ranks(s: Session, job_id: int) -> list[int]:
@@ -76,6 +85,13 @@ class JobCharts:
     get: Callable[[User, int], JobView]
     # When the running jobs' share of rebuild time (refresh_series) allows the next rebuild (time.monotonic).
     _refresh_free_at: float = 0.0
+
+    def printed_at_start(self, jobs: list[JobView]) -> dict[int, dict[str, float]]:
+        """What each of these (visible) jobs printed once before its first step: configuration, not a series."""
+        with self.session() as s:
+            rows = s.execute(select(JobLog.job_id, JobLog.parser_state)
+                             .where(JobLog.job_id.in_([j.id for j in jobs]))).all()
+        return {job_id: printed_at_start(state) for job_id, state in rows}
 
     def metric_names(self, job_id: int) -> list[str]:
         with self.session() as s:
@@ -196,6 +212,7 @@ class JobCharts:
         series, count = self._series_from_points(s, c.job_id, c.name, MAX_CHART_POINTS)
         if series is not None:
             self._store_series(s, c.job_id, c.name, series, count, now, c)
+            self._store_means(s, c.job_id, c.name, series, count, now)
         # The other ranks' entries of this series (the sync loop marks only the series' own entry), made here too,
         # so that a page's first view finds them.
         ranks = _other_ranks(s, c.job_id)
@@ -203,7 +220,8 @@ class JobCharts:
             return
         entries = {int(e.name.rsplit(RANK_SEP, 1)[1]): e for e in s.scalars(
             select(SeriesCache).where(SeriesCache.job_id == c.job_id,
-                                      SeriesCache.name.startswith(c.name + RANK_SEP, autoescape=True)))}
+                                      SeriesCache.name.startswith(c.name + RANK_SEP, autoescape=True)))
+            if e.name.rsplit(RANK_SEP, 1)[1].isdigit()}  # not the MEANS entry
         built = self._rank_series_from_points(s, c.job_id, c.name, ranks, MAX_CHART_POINTS)
         for rank in ranks:
             try:  # a viewer may store a missing entry at the same time
@@ -212,6 +230,44 @@ class JobCharts:
                                        *built.get(rank, (EMPTY_SERIES, 0)), now, entries.get(rank))
             except IntegrityError:
                 pass
+
+    def with_means(self, job_id: int, series: dict[str, Series]) -> dict[str, Series]:
+        """These series of the job with their buckets' means (what smoothing averages) where they are downsampled:
+        from the chart cache's MEANS entries, which the sync loop's refresh keeps with the series; a series small
+        enough to be read on view (LIVE_SERIES_POINTS) gets them from its points, kept then. A big series without
+        them is marked for the refresh (entries from before means were kept) and, until then, has none."""
+        wanted = {n: ser for n, ser in series.items() if ser.mean is None and len(ser.x) >= MAX_CHART_POINTS}
+        if not wanted:
+            return series
+        out, now = dict(series), time.time()
+        with self.session() as s:
+            keys = [*wanted, *(_cache_name(n, MEANS) for n in wanted)]
+            rows = {c.name: c for c in s.scalars(select(SeriesCache).where(SeriesCache.job_id == job_id,
+                                                                           SeriesCache.name.in_(keys)))}
+            for name, ser in wanted.items():
+                means, base = rows.get(_cache_name(name, MEANS)), rows.get(name)
+                if means is not None and np.array_equal(np.asarray(means.x, dtype=np.float64), ser.x):
+                    out[name] = replace(ser, mean=_cached_series(means).y)
+                elif base is not None and base.points <= LIVE_SERIES_POINTS:
+                    built, count = self._series_from_points(s, job_id, name, MAX_CHART_POINTS)
+                    if built is not None:
+                        self._store_means(s, job_id, name, built, count, now)
+                        out[name] = built
+                elif base is not None and not base.dirty:
+                    base.dirty = True
+        return out
+
+    @staticmethod
+    def _store_means(s: Session, job_id: int, name: str, series: Series, count: int, now: float) -> None:
+        if series.mean is None:
+            return
+        key = _cache_name(name, MEANS)
+        try:  # a viewer may store them at the same time
+            with s.begin_nested():
+                JobCharts._store_series(s, job_id, key, Series(series.x, series.mean, series.axis), count, now,
+                                        s.get(SeriesCache, (job_id, key)))
+        except IntegrityError:
+            pass
 
     @staticmethod
     def _series_from_points(s: Session, job_id: int, name: str, max_points: int) -> tuple[Series | None, int]:
@@ -229,7 +285,7 @@ class JobCharts:
         arr = np.array(rows, dtype=np.float64)
         x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
         dx, dy = lttb(x, arr[:, 2], max_points)
-        return Series(dx, dy, axis), len(rows)
+        return Series(dx, dy, axis, bucket_means(arr[:, 2], max_points)), len(rows)
 
     @staticmethod
     def _rank_series_from_points(s: Session, job_id: int, name: str, ranks: list[int],
@@ -333,5 +389,5 @@ class JobCharts:
             else:
                 x, axis = step_or_epoch(arr[:, 0], arr[:, 1])
             dx, dy = lttb(x, arr[:, 3], max_points)
-            out.setdefault(name, {})[job_id] = Series(dx, dy, axis)
+            out.setdefault(name, {})[job_id] = Series(dx, dy, axis, bucket_means(arr[:, 3], max_points))
         return out
