@@ -80,8 +80,14 @@ st.subheader("Parameters")
 # What each script printed once before its first step ("lr=0.02") is configuration too: a row per name.
 printed = P.jobs.printed_at_start(jobs)
 printed_names = sorted({k for values in printed.values() for k in values})
-params = pd.DataFrame({f"{j.name} #{j.id}": {p: j.request.get(p) for p in PARAMS}
-                       | {f"{k} (printed at start)": printed.get(j.id, {}).get(k) for k in printed_names}
+
+
+def printed_rows(job_id: int) -> dict[str, str | None]:
+    mine = printed.get(job_id, {})
+    return {f"{k} (printed at start)": metric_text(mine[k]) if k in mine else None for k in printed_names}
+
+
+params = pd.DataFrame({f"{j.name} #{j.id}": {p: j.request.get(p) for p in PARAMS} | printed_rows(j.id)
                        for j in jobs})
 differs = params.astype(str).nunique(axis=1) > 1
 

@@ -16,7 +16,7 @@ MAX_RANK = 100_000
 MARKS_KEPT = 8
 
 _TRACK_FIELDS = ("epoch", "total_epochs", "step", "total_steps", "epochs_done", "epoch_base", "step_seen",
-                 "steps_per_epoch_seen", "per_epoch_steps", "step_epoch", "bar_steps")
+                 "steps_per_epoch_seen", "per_epoch_steps", "step_epoch", "bar_steps", "started")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Track:
     step_epoch: float | None = None
     # The run's own bar over all its steps was seen (Hugging Face Trainer): its count is the global step.
     bar_steps: bool = False
+    # The first step or epoch marker was seen (or a value changed): a value first printed after it is a metric.
+    started: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _TRACK_FIELDS}
@@ -116,12 +118,16 @@ class ParserState(Track):
     pending: bytes = b""
     seen: dict[str, float] = field(default_factory=dict)
     deferred: list[list[Any]] = field(default_factory=list)
+    # Values printed before the first step ("lr=0.02 epochs=12"): configuration, unless printed again later. Per
+    # name ("name@rank" for another rank's): its points [x, epoch, value], charted only once it is printed again.
+    held: dict[str, list[list[Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         out.update(counters=self.counters, latest=self.latest, marks=self.marks,
                    ranks={r: t.to_json() for r, t in self.ranks.items()},
-                   pending=base64.b64encode(self.pending).decode("ascii"), seen=self.seen, deferred=self.deferred)
+                   pending=base64.b64encode(self.pending).decode("ascii"), seen=self.seen, deferred=self.deferred,
+                   held=self.held)
         return out
 
     @classmethod
@@ -130,11 +136,16 @@ class ParserState(Track):
         st = cls(counters=dict(data.get("counters") or {}), latest=dict(data.get("latest") or {}),
                  marks=[list(m) for m in data.get("marks") or []], seen=dict(data.get("seen") or {}),
                  deferred=[list(d) for d in data.get("deferred") or []],
-                 pending=base64.b64decode(data.get("pending") or ""))
+                 pending=base64.b64decode(data.get("pending") or ""),
+                 held={k: [list(p) for p in v] for k, v in (data.get("held") or {}).items()})
         st.load(data)
+        if "started" not in data:  # a state saved before this rule: a run that has values is under way
+            st.started = bool(st.latest)
         for rank, track in (data.get("ranks") or {}).items():
             st.ranks[rank] = t = Track()
             t.load(track)
+            if "started" not in track:
+                t.started = st.started
         return st
 
     def track(self, rank: int | None) -> Track:
@@ -145,6 +156,13 @@ class ParserState(Track):
         if t is None:
             t = self.ranks[key] = Track()
         return t
+
+
+def printed_at_start(state: dict[str, Any] | None) -> dict[str, float]:
+    """The values a job printed once before its first step (its first rank's), from its stored state: they are
+    its configuration ("lr=0.02 epochs=12"), shown with its parameters rather than as charts."""
+    held = (state or {}).get("held") or {}
+    return {name: points[-1][2] for name, points in held.items() if "@" not in name and points}
 
 
 def eta_seconds(marks: list[list[float]], now: float) -> float | None:

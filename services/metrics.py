@@ -46,6 +46,9 @@ PROTOCOL_PREFIX = "##portal "
 MAX_PENDING = 1 << 20
 # Trainer dicts held for the bar's next redraw, at most (a run without one must not grow the state).
 MAX_DEFERRED = 4096
+# Names held as configuration, and points per name, at most (a log without step markers must not grow the state).
+MAX_HELD = 256
+MAX_HELD_POINTS = 64
 
 # A point: (series name, x step, epoch, value, rank)
 Point = tuple[str, int, "float | None", float, "int | None"]
@@ -86,6 +89,8 @@ class MetricExtractor:
             step = st.step or 0
             points += [(key, step, epoch, v, None) for key, v, epoch in st.deferred]
             st.deferred = []
+        if final and st.held:
+            self._release_without_steps(points)
         progress_after = st.progress()
         if progress_after is not None and progress_after != progress_before:
             st.marks.append([now, progress_after])
@@ -157,6 +162,7 @@ class MetricExtractor:
         st = self.state
         rank = ranks.get(line)
         track = st.track(rank) if rank else st
+        track.started = True  # every event left is a step or epoch marker: what is printed from here on is a metric
         if kind == "bar":  # the most frequent kind (a mixed log redraws its bar after every Trainer dict)
             label, label_total, done, total = value
             if label is None:  # one bar over the whole run (Hugging Face Trainer): steps
@@ -195,12 +201,14 @@ class MetricExtractor:
         # A key must be printable text: PostgreSQL refuses NUL, and a chart title cannot show control characters.
         kv = [(str(k)[:MAX_KEY_LEN], float(v)) for k, v in obj.items() if _is_number(v) and str(k).isprintable()]
         valid_rank = isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank <= MAX_RANK
-        self._emit(kv, points, rank if valid_rank else None)
+        # The protocol says what is a metric: nothing in it is taken for configuration.
+        self._emit(kv, points, rank if valid_rank else None, config=False)
 
     def _emit(self, kv: list[tuple[str, float]], points: list[Point], rank: int | None, redraw: bool = False,
-              progress: int = 1) -> None:
+              progress: int = 1, config: bool = True) -> None:
         """One line's pairs: its 'epoch' and step keys move the rank's track (`progress`: there may be some; 2: the
-        line is a Trainer dict), the other keys are points."""
+        line is a Trainer dict), the other keys are points, or configuration (`config`: they may be) while they
+        have been printed only before the first step (`_held`)."""
         st = self.state
         track = st.track(rank) if rank else st
         has_step = has_epoch = False
@@ -222,14 +230,19 @@ class MetricExtractor:
                         has_step = True
                 else:
                     metrics.append((key, value))
+            if has_epoch or has_step:
+                track.started = True
             if not metrics:
                 return
             kv = metrics
         epoch, step = track.epoch, track.step
         isfinite = math.isfinite
+        held = self._held if config and (st.held or not track.started) else None
         if rank:
             counters = st.counters
             for key, value in kv:
+                if held is not None and held(track, f"{key}@{rank}", key, value, rank, points):
+                    continue
                 if not isfinite(value):
                     continue
                 if step is None:
@@ -247,6 +260,8 @@ class MetricExtractor:
         for key, value in kv:
             if redraw and latest.get(key) == value:
                 continue  # a progress bar redrawn with the same figures: one point, not one per redraw
+            if held is not None and held(track, key, key, value, rank, points):
+                continue
             latest[key] = value  # a NaN loss is news for the card, though it cannot be a chart point
             if not isfinite(value):
                 continue
@@ -258,6 +273,50 @@ class MetricExtractor:
                 points.append((key, x, epoch, value, rank))
             else:
                 points.append((key, step, epoch, value, rank))
+
+
+    def _held(self, track: Track, slot: str, key: str, value: float, rank: int | None, points: list[Point]) -> bool:
+        """Whether a value is (still) configuration rather than a point: a name printed only before the first step
+        of its rank, with one value. Printed again after that, or with another value (a loop without step markers),
+        it is a metric after all: its held points are charted then, at the x they had (`slot`: the name's counter
+        and its entry in `held`)."""
+        st = self.state
+        mine = st.held.get(slot)
+        if mine is None:
+            if track.started or len(st.held) >= MAX_HELD:
+                return False
+            mine = st.held[slot] = []
+        elif track.started or not _same(mine[-1][2], value):
+            track.started = True  # a value that changes before any marker: the training loop is running
+            del st.held[slot]
+            points += [(key, x, epoch, v, rank) for x, epoch, v in mine if math.isfinite(v)]
+            return False
+        if len(mine) < MAX_HELD_POINTS:
+            step = track.step
+            if step is None:
+                step = st.counters.get(slot, 0)
+                st.counters[slot] = step + 1
+            mine.append([step, track.epoch, value])
+        return True
+
+
+    def _release_without_steps(self, points: list[Point]) -> None:
+        """At the log's end: what a rank that never showed a step held is its results (an evaluation script's
+        "accuracy=0.91"), not configuration, which is only what comes before a first step."""
+        st = self.state
+        for slot in list(st.held):
+            key, _at, rank_text = slot.partition("@")
+            rank = int(rank_text) if rank_text else None
+            if (st.track(rank) if rank else st).started:
+                continue
+            mine = st.held.pop(slot)
+            points += [(key, x, epoch, v, rank) for x, epoch, v in mine if math.isfinite(v)]
+            if rank is None:
+                st.latest[key] = mine[-1][2]
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)
 
 
 def _is_number(v: Any) -> bool:

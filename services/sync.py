@@ -248,7 +248,9 @@ class SyncLoop:
                 data = data[: cut + 1]
             elif len(data) < READ_LIMIT:
                 data = b""  # an unfinished line; a single line longer than the limit is taken as it is
-        if not data:
+        # At the end of a finished job's log the extractor has a last word even without new bytes (what it held
+        # for a step that never came), once.
+        if not data and not (last and any((state_json or {}).get(k) for k in ("held", "deferred", "pending"))):
             return 0
         now = time.time()
         extractor = MetricExtractor(ParserState.from_json(state_json))

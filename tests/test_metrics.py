@@ -97,7 +97,7 @@ def test_protocol_line_without_newline_and_not_at_line_start():
     pts = ex.feed("", now=1.0, final=True)
     assert [(n, v) for n, _, _, v, _ in pts] == [("loss", 1.5)]
     # Mentioned inside another line it is not the protocol (its pairs still count as text).
-    pts = MetricExtractor().feed('echo ##portal {"loss": 2.5}\n', now=1.0)
+    pts = MetricExtractor().feed('Epoch 1/2\necho ##portal {"loss": 2.5}\n', now=1.0)
     assert [(n, v) for n, _, _, v, _ in pts] == [("loss", 2.5)]
 
 
