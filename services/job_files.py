@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session
 
 from services.auth import may_download
 from services.backends.base import Backend
+from services.log_search import SearchResult, search
+from services.log_times import RECORDER, index_path
+from services.log_view import LogPage, around, merged, tail
 from services.logs import read_tail
 from services.models import JobView, NotFound, User
 from services.safe_files import open_job_file, open_read
@@ -59,6 +62,37 @@ class JobFiles:
     def log_ranks(self, job_id: int) -> list[int]:
         return self.backend.log_ranks(job_id)
 
+    def log_page(self, job_id: int, max_lines: int = 500, rank: int | None = 0) -> LogPage:
+        """The numbered, dated tail of one rank's log; rank None: all ranks merged by received time."""
+        if rank is None:
+            ranks = self.log_ranks(job_id)
+            return merged({r: self._rank_tail(job_id, r, max_lines) for r in ranks}, max_lines)
+        return self._rank_tail(job_id, rank, max_lines)
+
+    def _rank_tail(self, job_id: int, rank: int, max_lines: int) -> LogPage:
+        known = None
+        if rank == 0:
+            with self.session() as s:
+                jl = s.get(JobLog, job_id)
+                known = (jl.offset, jl.lines) if jl is not None else None
+        return tail(self.log_file(job_id, rank), max_lines, known, rank)
+
+    def log_context(self, job_id: int, line: int, rank: int = 0, radius: int = 20) -> LogPage:
+        """A linked line of one rank's log with `radius` lines either side."""
+        return around(self.log_file(job_id, rank), line, radius, radius, rank)
+
+    def search_log(self, job_id: int, query: str, limit: int = 200) -> SearchResult:
+        """Every rank's lines that contain `query` (the first `limit` of them, and how many there are)."""
+        return search({r: self.log_file(job_id, r) for r in self.log_ranks(job_id)}, query, limit)
+
+    def note_log_growth(self, job_id: int, final: bool = False) -> None:
+        """The sync loop's tick: when each rank's log grew (see services/log_times.py)."""
+        for rank in self.log_ranks(job_id):
+            path = self.backend.log_path(job_id, rank)
+            RECORDER.record(path, force=final)
+            if final:
+                RECORDER.forget(path)
+
     def log_file(self, job_id: int, rank: int = 0) -> Path:
         """The archive of one rank's log (rank 0 is the job's main log)."""
         path, _ = self.log_info(job_id)
@@ -85,6 +119,7 @@ class JobFiles:
             for jl in rows:
                 for rank in self.backend.log_ranks(jl.job_id) or [0]:
                     self.backend.log_path(jl.job_id, rank).unlink(missing_ok=True)
+                    index_path(self.backend.log_path(jl.job_id, rank)).unlink(missing_ok=True)
                 Path(jl.path).unlink(missing_ok=True)
                 jl.pruned_at = utcnow()
         return len(rows)

@@ -113,6 +113,10 @@ class SyncLoop:
                 except Exception as exc:  # logs are retried next tick; the state change still goes in
                     log.warning("could not read the logs of job %s: %s", job.id, exc)
                 try:
+                    svc.note_log_growth(job.id, final=finished)  # received times, for the log pane
+                except Exception:
+                    log.exception("could not note when the log of job %s grew", job.id)
+                try:
                     # A finished job is read to its end: it leaves the active list after this tick.
                     while self.ingest_logs(job.id, final=finished) and finished:
                         pass
