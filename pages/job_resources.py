@@ -1,4 +1,5 @@
-"""The job page's resource graphs: what the job's GPUs did (utilisation and memory over time)."""
+"""The job page's resource graphs: the job's CPU and memory (every job) and what its GPUs did (utilisation and
+memory), over time."""
 
 from __future__ import annotations
 
@@ -6,7 +7,31 @@ import streamlit as st
 
 from pages.common import chart_text, portal
 from pages.job_charts import chart
+from services.jobs import Series
 from services.models import JobView
+
+
+def _two_columns(prefix: str, series: dict[str, Series]) -> None:
+    cols = st.columns(2)
+    for i, (name, ser) in enumerate(series.items()):
+        cols[i % 2].plotly_chart(chart(name, {chart_text(name): ser}, "seconds since start"), key=f"{prefix}-{i}",
+                                 width="stretch")
+
+
+def _cpu_memory_charts(job: JobView) -> None:
+    st.subheader("CPU and memory")
+    sampler = portal().sync.resources
+    if sampler.unavailable:
+        st.info(sampler.unavailable)
+        return
+    series = portal().jobs.resource_series(job.id)
+    if job.is_active and sampler.error:
+        st.warning(f"CPU and memory could not be read: {sampler.error}")
+    if not series:
+        st.caption("No CPU or memory samples yet." if job.is_active
+                   else "No CPU or memory samples were recorded for this job.")
+        return
+    _two_columns("resources", series)
 
 
 def _gpu_charts(job: JobView) -> None:
@@ -21,15 +46,17 @@ def _gpu_charts(job: JobView) -> None:
     if not series:
         st.caption("No GPU samples yet." if job.is_active else "No GPU samples were recorded for this job.")
         return
-    cols = st.columns(2)
-    for i, (name, ser) in enumerate(series.items()):
-        cols[i % 2].plotly_chart(chart(name, {chart_text(name): ser}, "seconds since start"), key=f"gpu-{i}",
-                                 width="stretch")
+    _two_columns("gpu", series)
 
 
-live_gpu_charts = st.fragment(run_every="15s")(_gpu_charts)
-still_gpu_charts = st.fragment(_gpu_charts)
+def _resource_charts(job: JobView) -> None:
+    _cpu_memory_charts(job)
+    _gpu_charts(job)
+
+
+live_resource_charts = st.fragment(run_every="15s")(_resource_charts)
+still_resource_charts = st.fragment(_resource_charts)
 
 
 def resource_charts(job: JobView) -> None:
-    (live_gpu_charts if job.is_active else still_gpu_charts)(job)
+    (live_resource_charts if job.is_active else still_resource_charts)(job)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import ssl
 import threading
 import urllib.error
@@ -21,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from services.config import Settings
+from services.promql import job_for_pod, pod_regex, pod_selector, sample_value, sorted_names
 
 ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # 0..1 ratio (profiling metric; not on every GPU)
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # 0..100 %
 FB_USED = "DCGM_FI_DEV_FB_USED"  # MiB
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
 
 class TelemetryError(Exception):
-    """Reading GPU metrics failed; ``str(exc)`` is one sentence for a person."""
+    """Reading GPU (or CPU and memory) metrics failed; ``str(exc)`` is one sentence for a person."""
 
 
 @dataclass(frozen=True)
@@ -43,41 +42,12 @@ class GpuReading:
 # Prometheus --------------------------------------------------------------------------------------------------
 
 
-def promql_string(value: str) -> str:
-    """A PromQL double-quoted string literal holding ``value``."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def re2_escape(value: str) -> str:
-    """``value`` as a literal inside a (RE2) regular expression."""
-    return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in value)
-
-
-def pod_regex(job_names: list[str]) -> str:
-    """Alternation matching the pods of the given Jobs (``<job>-<suffix>``)."""
-    return "|".join(f"{re2_escape(name)}-.*" for name in sorted(set(job_names)))
-
-
-def _job_for_pod(pod: str, names_longest_first: list[tuple[str, int]]) -> int | None:
-    for name, job_id in names_longest_first:
-        if pod.startswith(name + "-"):
-            return job_id
-    return None
-
-
 def _gpu_identity(labels: dict[str, str]) -> tuple[str, ...]:
     """The GPU (or MIG instance) a series is about; without a UUID, the series' own labels."""
     if labels.get("UUID"):
         return (labels["UUID"], labels.get("GPU_I_ID", ""))
     return tuple(sorted(f"{k}={v}" for k, v in labels.items() if k not in ("job", "instance", "__name__")))
 
-
-def _sample(series: dict[str, Any]) -> float | None:
-    try:
-        value = float(series["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return None if math.isnan(value) or math.isinf(value) else value
 
 
 def _display_url(url: str) -> str:
@@ -205,8 +175,7 @@ class PrometheusTelemetry:
 
     # Reading -------------------------------------------------------------------------------------------------
     def _selector(self, metric: str, namespace: str, regex: str) -> str:
-        return (f"{metric}{{{self.namespace_label}={promql_string(namespace)},"
-                f"{self.pod_label}=~{promql_string(regex)}}}")
+        return pod_selector(metric, namespace, regex, self.namespace_label, self.pod_label)
 
     def read(self, namespace: str, jobs: dict[int, str]) -> dict[int, GpuReading]:
         """GPU readings of running Jobs: ``jobs`` maps job id → Kubernetes Job name. Three queries per call
@@ -214,14 +183,14 @@ class PrometheusTelemetry:
         if not jobs:
             return {}
         regex = pod_regex(list(jobs.values()))
-        names = sorted(((name, job_id) for job_id, name in jobs.items()), key=lambda item: -len(item[0]))
+        names = sorted_names(jobs)
         per_metric: dict[str, dict[int, list[float]]] = {}
         for metric in (ENGINE_ACTIVE, GPU_UTIL, FB_USED):
             grouped: dict[int, dict[tuple[str, ...], float]] = defaultdict(dict)
             for series in self.query(self._selector(metric, namespace, regex)):
                 labels = series.get("metric") or {}
-                job_id = _job_for_pod(str(labels.get(self.pod_label, "")), names)
-                value = _sample(series)
+                job_id = job_for_pod(str(labels.get(self.pod_label, "")), names)
+                value = sample_value(series)
                 if job_id is not None and value is not None:
                     # One value per GPU even when two scrape jobs (or unmerged replicas) carry the same one.
                     grouped[job_id].setdefault(_gpu_identity(labels), value)

@@ -28,6 +28,7 @@ from services.job_charts import Series as Series
 from services.job_files import JobFiles
 from services.job_queries import JobQueries
 from services.job_queries import to_view as to_view  # re-exported: the sync loop and history use it from here
+from services.job_resources import JobResources
 from services.job_text import search_text
 from services.models import (
     ACTIVE_STATUSES,
@@ -41,7 +42,7 @@ from services.models import (
     User,
     ValidationProblem,
 )
-from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
+from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
 from services.validation import validation_problems as validation_problems  # re-exported: the history uses it
 from services.workspace import Workspace
 
@@ -69,7 +70,7 @@ def set_status(s: Session, job: Job, status: JobStatus, message: str = "") -> No
     s.add(JobEvent(job_id=job.id, ts=job.updated_at, status=status.value, message=message))
 
 
-class JobService(JobQueries, JobFiles, JobCharts):
+class JobService(JobQueries, JobFiles, JobCharts, JobResources):
     """The use cases; reading jobs, their logs, files and charts comes from the mixins."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], backend: Backend):
@@ -263,6 +264,7 @@ class JobService(JobQueries, JobFiles, JobCharts):
             s.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id))
             s.execute(delete(SeriesCache).where(SeriesCache.job_id == job_id))
             s.execute(delete(GpuSample).where(GpuSample.job_id == job_id))
+            s.execute(delete(ResourceSample).where(ResourceSample.job_id == job_id))
             s.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
             s.execute(delete(JobLog).where(JobLog.job_id == job_id))
             s.execute(delete(Job).where(Job.id == job_id))

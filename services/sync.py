@@ -21,6 +21,7 @@ from services.jobs import JobService, set_status, to_view
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus
+from services.resource_telemetry import ResourceSampler, cluster_pods, runner_pids, running_jobs
 from services.store import maintenance
 from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
 
@@ -36,6 +37,8 @@ class SyncLoop:
         self.interval = interval
         self.telemetry = telemetry
         self.gpu_error: str | None = None
+        # CPU and memory of every running job, on the GPU samples' cadence (a process-table pass or two queries).
+        self.resources = ResourceSampler(service.settings, service.backend.name, telemetry)
         self._last_prune = 0.0
         self._last_statistics = time.time()  # the start-up migration has just refreshed them
         self._stop = threading.Event()
@@ -52,16 +55,22 @@ class SyncLoop:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="portal-sync", daemon=True)
         self._thread.start()
-        if self.telemetry is not None:
+        if self.telemetry is not None or self.resources.available:
             # Its own thread: a slow or unreachable Prometheus must not hold up job states and logs.
             threading.Thread(target=self._run_gpu, name="portal-gpu", daemon=True).start()
 
     def _run_gpu(self) -> None:
         while not self._stop.wait(self.service.settings.gpu_sample_seconds):
-            try:
-                self.sample_gpus()
-            except Exception:
-                log.exception("GPU sampling failed")
+            for what, sample in (("GPU", self.sample_gpus), ("CPU and memory", self.sample_resources)):
+                try:
+                    sample()
+                except Exception:
+                    log.exception("%s sampling failed", what)
+
+    def sample_resources(self) -> None:
+        self.resources.sample(self.service)
+        if self.resources.error:
+            log.warning("CPU and memory telemetry: %s", self.resources.error)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -152,19 +161,14 @@ class SyncLoop:
     def sample_gpus(self) -> None:
         """One GPU reading for every running job that holds GPUs: a constant number of queries per tick."""
         svc = self.service
-        with svc.session() as s:
-            rows = s.execute(select(Job.id, Job.backend_ref).where(
-                Job.status == JobStatus.RUNNING.value, Job.gpus > 0, Job.backend == svc.backend.name)).all()
+        rows = running_jobs(svc, gpus_only=True) if self.telemetry is not None else []
         if not rows:
             return
         try:
             if svc.backend.name == "kubernetes":
-                refs = {r.id: dict(r.backend_ref or {}) for r in rows}
-                names = {i: ref["job_name"] for i, ref in refs.items() if ref.get("job_name")}
-                namespace = next((ref["namespace"] for ref in refs.values() if ref.get("namespace")), "")
-                readings = self.telemetry.read(namespace, names)
+                readings = self.telemetry.read(*cluster_pods(rows))
             else:
-                pids = {r.id: int((r.backend_ref or {}).get("runner_pid") or 0) for r in rows}
+                pids = runner_pids(rows)
                 readings = self.telemetry.read({j: process_tree(pid) if pid else [] for j, pid in pids.items()})
         except Exception as exc:  # Prometheus down or refusing: said on the job page, retried next time
             self.gpu_error = str(exc)

@@ -311,3 +311,18 @@ class GpuSample(Base):
     memory_mib: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_gpu_samples_job_ts", "job_id", "ts"),)
+
+
+class ResourceSample(Base):
+    """CPU and memory of a running job (any job, GPUs or not), sampled by the sync loop: the local job's process
+    tree, or cAdvisor's series in Prometheus for a cluster job's pods (services/resource_telemetry.py)."""
+
+    __tablename__ = "resource_samples"
+
+    id: Mapped[int] = mapped_column(BIG_INT, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    ts: Mapped[float] = mapped_column(Float, nullable=False)
+    cpu_cores: Mapped[float | None] = mapped_column(Float)
+    memory_mib: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_resource_samples_job_ts", "job_id", "ts"),)
