@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
+from services.auth import local_user
 from services.config import Settings
 from services.gpu_telemetry import PrometheusTelemetry
 from services.models import JobStatus
@@ -109,6 +110,20 @@ def test_memory_is_drawn_in_gib_once_a_job_holds_gigabytes(portal, user, workspa
         portal.jobs.record_resources({job_id: ResourceReading(2.0 + i, mib)}, start + 15 * i)
     drawn = charts(job_page(job_id))
     assert drawn == {"CPU (cores)": [2.0, 3.0, 4.0], "Memory (GiB)": [1.0, 3.0, 6.0]}
+
+
+def test_samples_are_kept_and_deleted_with_the_job_on_sqlite_and_postgresql(any_portal):
+    me = local_user(any_portal.settings)
+    (any_portal.settings.workspace_dir / "quick.py").write_text("print('done')\n")
+    job = run_to_end(any_portal, me, any_portal.jobs.submit(me, {"name": "db", "script": "quick.py"}))
+    t0 = job.started_at.timestamp()
+    any_portal.jobs.record_resources({job.id: ResourceReading(None, 50.0)}, t0 + 1)
+    any_portal.jobs.record_resources({job.id: ResourceReading(0.5, 60.0)}, t0 + 16)
+    series = any_portal.jobs.resource_series(job.id)
+    assert series["CPU (cores)"].x.tolist() == pytest.approx([16.0], abs=1e-3)  # no CPU yet: no point, no gap
+    assert series["Memory (MiB)"].y.tolist() == [50.0, 60.0] and series["Memory (MiB)"].axis == "seconds"
+    any_portal.jobs.delete(me, job.id)
+    assert any_portal.jobs.resource_series(job.id) == {}
 
 
 def test_a_finished_job_without_samples_says_so(portal, user, workspace_script):
