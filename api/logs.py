@@ -1,5 +1,5 @@
-"""REST routes of a job's log: a page of lines (by offset or the tail) and a live Server-Sent Events stream
-that follows the archive until the job ends (resumable with Last-Event-ID)."""
+"""REST routes of a job's log: a page of lines (by offset or the tail), a search across ranks (`?search=`), and a
+live Server-Sent Events stream that follows the archive until the job ends (resumable with Last-Event-ID)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from api.common import endpoint, jobs, query_int, visible
+from api.common import ApiError, endpoint, jobs, query_int, visible
+from services.log_search import query_problem
 from services.logs import complete_lines, count_lines, read_from, read_lines, read_tail, seek_line
 from services.models import NotFound, User
 
 MAX_LOG_LINES = 10_000
+MAX_SEARCH_HITS = 1000
 STREAM_POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
@@ -26,6 +28,8 @@ KEEPALIVE_SECONDS = 15.0
 def job_logs(request: Request, user: User) -> dict[str, Any]:
     job = visible(request, user)
     rank = query_int(request, "rank", 0, 0, 4096)
+    if "search" in request.query_params:
+        return _search(request, job.id, rank if "rank" in request.query_params else None)
     path = jobs().log_file(job.id, rank)
     final = not job.is_active
     if "offset" in request.query_params:
@@ -40,6 +44,19 @@ def job_logs(request: Request, user: User) -> dict[str, Any]:
         offset = max(0, total - len(lines))
     return {"lines": lines, "offset": offset, "next_offset": offset + len(lines),
             "total": total if total is not None else count_lines(path), "finished": final}
+
+
+def _search(request: Request, job_id: int, rank: int | None) -> dict[str, Any]:
+    """The lines that contain the text, every rank's (or rank R's), with rank and line number (1-based)."""
+    query = request.query_params["search"]
+    problem = query_problem(query)
+    if problem:
+        raise ApiError(400, problem.replace("Type the text", "Give 'search' the text"))
+    limit = query_int(request, "limit", 200, 1, MAX_SEARCH_HITS)
+    found = jobs().search_log(job_id, query, limit, rank)
+    return {"query": query, "hits": [{"rank": h.rank, "line": h.line, "text": h.text} for h in found.hits],
+            "total": found.total, "more": found.more, "per_rank": {str(r): n for r, n in found.per_rank.items()},
+            "lines_searched": found.lines_searched, "complete": found.complete}
 
 
 def _sse(event: str | None, data: str, event_id: int | None = None) -> str:

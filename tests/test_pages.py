@@ -204,7 +204,7 @@ def test_job_page_tabs(app, portal, user):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"].endswith("Succeeded") and metrics["Progress"] == "Epoch 2/2"
     # Logs tab (default): the tail of the log.
-    assert "Training finished" in at.code[0].value
+    assert "Training finished" in at.get("html")[0].proto.body
     # Metrics tab: a Plotly chart per series, loss first.
     at.query_params["tab"] = "Metrics"
     at.run()

@@ -58,7 +58,7 @@ def submit_from_form(page, base: str, name: str, epochs: int, seconds_per_epoch:
 
 
 def log_text(page) -> str:
-    return page.get_by_test_id("stCode").first.inner_text()
+    return page.locator(".plog").first.inner_text()  # the Logs tab's pane (pages/job_logs.py draws it)
 
 
 def test_submit_watch_stop_restart(browser, tmp_path):
@@ -69,7 +69,7 @@ def test_submit_watch_stop_restart(browser, tmp_path):
 
         # 1. Submit the example from the form; the job page opens and its log pane moves by itself.
         job1 = submit_from_form(page, base, "browser-demo", epochs=12, seconds_per_epoch=1.0)
-        log_pane = page.get_by_test_id("stCode").first
+        log_pane = page.locator(".plog").first
         expect(log_pane).to_contain_text("Epoch 2/12", timeout=30_000)
         first = log_text(page)
         expect(log_pane).to_contain_text("Epoch 4/12", timeout=30_000)  # no reload: the fragment polls
@@ -102,7 +102,7 @@ def test_submit_watch_stop_restart(browser, tmp_path):
 
         # 4. A second job, stopped from its page.
         job2 = submit_from_form(page, base, "to-be-stopped", epochs=500, seconds_per_epoch=0.5)
-        expect(page.get_by_test_id("stCode").first).to_contain_text("Epoch 2/500", timeout=30_000)
+        expect(page.locator(".plog").first).to_contain_text("Epoch 2/500", timeout=30_000)
         page.get_by_role("button", name="Stop job").click()
         page.get_by_text("Stopped by user").first.wait_for(timeout=30_000)
 
