@@ -8,10 +8,12 @@ sample however many jobs run. Never imports streamlit.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, select
@@ -68,7 +70,7 @@ def runner_pids(rows: Sequence[Row[Any]]) -> dict[int, int]:
 
 
 class LocalResources:
-    """CPU and memory of local jobs' process trees (psutil)."""
+    """CPU and memory of local jobs' process trees."""
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[float, float]] = {}  # job id → (time, CPU seconds of its tree then)
@@ -77,22 +79,27 @@ class LocalResources:
         """``jobs``: job id → (runner pid, the runner's start time, which tells a recycled pid apart). A job whose
         runner is gone is absent. CPU counts the tree's live processes and the children they reaped; the first
         reading of a job is its average since the runner started."""
-        import psutil
-
         if not jobs:
             self._last = {}
             return {}
+        table = process_table()  # one pass, whatever the number of jobs
         children: dict[int, list[int]] = defaultdict(list)
-        for proc in psutil.process_iter(["ppid"]):  # one pass over the table, whatever the number of jobs
-            children[proc.info["ppid"] or 0].append(proc.pid)
+        for pid, proc in table.items():
+            children[proc.ppid].append(pid)
         now = time.time()
         readings: dict[int, ResourceReading] = {}
         last: dict[int, tuple[float, float]] = {}
         for job_id, (root, started) in jobs.items():
-            total = _tree_usage(psutil, root, started, children)
-            if total is None:
+            if root not in table or abs(table[root].started - started) >= 1.0:
                 continue
-            cpu_seconds, rss = total
+            cpu_seconds, rss = 0.0, 0
+            stack, seen = [root], set()
+            while stack:
+                pid = stack.pop()
+                if pid not in seen and pid in table:
+                    seen.add(pid)
+                    stack.extend(children.get(pid, ()))
+                    cpu_seconds, rss = cpu_seconds + table[pid].cpu_seconds, rss + table[pid].rss
             before_at, before = self._last.get(job_id, (started, 0.0))
             elapsed = now - before_at
             cores = max(0.0, cpu_seconds - before) / elapsed if elapsed > 0.05 else None
@@ -102,31 +109,46 @@ class LocalResources:
         return readings
 
 
-def _tree_usage(psutil: Any, root: int, started: float,
-                children: dict[int, list[int]]) -> tuple[float, int] | None:
-    """(CPU seconds, resident bytes) of ``root`` and its descendants; None when ``root`` is not that runner."""
-    try:
-        if abs(psutil.Process(root).create_time() - started) >= 1.0:
-            return None
-    except psutil.Error:
-        return None
-    cpu, rss = 0.0, 0
-    stack, seen = [root], set()
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    cpu_seconds: float  # its own and its reaped children's, user and system
+    rss: int  # bytes
+    started: float  # epoch seconds
+
+
+def process_table(from_proc: bool | None = None) -> dict[int, _Proc]:
+    """Every process of this machine. On Linux one read of /proc/PID/stat each (a quarter of psutil's cost: 2 ms
+    for 140 processes); elsewhere (or ``from_proc=False``) psutil."""
+    import psutil
+
+    if from_proc is None:
+        from_proc = Path("/proc/self/stat").exists()
+    if not from_proc:
+        table = {}
+        for p in psutil.process_iter(["ppid", "cpu_times", "memory_info", "create_time"]):
+            t, m = p.info["cpu_times"], p.info["memory_info"]
+            if t is not None and m is not None:
+                table[p.pid] = _Proc(p.info["ppid"] or 0, t.user + t.system + t.children_user + t.children_system,
+                                     m.rss, p.info["create_time"] or 0.0)
+        return table
+    boot, tick, page = psutil.boot_time(), os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        seen.add(pid)
-        stack.extend(children.get(pid, ()))
         try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                t = proc.cpu_times()
-                rss += proc.memory_info().rss
-        except psutil.Error:  # ended meanwhile, or not ours to read
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:  # ended meanwhile
             continue
-        cpu += t.user + t.system + t.children_user + t.children_system
-    return cpu, rss
+        # After the command in parentheses (which may hold spaces and parentheses): state, ppid, ...
+        fields = data[data.rfind(b")") + 2:].split()
+        if len(fields) < 22:
+            continue
+        table[int(name)] = _Proc(int(fields[1]), sum(int(v) for v in fields[11:15]) / tick, int(fields[21]) * page,
+                                 boot + int(fields[19]) / tick)
+    return table
 
 
 # Prometheus (cAdvisor) --------------------------------------------------------------------------------------

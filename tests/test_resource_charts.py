@@ -5,6 +5,8 @@ kubelet stand-in (tests/resource_telemetry_env.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,13 @@ from services.auth import local_user
 from services.config import Settings
 from services.gpu_telemetry import PrometheusTelemetry
 from services.models import JobStatus
-from services.resource_telemetry import NOT_CONFIGURED, PrometheusResources, ResourceReading, ResourceSampler
+from services.resource_telemetry import (
+    NOT_CONFIGURED,
+    PrometheusResources,
+    ResourceReading,
+    ResourceSampler,
+    process_table,
+)
 from services.store.orm import ResourceSample
 from tests.conftest import run_to_end, wait_until
 from tests.resource_telemetry_env import CadvisorPrometheusEnv, container
@@ -100,6 +108,22 @@ def test_a_busy_jobs_cpu_and_memory_are_drawn_live_and_kept_when_it_ends(portal,
         left = s.scalar(select(func.count()).select_from(ResourceSample).where(ResourceSample.job_id == busy))
     assert left == 0
     assert portal.jobs.resource_series(busy) == {}
+
+
+def test_the_process_table_reads_the_same_from_proc_as_through_psutil():
+    import os
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (64 * 2**20); time.sleep(30)"])
+    try:
+        wait_until(lambda: process_table().get(child.pid, None) and process_table()[child.pid].rss > 64 * 2**20)
+        fast, portable = process_table(from_proc=True)[child.pid], process_table(from_proc=False)[child.pid]
+    finally:
+        child.kill()
+        child.wait()
+    assert fast.ppid == portable.ppid == os.getpid()
+    assert fast.started == pytest.approx(portable.started, abs=0.05)
+    assert fast.rss == pytest.approx(portable.rss, rel=0.05) and fast.rss > 64 * 2**20
+    assert fast.cpu_seconds == pytest.approx(portable.cpu_seconds, abs=0.05)
 
 
 def test_memory_is_drawn_in_gib_once_a_job_holds_gigabytes(portal, user, workspace_script):
