@@ -26,6 +26,7 @@ from services.backends.base import BackendError
 from services.jobs import JobService
 from services.models import Conflict, JobView, NotFound, User, ValidationProblem
 from services.portal import get_portal
+from services.provenance import parent_kind
 from services.tokens import TokenExpired
 
 
@@ -75,6 +76,8 @@ def job_json(job: JobView) -> dict[str, Any]:
         "latest_metrics": finite(job.latest_metrics), "final_metrics": finite(job.final_metrics), "gpus": job.gpus,
         "nodes": job.nodes, "cost_per_hour": job.cost_per_hour, "exit_code": job.exit_code,
         "request": job.request, "url": f"/job?id={job.id}",
+        # Provenance: the job this one was cloned from ("clone") or is a retry of ("retry"); null kind: not recorded.
+        "parent_id": job.parent_id, "parent_kind": parent_kind(job),
     }
 
 

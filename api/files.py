@@ -15,6 +15,7 @@ from api.common import endpoint, error, jobs, path_int, visible
 from api.file_responses import FdResponse
 from services.models import NotFound, User, ValidationProblem
 from services.portal import get_portal
+from services.script_names import save_upload
 from services.workspace import OutputFile
 
 
@@ -58,7 +59,7 @@ async def upload_file(request: Request, user: User) -> Response:
     if len(data) > limit:
         return error(413, f"The upload is larger than the limit of {settings.max_upload_mb:g} MB.")
     try:
-        script = await run_in_threadpool(jobs().workspace.save_upload, user, name, data)
+        script = await run_in_threadpool(save_upload, jobs().workspace, user, name, data)
     except ValidationProblem as exc:
         problems = {"file": exc.problems.get("upload", str(exc))}
         return error(422, "The upload was refused: " + problems["file"], problems=problems)

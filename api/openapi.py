@@ -96,7 +96,10 @@ def openapi_document() -> dict[str, Any]:
         "finished_at": NULLABLE_STR, "epoch": NULLABLE_INT, "total_epochs": NULLABLE_INT, "progress": NULLABLE_NUM,
         "eta_seconds": NULLABLE_NUM, "latest_metrics": METRICS, "final_metrics": METRICS, "gpus": {"type": "integer"},
         "nodes": {"type": "integer"}, "cost_per_hour": {"type": "number"}, "exit_code": NULLABLE_INT,
-        "request": {"type": "object"}, "url": {"type": "string"}}}
+        "request": {"type": "object"}, "url": {"type": "string"},
+        "parent_id": {**NULLABLE_INT, "description": "The job this one was cloned from or is a retry of."},
+        "parent_kind": {"type": ["string", "null"], "enum": ["clone", "retry", None],
+                        "description": "How it came from parent_id (null: not recorded, or no parent)."}}}
     files = {"type": "object", "required": ["files"], "properties": {"files": {"type": "array", "items": {
         "type": "object", "required": ["path", "size"], "properties": {
             "path": {"type": "string"}, "size": {"type": "integer"}, "modified": {"type": "string"}}}}}}
@@ -158,6 +161,17 @@ def openapi_document() -> dict[str, Any]:
                                            413, 415, 422, params=[JOB_ID], body=changes)},
         f"{jobs_path}/retry": {"post": _op("Submit the same values again", (201, _ref("Job")), 400, 403, 404, 409,
                                            413, 415, 422, params=[JOB_ID], body={"type": "object"})},
+        f"{jobs_path}/script": {"get": {
+            "summary": "The script the job ran, as snapshotted when it was submitted", "tags": ["jobs"],
+            "parameters": [JOB_ID], "responses": {"200": {"description": "The script", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}, **_errors(401, 404)}}},
+        f"{jobs_path}/script/diff": {"get": _op(
+            "Unified diff of the job's script against the workspace file of its name or another job's script",
+            (200, {"type": "object", "required": ["identical", "diff"], "properties": {
+                "job_id": {"type": "integer"}, "against": {"type": "string"}, "from": {"type": "string"},
+                "to": {"type": "string"}, "identical": {"type": "boolean"}, "diff": {"type": "string"}}}),
+            400, 404, 422, params=[JOB_ID, _q("against", {"type": "string", "maxLength": 20},
+                                              "'workspace' (default) or another job's id.")])},
         f"{jobs_path}/logs": {"get": _op(
             "Log lines: the tail, or a range from a line number", (200, {"type": "object", "required": ["lines"],
                                                                          "properties": {

@@ -20,10 +20,13 @@ from api import files as files_api
 from api import logs as logs_api
 from api.common import ApiError, endpoint, finite, iso, job_json, jobs, path_int, query_int, visible
 from api.common import error as error  # re-exported: api/routes.py uses it from here
+from api.file_responses import FdResponse
+from services import job_snapshots as snapshots
 from services.history import HistoryQuery
 from services.jobs import validation_problems
 from services.models import StatusGroup, User, ValidationProblem
 from services.portal import get_portal
+from services.script_names import script_path, with_upload_hint
 from services.templates import TemplateView
 
 MAX_PAGE = 200
@@ -40,8 +43,10 @@ def me(request: Request, user: User) -> dict[str, Any]:
 
 
 # Jobs ---------------------------------------------------------------------------------------------
-def _submit_values(data: dict[str, Any]) -> dict[str, Any]:
+def _submit_values(user: User, data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
+    if isinstance(data.get("script"), str):  # the caller's own: a template's or a cloned job's is exact already
+        data["script"] = script_path(jobs().workspace, user, data["script"])
     template = data.pop("template", None)
     if template is not None:
         if not isinstance(template, str):
@@ -53,7 +58,11 @@ def _submit_values(data: dict[str, Any]) -> dict[str, Any]:
 
 @endpoint(mutation=True)
 def submit(request: Request, user: User, data: dict[str, Any]) -> Response:
-    job_id = jobs().submit(user, _submit_values(data))
+    values = _submit_values(user, data)
+    try:
+        job_id = jobs().submit(user, values)
+    except ValidationProblem as exc:
+        raise with_upload_hint(jobs().workspace, user, exc, values.get("script")) from None
     return JSONResponse(job_json(jobs().get(user, job_id)), status_code=201)
 
 
@@ -149,7 +158,7 @@ def delete_job(request: Request, user: User, data: dict[str, Any]) -> Response:
 @endpoint(mutation=True)
 def clone_job(request: Request, user: User, data: dict[str, Any]) -> Response:
     job_id = path_int(request)
-    values = jobs().clone_values(user, job_id) | _submit_values(data)
+    values = jobs().clone_values(user, job_id) | _submit_values(user, data)
     new_id = jobs().submit(user, values, parent_id=job_id)
     return JSONResponse(job_json(jobs().get(user, new_id)), status_code=201)
 
@@ -158,6 +167,30 @@ def clone_job(request: Request, user: User, data: dict[str, Any]) -> Response:
 def retry_job(request: Request, user: User, data: dict[str, Any]) -> Response:
     new_id = jobs().retry(user, path_int(request))
     return JSONResponse(job_json(jobs().get(user, new_id)), status_code=201)
+
+
+# The script a job ran (its snapshot) -----------------------------------------------------------------
+@endpoint()
+def job_script(request: Request, user: User) -> Response:
+    fd, name = snapshots.open_script(jobs(), user, path_int(request))
+    return FdResponse(fd, name, "text/plain; charset=utf-8")
+
+
+@endpoint()
+def job_script_diff(request: Request, user: User) -> dict[str, Any]:
+    job_id = path_int(request)
+    against = request.query_params.get("against", "workspace").strip()
+    try:
+        if against == "workspace":
+            diff = snapshots.diff_with_workspace(jobs(), user, job_id)
+        elif against.isascii() and against.isdigit() and len(against) < 19 and int(against) > 0:
+            diff = snapshots.diff_with_job(jobs(), user, job_id, int(against))
+        else:
+            raise ApiError(400, "'against' is 'workspace' or another job's id.")
+    except snapshots.NotComparable as exc:
+        raise ApiError(422, str(exc)) from None
+    return {"job_id": job_id, "against": against, "from": diff.old, "to": diff.new, "identical": diff.identical,
+            "diff": diff.diff}
 
 
 # Metrics ------------------------------------------------------------------------------------------
@@ -202,6 +235,8 @@ ROUTES = [
     Route("/api/v1/jobs/{job_id}/stop", stop_job, methods=["POST"]),
     Route("/api/v1/jobs/{job_id}/clone", clone_job, methods=["POST"]),
     Route("/api/v1/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+    Route("/api/v1/jobs/{job_id}/script", job_script, methods=["GET"]),
+    Route("/api/v1/jobs/{job_id}/script/diff", job_script_diff, methods=["GET"]),
     *logs_api.ROUTES,
     Route("/api/v1/jobs/{job_id}/metrics", job_metrics, methods=["GET"]),
     *files_api.ROUTES,

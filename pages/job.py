@@ -1,4 +1,4 @@
-"""One job: status, live log, metric charts, the exact config, and the files it wrote."""
+"""One job: status, live log, metric charts, the exact config, the files it wrote and the script it ran."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages.common import (
     DASHBOARD_PAGE,
+    JOB_PAGE,
     STATUS_ICON,
     ago,
     ask_delete,
@@ -36,7 +37,9 @@ from pages.job_config import config_tab as config_tab_body
 from pages.job_files import files_tab as files_tab_body
 from pages.job_logs import logs_tab as logs_tab_body
 from pages.job_resources import resource_charts
+from pages.job_script import script_tab as script_tab_body
 from services.models import JobStatus, NotFound
+from services.provenance import parent_of
 
 P = portal()
 
@@ -54,6 +57,15 @@ head, back = st.columns([5, 1])
 head.title(plain(job.name), anchor=False)
 back.page_link(DASHBOARD_PAGE, label="Back", icon=":material/arrow_back:")
 show_flash()
+
+# Provenance: the direct parent only (a clone of a clone names the clone it was made from).
+if (parent := parent_of(P.jobs.get, me(), job)) is not None:
+    came = {"clone": "Cloned from", "retry": "Retry of"}.get(parent.kind or "", "Made from")
+    if parent.name is None:  # deleted, or not this viewer's to see: the same words, so ids tell nothing
+        st.caption(f"{came} #{parent.id} (deleted)")
+    else:
+        st.page_link(JOB_PAGE, label=f"{came} #{parent.id} {plain(parent.name)}", icon=":material/call_split:",
+                     query_params={"id": str(parent.id)})
 
 
 @st.fragment(run_every="2s" if active else None)
@@ -127,8 +139,8 @@ if can_act(job):
 elif job.note:
     st.text(f"Note: {job.note}")  # another user's words: no Markdown, so no link or image in this browser
 
-logs_tab, metrics_tab, config_tab, files_tab = st.tabs(
-    ["Logs", "Metrics", "Config", "Files"], key="tab", bind="query-params", on_change="rerun"
+logs_tab, metrics_tab, config_tab, files_tab, script_tab = st.tabs(
+    ["Logs", "Metrics", "Config", "Files", "Script"], key="tab", bind="query-params", on_change="rerun"
 )
 
 with logs_tab:
@@ -150,3 +162,7 @@ with config_tab:
 with files_tab:
     if files_tab.open:
         files_tab_body(job)
+
+with script_tab:
+    if script_tab.open:
+        script_tab_body(job)

@@ -45,6 +45,7 @@ if clone_id and st.session_state.get("_cloned_from") != clone_id:
         values = P.jobs.clone_values(me(), int(clone_id))
         values["name"] = (values["name"][: NAME_MAX - 6] + "-clone").strip("-")
         prefill(values)
+        st.session_state["_clone_parent"] = clone_id  # the new job's page says "Cloned from #N"
     except ValueError:
         st.error(f"Job {clone_id} was not found, so there is nothing to clone.")
     except NotFound as exc:  # also: another user's job whose script snapshot is gone
@@ -94,7 +95,10 @@ def on_submit() -> None:
         upload = (file.name, file.getvalue())
         data["script"] = "upload.py"  # replaced by the stored upload's workspace path
     try:
-        job_id = P.jobs.submit(me(), data, upload=upload)
+        # Still the clone's form (the URL names the job whose values filled it): the new job records its parent.
+        parent = ss.get("_clone_parent")
+        parent_id = int(parent) if parent is not None and st.query_params.get("clone") == parent else None
+        job_id = P.jobs.submit(me(), data, upload=upload, parent_id=parent_id)
     except ValidationProblem as exc:
         ss["_problems"] = exc.problems
         return

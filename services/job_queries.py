@@ -98,6 +98,7 @@ def to_view(job: Job) -> JobView:
         request=job.request,
         spec=job.spec,
         exit_code=job.exit_code,
+        parent_id=job.parent_id,
     )
 
 

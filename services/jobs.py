@@ -42,6 +42,8 @@ from services.models import (
     User,
     ValidationProblem,
 )
+from services.provenance import ParentKind, submitted_values, with_parent_kind
+from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
 from services.validation import validation_problems as validation_problems  # re-exported: the history uses it
 from services.workspace import Workspace
@@ -138,11 +140,13 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         data: dict[str, Any],
         upload: tuple[str, bytes] | None = None,
         parent_id: int | None = None,
+        parent_kind: ParentKind = "clone",
     ) -> int:
-        """Validate, record, then start. Returns the job id (also for a failed start: the row says why)."""
+        """Validate, record, then start. Returns the job id (also for a failed start: the row says why).
+        `parent_id`: the job this one is a `parent_kind` ("clone" or "retry") of, shown on its page."""
         if upload is not None:
             data = dict(data)
-            data["script"] = self.workspace.save_upload(user, upload[0], upload[1])
+            data["script"] = save_upload(self.workspace, user, upload[0], upload[1])
         req = self.validate(data, user)
         script_source = self.workspace.resolve(user, req.script)
         now = utcnow()
@@ -154,7 +158,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
                 status=JobStatus.SUBMITTING.value,
                 status_group=StatusGroup.ACTIVE.value,
                 backend=self.backend.name,
-                request=req.model_dump(mode="json"),
+                request=with_parent_kind(req.model_dump(mode="json"), parent_id, parent_kind),
                 gpus=req.gpus,
                 nodes=req.nodes,
                 cost_per_hour=self.settings.cost_per_hour(req.gpus, req.nodes),
@@ -215,7 +219,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
     def _values_for(self, user: User, job: JobView | Job) -> dict[str, Any]:
         """A job's values for a new job of `user`: someone else's script is not theirs to read in the workspace,
         so its snapshot is copied into their own folder and the new job runs that."""
-        values = dict(job.request)
+        values = submitted_values(job.request)
         if job.owner != user.name and self.workspace.multi_user:
             snapshot = self.settings.jobs_dir / str(job.id) / "script" / Path(str(values.get("script", ""))).name
             try:
@@ -279,7 +283,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             if JobStatus(job.status) in ACTIVE_STATUSES:
                 raise Conflict("The job is still running; stop it before retrying.")
             data = self._values_for(user, job)
-        return self.submit(user, data, parent_id=job_id)
+        return self.submit(user, data, parent_id=job_id, parent_kind="retry")
 
     def scripts(self, user: User) -> list[str]:
         return self.workspace.scripts(user)

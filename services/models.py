@@ -213,6 +213,7 @@ class JobView:
     note: str = ""
     cost_total: float | None = None  # what the run cost, once it ended
     gpu_hours: float | None = None
+    parent_id: int | None = None  # the job this one was cloned from or is a retry of
 
     def gpus_idle(self, now: float, idle_minutes: float) -> bool:
         """The "idle GPUs" badge: a running job holding GPUs that have been nearly unused for a while."""

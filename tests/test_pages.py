@@ -200,7 +200,7 @@ def test_job_page_tabs(app, portal, user):
     at.switch_page("pages/job.py").run()
     assert not at.exception
     assert at.title[0].value == "tabs"
-    assert [t.label for t in at.tabs] == ["Logs", "Metrics", "Config", "Files"]
+    assert [t.label for t in at.tabs] == ["Logs", "Metrics", "Config", "Files", "Script"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"].endswith("Succeeded") and metrics["Progress"] == "Epoch 2/2"
     # Logs tab (default): the tail of the log.

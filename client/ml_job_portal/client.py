@@ -211,12 +211,19 @@ class JobClient(HistoryMixin):
         """The API's OpenAPI document."""
         return self._json("GET", "openapi.json")
 
-    def upload_script(self, path: str | os.PathLike[str]) -> str:
-        """Upload a ``.py`` file to your workspace; returns the ``script`` value to submit with."""
+    def upload(self, path: str | os.PathLike[str]) -> str:
+        """Upload a local ``.py`` file to your workspace, where ``submit_job(script="train.py")`` finds it by its
+        name (the upload made last, if you upload it again after an edit). Returns its workspace path
+        (``uploads/train.py``), which names exactly this upload. The portal checks it as the Submit page does:
+        size, a ``.py`` name, valid Python."""
         source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"No file {str(source)!r} here to upload (looked in {Path.cwd()}).")
         with source.open("rb") as fh:
             body = self._json("POST", "files", files={"file": (source.name, fh, "text/x-python")})
         return body["script"]
+
+    upload_script = upload  # its name before upload(); notebooks use both
 
     def workspace_files(self) -> list[dict[str, Any]]:
         """The files in your workspace: ``[{"path", "size", "modified"}]``."""
@@ -249,7 +256,9 @@ class JobClient(HistoryMixin):
 
     # Jobs ------------------------------------------------------------------------------------------
     def submit_job(self, name: str, script: str, **values: Any) -> Job:
-        """Submit a job. ``values`` are the submit form's fields (``epochs=3``, ``gpus=1``, ``template=...``)."""
+        """Submit a job. ``script`` is a workspace file: a name alone (``"train.py"``) is your newest upload of that
+        name (``upload()``) or your workspace file of it; a path (``"uploads/train-2.py"``) that file exactly.
+        ``values`` are the submit form's fields (``epochs=3``, ``gpus=1``, ``template=...``)."""
         return Job(self, self._json("POST", "jobs", json_body={"name": name, "script": script, **values}))
 
     def get_job(self, job_id: int) -> Job:

@@ -51,6 +51,8 @@ class Job:
     cost_per_hour: float
     exit_code: int | None
     request: dict[str, Any]
+    parent_id: int | None
+    parent_kind: str | None
     url: str
     data: dict[str, Any]
 
@@ -82,6 +84,9 @@ class Job:
         self.cost_per_hour = d.get("cost_per_hour", 0.0)
         self.exit_code = d.get("exit_code")
         self.request = dict(d.get("request") or {})
+        # The job this one was cloned from ("clone") or is a retry of ("retry").
+        self.parent_id = d.get("parent_id")
+        self.parent_kind = d.get("parent_kind")
         # The job's page in the portal, as an address to open in a browser.
         self.url = self._client.cluster_url + (d.get("url") or f"/job?id={self.id}")
 
@@ -155,6 +160,16 @@ class Job:
     def retry(self) -> Job:
         """Submit this job again with the same values."""
         return Job(self._client, self._client._json("POST", f"{self._path}/retry"))
+
+    def script(self) -> str:
+        """The script this job ran, as it was when the job was submitted."""
+        return self._client._request("GET", f"{self._path}/script").text
+
+    def script_diff(self, against: str | int | Job = "workspace") -> str:
+        """A unified diff of this job's script against your workspace file of its name (``"workspace"``) or another
+        job's script (its id or the ``Job``); ``""`` when they are identical."""
+        other = against.id if isinstance(against, Job) else against
+        return self._client._json("GET", f"{self._path}/script/diff", params={"against": other})["diff"]
 
     def metrics(self, max_points: int = 2000) -> dict[str, Any]:
         """Metric series ``{"series": {name: {"x", "y", "axis"}}, "final": {...}, "latest": {...}}``."""
