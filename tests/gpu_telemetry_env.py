@@ -58,6 +58,10 @@ def _get(url: str, timeout: float = 5.0, data: bytes | None = None) -> bytes:
 class PrometheusEnv:
     """Start with ``start()``, stop with ``stop()`` (kills exactly the two processes it started)."""
 
+    # The exporter stand-in scraped (``script PORT SPEC.json``), and the scrape config naming it: a subclass swaps
+    # both (tests/resource_telemetry_env.py: the kubelet's cAdvisor).
+    exporter_script = EXPORTER
+
     def __init__(self, workdir: Path, binary: str | None = None, web_config: Path | None = None,
                  scrape: bool = True):
         self.workdir = workdir
@@ -84,13 +88,13 @@ class PrometheusEnv:
     def start(self, timeout: float = 60.0) -> PrometheusEnv:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.scrape:
-            self.exporter = subprocess.Popen([sys.executable, str(EXPORTER), "0", str(self.spec_path)],
+            self.exporter = subprocess.Popen([sys.executable, str(self.exporter_script), "0", str(self.spec_path)],
                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert self.exporter.stdout is not None
             first = self.exporter.stdout.readline().strip()
             if not first.startswith("listening on 127.0.0.1:"):
                 self.stop()
-                raise RuntimeError(f"the DCGM exporter stand-in did not start: {first!r}")
+                raise RuntimeError(f"the exporter stand-in {self.exporter_script.name} did not start: {first!r}")
             self.exporter_port = int(first.rsplit(":", 1)[1])
         config = self.workdir / "prometheus.yml"
         config.write_text(self._config())

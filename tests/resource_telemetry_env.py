@@ -9,12 +9,7 @@ scrape configs or unmerged replicas.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,27 +26,14 @@ def container(namespace: str, pod: str, name: str = "main", cores: float = 0.0, 
 class CadvisorPrometheusEnv(PrometheusEnv):
     """Start with ``start()``, stop with ``stop()`` (kills exactly the two processes it started)."""
 
-    def __init__(self, workdir: Path, binary: str | None = None):
-        super().__init__(workdir, binary=binary, scrape=False)  # no DCGM exporter: this one's own target
-        self.spec_path = workdir / "containers.json"
-        self.cadvisor: subprocess.Popen[str] | None = None
-        self.cadvisor_port = 0
+    exporter_script = CADVISOR
 
-    def start(self, timeout: float = 60.0) -> CadvisorPrometheusEnv:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cadvisor = subprocess.Popen([sys.executable, str(CADVISOR), "0", str(self.spec_path)],
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.cadvisor.stdout is not None
-        first = self.cadvisor.stdout.readline().strip()
-        if not first.startswith("listening on 127.0.0.1:"):
-            self.stop()
-            raise RuntimeError(f"the cAdvisor stand-in did not start: {first!r}")
-        self.cadvisor_port = int(first.rsplit(":", 1)[1])
-        super().start(timeout)
-        return self
+    def __init__(self, workdir: Path, binary: str | None = None):
+        super().__init__(workdir, binary=binary)
+        self.spec_path = workdir / "containers.json"
 
     def _config(self) -> str:
-        target = f"127.0.0.1:{self.cadvisor_port}"
+        target = f"127.0.0.1:{self.exporter_port}"
         jobs = "".join(f"""  - job_name: {name}
     honor_labels: true
     metrics_path: /metrics/cadvisor
@@ -73,17 +55,3 @@ class CadvisorPrometheusEnv(PrometheusEnv):
                 raise AssertionError(f"Prometheus did not scrape generation {self.generation} within {timeout}s")
             time.sleep(0.2)
         time.sleep(2.5)
-
-    def stop(self) -> None:
-        super().stop()
-        proc = self.cadvisor
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()

@@ -20,6 +20,7 @@ Usage: cadvisor_exporter.py PORT SPEC.json   (PORT 0: any free port; the first l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -109,12 +110,8 @@ def make_server(port: int, spec_path: Path) -> ThreadingHTTPServer:
 def main(argv: list[str]) -> None:
     server = make_server(int(argv[0]), Path(argv[1]))
     print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt), server:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
 
 
 if __name__ == "__main__":
