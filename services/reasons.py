@@ -79,3 +79,40 @@ def use_admin_patterns(patterns: dict[str, str]) -> None:
 @lru_cache(maxsize=8)
 def _compiled(items: tuple[tuple[str, str], ...]) -> list[tuple[re.Pattern[str], str]]:
     return [(re.compile(p, re.M), reason[:200]) for p, reason in items]
+
+
+# What the kubelet's eviction message names (the node-pressure signal), in a person's words.
+_EVICTED_FOR = (("memory", "the node ran out of memory"), ("ephemeral-storage", "the node ran out of disk space"),
+                ("nodefs", "the node ran out of disk space"), ("imagefs", "the node ran out of disk space"),
+                ("pid", "the node ran out of process slots"))
+# Why Kubernetes marked a pod with DisruptionTarget (the condition's reason).
+_DISRUPTED_BY = {
+    "PreemptionByScheduler": "Preempted: a higher-priority job needed the GPUs",
+    "EvictionByEvictionAPI": "Evicted: the node was drained",
+    "DeletionByTaintManager": "Node lost",
+    "DeletionByPodGC": "Node lost",
+    "TerminationByKubelet": "The node shut down",
+}
+POD_DELETED = "The pod was deleted"
+
+
+def disruption_reason(pod_reason: str | None, message: str | None, disruption: str | None,
+                      deleted: bool) -> str | None:
+    """Why a pod stopped that its script did not cause (None: nothing from outside ended it).
+
+    pod_reason and message are the pod's status fields (the kubelet writes "Evicted" and "The node was low on
+    resource: memory. ..."), disruption the reason of its DisruptionTarget condition, deleted whether it was
+    being deleted (someone deleted it: a person, or a controller without saying why)."""
+    if pod_reason == "Evicted":
+        text = (message or "").lower()
+        for signal_name, words in _EVICTED_FOR:
+            if f"resource: {signal_name}" in text:
+                return f"Evicted: {words}"
+        return "Evicted by the node"
+    if pod_reason in ("NodeLost", "UnexpectedAdmissionError"):
+        return "Node lost"
+    if pod_reason in ("Shutdown", "Terminated", "NodeShutdown"):
+        return "The node shut down"
+    if disruption:
+        return _DISRUPTED_BY.get(disruption, "Stopped by the cluster")
+    return POD_DELETED if deleted else None

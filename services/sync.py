@@ -119,8 +119,10 @@ class SyncLoop:
                 finished = obs is not None and obs.status not in ACTIVE_STATUSES
                 try:
                     svc.backend.pull_logs(job)
-                except Exception as exc:  # logs are retried next tick; the state change still goes in
+                except Exception as exc:  # logs are retried next tick; a state change still goes in
                     log.warning("could not read the logs of job %s: %s", job.id, exc)
+                    if finished:  # except the end: a finished job leaves with its whole log, so it waits a tick
+                        obs, finished = None, False
                 try:
                     svc.note_log_growth(job.id, final=finished)  # received times, for the log pane
                 except Exception:

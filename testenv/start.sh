@@ -25,7 +25,7 @@ if [ ! -f "$KC" ]; then
     --extra-args kube-apiserver=watch-cache=false \
     --extra-args kube-controller-manager=leader-elect=false --extra-args kube-scheduler=leader-elect=false \
     -c "$KW/kustomize/stage/node/fast" -c "$KW/kustomize/stage/node/heartbeat-with-lease" \
-    -c "$KW/kustomize/stage/pod/fast/pod-ready.yaml" -c "$KW/kustomize/stage/pod/fast/pod-delete.yaml" \
+    -c "$KW/kustomize/stage/pod/fast/pod-ready.yaml" \
     -c "$HERE/kwok-pod-stages.yaml" -c "$HERE/kwokctl.yaml" >&2
 fi
 KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"

@@ -37,6 +37,7 @@ class PodLogArchive:
     _cursors: dict[str, dict[str, Any]]
     _last_pull: dict[int, float]
     _pull_lock: threading.Lock
+    _finishing: set[int]
     _inc: Callable[[], None]
     _timeout: Callable[[], float]
     job_dir: Callable[[int], Path]
@@ -54,6 +55,11 @@ class PodLogArchive:
     def _pull_logs(self, job: ActiveJob, force: bool) -> None:
         name = job.ref.get("job_name") or job_name(self.settings, job.id)
         pods = self.pods_of(name)
+        # The Job has finished, so its containers have: read to the end now, even where the pods' own state
+        # has not reached the cache yet (this is the job's last pull).
+        finishing = job.id in self._finishing
+        self._finishing.discard(job.id)
+        force = force or finishing
         if not pods:
             return
         # Running pods are read every few seconds (the log pane's pace), finished ones once more at once.
@@ -77,7 +83,7 @@ class PodLogArchive:
                 continue
             rank = int((pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION, 0))
             self._last_pull[job.id] = now  # only a read of a started pod counts toward the pace
-            if self._pull_pod(job.id, pod_name, rank, cur, final=phase != "Running"):
+            if self._pull_pod(job.id, pod_name, rank, cur, final=finishing or phase != "Running"):
                 changed = True
             cursors[pod_name] = cur
         if changed:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from services.backends.base import Observation
 from services.models import JobStatus, format_hours
-from services.reasons import failure_reason
+from services.reasons import POD_DELETED, disruption_reason, failure_reason
 
+_POLICY_POD = re.compile(r"for pod [^/\s]+/(\S+)")
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
 
@@ -36,6 +38,32 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _disruption(pod: dict[str, Any]) -> str | None:
+    st = pod.get("status") or {}
+    target = _conditions(pod).get("DisruptionTarget") or {}
+    return disruption_reason(st.get("reason"), st.get("message"),
+                             target.get("reason") if target.get("status") == "True" else None,
+                             bool(pod["metadata"].get("deletionTimestamp")))
+
+
+def _exit_reason(pod: dict[str, Any], log_tail: Callable[[], str]) -> tuple[str, int | None] | None:
+    term = _terminated(pod)
+    if not term:
+        return None
+    code = term.get("exitCode")
+    if term.get("reason") == "OOMKilled":
+        return "Killed: out of memory", code
+    return failure_reason(code, None, log_tail()), code
+
+
+def _named_pod(message: str, pods: list[dict[str, Any]]) -> tuple[bool, dict[str, Any] | None]:
+    """The pod a pod-failure-policy message names ("... for pod ns/name failed with ..."): (named, pod)."""
+    m = _POLICY_POD.search(message)
+    if not m:
+        return False, None
+    return True, next((p for p in pods if p["metadata"]["name"] == m.group(1)), None)
+
+
 def failed_reason(
     job: dict[str, Any], pods: list[dict[str, Any]], log_tail: Callable[[], str]
 ) -> tuple[str, int | None]:
@@ -43,25 +71,44 @@ def failed_reason(
     if cond.get("reason") == "DeadlineExceeded":
         hours = (job["spec"].get("activeDeadlineSeconds") or 0) / 3600
         return f"Hit max runtime ({format_hours(hours)})", None
+    if cond.get("reason") == "PodFailurePolicy":
+        named, pod = _named_pod(cond.get("message") or "", pods)
+        if named and (pod is None or pod["metadata"].get("deletionTimestamp")):
+            # Killed because someone deleted it (a kubelet stops it with SIGTERM, a non-zero exit that the
+            # policy fails the Job on); the pod itself is then gone or going.
+            return (_disruption(pod) if pod else None) or POD_DELETED, None
+        if pod is not None:
+            found = _exit_reason(pod, log_tail)
+            if found:
+                return found
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-    for pod in failed:
-        st = pod.get("status") or {}
-        if st.get("reason") in ("Evicted", "NodeLost", "Shutdown", "Terminated") or (
-            _conditions(pod).get("DisruptionTarget", {}).get("status") == "True"
-        ):
-            return "Node lost / evicted", None
-        term = _terminated(pod)
-        if term:
-            code = term.get("exitCode")
-            if term.get("reason") == "OOMKilled":
-                return "Killed: out of memory", code
-            return failure_reason(code, None, log_tail()), code
-    return f"Failed: {cond.get('message') or cond.get('reason') or 'the Job failed'}", None
+    for pod in reversed(failed):  # the newest failure ended the Job; earlier ones were retried
+        found = None if _disruption(pod) else _exit_reason(pod, log_tail)
+        if found:
+            return found
+    for pod in reversed(failed):
+        why = _disruption(pod)
+        if why:
+            return why, None
+    if cond.get("reason") == "BackoffLimitExceeded":
+        return "Failed too many times (the retry limit was reached)", None
+    return "The cluster ended the job without saying why", None
+
+
+def _restarted_after(pods: list[dict[str, Any]]) -> str | None:
+    """Why an earlier pod of a job that goes on (its replacement) was stopped from outside, if one was."""
+    for pod in reversed(pods):
+        if (pod.get("status") or {}).get("phase") == "Failed":
+            why = _disruption(pod)
+            if why:
+                return why
+    return None
 
 
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requested: bool,
-            nodes: int, log_tail: Callable[[], str] = str) -> Observation:
-    """log_tail is called only for a failed job: reading the log on every tick would be wasted work."""
+            nodes: int, log_tail: Callable[[], str] = str) -> Observation | None:
+    """log_tail is called only for a failed job: reading the log on every tick would be wasted work.
+    None: nothing a person should see changed (for example between a pod's end and the Job's verdict)."""
     now = datetime.now(UTC)
     if job is None or job["metadata"].get("deletionTimestamp"):
         if stop_requested:
@@ -78,12 +125,17 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requ
         reason, code = failed_reason(job, pods, log_tail)
         return Observation(JobStatus.FAILED, reason, code, started,
                            parse_time(conds["Failed"].get("lastTransitionTime")) or now)
+    again = _restarted_after(pods)
     running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     if running:
         reason = f"{len(running)}/{nodes} pods running" if nodes > 1 else None
+        if again:
+            reason = f"{again}; running again" + (f" ({reason})" if reason else "")
         first = min((parse_time(p["status"].get("startTime")) or now) for p in running)
         return Observation(JobStatus.RUNNING, reason, started_at=started or first)
-    for pod in pods:
+    pending = [p for p in pods if (p.get("status") or {}).get("phase") == "Pending"
+               and not p["metadata"].get("deletionTimestamp")]
+    for pod in pending:
         pst = pod.get("status") or {}
         sched = _conditions(pod).get("PodScheduled") or {}
         if sched.get("status") == "False" and sched.get("reason") == "Unschedulable":
@@ -95,4 +147,8 @@ def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requ
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in IMAGE_PULL:
                 return Observation(JobStatus.QUEUED, "Image could not be pulled")
-    return Observation(JobStatus.QUEUED, None)
+    if pending:
+        return Observation(JobStatus.QUEUED, f"{again}; waiting to run again" if again else None)
+    # No pod waits or runs and the Job has no verdict yet (not created yet, or between a pod's end and the
+    # controller's decision): what the portal shows stays as it is.
+    return None

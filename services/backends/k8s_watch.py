@@ -1,5 +1,8 @@
 """The portal's one view of the cluster per kind: a LIST+WATCH loop (with relist on 410 Gone and backoff on
-errors) keeping the namespace's labelled Jobs or Pods as plain dicts, read by the Kubernetes backend."""
+errors) keeping the namespace's labelled Jobs or Pods as plain dicts, read by the Kubernetes backend.
+
+`synced` means *current*: set by a LIST, cleared whenever the WATCH breaks (an error, a 410) until the next LIST
+has replaced the view, so nothing is concluded from a view that may have missed events."""
 
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ class WatchCache:
         self._on_error = on_error
         self._count = counter
         self.relists = 0
+        self.breaks = 0  # watches that ended in an error (apiserver gone, 410 Gone, timeouts)
+        self.gone = 0  # 410 Gone answers: the version watched from was compacted away
         self._resume_from: str | None = None
 
     def start(self) -> None:
@@ -86,6 +91,9 @@ class WatchCache:
         with self._lock:
             self.objects = items
         self.relists += 1
+        if self.relists > 1:
+            log.info("listed %s again (%d lists, %d watch breaks): %d objects", self.kind, self.relists, self.breaks,
+                     len(items))
         self.synced.set()
         return body["metadata"]["resourceVersion"]
 
@@ -115,6 +123,9 @@ class WatchCache:
                 backoff = 1.0
             except ApiException as exc:
                 if exc.status == 410:  # our resourceVersion is too old: start over from a fresh LIST
+                    self.synced.clear()
+                    self.gone += 1
+                    log.info("watch of %s: 410 Gone (%d so far), listing again", self.kind, self.gone)
                     rv = None
                     continue
                 self._failed(exc, backoff)
@@ -146,8 +157,11 @@ class WatchCache:
             resp.release_conn()
 
     def _failed(self, exc: Exception, backoff: float) -> None:
+        # Events may be missed from here until the next LIST: the view no longer counts as current.
+        self.synced.clear()
         if self._stop.is_set():
             return
-        log.warning("watch of %s failed: %s", self.kind, exc)
+        self.breaks += 1
+        log.info("watch of %s broke (%d so far, %d lists): %s", self.kind, self.breaks, self.relists, exc)
         self._on_error(exc)
         self._stop.wait(backoff * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto

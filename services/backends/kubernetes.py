@@ -31,7 +31,7 @@ from services.backends.k8s_template import apply_template
 from services.backends.k8s_watch import WatchCache
 from services.config import Settings
 from services.logs import failure_tail
-from services.models import JobStatus
+from services.models import ACTIVE_STATUSES, JobStatus
 
 log = logging.getLogger(__name__)
 SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit" / "portal_metrics.py"
@@ -97,6 +97,7 @@ class KubernetesBackend(PodLogArchive):
         self._cursors: dict[str, dict[str, Any]] = {}
         self._last_pull: dict[int, float] = {}
         self._pull_lock = threading.Lock()  # Stop (a page's thread) and the sync loop both pull logs
+        self._finishing: set[int] = set()  # jobs seen finished: their pods' logs are read to the end at once
 
     # Bookkeeping --------------------------------------------------------------------------------
     def _inc(self) -> None:
@@ -237,22 +238,44 @@ class KubernetesBackend(PodLogArchive):
     def pods_of(self, name: str) -> list[dict[str, Any]]:
         return self.pods_by_job().get(name, [])
 
+    def current(self) -> bool:
+        """Both caches are known current (listed since their last watch break). Waits for the very first LIST
+        only: during an outage a tick must not stall."""
+        first = 10 if self.jobs.relists == 0 or self.pods.relists == 0 else 0
+        return self.jobs.synced.wait(first) and self.pods.synced.wait(first)
+
     def observe(self, jobs: list[ActiveJob]) -> dict[int, Observation]:
         self.start()
-        if not (self.jobs.synced.wait(10) and self.pods.synced.wait(10)):
-            return {}  # no view of the cluster yet: change nothing
+        if not self.current():
+            return {}  # a view that may have missed events: change nothing until it is listed again
         snapshot = self.jobs.snapshot()
         pods = self.pods_by_job()
         out: dict[int, Observation] = {}
         for job in jobs:
             name = job.ref.get("job_name") or job_name(self.settings, job.id)
             kjob = snapshot.get(name)
+            if kjob is None and not self._confirmed_gone(name, job.ref.get("uid")):
+                continue  # the cache has not caught up with it yet (or the cluster cannot say): no change
             if kjob is not None and job.ref.get("uid") and kjob["metadata"].get("uid") != job.ref["uid"]:
                 kjob = None  # same name, another object: ours is gone
             path = self.log_path(job.id)
-            out[job.id] = observe_job(kjob, pods.get(name, []), stop_requested=bool(job.ref.get("stop_requested")),
-                                      nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
+            obs = observe_job(kjob, pods.get(name, []), stop_requested=bool(job.ref.get("stop_requested")),
+                              nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
+            if obs is None:
+                continue
+            if obs.status not in ACTIVE_STATUSES:
+                self._finishing.add(job.id)  # its pods are read to their end before it leaves the active list
+            out[job.id] = obs
         return out
+
+    def _confirmed_gone(self, name: str, uid: str | None) -> bool:
+        """A job missing from the cache is lost only if a direct read agrees (404, or another object now)."""
+        try:
+            kjob = self._read_job(name)
+        except Exception as exc:
+            log.info("could not confirm that job %s is gone: %s", name, exc)
+            return False
+        return kjob is None or bool(uid and kjob["metadata"].get("uid") != uid)
 
     def remove_ghosts(self, failed: list[tuple[int, str]]) -> None:
         """A create that timed out may still have been carried out: delete the Job the user was told failed."""

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from services.portal import Portal, build_portal
 ROOT = Path(__file__).resolve().parents[2]
 TESTENV = ROOT / "testenv"
 LOGS_DIR = Path(os.environ.get("PORTAL_TESTENV_LOGS", "/var/tmp/ml-portal-kwok-logs"))
-CLUSTER = "portal-it"
+# Another name gives a session its own control plane (a test that restarts the apiserver disturbs no one else).
+CLUSTER = os.environ.get("PORTAL_TESTENV_CLUSTER", "portal-it")
 
 
 class Cluster:
@@ -38,6 +42,31 @@ class Cluster:
 
     def apiserver_pid(self) -> int:
         return int((self.kubeconfig.parent / "pids" / "kube-apiserver.pid").read_text().strip())
+
+    @contextmanager
+    def apiserver_down(self) -> Iterator[None]:
+        """The kube-apiserver killed (SIGTERM, as a crash-restart or an upgrade does) for the block, then started
+        again with its own command line, log and pid file (so stop.sh still ends it)."""
+        pid = self.apiserver_pid()
+        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        try:
+            yield
+        finally:
+            with open(self.kubeconfig.parent / "logs" / "kube-apiserver.log", "ab") as log:
+                proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
+            (self.kubeconfig.parent / "pids" / "kube-apiserver.pid").write_text(f"{proc.pid}\n")
+            deadline = time.monotonic() + 60
+            while self.kubectl("get", "--raw", "/readyz", "--request-timeout=2s", check=False).strip() != "ok":
+                if time.monotonic() > deadline:
+                    raise AssertionError("the kube-apiserver did not come back within 60 s")
+                time.sleep(0.3)
 
     def kwokctl(self, *args: str) -> None:
         env = dict(os.environ, KWOK_WORKDIR=os.environ.get("KWOK_WORKDIR", "/var/tmp/ml-portal-kwok"))
