@@ -110,6 +110,25 @@ def test_a_busy_jobs_cpu_and_memory_are_drawn_live_and_kept_when_it_ends(portal,
     assert portal.jobs.resource_series(busy) == {}
 
 
+@pytest.fixture
+def fast_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTAL_GPU_SAMPLE_SECONDS", "0.3")  # before the portal fixture builds the portal
+
+
+def test_the_sync_loop_samples_a_job_without_gpus_by_itself(fast_sampling, portal, user, workspace_script, tmp_path):
+    assert portal.telemetry is None  # no GPU telemetry here: the sampling thread still runs, for CPU and memory
+    stop = tmp_path / "stop"
+    job_id = portal.jobs.submit(user, {"name": "alone", "script": workspace_script("idle.py", sleeper(stop))})
+    portal.sync.start()
+    try:
+        memory = wait_until(lambda: (s := portal.jobs.resource_series(job_id).get("Memory (MiB)")) is not None
+                            and len(s.y) >= 3 and s)
+    finally:
+        stop.touch()
+        portal.sync.stop()
+    assert all(5 < mib < 100 for mib in memory.y), memory.y
+
+
 def test_the_process_table_reads_the_same_from_proc_as_through_psutil():
     import os
 
