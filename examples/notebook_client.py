@@ -48,6 +48,15 @@ job = client.submit_job(
 )
 
 # %% [markdown]
+# Your own script: upload it from this machine, then submit it by its name (uploaded again after an edit, the
+# same name runs the new version; each job keeps the copy it ran, `job.script()`):
+#
+# ```python
+# client.upload("train.py")
+# job = client.submit_job(name="my-run", script="train.py", epochs=100)
+# ```
+
+# %% [markdown]
 # Follow the log live; the loop ends by itself when the job has finished.
 
 # %%

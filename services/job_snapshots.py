@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from services.models import JobView, NotFound, User
 from services.safe_files import open_read, read_bytes, split
+from services.script_names import current_path
 
 if TYPE_CHECKING:
     from services.jobs import JobService
@@ -112,12 +113,14 @@ def unified_diff(old: Script, new: Script, old_label: str, new_label: str) -> Sc
 
 
 def diff_with_workspace(jobs: JobService, user: User, job_id: int) -> ScriptDiff:
-    """The job's snapshot against the workspace file it was submitted with, as `user`'s workspace has it now."""
+    """The job's snapshot against the workspace file of its name as `user`'s workspace has it now (for an upload:
+    the newest upload of that name)."""
     snap = script(jobs, user, job_id)
-    current = workspace_script(jobs, user, snap.path)
+    path = current_path(jobs.workspace, user, snap.path)
+    current = workspace_script(jobs, user, path)
     if current is None:
-        raise NotFound(f"There is no '{snap.path}' in your workspace now to compare with.")
-    return unified_diff(snap, current, snap.label, f"workspace: {snap.path}")
+        raise NotFound(f"There is no '{path}' in your workspace now to compare with.")
+    return unified_diff(snap, current, snap.label, f"workspace: {path}")
 
 
 def diff_with_job(jobs: JobService, user: User, job_id: int, other_id: int) -> ScriptDiff:

@@ -62,6 +62,13 @@ def script_path(workspace: Workspace, user: User, name: str) -> str:
     return _newest(workspace.own_dir(user), name) or name
 
 
+def current_path(workspace: Workspace, user: User, path: str) -> str:
+    """The workspace file a job's script path stands for now: for an upload (uploads/train-2.py), the newest file of
+    its name (what `script="train.py"` runs today; uploads themselves never change); for any other, that path."""
+    upload = re.fullmatch(rf"{UPLOADS}/([^/]+?)(?:-[2-9]|-[1-9][0-9]+)?\.py", path)
+    return script_path(workspace, user, f"{upload.group(1)}.py") if upload else path
+
+
 def missing_script(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1] or name
     if base == name:

@@ -94,6 +94,10 @@ def test_the_design_example_runs_the_uploaded_train_py(live: Live, tmp_path: Pat
     assert [j.status for j in jobs] == ["Succeeded", "Succeeded"]
     assert jobs[1].script().strip() == train_py(1).strip() and jobs[0].script().strip() == train_py(2).strip()
     assert jobs[0].request["script"] != jobs[1].request["script"]  # each names the exact upload it ran
+    # The first job's script against the workspace's train.py of today: the second upload's changes.
+    diff = jobs[1].script_diff()
+    assert f"+++ workspace: {jobs[0].request['script']}" in diff and "-V = 1" in diff and "+V = 2" in diff
+    assert jobs[0].script_diff() == "" and jobs[0].script_diff(against=jobs[1]).count("\n-V = 2") == 1
 
     # Uploading the first version again makes it the newest once more.
     (tmp_path / "train.py").write_text(train_py(1))
@@ -127,3 +131,31 @@ def test_upload_refuses_what_the_submit_page_refuses(live: Live, tmp_path: Path)
                                                                                       "huge")]
     with pytest.raises(FileNotFoundError, match=r"No file 'nowhere\.py' here to upload"):
         live.client.upload("nowhere.py")
+
+
+def test_a_bare_name_is_the_users_newest_file_of_it(tmp_path: Path):
+    from services.config import Settings
+    from services.models import User
+    from services.portal import build_portal
+    from services.script_names import save_upload, script_path
+
+    for mode in ("single", "proxy"):
+        portal = build_portal(Settings(data_dir=tmp_path / mode, auth_mode=mode, backend="local"))
+        try:
+            ws, ada = portal.jobs.workspace, User("ada")
+            own = ws.own_dir(ada)
+            # Nothing of hers yet: the example everyone has (in single mode her own folder holds it).
+            assert script_path(ws, ada, "train_example.py") == "train_example.py"
+            upload = save_upload(ws, ada, "train_example.py", b"print('mine')\n")
+            assert upload == "uploads/train_example.py" and script_path(ws, ada, "train_example.py") == upload
+            assert portal.jobs.workspace.resolve(ada, script_path(ws, ada, "train_example.py")).read_bytes() == (
+                b"print('mine')\n")
+            if mode == "single":  # her own train_example.py, edited by hand after the upload, is newer
+                os.utime(own / upload, ns=(10**18, 10**18))
+                os.utime(own / "train_example.py", ns=(2 * 10**18, 2 * 10**18))
+                assert script_path(ws, ada, "train_example.py") == "train_example.py"
+            # A path means exactly that file; a name she has nothing of is left for validation to refuse.
+            assert script_path(ws, ada, "uploads/train_example.py") == "uploads/train_example.py"
+            assert script_path(ws, ada, "nothing.py") == "nothing.py"
+        finally:
+            portal.close()
