@@ -296,9 +296,10 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
     k = f"{key_prefix}-{job.id}"
     ids = {"id": str(job.id)}
     with st.container(border=True, key=f"{k}-box"):
+        # The name has the card's whole width (in a narrow window a column's share cut it off).
+        st.page_link(JOB_PAGE, label=f"**{plain(job.name)}**", query_params=ids)
         left, right = st.columns([2, 3])
         with left:
-            st.page_link(JOB_PAGE, label=f"**{plain(job.name)}**", query_params=ids)
             status = f"{STATUS_ICON[job.status]} {job.status.value}"
             if job.reason:
                 status += f" · {job.reason}"

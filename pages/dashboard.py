@@ -21,16 +21,19 @@ goto_pending_job()
 DRAWN_AT = time.monotonic()
 
 USER = me()
-head, new = st.columns([5, 1])
-new.page_link(SUBMIT_PAGE, label="New job", icon=":material/add:")
+# Rows that give "New job" and "Everyone" their own width and the title or search box the rest (fixed column
+# shares cut them off in a narrow window). The title is drawn once the toggle says whose jobs these are.
+header = st.container(horizontal=True, vertical_alignment="center", key="dash_header")
+head = header.container()
+header.page_link(SUBMIT_PAGE, label="New job", icon=":material/add:")
 show_flash()
 compare_link()
 
-search_col, scope_col = st.columns([4, 1])
-search = search_col.text_input("Search", key="dash_search", placeholder="name, owner or script",
+search_row = st.container(horizontal=True, vertical_alignment="center", key="dash_search_row")
+search = search_row.text_input("Search", key="dash_search", placeholder="Search by name, owner or script",
                                label_visibility="collapsed")
 # "My jobs" by default; "Everyone" when the user may see others' jobs (read-only unless an admin).
-everyone = P.jobs.may_see_others(USER) and scope_col.toggle("Everyone", key="dash_everyone", value=False)
+everyone = P.jobs.may_see_others(USER) and search_row.toggle("Everyone", key="dash_everyone", value=False)
 owner = P.jobs.visible_owner(USER, everyone)
 head.title("All experiments" if owner is None else "My experiments")
 counts = P.jobs.counts(search=search, owner=owner)

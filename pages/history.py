@@ -124,7 +124,7 @@ with st.container(border=True):
     k, c2 = st.columns([3, 4])
     url_metrics = st.query_params.get("metrics", "")
     metric_filter = k.text_input("Metric filter", value=url_metrics, key="h_metrics", max_chars=500,
-                                 placeholder="accuracy > 0.9 and eval_loss < 0.3",
+                                 placeholder="e.g. accuracy > 0.9 and eval_loss < 0.3",
                                  help="Final metric values: conditions combined with 'and', operators >, >=, <, <=, "
                                       "=, !=. A job without the metric does not match.")
     try:

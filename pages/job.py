@@ -74,14 +74,15 @@ def status_strip() -> None:
     if j.status is not job.status:
         # A new status redraws the page: Save checkpoint once it runs; buttons, final metrics (no timer) once it ends.
         st.rerun(scope="app")
-    c = st.columns(3)
+    # Rows that wrap a value onto the next line rather than cut it off ("🟢 Ru…" in a third of a narrow window).
+    c = [st.container(horizontal=True, gap="medium", key="status_row_1")] * 3
     c[0].metric("Status", f"{STATUS_ICON[j.status]} {j.status.value}")
     c[1].metric("Progress", epoch_text(j))
     if j.is_active:
         c[2].metric("Started", ago(j.started_at))
     else:
         c[2].metric("Runtime", duration(j.runtime_seconds(now())) if j.started_at else "never started")
-    c = st.columns(3)
+    c = [st.container(horizontal=True, gap="medium", key="status_row_2")] * 3
     if j.is_active:
         c[0].metric("ETA", eta_text(j))
     else:
@@ -131,7 +132,7 @@ if job.tags:
     st.markdown(" ".join(f":blue-badge[{plain(t)}]" for t in job.tags))
 if can_act(job):
     with st.expander("Tags and note", expanded=False):
-        st.text_input("Tags", value=" ".join(job.tags), key="job_tags", placeholder="baseline lora ablation-3",
+        st.text_input("Tags", value=" ".join(job.tags), key="job_tags", placeholder="e.g. baseline lora",
                       help="Short words, separated by spaces; the History page filters and searches them.")
         st.text_area("Note", value=job.note, key="job_note", max_chars=5000,
                      placeholder="What this run was for, what you learnt from it.")
