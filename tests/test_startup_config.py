@@ -178,3 +178,20 @@ def test_compare_lists_what_each_run_printed_at_start_among_the_parameters(porta
     assert list(params.loc["bs (printed at start)"]) == ["32", "32"]
     final = next(f.value for f in at.dataframe if "test_loss" in list(f.value.index))
     assert "lr" not in list(final.index)
+
+
+def test_an_evaluation_script_read_while_it_ran_keeps_its_results_once_it_ends(portal, user, workspace_script):
+    from services.models import JobStatus
+    from tests.conftest import wait_until
+
+    body = "import time\nprint('accuracy=0.91 f1=0.88', flush=True)\ntime.sleep(1.5)\n"
+    job_id = portal.jobs.submit(user, {"name": "eval-only", "script": workspace_script("eval_only.py", body)})
+    # Read while it runs: no step yet, so the values wait (they might be configuration)...
+    wait_until(lambda: (portal.sync.tick(), portal.jobs.printed_at_start([portal.jobs.get(user, job_id)])
+                        .get(job_id))[1])
+    assert portal.jobs.get(user, job_id).status is JobStatus.RUNNING
+    # ...and at the log's end, with no step ever shown, they are the run's results.
+    job = run_to_end(portal, user, job_id)
+    assert job.final_metrics == {"accuracy": 0.91, "f1": 0.88}
+    assert portal.jobs.printed_at_start([job]) == {job_id: {}}
+    assert set(portal.jobs.metric_series(job_id)) == {"accuracy", "f1"}
