@@ -30,6 +30,8 @@ _STYLE = """<style>
 .plog .t{color:#8a8f98;margin-right:1ch}.plog .r{color:#3b6fd4;margin-right:1ch}
 .plog .error{background:rgba(255,43,43,.14)}.plog .traceback{background:rgba(255,43,43,.07)}
 .plog .warning{background:rgba(255,170,0,.17)}.plog .hl{outline:2px solid #f5c400;background:rgba(255,225,0,.35)}
+.plog.end{display:flex;flex-direction:column-reverse;height:480px;overflow:auto;padding:.75rem;
+border:1px solid rgba(128,128,128,.3);border-radius:.5rem}
 .plog mark{background:rgba(255,225,0,.6);color:inherit;padding:0}
 </style>"""
 
@@ -56,7 +58,7 @@ def _marked(text: str, query: str) -> str:
 
 
 def log_html(job: JobView, lines: list[LogLine], *, dated: bool, multi: bool, ranks_shown: bool,
-             highlight: tuple[int, int] | None = None, query: str = "") -> str:
+             highlight: tuple[int, int] | None = None, query: str = "", box: bool = False) -> str:
     """The lines as our own HTML: number (a link to the line), received time, rank, the escaped text."""
     fmt = _clock(lines)
     width = len(datetime.now(UTC).strftime(fmt))
@@ -72,6 +74,8 @@ def log_html(job: JobView, lines: list[LogLine], *, dated: bool, multi: bool, ra
         attr = f' class="{cls}"' if cls else ""
         rows.append(f'<div{attr}><a class="n" href="{href}">{ln.number}</a>'
                     f"{stamp}{rank}{_marked(ln.text, query)}</div>")
+    if box:
+        return f'{_STYLE}<div class="plog end"><div>{"".join(rows)}</div></div>'
     return f'{_STYLE}<div class="plog">{"".join(rows)}</div>'
 
 
@@ -92,11 +96,13 @@ def _log_pane(job: JobView, rank: int, multi: bool) -> None:
     if page.dated:
         shown += " · times in UTC: when the portal received each line, unless it printed its own"
     st.caption(("Paused · " if paused else ("Live · " if active else "")) + shown)
-    with st.container(height=480, autoscroll=st.session_state.get("log_autoscroll", True), key="log_box"):
-        if page.lines:
+    if not page.lines:
+        st.caption("(no output yet)")
+    elif active:
+        with st.container(height=480, autoscroll=st.session_state.get("log_autoscroll", True), key="log_box"):
             st.html(log_html(job, page.lines, dated=page.dated, multi=multi, ranks_shown=rank == MERGED))
-        else:
-            st.caption("(no output yet)")
+    else:  # drawn once, so autoscroll never moves it: a box of our own that opens at its end, as a tail should
+        st.html(log_html(job, page.lines, dated=page.dated, multi=multi, ranks_shown=rank == MERGED, box=True))
 
 
 # A running job's pane polls; a finished one's is drawn once.
