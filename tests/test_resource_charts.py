@@ -87,14 +87,17 @@ def test_a_busy_jobs_cpu_and_memory_are_drawn_live_and_kept_when_it_ends(portal,
         drawn = charts(at)
         assert set(drawn) == {"CPU (cores)", "Memory (MiB)"}
         assert len(drawn["CPU (cores)"]) >= 4
-        # One busy thread: about one core (less when this shared machine is busy), never two.
-        assert 0.25 < drawn["CPU (cores)"][-1] <= 1.3, drawn["CPU (cores)"]
+        # One busy thread: about one core (much less when this shared machine is loaded), never two.
+        busy_cores = drawn["CPU (cores)"][-3:]
+        assert all(0.1 < c <= 1.3 for c in busy_cores), drawn["CPU (cores)"]
         assert BLOCK_MIB < drawn["Memory (MiB)"][-1] < BLOCK_MIB + 200, drawn["Memory (MiB)"]
         # The sleeping job beside it: next to no CPU, a Python interpreter's memory.
         assert readings[idle].cpu_cores is not None and readings[idle].cpu_cores < 0.1
         assert readings[idle].memory_mib is not None and readings[idle].memory_mib < 100
         quiet = charts(job_page(idle))
-        assert max(quiet["CPU (cores)"]) < 0.2 and max(quiet["Memory (MiB)"]) < 100
+        # (Its first point is its start-up's average, the interpreter's imports: not next to nothing.)
+        assert max(quiet["CPU (cores)"][-3:]) < 0.1 and max(quiet["Memory (MiB)"]) < 100
+        assert min(busy_cores) > 5 * max(quiet["CPU (cores)"][-3:])
     finally:
         stop.touch()
     run_to_end(portal, user, busy)
