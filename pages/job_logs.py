@@ -110,9 +110,14 @@ live_log_pane = st.fragment(run_every="2s")(_log_pane)
 still_log_pane = st.fragment(_log_pane)
 
 
-def _query_int(name: str) -> int | None:
+def _query_int(name: str, what: str) -> int | None:
+    """A whole number from the URL; anything else is said above the log and ignored."""
     raw = st.query_params.get(name, "")
-    return int(raw) if raw.isascii() and raw.isdecimal() and len(raw) < 12 else None
+    if raw.isascii() and raw.isdecimal() and len(raw) < 12 and (int(raw) > 0 or name == "rank"):
+        return int(raw)
+    if raw:
+        st.warning(f"“{plain(raw[:40])}” in the link is not {what}: showing the log's end instead.")
+    return None
 
 
 def _back_to_tail() -> None:
@@ -176,9 +181,11 @@ def logs_tab(job: JobView) -> None:
         return
     ranks = P.jobs.log_ranks(job.id)
     multi = len(ranks) > 1
-    line, linked_rank = _query_int("line"), _query_int("rank")
-    if linked_rank not in ranks:
-        linked_rank = None
+    line, linked_rank = _query_int("line", "a line number"), _query_int("rank", "a node number")
+    if linked_rank is not None and linked_rank not in ranks:
+        nodes = f"its nodes are {', '.join(map(str, ranks))}" if multi else "it ran on one node"
+        st.warning(f"This job has no node {linked_rank}: {nodes}.")
+        line = linked_rank = None
     a, b, c, d = st.columns([1, 1, 2, 2])
     rank = 0
     if multi:

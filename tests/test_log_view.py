@@ -132,6 +132,13 @@ def test_a_link_to_a_line_opens_it_highlighted_with_context(app, portal, user, w
     assert panes(at)[-1][-1]["line"] == "100000", "back on the live tail"
     at = open_logs(AppTest.from_file(APP, default_timeout=30).run(), job_id, line=100_001)
     assert any("Line 100,001 is past the end of the log: it has 100,000 lines" in w.value for w in at.warning)
+    for bad, sentence in (("line=abc", "“abc” in the link is not a line number"),
+                          ("line=0", "“0” in the link is not a line number"),
+                          ("rank=7", "This job has no node 7: it ran on one node.")):
+        name, value = bad.split("=")
+        at = open_logs(AppTest.from_file(APP, default_timeout=30).run(), job_id, **{name: value})
+        assert any(sentence in w.value for w in at.warning), [w.value for w in at.warning]
+        assert panes(at)[-1][-1]["line"] == "100000", "the log's end, as without the link"
 
 
 @pytest.fixture
@@ -192,6 +199,20 @@ def test_warnings_errors_and_tracebacks_are_coloured_and_the_log_never_becomes_m
     body = app.get("html")[0].proto.body
     assert "<img" not in body and "onerror=alert(1)>" not in body
     assert drawn[9]["text"] == "green done", "terminal colour codes are dropped, not shown as garbage"
+
+
+def test_retention_deletes_the_received_times_with_the_log(portal, user, workspace_script):
+    job_id = quiet_job(portal, user, workspace_script)
+    log = portal.jobs.log_file(job_id)
+    append(log, "a line\n", time.time())
+    times = log.with_name("job.log.times")
+    assert times.is_file()
+    from services.store.orm import Job
+
+    with portal.jobs.session() as s:
+        s.get(Job, job_id).finished_at = s.get(Job, job_id).finished_at.replace(year=2000)
+    assert portal.jobs.prune_logs(days=30) == 1
+    assert not log.exists() and not times.exists()
 
 
 def test_the_api_finds_lines_with_rank_and_line_number(server):
