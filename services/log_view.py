@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,16 +117,29 @@ def _dated(texts: list[str], offsets: list[int], first: int, idx: ReceivedIndex,
             for i, (text, off, lvl) in enumerate(zip(shown, offsets, lvls, strict=True))]
 
 
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[int, os.stat_result, ReceivedIndex] | None]:
+    """The log's descriptor, its stat and its received-time index; None when there is no log (yet)."""
+    try:
+        fd = open_job_file(path)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        with ReceivedIndex(path) as idx:
+            yield fd, os.fstat(fd), idx
+    finally:
+        os.close(fd)
+
+
 def tail(path: Path, max_lines: int = 500, known: tuple[int, int] | None = None, rank: int = 0,
          max_bytes: int = TAIL_BYTES) -> LogPage:
     """The last lines of a log, numbered. `known` is an (offset, lines before it) the caller already has (the
     sync loop's cursor); the index gives another; newlines are counted only from the nearer one."""
-    try:
-        fd = open_job_file(path)
-    except FileNotFoundError:
-        return LogPage([], 0, False)
-    try:
-        st = os.fstat(fd)
+    with _opened(path) as opened:
+        if opened is None:
+            return LogPage([], 0, False)
+        fd, st, idx = opened
         size = st.st_size
         start = max(0, size - max_bytes)
         data = os.pread(fd, size - start, start)
@@ -133,24 +148,20 @@ def tail(path: Path, max_lines: int = 500, known: tuple[int, int] | None = None,
             data, start = (data[cut:], start + cut) if cut else (b"", size)
         texts, offsets = _decode(data, start)
         texts, offsets = texts[-max_lines:], offsets[-max_lines:]
-        with ReceivedIndex(path) as idx:
-            begin = offsets[0] if offsets else size
-            marks = idx.span(begin, size)
-            anchors = [(0, 0)]
-            if marks and marks[0].end <= begin:
-                anchors.append((marks[0].end, marks[0].lines))
-            if known and known[0] <= begin:
-                anchors.append(known)
-            at, lines_before = max(anchors)
-            if at >= start:
-                lines_before += data.count(b"\n", at - start, begin - start)
-            else:
-                lines_before += _count(fd, at, begin)
-            page = _dated(texts, offsets, lines_before + 1, idx, size, st.st_mtime, rank)
-    finally:
-        os.close(fd)
-    total = lines_before + len(page)
-    return LogPage(page, total, bool(marks))
+        begin = offsets[0] if offsets else size
+        marks = idx.span(begin, size)
+        anchors = [(0, 0)]
+        if marks and marks[0].end <= begin:
+            anchors.append((marks[0].end, marks[0].lines))
+        if known and known[0] <= begin:
+            anchors.append(known)
+        at, lines_before = max(anchors)
+        if at >= start:
+            lines_before += data.count(b"\n", at - start, begin - start)
+        else:
+            lines_before += _count(fd, at, begin)
+        page = _dated(texts, offsets, lines_before + 1, idx, size, st.st_mtime, rank)
+    return LogPage(page, lines_before + len(page), bool(marks))
 
 
 def around(path: Path, line: int, before: int = 20, after: int = 20, rank: int = 0) -> LogPage:
@@ -158,48 +169,43 @@ def around(path: Path, line: int, before: int = 20, after: int = 20, rank: int =
     nearest record, so line 900,000 costs what the lines after that record cost."""
     before, after = min(before, MAX_CONTEXT), min(after, MAX_CONTEXT)
     first = max(1, line - before)
-    try:
-        fd = open_job_file(path)
-    except FileNotFoundError:
-        return LogPage([], 0, False)
-    try:
-        st = os.fstat(fd)
-        with ReceivedIndex(path) as idx:
-            pos, seen = idx.anchor(first - 1)
-            if pos > st.st_size:
-                pos, seen = 0, 0
-            while seen < first - 1:  # to the start of line `first`
-                chunk = os.pread(fd, CHUNK, pos)
-                if not chunk:
-                    break
-                n = chunk.count(b"\n")
-                if seen + n < first - 1:
-                    seen, pos = seen + n, pos + len(chunk)
-                    continue
-                idx_nl = -1
-                for _ in range(first - 1 - seen):
-                    idx_nl = chunk.index(b"\n", idx_nl + 1)
-                pos, seen = pos + idx_nl + 1, first - 1
-            want = line + after - first + 1
-            texts: list[str] = []
-            offsets: list[int] = []
-            cur = pos
-            while len(texts) < want and cur < st.st_size:
-                data = os.pread(fd, CHUNK, cur)
-                end = data.rfind(b"\n") + 1 if len(data) == CHUNK else len(data)
-                if end <= 0:
-                    end = len(data)  # one line longer than a chunk
-                t, o = _decode(data[:end], cur)
-                texts += t
-                offsets += o
-                cur += end
-            texts, offsets = texts[:want], offsets[:want]
-            page = _dated(texts, offsets, seen + 1, idx, st.st_size, st.st_mtime, rank) if seen == first - 1 \
-                else []
-            dated = idx.exists
-    finally:
-        os.close(fd)
-    return LogPage(page, seen + len(page), dated)
+    with _opened(path) as opened:
+        if opened is None:
+            return LogPage([], 0, False)
+        fd, st, idx = opened
+        pos, seen = idx.anchor(first - 1)
+        if pos > st.st_size:
+            pos, seen = 0, 0
+        while seen < first - 1:  # to the start of line `first`
+            chunk = os.pread(fd, CHUNK, pos)
+            if not chunk:
+                break
+            n = chunk.count(b"\n")
+            if seen + n < first - 1:
+                seen, pos = seen + n, pos + len(chunk)
+                continue
+            idx_nl = -1
+            for _ in range(first - 1 - seen):
+                idx_nl = chunk.index(b"\n", idx_nl + 1)
+            pos, seen = pos + idx_nl + 1, first - 1
+        if seen < first - 1:  # the log ends before the line (its last line may have no newline yet)
+            unterminated = st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n"
+            return LogPage([], seen + unterminated, idx.exists)
+        want = line + after - first + 1
+        texts: list[str] = []
+        offsets: list[int] = []
+        cur = pos
+        while len(texts) < want and cur < st.st_size:
+            data = os.pread(fd, CHUNK, cur)
+            end = data.rfind(b"\n") + 1 if len(data) == CHUNK else len(data)
+            if end <= 0:
+                end = len(data)  # one line longer than a chunk
+            t, o = _decode(data[:end], cur)
+            texts += t
+            offsets += o
+            cur += end
+        page = _dated(texts[:want], offsets[:want], first, idx, st.st_size, st.st_mtime, rank)
+    return LogPage(page, seen + len(page), idx.exists)
 
 
 def merged(pages: dict[int, LogPage], max_lines: int) -> LogPage:
