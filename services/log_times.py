@@ -84,20 +84,27 @@ class ReceivedIndex:
                 hi = mid
         return lo
 
-    def span(self, start: int, size: int) -> list[Mark]:
-        """The records that cover bytes start..size, and the one before (the line count at `start`'s record),
-        validated: a record that goes backwards or past the log's size ends the list."""
+    def span(self, start: int, size: int, last: int | None = None) -> list[Mark]:
+        """The records that cover bytes start..last (default: to the log's size), and the one before (the line
+        count at `start`'s record), validated: a record that goes backwards or past the log's size ends the list.
+        Read in batches from the binary-searched first one, so a linked line deep in a long job's log reads a
+        few records, not the whole index."""
         if not self.exists:
             return []
+        last = size if last is None else last
         i = max(0, self.first_after(start) - 1)
-        marks = self._read(i, min(self.count - i, MAX_RECORDS_READ))
         out: list[Mark] = []
-        for m in marks:
-            if m.end > size or (out and (m.end < out[-1].end or m.lines < out[-1].lines)):
+        while i < self.count and len(out) < MAX_RECORDS_READ:
+            batch = self._read(i, min(self.count - i, 256))
+            if not batch:
                 break
-            out.append(m)
-            if m.end >= size:
-                break
+            i += len(batch)
+            for m in batch:
+                if m.end > size or (out and (m.end < out[-1].end or m.lines < out[-1].lines)):
+                    return out
+                out.append(m)
+                if m.end > last or m.end >= size:
+                    return out
         return out
 
     def anchor(self, line: int) -> tuple[int, int]:

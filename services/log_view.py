@@ -110,7 +110,7 @@ def _count(fd: int, start: int, end: int) -> int:
 
 def _dated(texts: list[str], offsets: list[int], first: int, idx: ReceivedIndex, size: int,
            mtime: float, rank: int) -> list[LogLine]:
-    times = Times(idx.span(offsets[0], size), mtime) if offsets and idx.exists else None
+    times = Times(idx.span(offsets[0], size, offsets[-1]), mtime) if offsets and idx.exists else None
     shown = [display(t) for t in texts]
     lvls = levels(shown)
     return [LogLine(first + i, text, None if times is None or own_time(text) else times.at(off), lvl, rank)
