@@ -24,7 +24,7 @@ from api.file_responses import FdResponse
 from services import job_snapshots as snapshots
 from services.history import HistoryQuery
 from services.jobs import validation_problems
-from services.models import StatusGroup, User, ValidationProblem
+from services.models import JobStatus, StatusGroup, User, ValidationProblem
 from services.portal import get_portal
 from services.script_names import script_path, with_upload_hint
 from services.templates import TemplateView
@@ -56,6 +56,13 @@ def _submit_values(user: User, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def submitted(user: User, job_id: int) -> Response:
+    """201 for a job the backend took; 202 for one accepted while it cannot be reached (status Submitting, the
+    reason says it is submitted when the backend is back): a script that checks the status learns the difference."""
+    job = jobs().get(user, job_id)
+    return JSONResponse(job_json(job), status_code=202 if job.status is JobStatus.SUBMITTING else 201)
+
+
 @endpoint(mutation=True)
 def submit(request: Request, user: User, data: dict[str, Any]) -> Response:
     values = _submit_values(user, data)
@@ -63,7 +70,7 @@ def submit(request: Request, user: User, data: dict[str, Any]) -> Response:
         job_id = jobs().submit(user, values)
     except ValidationProblem as exc:
         raise with_upload_hint(jobs().workspace, user, exc, values.get("script")) from None
-    return JSONResponse(job_json(jobs().get(user, job_id)), status_code=201)
+    return submitted(user, job_id)
 
 
 @endpoint()
@@ -160,13 +167,13 @@ def clone_job(request: Request, user: User, data: dict[str, Any]) -> Response:
     job_id = path_int(request)
     values = jobs().clone_values(user, job_id) | _submit_values(user, data)
     new_id = jobs().submit(user, values, parent_id=job_id)
-    return JSONResponse(job_json(jobs().get(user, new_id)), status_code=201)
+    return submitted(user, new_id)
 
 
 @endpoint(mutation=True)
 def retry_job(request: Request, user: User, data: dict[str, Any]) -> Response:
     new_id = jobs().retry(user, path_int(request))
-    return JSONResponse(job_json(jobs().get(user, new_id)), status_code=201)
+    return submitted(user, new_id)
 
 
 # The script a job ran (its snapshot) -----------------------------------------------------------------

@@ -10,7 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
+from services.backends.unreachable import BackendUnreachable
 from services.config import Settings
 from services.job_charts import MAX_CHART_POINTS as MAX_CHART_POINTS  # the chart names, re-exported for pages
 from services.job_charts import MAX_COMPARED as MAX_COMPARED
@@ -47,6 +48,10 @@ from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
 from services.validation import validation_problems as validation_problems  # re-exported: the history uses it
 from services.workspace import Workspace
+
+# The end of a waiting job's reason, after what cannot be reached; the sync loop carries these out when it can.
+SUBMIT_WHEN_BACK = "; the job will be submitted when it is back."
+STOP_WHEN_BACK = "; the job will be stopped when it is back."
 
 
 def parse_request(data: dict[str, Any]) -> JobRequest:
@@ -183,23 +188,53 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         # The row exists before the backend is asked, so a crash here leaves a visible job, never a ghost.
         try:
             snapshot = self._snapshot(job_id, script_source)
-            result = self.backend.submit(JobSubmission(job_id, user.name, req, snapshot, submission_id))
-        except Exception as exc:  # any failure to start is recorded on the job, never left half-done
-            if not isinstance(exc, BackendError | OSError):
-                exc = BackendError(f"Could not start the job: {type(exc).__name__}: {exc}")
+        except OSError as exc:
+            self._submit_failed(job_id, exc)
+            return job_id
+        self.hand_over(JobSubmission(job_id, user.name, req, snapshot, submission_id))
+        return job_id
+
+    def hand_over(self, submission: JobSubmission) -> bool:
+        """Ask the backend to start a recorded job and record its answer. Returns False when the backend cannot
+        be reached: the job then stays Submitting, saying so, and the sync loop asks again (the same submission,
+        so the job starts once)."""
+        job_id = submission.job_id
+        try:
+            result = self.backend.submit(submission)
+        except BackendUnreachable as exc:
+            waiting = f"{exc}{SUBMIT_WHEN_BACK}"
             with self.session() as s:
                 job = s.get_one(Job, job_id)
-                job.reason = str(exc)
-                job.finished_at = utcnow()
-                set_status(s, job, JobStatus.SUBMIT_FAILED, str(exc))
-            return job_id
+                if job.status == JobStatus.SUBMITTING.value and job.reason != waiting:
+                    job.reason = waiting
+                    s.add(JobEvent(job_id=job_id, ts=utcnow(), status=job.status, message=waiting))
+            return False
+        except Exception as exc:  # any failure to start is recorded on the job, never left half-done
+            self._submit_failed(job_id, exc)
+            return True
         with self.session() as s:
             job = s.get_one(Job, job_id)
-            job.spec = result.spec
-            job.backend_ref = result.ref
-            if job.status == JobStatus.SUBMITTING.value:
+            cancelled = job.status != JobStatus.SUBMITTING.value
+            if not cancelled:
+                job.spec = result.spec
+                job.backend_ref = result.ref
+                job.reason = None
                 set_status(s, job, result.status, "Accepted by the backend")
-        return job_id
+        if cancelled:  # Stop was pressed while the backend was being asked: what it started goes too
+            with suppress(BackendError):  # else the sync loop's ghost removal deletes it once the backend answers
+                self.backend.stop(job_id, result.ref | {"stop_requested": True})
+        return True
+
+    def _submit_failed(self, job_id: int, exc: Exception) -> None:
+        if not isinstance(exc, BackendError | OSError):
+            exc = BackendError(f"Could not start the job: {type(exc).__name__}: {exc}")
+        with self.session() as s:
+            job = s.get_one(Job, job_id)
+            if job.status != JobStatus.SUBMITTING.value:
+                return  # cancelled meanwhile
+            job.reason = str(exc)
+            job.finished_at = utcnow()
+            set_status(s, job, JobStatus.SUBMIT_FAILED, str(exc))
 
     def _snapshot(self, job_id: int, source: Path) -> Path:
         """The script as submitted, kept with the job on every backend: what a clone by someone else runs."""
@@ -241,6 +276,13 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             job = self._owned(s, user, job_id)
             if JobStatus(job.status) not in ACTIVE_STATUSES:
                 raise Conflict(f"Job {job.name} has already finished ({job.status}).")
+            if job.backend_ref is None and (job.reason or "").endswith(SUBMIT_WHEN_BACK):
+                # Never reached the backend: nothing to stop there (a submission the sync loop has in flight
+                # right now is stopped by it when it sees this).
+                job.reason = "Cancelled before it reached the cluster"
+                job.finished_at = utcnow()
+                set_status(s, job, JobStatus.STOPPED, f"Cancelled by {user.name}")
+                return
             if job.backend_ref is None:
                 raise Conflict(f"Job {job.name} is still being started; try Stop again in a moment.")
             # Remembered on the job: a backend that deletes the job on stop must not call it "lost".
@@ -248,7 +290,19 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             job.backend_ref = ref
             s.add(JobEvent(job_id=job.id, ts=utcnow(), status=job.status, message=f"Stop requested by {user.name}"))
         # The sync loop records the final state once the process has actually ended.
-        self.backend.stop(job_id, ref)
+        try:
+            self.backend.stop(job_id, ref)
+        except BackendUnreachable as exc:
+            self.stop_later(job_id, f"Stop pending: {str(exc)[0].lower()}{str(exc)[1:]}{STOP_WHEN_BACK}")
+
+    def stop_later(self, job_id: int, message: str) -> None:
+        """A stop the backend could not carry out now: kept on the job (said on its page) for the sync loop."""
+        with self.session() as s:
+            job = s.get_one(Job, job_id)
+            job.backend_ref = dict(job.backend_ref or {}) | {"stop_pending": True}
+            if job.reason != message:
+                job.reason = message
+                s.add(JobEvent(job_id=job_id, ts=utcnow(), status=job.status, message=message))
 
     def save_checkpoint(self, user: User, job_id: int) -> None:
         with self.session() as s:

@@ -15,12 +15,13 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from services.backends.base import ActiveJob, Observation
+from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation
+from services.backends.unreachable import BackendUnreachable
 from services.gpu_telemetry import process_tree
-from services.jobs import JobService, set_status, to_view
+from services.jobs import SUBMIT_WHEN_BACK, JobService, parse_request, set_status, to_view
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
-from services.models import ACTIVE_STATUSES, JobStatus
+from services.models import ACTIVE_STATUSES, JobStatus, ValidationProblem
 from services.resource_telemetry import ResourceSampler, cluster_pods, runner_pids, running_jobs
 from services.store import maintenance
 from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
@@ -109,7 +110,8 @@ class SyncLoop:
                 for r in rows
                 if r.backend_ref is not None
             ]
-            self.fail_abandoned_submissions({r.id for r in rows if r.backend_ref is None})
+            self.resume_submissions({r.id for r in rows if r.backend_ref is None})
+            self.carry_out_stops([job for job in active if job.ref.get("stop_pending")])
             svc.backend.remove_ghosts(self.recent_failed_submissions())
             # Also with nothing active: the local backend reaps its runners there (the last one to end included).
             observed = svc.backend.observe(active)
@@ -181,27 +183,75 @@ class SyncLoop:
                        svc.settings.gpu_idle_percent)
 
     def recent_failed_submissions(self) -> list[tuple[int, str]]:
+        """Jobs the user was told did not start: failed submissions, and those cancelled before the backend
+        answered (a create it was still carrying out may have landed)."""
         since = utcnow() - timedelta(hours=1)
         with self.service.session() as s:
             rows = s.execute(
-                select(Job.id, Job.submission_id).where(
-                    Job.status == JobStatus.SUBMIT_FAILED.value, Job.backend == self.service.backend.name,
-                    Job.updated_at > since,
+                select(Job.id, Job.submission_id, Job.status, Job.backend_ref).where(
+                    Job.status.in_([JobStatus.SUBMIT_FAILED.value, JobStatus.STOPPED.value]),
+                    Job.backend == self.service.backend.name, Job.updated_at > since,
                 ).limit(200)
             ).all()
-        return [(r.id, r.submission_id) for r in rows]
+        return [(r.id, r.submission_id) for r in rows
+                if r.status == JobStatus.SUBMIT_FAILED.value or r.backend_ref is None]
 
-    def fail_abandoned_submissions(self, job_ids: set[int]) -> None:
-        """A row left in Submitting by a portal that died mid-submit would otherwise wait forever."""
+    def resume_submissions(self, job_ids: set[int]) -> None:
+        """Jobs Submitting without a handle from the backend: accepted while it could not be reached (asked again
+        now), or left by a portal that died mid-submit (asked again where submitting twice starts the job once,
+        else failed: a row waiting forever helps nobody)."""
         if not job_ids:
             return
+        svc = self.service
         cutoff = utcnow() - timedelta(seconds=SUBMIT_GRACE_SECONDS)
-        with self.service.session() as s:
-            for job in s.scalars(select(Job).where(Job.id.in_(job_ids), Job.created_at < cutoff)):
-                if job.status == JobStatus.SUBMITTING.value and job.backend_ref is None:
+        again = bool(getattr(svc.backend, "idempotent_submit", False))
+        with svc.session() as s:
+            rows = s.execute(select(Job.id, Job.owner, Job.request, Job.submission_id, Job.reason, Job.created_at,
+                                    Job.status, Job.backend_ref).where(Job.id.in_(job_ids)).order_by(Job.id)).all()
+        for r in rows:
+            if r.status != JobStatus.SUBMITTING.value or r.backend_ref is not None:
+                continue
+            waiting = (r.reason or "").endswith(SUBMIT_WHEN_BACK)
+            abandoned = r.created_at < cutoff
+            if waiting or (again and abandoned):
+                if not waiting:
+                    log.info("submitting job %s again: a portal stopped while submitting it", r.id)
+                if not self._submit_again(r):
+                    break  # still cannot be reached: the others wait for a later tick too
+            elif abandoned:
+                with svc.session() as s:
+                    job = s.get_one(Job, r.id)
                     job.reason = "The portal stopped while submitting this job; nothing was started. Retry it."
                     job.finished_at = utcnow()
                     set_status(s, job, JobStatus.SUBMIT_FAILED, job.reason)
+
+    def _submit_again(self, row: Any) -> bool:
+        svc = self.service
+        script = svc.settings.jobs_dir / str(row.id) / "script" / Path(str(row.request.get("script", ""))).name
+        try:
+            request = parse_request(row.request)
+        except ValidationProblem as exc:  # recorded by an older portal with values this one refuses
+            svc._submit_failed(row.id, BackendError(f"The job's values are no longer valid: {exc}"))
+            return True
+        return svc.hand_over(JobSubmission(row.id, row.owner, request, script, row.submission_id))
+
+    def carry_out_stops(self, jobs: list[ActiveJob]) -> None:
+        """Stops asked for while the backend could not be reached, carried out now that it may be back."""
+        for job in jobs:
+            try:
+                self.service.backend.stop(job.id, job.ref)
+            except BackendUnreachable:
+                return  # still down
+            except BackendError as exc:
+                log.warning("could not stop job %s: %s", job.id, exc)
+                continue
+            log.info("stopped job %s: its stop was asked for while the backend could not be reached", job.id)
+            job.ref.pop("stop_pending", None)
+            with self.service.session() as s:
+                row = s.get(Job, job.id)
+                if row is not None:
+                    row.backend_ref = {k: v for k, v in (row.backend_ref or {}).items() if k != "stop_pending"}
+                    s.add(JobEvent(job_id=job.id, ts=utcnow(), status=row.status, message="Stop carried out"))
 
     def apply(self, job_id: int, obs: Observation) -> None:
         with self.service.session() as s:

@@ -29,6 +29,7 @@ from services.backends.k8s_manifests import (
 from services.backends.k8s_status import observe as observe_job
 from services.backends.k8s_template import apply_template
 from services.backends.k8s_watch import WatchCache
+from services.backends.unreachable import BackendUnreachable
 from services.config import Settings
 from services.logs import failure_tail
 from services.models import ACTIVE_STATUSES, JobStatus
@@ -76,8 +77,25 @@ def describe_api_error(exc: Exception) -> str:
     return "The cluster cannot be reached right now."
 
 
+UNREACHABLE = "The cluster cannot be reached"
+TRANSIENT_STATUSES = {0, 429, 502, 503, 504}  # overloaded, restarting or behind a proxy that lost it
+
+
+def backend_error(exc: Exception) -> BackendError:
+    """The sentence for a person, as an error that says whether asking again later may succeed."""
+    if isinstance(exc, BackendError):
+        return exc
+    if not isinstance(exc, ApiException):
+        return BackendUnreachable(UNREACHABLE)
+    if exc.status in TRANSIENT_STATUSES:
+        return BackendUnreachable(describe_api_error(exc).rstrip("."))
+    return BackendError(describe_api_error(exc))
+
+
 class KubernetesBackend(PodLogArchive):
     name = "kubernetes"
+    # A Job is created under a fixed name carrying its submission id: asking twice never makes two.
+    idempotent_submit = True
 
     def __init__(self, settings: Settings, api: client.ApiClient | None = None, namespace: str | None = None):
         self.settings = settings
@@ -167,9 +185,12 @@ class KubernetesBackend(PodLogArchive):
             if req.nodes > 1:
                 self._create_ignore_exists(self.core.create_namespaced_service, build_headless_service(created))
         except Exception as exc:
+            error = backend_error(exc)
+            if isinstance(error, BackendUnreachable):
+                raise error from exc  # submitted again later: the Job is adopted and its script created then
             # No half-job: without its script the Job could never run.
             self._delete_job(name)
-            raise BackendError(describe_api_error(exc)) from exc
+            raise error from exc
         ref = {"job_name": name, "uid": created["metadata"]["uid"], "namespace": self.namespace,
                "nodes": req.nodes}
         return SubmitResult(spec=manifest, ref=ref, status=JobStatus.QUEUED)
@@ -204,22 +225,18 @@ class KubernetesBackend(PodLogArchive):
             return json.loads(resp.data)
         except ApiException as exc:
             if exc.status != 409:
-                raise BackendError(describe_api_error(exc)) from exc
+                raise backend_error(exc) from exc
         except Exception as exc:
             self._on_error(exc)
-            # The request may or may not have reached the cluster: look before saying anything.
-            try:
-                existing = self._read_job(name)
-            except Exception:
-                raise BackendError(describe_api_error(exc)) from exc
-            if existing is None:
-                raise BackendError(describe_api_error(exc)) from exc
-            if _submission_of(existing) == submission_id:
-                return existing
-            raise BackendError(f"A different job named {name} already exists in the cluster.") from exc
-        existing = self._read_job(name)
+            # The request may or may not have reached the cluster. Either way asking again is safe: a create
+            # that did land answers 409 with this submission id and is adopted then.
+            raise backend_error(exc) from exc
+        try:
+            existing = self._read_job(name)
+        except Exception as exc:
+            raise backend_error(exc) from exc
         if existing and _submission_of(existing) == submission_id:
-            return existing
+            return existing  # this very submission, asked again (after a timeout, an outage or a restart)
         raise BackendError(f"A different job named {name} already exists in the cluster.")
 
     # Observe ------------------------------------------------------------------------------------
@@ -296,9 +313,9 @@ class KubernetesBackend(PodLogArchive):
                                              _request_timeout=self._timeout())
         except ApiException as exc:
             if exc.status != 404:
-                raise BackendError(describe_api_error(exc)) from exc
+                raise backend_error(exc) from exc
         except Exception as exc:
-            raise BackendError(describe_api_error(exc)) from exc
+            raise backend_error(exc) from exc
 
     def stop(self, job_id: int, ref: dict[str, Any]) -> None:
         """Delete the Job (pods go with it); the history stays in the store."""

@@ -183,7 +183,7 @@ def test_watch_relists_after_410_gone(k8s_portal):
     assert backend.jobs.relists > relists
 
 
-def test_unreachable_cluster_fails_the_submit_with_a_sentence(cluster, namespace, tmp_path):
+def test_unreachable_cluster_accepts_the_submit_as_waiting_and_it_can_be_cancelled(cluster, namespace, tmp_path):
     dead = tmp_path / "dead-kubeconfig.yaml"
     text = cluster.kubeconfig.read_text()
     import re
@@ -195,8 +195,13 @@ def test_unreachable_cluster_fails_the_submit_with_a_sentence(cluster, namespace
         user = ME
         job_id = portal.jobs.submit(user, {"name": "k8s-down", **EXAMPLE})
         job = portal.jobs.get(user, job_id)
-        assert job.status is JobStatus.SUBMIT_FAILED
-        assert job.reason == "The cluster cannot be reached right now."
+        assert job.status is JobStatus.SUBMITTING
+        assert job.reason == "The cluster cannot be reached; the job will be submitted when it is back."
+        portal.sync.tick()  # asked again, still down: it waits on, saying so once
+        assert [m for _, _, m in portal.jobs.events(job_id)].count(job.reason) == 1
+        portal.jobs.stop(user, job_id)
+        job = portal.jobs.get(user, job_id)
+        assert (job.status, job.reason) == (JobStatus.STOPPED, "Cancelled before it reached the cluster")
         portal.sync.start()
         wait_until(lambda: portal.jobs.backend.health() == "The cluster cannot be reached right now.", timeout=20)
     finally:
@@ -238,13 +243,15 @@ def test_admin_template_image_and_node_selector_reach_the_cluster(cluster, names
         portal.close()
 
 
-def test_apiserver_stopped_during_a_submit(k8s_portal, cluster, namespace):
-    """The apiserver stops answering (its process is frozen) while a job is submitted: the submit says so in
-    a sentence, the banner shows, and no half-job is left behind once it answers again."""
+def test_apiserver_frozen_during_a_submit(k8s_portal, cluster, namespace):
+    """The apiserver stops answering (its process is frozen) while a job is submitted: the job is accepted as
+    Submitting with a sentence, the banner shows, and once it answers again the job is submitted exactly once
+    (the frozen apiserver may still carry out the create it had received: that one is adopted)."""
     import os
     import signal
 
     user = ME
+    outcome(k8s_portal, runtime="1s")
     k8s_portal.sync.start()
     wait_until(lambda: k8s_portal.jobs.backend.jobs.synced.is_set())
     pid = cluster.apiserver_pid()
@@ -252,18 +259,39 @@ def test_apiserver_stopped_during_a_submit(k8s_portal, cluster, namespace):
     try:
         job_id = k8s_portal.jobs.submit(user, {"name": "k8s-during-outage", **EXAMPLE})
         job = k8s_portal.jobs.get(user, job_id)
-        assert job.status is JobStatus.SUBMIT_FAILED
-        assert job.reason == "The cluster cannot be reached right now."
+        assert job.status is JobStatus.SUBMITTING
+        assert job.reason == "The cluster cannot be reached; the job will be submitted when it is back."
         assert k8s_portal.jobs.backend.health() == "The cluster cannot be reached right now."
     finally:
         os.kill(pid, signal.SIGCONT)
-    # The frozen apiserver may still carry out the create it had received: the portal removes that ghost.
-    wait_until(lambda: f"mlp-{job_id}" not in cluster.kubectl("-n", namespace, "get", "jobs", "-o", "name"),
-               timeout=60, interval=1)
-    assert k8s_portal.jobs.get(user, job_id).status is JobStatus.SUBMIT_FAILED
-    outcome(k8s_portal, runtime="1s")
-    again = k8s_portal.jobs.submit(user, {"name": "k8s-after-outage", **EXAMPLE})
-    assert finished(k8s_portal, again).status is JobStatus.SUCCEEDED
+    job = wait_until(lambda: (j := k8s_portal.jobs.get(user, job_id)) and not j.is_active and j, timeout=120,
+                     interval=0.5)
+    assert (job.status, job.reason) == (JobStatus.SUCCEEDED, None)
+    kjobs = cluster.kubectl("-n", namespace, "get", "jobs", "-l", f"ml-portal/job-id={job_id}", "-o", "name")
+    assert kjobs.split() == [f"job.batch/mlp-{job_id}"]
+
+
+def test_a_portal_killed_between_create_and_store_update_makes_no_duplicate(k8s_portal, cluster, namespace):
+    from datetime import timedelta
+
+    from services.store.orm import utcnow
+
+    user = ME
+    outcome(k8s_portal, runtime="3s")
+    job_id = k8s_portal.jobs.submit(user, {"name": "k8s-half-submitted", **EXAMPLE})
+    # What a portal killed right after the Job's create leaves: the Job in the cluster, the row still Submitting.
+    k8s_portal.jobs.mark(job_id, status="Submitting", status_group="Running", backend_ref=None, spec=None,
+                         created_at=utcnow() - timedelta(minutes=5))
+    k8s_portal.close()
+    again = build_portal(k8s_portal.settings)
+    try:
+        job = finished(again, job_id, timeout=90)
+        assert (job.status, job.reason) == (JobStatus.SUCCEEDED, None)  # adopted, not failed nor run twice
+        assert job.spec is not None and job.final_metrics
+        kjobs = cluster.kubectl("-n", namespace, "get", "jobs", "-l", f"ml-portal/job-id={job_id}", "-o", "name")
+        assert kjobs.split() == [f"job.batch/mlp-{job_id}"]
+    finally:
+        again.close()
 
 
 def test_max_runtime_on_the_cluster(k8s_portal):
