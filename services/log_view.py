@@ -17,6 +17,7 @@ from services.safe_files import open_job_file
 TAIL_BYTES = 256 * 1024
 CHUNK = 1 << 20
 MAX_CONTEXT = 200  # lines either side of a linked line
+MAX_LINE_CHARS = 5000  # of one line drawn (a model summary or a dumped array can be megabytes on one line)
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # A line that starts with a time of its own keeps it: ISO dates, logging's "2026-11-26 12:00:00,123", "[12:00:01]",
@@ -52,6 +53,12 @@ def display(raw: str) -> str:
     if "\r" in text:
         text = text.rsplit("\r", 1)[-1]
     return _ANSI.sub("", text) if "\x1b" in text else text
+
+
+def _capped(text: str) -> str:
+    if len(text) <= MAX_LINE_CHARS:
+        return text
+    return f"{text[:MAX_LINE_CHARS]} … ({len(text) - MAX_LINE_CHARS:,} more characters: the download has them)"
 
 
 def own_time(text: str) -> bool:
@@ -111,7 +118,7 @@ def _count(fd: int, start: int, end: int) -> int:
 def _dated(texts: list[str], offsets: list[int], first: int, idx: ReceivedIndex, size: int,
            mtime: float, rank: int) -> list[LogLine]:
     times = Times(idx.span(offsets[0], size, offsets[-1]), mtime) if offsets and idx.exists else None
-    shown = [display(t) for t in texts]
+    shown = [_capped(display(t)) for t in texts]
     lvls = levels(shown)
     return [LogLine(first + i, text, None if times is None or own_time(text) else times.at(off), lvl, rank)
             for i, (text, off, lvl) in enumerate(zip(shown, offsets, lvls, strict=True))]
