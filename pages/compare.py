@@ -7,10 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from pages.common import JOB_PAGE, STATUS_ICON, chart_text, me, metric_text, plain, portal
-from pages.job_charts import DASH_OF_ROLE, PALETTE, Line, chart_options, draw, primary_first
+from pages.charts import DASH_OF_ROLE, PALETTE, Line, chart_options, draw, parallel_figure, primary_first
+from pages.common import JOB_PAGE, STATUS_ICON, me, metric_text, plain, portal
 from services.jobs import MAX_COMPARED
 from services.metric_groups import group_metrics
+from services.parallel_coords import parallel_axes
 
 P = portal()
 USER = me()
@@ -56,8 +57,7 @@ if len(jobs) < 2:
 COLOUR = {j.id: PALETTE[i % len(PALETTE)] for i, j in enumerate(jobs)}
 
 # Final metrics side by side ------------------------------------------------------------------------
-import pandas as pd  # noqa: E402 - only this page pays for pandas and Plotly
-import plotly.graph_objects as go  # noqa: E402
+import pandas as pd  # noqa: E402 - only this page pays for pandas
 
 st.subheader("Runs")
 cols = st.columns(len(jobs))
@@ -114,9 +114,9 @@ else:
     grid = st.columns(2)
     for i, title in enumerate(primary_first(groups)):
         members = groups[title].lines
-        # Colour says the run, dashes the role (validation), the legend both: "lr-0-1 #3 · validation".
+        # Colour says the run, the dash its role (validation dashed): the legend names each run once, then the dashes.
         lines = [Line(f"{j.name} #{j.id}" + (f" · {role}" if len(members) > 1 else ""), series[name][j.id],
-                      COLOUR[j.id], DASH_OF_ROLE.get(role, "solid"))
+                      COLOUR[j.id], DASH_OF_ROLE.get(role, "solid"), group=f"{j.name} #{j.id}")
                  for j in jobs for role, name in members.items() if j.id in series[name]]
         draw(grid[i % 2], title, lines, lines[0].series.axis, chosen_options, f"cmp-{title}", legend=True)
 
@@ -129,12 +129,6 @@ if finals and numeric:
     values = [(j.final_metrics or j.latest_metrics).get(target) for j in jobs]
     # Only the parameters that differ: an axis where every run has the same value says nothing and takes room.
     varied = [p for p in numeric if differs[p]] or numeric
-    dims = [{"label": SHORT.get(p, p), "values": [float(j.request[p]) for j in jobs]} for p in varied]
-    dims.append({"label": chart_text(target), "values": [v if v is not None else float("nan") for v in values]})
-    # Each run's line in its colour of the curves above: a step colour scale over the runs' positions.
-    steps = [[k / len(jobs), c] for i, j in enumerate(jobs) for k, c in ((i, COLOUR[j.id]), (i + 1, COLOUR[j.id]))]
-    fig = go.Figure(go.Parcoords(line={"color": list(range(len(jobs))), "colorscale": steps, "cmin": -0.5,
-                                       "cmax": len(jobs) - 0.5}, dimensions=dims, labelangle=-20, labelside="top"))
-    fig.update_layout(height=400, margin={"l": 50, "r": 50, "t": 90, "b": 30})
+    axes = parallel_axes({**{SHORT.get(p, p): [float(j.request[p]) for j in jobs] for p in varied}, target: values})
+    fig = parallel_figure(axes, [(f"{j.name} #{j.id}", COLOUR[j.id]) for j in jobs])
     st.plotly_chart(fig, key="cmp-parcoords", width="stretch")
-    st.caption("Each line is a run, in its colour of the curves above.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import colorsys
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from services.downsample import lttb
 from services.job_charts import LIVE_SERIES_POINTS, MAX_CHART_POINTS
 from services.metric_groups import MetricGroup, group_metrics, role_of
 from services.models import JobStatus
+from services.parallel_coords import parallel_axes
 from services.smoothing import DEFAULT_SMOOTHING, bucket_means, ema, log_scale_problem
 from services.store.orm import Job, MetricPoint
 from services.store.seed import seed_jobs
@@ -224,8 +226,8 @@ def test_compare_gives_each_run_one_distinct_colour_on_every_chart_and_legends_b
     colour_of: dict[str, set[str]] = {}
     for title in ("loss", "acc"):
         for trace in charts[title]["data"]:
-            run = trace["name"].split(" · ")[0].removesuffix(" (raw)")
-            colour_of.setdefault(run, set()).add(trace["line"]["color"])
+            if trace["x"] != [None]:  # not the legend's key of the dashes
+                colour_of.setdefault(trace["legendgroup"], set()).add(trace["line"]["color"])
         legend, layout = charts[title]["layout"]["legend"], charts[title]["layout"]
         # Laid out from the figure's foot, inside a bottom margin that also holds the ticks and the axis title.
         assert legend["orientation"] == "h" and legend["yref"] == "container" and legend["y"] == 0
@@ -235,14 +237,37 @@ def test_compare_gives_each_run_one_distinct_colour_on_every_chart_and_legends_b
     colours = [next(iter(c)) for c in colour_of.values()]
     assert len(set(colours)) == 3
     assert min(hue_gap(a, b) for a in colours for b in colours if a != b) >= 25, "near-equal colours"
-    loss = [t["name"] for t in charts["loss"]["data"] if "(raw)" not in t["name"]]
-    assert loss == [f"{jobs[i].name} #{i} · {role}" for i in runs for role in ("train", "validation")]
-    parcoords = next(t for s in charts.values() for t in s["data"] if t["type"] == "parcoords")
-    assert {c for _, c in parcoords["line"]["colorscale"]} == set(colours), "the runs' colours there too"
-    assert [d["label"] for d in parcoords["dimensions"]] == ["lr", "loss"], "only what differs, short labels"
+    # The legend: each run once, then what the dashes mean; hover names each line in full.
+    loss = charts["loss"]["data"]
+    assert [t["name"] for t in loss if t.get("showlegend", True)] == [
+        *(f"{jobs[i].name} #{i}" for i in runs), "train", "validation"]
+    drawn = [t for t in loss if "(raw)" not in t["name"] and t["x"] != [None]]
+    assert [(t["hovertemplate"].split("<extra>")[1], t["line"]["dash"]) for t in drawn] == [
+        (f"{jobs[i].name} #{i} · {role}</extra>", dash) for i in runs for role, dash in (("train", "solid"),
+                                                                                        ("validation", "dash"))]
+    # Parallel coordinates (lines, not Plotly's WebGL Parcoords, which the portal's CSP stops): a run a line, in its
+    # colour, over an axis per parameter that differs (short titles) and the result.
+    parallel = next(s for s in charts.values() if s["layout"].get("shapes"))
+    assert {t["name"]: t["line"]["color"] for t in parallel["data"]} == {
+        run: next(iter(c)) for run, c in colour_of.items()}
+    titles = [a["text"] for a in parallel["layout"]["annotations"] if a["text"].startswith("<b>")]
+    assert titles == ["<b>lr</b>", "<b>loss</b>"]
+    first = next(t for t in parallel["data"] if t["name"] == f"{jobs[runs[0]].name} #{runs[0]}")
+    assert values(first["y"]) == [0.0, 0.0], "the lowest lr (log axis: 0.001 to 0.1) and the lowest loss"
+    second = next(t for t in parallel["data"] if t["name"].endswith(f"#{runs[1]}"))
+    assert values(second["y"]) == pytest.approx([0.5, 0.5])
 
 
 def hue_gap(a: str, b: str) -> float:
     """How far apart two colours' hues are, in degrees (Streamlit's first two chart blues: 3)."""
     ha, hb = (colorsys.rgb_to_hsv(*(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)))[0] * 360 for c in (a, b))
     return min(abs(ha - hb), 360 - abs(ha - hb))
+
+
+def test_parallel_axes_run_from_lowest_to_highest_in_powers_of_ten_for_learning_rates():
+    lr, batch, same, missing = parallel_axes({"lr": [0.1, 0.001, 0.01], "batch": [32, 16, 64], "epochs": [3, 3, 3],
+                                              "loss": [0.2, None, 0.4]})
+    assert lr.log and lr.scaled == pytest.approx([1.0, 0.0, 0.5]) and (lr.low, lr.high) == ("0.001", "0.1")
+    assert not batch.log and batch.scaled == pytest.approx([1 / 3, 0.0, 1.0])
+    assert same.scaled == [0.5, 0.5, 0.5], "one value for all: the middle"
+    assert missing.scaled[0] == 0.0 and math.isnan(missing.scaled[1]) and missing.scaled[2] == 1.0

@@ -386,7 +386,7 @@ def test_compare_three_runs_overlays_curves_and_shows_the_parameter_diff(portal,
     assert [t["name"] for t in loss["data"]] == [f"lr-{str(lr).replace('.', '-')} #{i}"
                                                 for lr, i in zip((0.001, 0.01, 0.1), ids, strict=True)]
     assert all(n_points(t["x"]) == 3 for t in loss["data"]), "three epochs per run"
-    assert any(t["type"] == "parcoords" for s in specs for t in s["data"])
+    assert any(s["layout"].get("shapes") and len(s["data"]) == 3 for s in specs), "parallel coordinates: a line a run"
     assert "1 of 12 parameters differ" in texts(at)
     frames = at.dataframe
     params = next(f.value for f in frames if "learning_rate" in list(f.value.index))
