@@ -218,12 +218,15 @@ def around(path: Path, line: int, before: int = 20, after: int = 20, rank: int =
 def merged(pages: dict[int, LogPage], max_lines: int) -> LogPage:
     """Every rank's lines in one view, ordered by when the portal received them (a rank's own order kept within
     one arrival). A line with a time of its own sorts where the line before it on its rank arrived."""
+    dated = any(p.dated for p in pages.values())
     keyed: list[tuple[tuple[float, int, int], LogLine]] = []
     for rank, page in pages.items():
+        if not dated:  # a log from before the index: no order across ranks, so each rank's share of the tail
+            page = LogPage(page.lines[-max(1, max_lines // len(pages)):], page.total, False)
         last = 0.0
         for ln in page.lines:
             last = ln.received if ln.received is not None else last
             keyed.append(((last, rank, ln.number), ln if ln.rank == rank else replace(ln, rank=rank)))
     keyed.sort(key=lambda kv: kv[0])
     out = [ln for _, ln in keyed[-max_lines:]]
-    return LogPage(out, sum(p.total for p in pages.values()), any(p.dated for p in pages.values()))
+    return LogPage(out, sum(p.total for p in pages.values()), dated)
