@@ -41,7 +41,7 @@ def log_scale_problem(ys: list[np.ndarray]) -> str | None:
     lowest = min((float(v.min()) for v in finite if len(v)), default=None)
     if lowest is None or lowest > 0:
         return None
-    return f"Drawn on a linear scale: a log scale needs values above 0, and this chart has {lowest:g}."
+    return f"Drawn on a linear scale: a log scale needs values above 0, and this chart goes down to {lowest:.4g}."
 
 
 def bucket_means(y: np.ndarray, n_out: int) -> np.ndarray | None:
