@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ class KubernetesBackend(PodLogArchive):
         self.max_nodes = settings.max_nodes
         self.requests = 0  # API calls made by this process (LIST, WATCH, logs, writes)
         self.error: str | None = None
+        self.outages = 0  # times the cluster stopped answering (logged with how long each lasted)
+        self._outage_since = 0.0
         self._count_lock = threading.Lock()
         self.jobs = WatchCache(api, self.batch.list_namespaced_job, self.namespace, "jobs", self._on_error, self._inc)
         self.pods = WatchCache(api, self.core.list_namespaced_pod, self.namespace, "pods", self._on_error, self._inc)
@@ -123,7 +126,17 @@ class KubernetesBackend(PodLogArchive):
             self.requests += 1
 
     def _on_error(self, exc: Exception | None) -> None:
-        self.error = None if exc is None else describe_api_error(exc)
+        sentence = None if exc is None else describe_api_error(exc)
+        with self._count_lock:
+            before, self.error = self.error, sentence
+            if before is None and sentence is not None:
+                self.outages += 1
+                self._outage_since = time.monotonic()
+                log.info("cluster outage %d began: %s", self.outages, sentence)
+            elif before is not None and sentence is None:
+                log.info("cluster outage %d ended after %.0f s (watch breaks: jobs %d, pods %d; lists: jobs %d, "
+                         "pods %d)", self.outages, time.monotonic() - self._outage_since, self.jobs.breaks,
+                         self.pods.breaks, self.jobs.relists, self.pods.relists)
 
     def health(self) -> str | None:
         return self.error

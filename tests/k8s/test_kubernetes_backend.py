@@ -158,9 +158,13 @@ def test_portal_restart_while_a_job_runs(k8s_portal, cluster, namespace, tmp_pat
         again.close()
 
 
-def test_watch_relists_after_410_gone(k8s_portal):
+def test_watch_relists_after_410_gone(k8s_portal, caplog):
     """The test apiserver compacts etcd every 20 s and has no watch cache, so old versions answer 410."""
+    import logging
+
     from kubernetes.client.rest import ApiException
+
+    caplog.set_level(logging.INFO, logger="services")
 
     backend = k8s_portal.jobs.backend
     backend.start()
@@ -181,6 +185,8 @@ def test_watch_relists_after_410_gone(k8s_portal):
     # The dashboard keeps following jobs: the cache listed again and watches on.
     assert finished(k8s_portal, job_id).status is JobStatus.SUCCEEDED
     assert backend.jobs.relists > relists
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "watch of jobs: 410 Gone (1 so far), listing again" in said, said  # an admin can count them
 
 
 def test_unreachable_cluster_accepts_the_submit_as_waiting_and_it_can_be_cancelled(cluster, namespace, tmp_path):

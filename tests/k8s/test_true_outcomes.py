@@ -4,6 +4,8 @@ mid-run, a pod evicted for memory. What is asserted is what the researcher reads
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from datetime import UTC, datetime
 
@@ -21,7 +23,8 @@ def statuses(portal, job_id: int) -> list[str]:
     return out
 
 
-def test_a_job_accepted_just_after_an_apiserver_restart_gets_its_real_outcome(k8s_portal, cluster):
+def test_a_job_accepted_just_after_an_apiserver_restart_gets_its_real_outcome(k8s_portal, cluster, caplog):
+    caplog.set_level(logging.INFO, logger="services")
     backend = k8s_portal.jobs.backend
     backend.start()
     assert backend.jobs.synced.wait(10) and backend.pods.synced.wait(10)
@@ -38,6 +41,11 @@ def test_a_job_accepted_just_after_an_apiserver_restart_gets_its_real_outcome(k8
     assert (job.epoch, job.total_epochs) == (3, 3) and {"loss", "accuracy"} <= set(job.final_metrics)
     assert k8s_portal.jobs.log_tail(job_id)[-1].startswith("Training finished")
     assert "Failed" not in statuses(k8s_portal, job_id)
+    # What an admin finds in the portal's log about it: the outage, how long, the watch breaks and relists.
+    said = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+    assert "cluster outage 1 began: The cluster cannot be reached right now." in said
+    assert re.search(r"cluster outage 1 ended after \d+ s \(watch breaks: jobs [1-9]\d*, pods [1-9]", said), said
+    assert "watch of jobs broke (1 so far, 1 lists)" in said and re.search(r"listed jobs again \(2 lists", said)
 
 
 def test_a_pod_deleted_mid_run_says_so_and_no_queued_appears(k8s_portal, cluster, namespace):
