@@ -162,7 +162,7 @@ def _search(job: JobView, query: str, multi: bool) -> None:
     where = ""
     if multi:
         where = " (" + ", ".join(f"node {r}: {c:,}" for r, c in sorted(result.per_rank.items())) + ")"
-    text = f"{result.total:,} matching lines{where}"
+    text = f"{result.total:,} matching line{'s' if result.total != 1 else ''}{where}"
     if result.more:
         text += f"; the first {len(result.hits):,} below, {result.more:,} more"
     if not result.complete:

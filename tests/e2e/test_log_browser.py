@@ -34,7 +34,7 @@ def test_search_then_open_a_hits_line_link(browser, server):  # noqa: F811
     search.fill("epoch 17/")
     search.press("Enter")
     wait_for_app(page)
-    expect(page.get_by_text(re.compile(r"^1 matching lines"))).to_be_visible(timeout=15_000)
+    expect(page.get_by_text(re.compile(r"^1 matching line ·"))).to_be_visible(timeout=15_000)
     hit = page.locator("[class*='st-key-log_hits'] .plog div").first
     expect(hit).to_contain_text("Epoch 17/30")
     expect(hit.locator("mark")).to_have_text("Epoch 17/")
