@@ -81,9 +81,10 @@ class JobFiles:
         """A linked line of one rank's log with `radius` lines either side."""
         return around(self.log_file(job_id, rank), line, radius, radius, rank)
 
-    def search_log(self, job_id: int, query: str, limit: int = 200) -> SearchResult:
-        """Every rank's lines that contain `query` (the first `limit` of them, and how many there are)."""
-        return search({r: self.log_file(job_id, r) for r in self.log_ranks(job_id)}, query, limit)
+    def search_log(self, job_id: int, query: str, limit: int = 200, rank: int | None = None) -> SearchResult:
+        """Every rank's (or one rank's) lines that contain `query`: the first `limit` of them, and how many."""
+        ranks = self.log_ranks(job_id) if rank is None else [rank]
+        return search({r: self.log_file(job_id, r) for r in ranks}, query, limit)
 
     def note_log_growth(self, job_id: int, final: bool = False) -> None:
         """The sync loop's tick: when each rank's log grew (see services/log_times.py)."""
