@@ -233,5 +233,9 @@ def test_the_api_finds_lines_with_rank_and_line_number(server):
     assert hit["rank"] == 0 and hit["text"] == "Epoch 2/3" and lines[hit["line"] - 1] == "Epoch 2/3"
     capped = httpx.get(f"{url}/logs", params={"search": "o", "limit": 1}, headers=auth).json()
     assert len(capped["hits"]) == 1 and capped["more"] == capped["total"] - 1 > 0
+    one = httpx.get(f"{url}/logs", params={"search": "epoch 2/", "rank": 0}, headers=auth).json()
+    assert one["hits"] == found["hits"] and one["per_rank"] == {"0": 1}
+    absent = httpx.get(f"{url}/logs", params={"search": "epoch", "rank": 3}, headers=auth)
+    assert absent.status_code == 404 and "no log for node 3" in absent.json()["error"]
     bad = httpx.get(f"{url}/logs", params={"search": "  "}, headers=auth)
     assert bad.status_code == 400 and "the text to find" in bad.json()["error"]
