@@ -28,7 +28,7 @@ def _other_job(job: JobView) -> int | None:
     pick, typed = st.columns([3, 1])
     picked = pick.selectbox("One of your recent jobs", list(names), index=None, key="script_other",
                             format_func=lambda i: f"#{i} {names[i]}", placeholder="Pick a job")
-    text = typed.text_input("or any job's id", key="script_other_id", placeholder="12", max_chars=20).strip()
+    text = typed.text_input("or any job's id", key="script_other_id", placeholder="e.g. 12", max_chars=20).strip()
     if not text:
         return picked
     digits = text.removeprefix("#")

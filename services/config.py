@@ -135,7 +135,9 @@ class Settings(BaseSettings):
         pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
         description="Label holding the job pod's namespace on DCGM series ('exported_namespace' when renamed).",
     )
-    gpu_sample_seconds: float = Field(default=15.0, gt=0, description="How often running jobs' GPUs are read.")
+    gpu_sample_seconds: float = Field(
+        default=15.0, gt=0, description="How often running jobs' GPUs, CPU and memory are read."
+    )
     gpu_idle_percent: float = Field(
         default=10.0, ge=0, le=100, description="A job whose GPU utilisation stays below this is idle."
     )
