@@ -22,6 +22,7 @@ from services.jobs import SUBMIT_WHEN_BACK, JobService, parse_request, set_statu
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus, ValidationProblem
+from services.provenance import submitted_values
 from services.resource_telemetry import ResourceSampler, cluster_pods, runner_pids, running_jobs
 from services.store import maintenance
 from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
@@ -229,7 +230,7 @@ class SyncLoop:
         svc = self.service
         script = svc.settings.jobs_dir / str(row.id) / "script" / Path(str(row.request.get("script", ""))).name
         try:
-            request = parse_request(row.request)
+            request = parse_request(submitted_values(row.request))  # the values, without what the portal noted
         except ValidationProblem as exc:  # recorded by an older portal with values this one refuses
             svc._submit_failed(row.id, BackendError(f"The job's values are no longer valid: {exc}"))
             return True

@@ -284,7 +284,9 @@ def test_a_portal_killed_between_create_and_store_update_makes_no_duplicate(k8s_
 
     user = ME
     outcome(k8s_portal, runtime="3s")
-    job_id = k8s_portal.jobs.submit(user, {"name": "k8s-half-submitted", **EXAMPLE})
+    first = k8s_portal.jobs.submit(user, {"name": "k8s-first", **EXAMPLE})
+    # A clone: its row also holds what the portal noted about it (its parent), not only the submitted values.
+    job_id = k8s_portal.jobs.submit(user, {"name": "k8s-half-submitted", **EXAMPLE}, parent_id=first)
     # What a portal killed right after the Job's create leaves: the Job in the cluster, the row still Submitting.
     k8s_portal.jobs.mark(job_id, status="Submitting", status_group="Running", backend_ref=None, spec=None,
                          created_at=utcnow() - timedelta(minutes=5))
