@@ -1,6 +1,6 @@
 """What a script's bare name means when a notebook gives it: `submit_job(script="train.py")` after
 `client.upload("train.py")` runs that upload, although the workspace keeps it as uploads/train.py (or
-uploads/train-2.py, uploads never overwrite one another, so that a clone runs what its job ran).
+uploads/train--2.py, uploads never overwrite one another, so that a clone runs what its job ran).
 
 The rule: a name without a folder is the user's newest file of that name, the newest upload of it (an upload of
 a file already there counts as new again) or the file of that name in their own folder, whichever changed last;
@@ -15,9 +15,10 @@ import stat
 from pathlib import Path
 
 from services.models import User, ValidationProblem
-from services.workspace import Workspace, sanitize_filename
+from services.workspace import VERSION_MARK, Workspace, sanitize_filename
 
 UPLOADS = "uploads"  # the folder of the user's own workspace that services/workspace.py saves uploads in
+_VERSION = rf"(?:{re.escape(VERSION_MARK)}[1-9][0-9]*)?"  # a later upload of the same name (train--2.py)
 
 
 def save_upload(workspace: Workspace, user: User, filename: str, data: bytes) -> str:
@@ -34,7 +35,7 @@ def _newest(own: Path, name: str) -> str | None:
     stem, dot, ext = base.rpartition(".")
     if not dot or ext != "py":
         return None
-    upload = re.compile(rf"{re.escape(stem)}(?:-[2-9]|-[1-9][0-9]+)?\.py")
+    upload = re.compile(rf"{re.escape(stem)}{_VERSION}\.py")
     found: list[tuple[int, str]] = []
     for folder, pattern in ((own, None), (own / UPLOADS, upload)):
         try:
@@ -63,9 +64,9 @@ def script_path(workspace: Workspace, user: User, name: str) -> str:
 
 
 def current_path(workspace: Workspace, user: User, path: str) -> str:
-    """The workspace file a job's script path stands for now: for an upload (uploads/train-2.py), the newest file of
+    """The workspace file a job's script path stands for now: for an upload (uploads/train--2.py), the newest file of
     its name (what `script="train.py"` runs today; uploads themselves never change); for any other, that path."""
-    upload = re.fullmatch(rf"{UPLOADS}/([^/]+?)(?:-[2-9]|-[1-9][0-9]+)?\.py", path)
+    upload = re.fullmatch(rf"{UPLOADS}/([^/]+?){_VERSION}\.py", path)
     return script_path(workspace, user, f"{upload.group(1)}.py") if upload else path
 
 

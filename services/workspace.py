@@ -21,6 +21,10 @@ from services.safe_files import has_file, read_bytes, split, walk_files
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# Between an upload's name and its version number: a sanitized name never holds "--", so train--2.py can only be the
+# second train.py, while an upload the user named train-2.py stays its own script (services/script_names.py finds
+# a bare name's versions by it). A character outside _SAFE_NAME would do too, but not as a ConfigMap key.
+VERSION_MARK = "--"
 _DIGITS = re.compile(r"(\d+)")
 MAX_LISTED_FILES = 1000
 
@@ -72,7 +76,7 @@ def sanitize_filename(name: str) -> str:
     stem, dot, ext = base.rpartition(".")
     if not dot:
         stem, ext = base, ""
-    stem = _SAFE_NAME.sub("-", stem).strip(".-")[:80] or "script"
+    stem = re.sub(r"-{2,}", "-", _SAFE_NAME.sub("-", stem)).strip(".-")[:80] or "script"
     return f"{stem}.{ext.lower()}" if ext else stem
 
 
@@ -109,7 +113,7 @@ def save_upload(workspace: Path, filename: str, data: bytes, max_bytes: int) -> 
         if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
             return target.relative_to(workspace).as_posix()
         n += 1
-        target = uploads / f"{Path(name).stem}-{n}.py"
+        target = uploads / f"{Path(name).stem}{VERSION_MARK}{n}.py"
     target.write_bytes(data)
     return target.relative_to(workspace).as_posix()
 

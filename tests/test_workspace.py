@@ -41,7 +41,7 @@ def test_upload_rules(tmp_path):
     first = save_upload(ws, "../../My Train!.py", b"print(1)\n", 1000)
     assert first == "uploads/My-Train.py"
     assert save_upload(ws, "My Train!.py", b"print(1)\n", 1000) == first  # same content: same file
-    assert save_upload(ws, "My Train!.py", b"print(2)\n", 1000) == "uploads/My-Train-2.py"
+    assert save_upload(ws, "My Train!.py", b"print(2)\n", 1000) == "uploads/My-Train--2.py"
     assert sanitize_filename("..\\..\\evil.PY") == "evil.py"
 
 
@@ -124,3 +124,25 @@ def test_has_files_stops_at_the_first_file(tmp_path, monkeypatch):
     assert has_files(out)
     monkeypatch.undo()
     assert len(calls) <= 2, f"{len(calls)} names stat-ed for one card"  # was every one of the 5,000
+
+
+def test_an_upload_named_like_a_version_is_not_taken_for_one(tmp_path):
+    """`submit_job(script="train.py")` runs the newest train.py; a script the user named train-2.py is another one."""
+    from services.config import Settings
+    from services.models import User
+    from services.portal import build_portal
+    from services.script_names import save_upload as upload
+    from services.script_names import script_path
+
+    portal = build_portal(Settings(data_dir=tmp_path / "data", auth_mode="proxy", backend="local"))
+    try:
+        ws, ada = portal.jobs.workspace, User("ada")
+        assert upload(ws, ada, "train.py", b"print('v1')\n") == "uploads/train.py"
+        assert upload(ws, ada, "train-2.py", b"print('another script')\n") == "uploads/train-2.py"
+        assert script_path(ws, ada, "train.py") == "uploads/train.py"
+        second = upload(ws, ada, "train.py", b"print('v2')\n")
+        assert second == "uploads/train--2.py" and script_path(ws, ada, "train.py") == second
+        assert script_path(ws, ada, "train-2.py") == "uploads/train-2.py"
+        assert sanitize_filename("a -- b.py") == "a-b.py"  # so no user's name reads as a version
+    finally:
+        portal.close()
