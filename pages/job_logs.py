@@ -186,18 +186,19 @@ def logs_tab(job: JobView) -> None:
         nodes = f"its nodes are {', '.join(map(str, ranks))}" if multi else "it ran on one node"
         st.warning(f"This job has no node {linked_rank}: {nodes}.")
         line = linked_rank = None
-    a, b, c, d = st.columns([1, 1, 2, 2])
+    # One row sized by its contents, which wraps on a narrow window (fixed columns cut the labels off at 800 px).
+    controls = st.container(horizontal=True, vertical_alignment="bottom", gap="medium")
     rank = 0
     if multi:
         options = [MERGED, *ranks]
         start = options.index(linked_rank) if linked_rank is not None else 0
-        rank = c.selectbox("Rank", options, index=start, key="log_rank", format_func=_rank_label)
-    a.toggle("Auto-scroll", value=True, key="log_autoscroll")
-    b.toggle("Pause", value=False, key="log_paused", disabled=not active)
+        rank = controls.selectbox("Rank", options, index=start, key="log_rank", format_func=_rank_label, width=220)
+    controls.toggle("Auto-scroll", value=True, key="log_autoscroll")
+    controls.toggle("Pause", value=False, key="log_paused", disabled=not active)
     log_url = download_url(job, "log", rank=max(rank, 0))
     if log_url:
         label = f"Download node {max(rank, 0)}'s log" if multi else "Download full log"
-        d.link_button(label, log_url, icon=":material/download:")
+        controls.link_button(label, log_url, icon=":material/download:")
     query = st.text_input("Search the log", key="log_search", max_chars=MAX_QUERY,
                           placeholder="e.g. CUDA out of memory",
                           help="Finds lines containing this text (ignoring case) in every rank's log; each hit "

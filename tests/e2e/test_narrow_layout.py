@@ -69,4 +69,9 @@ def test_the_job_pages_header_values_are_whole(browser, two_jobs, width, which):
     metrics.nth(5).wait_for(timeout=15_000)
     assert metrics.count() == 6
     assert_whole(metrics, "the header's value")
+    # The Logs tab's controls above the pane (it opens on the Logs tab).
+    main = page.get_by_test_id("stMain")
+    for label in ("Auto-scroll", "Pause"):
+        assert_whole(main.get_by_test_id("stCheckbox").filter(has_text=label), f"the '{label}' toggle")
+    assert_whole(main.get_by_role("link", name="Download full log"), "the 'Download full log' link")
     page.close()
