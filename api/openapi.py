@@ -48,6 +48,14 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "
 FILE_PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 RANK = _q("rank", {"type": "integer", "minimum": 0, "maximum": 4096}, "Node of a multi-node job (0 = the first).")
 NULLABLE_NUM = {"type": ["number", "null"]}
+LOG_LINES = {"type": "object", "required": ["lines"], "properties": {
+    "lines": {"type": "array", "items": {"type": "string"}}, "offset": {"type": "integer"},
+    "next_offset": {"type": "integer"}, "total": {"type": "integer"}, "finished": {"type": "boolean"}}}
+LOG_SEARCH = {"type": "object", "required": ["query", "hits", "total", "more"], "properties": {
+    "query": {"type": "string"}, "total": {"type": "integer"}, "more": {"type": "integer"},
+    "hits": {"type": "array", "items": {"type": "object", "properties": {
+        "rank": {"type": "integer"}, "line": {"type": "integer"}, "text": {"type": "string"}}}},
+    "per_rank": {"type": "object"}, "lines_searched": {"type": "integer"}, "complete": {"type": "boolean"}}}
 NULLABLE_INT = {"type": ["integer", "null"]}
 NULLABLE_STR = {"type": ["string", "null"]}
 METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
@@ -173,18 +181,13 @@ def openapi_document() -> dict[str, Any]:
             400, 404, 422, params=[JOB_ID, _q("against", {"type": "string", "maxLength": 20},
                                               "'workspace' (default) or another job's id.")])},
         f"{jobs_path}/logs": {"get": _op(
-            "Log lines: the tail, or a range from a line number", (200, {"type": "object", "required": ["lines"],
-                                                                         "properties": {
-                                                                             "lines": {"type": "array",
-                                                                                       "items": {"type": "string"}},
-                                                                             "offset": {"type": "integer"},
-                                                                             "next_offset": {"type": "integer"},
-                                                                             "total": {"type": "integer"},
-                                                                             "finished": {"type": "boolean"}}}),
-            400, 404, tag="logs",
+            "Log lines: the tail, a range from a line number, or the lines containing `search` in every rank's log",
+            (200, {"anyOf": [LOG_LINES, LOG_SEARCH]}), 400, 404, tag="logs",
             params=[JOB_ID, RANK, _q("tail", {"type": "integer", "minimum": 1, "maximum": 10000}),
                     _q("offset", {"type": "integer", "minimum": 0}),
-                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})])},
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                    _q("search", {"type": "string", "minLength": 1},
+                       "Text to find (ASCII case ignored); hits with rank and line number.")])},
         f"{jobs_path}/logs/stream": {"get": {
             "summary": "Live log as server-sent events: `id` is the line number, `event: end` closes it",
             "tags": ["logs"], "parameters": [JOB_ID, RANK, _q("offset", {"type": "integer", "minimum": 0})],
