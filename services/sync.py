@@ -29,6 +29,7 @@ from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, 
 
 log = logging.getLogger(__name__)
 SUBMIT_GRACE_SECONDS = 120
+ABANDONED = "The portal stopped while submitting this job; nothing was started. Retry it."
 PRUNE_EVERY_SECONDS = 3600.0
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
@@ -46,6 +47,7 @@ class SyncLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
+        self.started_at = utcnow()
         self.last_error: str | None = None
         self._lock = threading.Lock()
 
@@ -213,22 +215,30 @@ class SyncLoop:
             if r.status != JobStatus.SUBMITTING.value or r.backend_ref is not None:
                 continue
             waiting = (r.reason or "").endswith(SUBMIT_WHEN_BACK)
-            abandoned = r.created_at < cutoff
+            # A row from before this process started is in no submit of its own; where asking twice is safe it
+            # need not wait out the grace that spares a submit a page thread of this process is carrying out.
+            abandoned = r.created_at < cutoff or (again and r.created_at < self.started_at)
             if waiting or (again and abandoned):
                 if not waiting:
                     log.info("submitting job %s again: a portal stopped while submitting it", r.id)
                 if not self._submit_again(r):
                     break  # still cannot be reached: the others wait for a later tick too
             elif abandoned:
-                with svc.session() as s:
-                    job = s.get_one(Job, r.id)
-                    job.reason = "The portal stopped while submitting this job; nothing was started. Retry it."
-                    job.finished_at = utcnow()
-                    set_status(s, job, JobStatus.SUBMIT_FAILED, job.reason)
+                self._abandoned(r.id)
+
+    def _abandoned(self, job_id: int) -> None:
+        with self.service.session() as s:
+            job = s.get_one(Job, job_id)
+            job.reason = ABANDONED
+            job.finished_at = utcnow()
+            set_status(s, job, JobStatus.SUBMIT_FAILED, job.reason)
 
     def _submit_again(self, row: Any) -> bool:
         svc = self.service
         script = svc.settings.jobs_dir / str(row.id) / "script" / Path(str(row.request.get("script", ""))).name
+        if not script.is_file():  # the portal died before it kept the script: nothing can have started
+            self._abandoned(row.id)
+            return True
         try:
             request = parse_request(submitted_values(row.request))  # the values, without what the portal noted
         except ValidationProblem as exc:  # recorded by an older portal with values this one refuses

@@ -32,6 +32,7 @@ class Cluster:
     def __init__(self, kubeconfig: Path, bin_dir: Path):
         self.kubeconfig = kubeconfig
         self.bin = bin_dir
+        self._started: dict[str, subprocess.Popen[bytes]] = {}
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         out = subprocess.run([str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
@@ -46,26 +47,42 @@ class Cluster:
     @contextmanager
     def apiserver_down(self) -> Iterator[None]:
         """The kube-apiserver killed (SIGTERM, as a crash-restart or an upgrade does) for the block, then started
-        again with its own command line, log and pid file (so stop.sh still ends it)."""
-        pid = self.apiserver_pid()
+        again with its own command line, log and pid file (so stop.sh still ends it); back when it is ready."""
+        with self.down("kube-apiserver"):
+            yield
+
+    @contextmanager
+    def down(self, component: str) -> Iterator[None]:
+        """One component of the control plane (kube-apiserver, etcd, kube-controller-manager, kube-scheduler,
+        kwok-controller) killed for the block and started again as it was."""
+        pid = int((self.kubeconfig.parent / "pids" / f"{component}.pid").read_text().strip())
         argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         cwd = os.readlink(f"/proc/{pid}/cwd")
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
+        ours = self._started.pop(component, None)  # started by an earlier block: ours to reap
+        if ours is not None and ours.pid == pid:
+            try:
+                ours.wait(30)
+            except subprocess.TimeoutExpired:
+                ours.kill()
+                ours.wait()
+        else:
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
         try:
             yield
         finally:
-            with open(self.kubeconfig.parent / "logs" / "kube-apiserver.log", "ab") as log:
+            with open(self.kubeconfig.parent / "logs" / f"{component}.log", "ab") as log:
                 proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
-            (self.kubeconfig.parent / "pids" / "kube-apiserver.pid").write_text(f"{proc.pid}\n")
+            (self.kubeconfig.parent / "pids" / f"{component}.pid").write_text(f"{proc.pid}\n")
+            self._started[component] = proc
             deadline = time.monotonic() + 60
             while self.kubectl("get", "--raw", "/readyz", "--request-timeout=2s", check=False).strip() != "ok":
                 if time.monotonic() > deadline:
-                    raise AssertionError("the kube-apiserver did not come back within 60 s")
+                    raise AssertionError(f"the control plane did not answer within 60 s of starting {component}")
                 time.sleep(0.3)
 
     def kwokctl(self, *args: str) -> None:
