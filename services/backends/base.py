@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.models import JobRequest, JobStatus
+from services.queue_model import QueueStatus, QueueSummary
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,23 @@ class Backend(Protocol):
     def output_dir(self, job_id: int) -> Path: ...
 
     def close(self) -> None: ...
+
+    # Optional (see queue_statuses and queue_summaries below): a backend that queues jobs itself reports where
+    # its waiting jobs stand. Read during page renders, so both answer from what the sync loop already fetched.
+    #   def queue_statuses(self, jobs: list[ActiveJob]) -> dict[int, QueueStatus]: ...
+    #   def queue_summaries(self) -> list[QueueSummary]: ...
+
+
+def queue_statuses(backend: Backend, jobs: list[ActiveJob]) -> dict[int, QueueStatus]:
+    """Where each of these waiting jobs stands in the backend's queues; {} from a backend that does not say."""
+    method = getattr(backend, "queue_statuses", None)
+    return method(jobs) if method is not None else {}
+
+
+def queue_summaries(backend: Backend) -> list[QueueSummary]:
+    """The backend's queues with their quotas and waiting jobs; [] from a backend that does not say."""
+    method = getattr(backend, "queue_summaries", None)
+    return method() if method is not None else []
 
 
 class BackendError(Exception):
