@@ -16,7 +16,27 @@ from typing import Any
 
 import numpy as np
 
+from services.metric_chars import (
+    BLANK,
+    BYTE_MASKS,
+    DIGIT,
+    FLOAT_DONE,
+    FLOAT_STEP,
+    KEY_CHAR,
+    KEY_START,
+    MIX,
+    NUM_CHAR,
+    NUM_CLASS,
+    QUOTE,
+    UNIT,
+    UNIT_AFTER_BLANK,
+    UNIT_START,
+    VALUE_START,
+)
+
 _NUMBER = re.compile(rb"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan\b|inf\b")
+# A whole number written in thousands ("1,250"), not followed by more digits, a decimal point or a list ("1,128,3").
+_GROUPED = re.compile(rb"\d{1,3}(?:,\d{3})+(?![\d.]|,\d)")
 # To the end of the line in one step; the closing brace is found afterwards (a pattern ending in "\}" rescans
 # the rest of the line for every "##portal {" on it, quadratic on a long line).
 _PROTOCOL = re.compile(rb"##portal[ \t]+(\{[^\n\r]*)")
@@ -29,32 +49,6 @@ _FRACTION_TAIL = rb"[ \t]*(?:[:#][ \t]*)?\[?(\d{1,15})[ \t]*/[ \t]*(\d{1,15})\b"
 _FRACTIONS = (re.compile(rb"(poch)" + _FRACTION_TAIL), re.compile(rb"te(p|ration|r)" + _FRACTION_TAIL))
 _FRACTION_HEAD = {b"poch": (b"Ee", "epoch", 0), b"p": (b"Ss", "step", 2), b"ration": (b"Ii", "step", 2),
                   b"r": (b"Ii", "step", 2)}
-
-def _table(chars: bytes) -> np.ndarray:
-    t = np.zeros(256, dtype=bool)
-    t[np.frombuffer(chars, dtype=np.uint8)] = True
-    return t
-
-
-_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_KEY_CHAR = _table(_LETTERS + b"0123456789_./-")
-_KEY_START = _table(_LETTERS)
-_VALUE_START = _table(b"0123456789+-.ni")
-_NUM_CHAR = _table(b"0123456789.eE+-")
-_DIGIT = _table(b"0123456789")
-# The spelling of a float, one character at a time: class 0 a digit, 1 '.', 2 'e'/'E', 3 a sign. States: 0 start,
-# 1 a sign, 2 digits, 3 '.' before any digit, 4 digits after '.', 5 'e', 6 the exponent's sign, 7 its digits,
-# 8 no float. A text that ends in 2, 4 or 7 is one float() reads; any other goes the slow way.
-_NUM_CLASS = np.zeros(256, dtype=np.int8)
-_NUM_CLASS[np.frombuffer(b".eE+-", dtype=np.uint8)] = [1, 2, 2, 3, 3]
-_FLOAT_STEP = np.asarray([[2, 3, 8, 1], [2, 3, 8, 8], [2, 4, 5, 8], [4, 8, 8, 8], [4, 8, 5, 8], [7, 8, 8, 6],
-                          [7, 8, 8, 8], [7, 8, 8, 8], [8, 8, 8, 8]], dtype=np.int8)
-_FLOAT_DONE = np.isin(np.arange(9), [2, 4, 7])
-# The low b bytes of a little-endian word, and the odd multiplier that mixes a key's words into one number.
-_BYTE_MASKS = np.asarray([(1 << (8 * b)) - 1 for b in range(9)], dtype=np.uint64)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-_BLANK = _table(b" \t")
-_QUOTE = _table(b"'\"")
 
 _STEP_KEYS = frozenset({"step", "global_step", "iteration", "iter"})
 _IGNORED_KEYS = frozenset(
@@ -72,11 +66,6 @@ _BAR_HEAD = re.compile(rb"(?:\[\w{1,20}\]:)?[ \t]*(?:Epoch[ \t]+(\d{1,7})(?:/(\d
 # Lightning's Rich bar: "Epoch 3/3  ━━━━━━━━ 20/20 0:00:00" (0-based; a box-drawing bar, no "%|").
 _RICH = re.compile(rb"Epoch[ \t]{1,4}(\d{1,7})/(\d{1,7})[ \t]{1,4}(?:\xe2\x94\x81|\xe2\x95[\xb8\xba]){1,200}[ \t]{1,4}"
                    rb"(\d{1,15})/(\d{1,15})\b")
-# Units kept with a value. Right after the number any of them; after one blank only the longer ones (not "s").
-_UNITS = rb"GiB|MiB|KiB|TiB|GB|MB|KB|kB|TB|ms|us|\xc2\xb5s|min|it/s|s/it|samples/s|tokens/s|tok/s|MHz|GHz"
-_UNIT = re.compile(rb"(?:(" + _UNITS + rb"|%|s|h|W)| (" + _UNITS + rb"))(?![A-Za-z0-9_/])")
-_UNIT_START = _table(b"GMKTkmu\xc2itsmhW%")
-_UNIT_AFTER_BLANK = _table(b"GMKTkmu\xc2its")
 PLAIN, REDRAW, RANKED = 0, 1, 2
 # What `pairs` finds, one entry per pair: line numbers and positions (numpy), (key, value), and whether the key
 # is 'epoch' or a step (numpy).
@@ -145,7 +134,7 @@ def specials(data: bytes, breaks: np.ndarray, json_lines: list[tuple[int, int, b
             head, kind, _ = _FRACTION_HEAD[m.group(1)]
             at = m.start() - 1
             # The word must be whole: "Epoch", not "Reepoch"; "Step", not "Steps"-like prefixes of others.
-            if at < 0 or data[at] not in head or (at > 0 and _KEY_CHAR[data[at - 1]]):
+            if at < 0 or data[at] not in head or (at > 0 and KEY_CHAR[data[at - 1]]):
                 continue
             fractions.append((kind, at, (int(m.group(2)), int(m.group(3)))))
     if fractions:  # a text without a line break is line 0, whose rank prefix counts like any other line's
@@ -245,15 +234,15 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     v = seps + 1
     for _ in range(2):
         inside = v < n
-        v = v + (inside & _BLANK[a[np.minimum(v, n - 1)]])
-    v = v + ((v < n) & _QUOTE[a[np.minimum(v, n - 1)]])  # 'loss': '0.69' (transformers 5 quotes its values)
-    ok = (v < n) & _VALUE_START[a[np.minimum(v, n - 1)]]
+        v = v + (inside & BLANK[a[np.minimum(v, n - 1)]])
+    v = v + ((v < n) & QUOTE[a[np.minimum(v, n - 1)]])  # 'loss': '0.69' (transformers 5 quotes its values)
+    ok = (v < n) & VALUE_START[a[np.minimum(v, n - 1)]]
     # The key: a word right before (blanks and one quote allowed in between), starting with a letter.
     k = seps - 1
     for _ in range(2):
-        k = k - ((k >= 0) & _BLANK[a[np.maximum(k, 0)]])
-    k = k - ((k >= 0) & _QUOTE[a[np.maximum(k, 0)]])
-    ok &= (k >= 0) & _KEY_CHAR[a[np.maximum(k, 0)]]
+        k = k - ((k >= 0) & BLANK[a[np.maximum(k, 0)]])
+    k = k - ((k >= 0) & QUOTE[a[np.maximum(k, 0)]])
+    ok &= (k >= 0) & KEY_CHAR[a[np.maximum(k, 0)]]
     seps, v, k = seps[ok], v[ok], k[ok]
     if len(seps) == 0:
         return _NO_PAIRS
@@ -264,8 +253,8 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     spaced = np.flatnonzero(two)  # only these can have a word before: the walk back is done for them alone
     prev_start = start.copy()
     prev_start[spaced] = _word_start(a, prev_sp[spaced] - 1)
-    two &= (prev_start < prev_sp) & _KEY_START[a[np.minimum(prev_start, n - 1)]]
-    ok = _KEY_START[a[np.minimum(start, n - 1)]]
+    two &= (prev_start < prev_sp) & KEY_START[a[np.minimum(prev_start, n - 1)]]
+    ok = KEY_START[a[np.minimum(start, n - 1)]]
     start = np.where(two & ok, prev_start, start)
     seps, v, k, start = seps[ok], v[ok], k[ok], start[ok]
     lines = np.searchsorted(breaks, seps)
@@ -273,16 +262,16 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     # digits; float() then reads it, and only what float() refuses ("nan", "1.2.3", a date) goes through the regex.
     ve = v.copy()
     digits = np.ones(len(v), dtype=bool)
-    state = np.zeros(len(v), dtype=np.int8)  # where each number's spelling stands (_FLOAT_STEP)
+    state = np.zeros(len(v), dtype=np.int8)  # where each number's spelling stands (FLOAT_STEP)
     live = np.arange(len(v))
     for _ in range(40):
         if not live.size:
             break
         c = a[np.minimum(ve[live], n - 1)]
-        step = (ve[live] < n) & _NUM_CHAR[c]
-        digits[live[step & ~_DIGIT[c]]] = False
+        step = (ve[live] < n) & NUM_CHAR[c]
+        digits[live[step & ~DIGIT[c]]] = False
         live = live[step]
-        state[live] = _FLOAT_STEP[state[live], _NUM_CLASS[c[step]]]
+        state[live] = FLOAT_STEP[state[live], NUM_CLASS[c[step]]]
         ve[live] += 1
     digits &= ve > v
     # Keys are named once per distinct spelling; pairs whose key is no metric are dropped here, in bulk.
@@ -298,18 +287,28 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
     # An all-digit value there is dropped right here (float() reads any all-digit text, so nothing later could
     # change that).
     idx = np.flatnonzero(keep & ~(digits & port_like))
-    lines, seps, v, ve, ids, port_like, state = (x[idx] for x in (lines, seps, v, ve, ids, port_like, state))
+    lines, seps, v, ve, ids, port_like, state, digits = (
+        x[idx] for x in (lines, seps, v, ve, ids, port_like, state, digits))
+    # "tokens=12,345", Hugging Face's "Num examples = 1,000": digits in groups of three are one figure, not 12.
+    grouped: dict[int, float] = {}
+    comma = digits & (ve + 1 < n) & (a[np.minimum(ve, n - 1)] == 44) & DIGIT[a[np.minimum(ve + 1, n - 1)]]
+    for i in np.flatnonzero(comma).tolist():
+        m = _GROUPED.match(data, int(v[i]))
+        if m is not None:
+            ve[i], grouped[i] = m.end(), float(m.group().replace(b",", b""))
     # A unit may follow right after the number ("3.2GB", "12ms", "91%"), or a longer one after a blank ("3.2 GB").
     after = a[np.minimum(ve, n - 1)]
-    unit_next = (ve < n) & (_UNIT_START[after] | ((after == 32) & _UNIT_AFTER_BLANK[a[np.minimum(ve + 1, n - 1)]]))
+    unit_next = (ve < n) & (UNIT_START[after] | ((after == 32) & UNIT_AFTER_BLANK[a[np.minimum(ve + 1, n - 1)]]))
 
     # Python touches each pair once, in bulk (float() over a list); the few exceptions are patched afterwards.
     vs_l, ve_l = v.tolist(), ve.tolist()
     raws = list(map(data.__getitem__, map(slice, vs_l, ve_l)))
-    odd = np.flatnonzero(~_FLOAT_DONE[state]).tolist()
-    for i in odd:
+    odd = np.flatnonzero(~FLOAT_DONE[state]).tolist()
+    for i in [*odd, *grouped]:
         raws[i] = b"0"
     values = list(map(float, raws))
+    for i, value in grouped.items():
+        values[i] = value
     keys = np.asarray(names, dtype=object)[ids].tolist()
     # Pairs whose key moves progress rather than being a point (a unit after it changes nothing here).
     progress = np.asarray([name == "epoch" or name in _STEP_KEYS for name in names], dtype=bool)[ids]
@@ -325,7 +324,7 @@ def pairs(data: bytes, a: np.ndarray, breaks: np.ndarray, skip_lines: set[int], 
         values[i] = float(raw)
         unit_next[i] = False
         dropped[i] = raw.isdigit() and bool(port_like[i])
-    unit_at = _UNIT.match
+    unit_at = UNIT.match
     for i in np.flatnonzero(unit_next & ~dropped).tolist():
         u = unit_at(data, ve_l[i])
         if u is not None:  # the name with its unit must still fit the store's name column (MAX_KEY_LEN)
@@ -363,13 +362,13 @@ def _key_names(a: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.nd
     cols[0][own] = own_mark
     for j in range(4):
         if last >= 0:
-            cols.append(words[np.clip(start + 8 * j, 0, last)] & _BYTE_MASKS[np.clip(length - 8 * j, 0, 8)])
+            cols.append(words[np.clip(start + 8 * j, 0, last)] & BYTE_MASKS[np.clip(length - 8 * j, 0, 8)])
         else:
             cols.append(np.zeros(len(start), dtype=np.uint64))
     # One number per key text (wrapping multiply-xor); texts that share it are compared column by column.
     mixed = cols[0].copy()
     for col in cols[1:]:
-        mixed *= _MIX
+        mixed *= MIX
         mixed ^= col
     mixed[own] = own_mark
     _, first, ids = np.unique(mixed, return_index=True, return_inverse=True)
@@ -391,7 +390,7 @@ def _word_start(a: np.ndarray, end: np.ndarray) -> np.ndarray:
         if not live.size:
             break
         prev = cur[live] - 1
-        step = (prev >= 0) & _KEY_CHAR[a[np.maximum(prev, 0)]]
+        step = (prev >= 0) & KEY_CHAR[a[np.maximum(prev, 0)]]
         live = live[step]
         cur[live] = prev[step]
     return cur

@@ -131,7 +131,7 @@ def test_keys_that_meet_on_one_number_are_still_told_apart(monkeypatch):
     data = b"".join((LOGS / name).read_bytes() for name in ("hf_trainer.log", "lightning.log", "tqdm_plain.log"))
     data += b"a_key_longer_than_thirty_two_bytes_in_all=1.5 loss=0.25\nloss=0.5 " + b"x" * 40 + b"=2\nend_key=3"
     expected = MetricExtractor().feed(data, 0.0, final=True)
-    monkeypatch.setattr(metrics, "_MIX", np.uint64(0))
+    monkeypatch.setattr(metrics, "MIX", np.uint64(0))
     assert MetricExtractor().feed(data, 0.0, final=True) == expected
     names = {p[0] for p in expected}
     assert {"loss", "a_key_longer_than_thirty_two_bytes_in_all", "end_key", "eval_loss", "learning_rate"} <= names

@@ -183,3 +183,19 @@ def test_units_versions_and_code_are_read_as_a_person_reads_them():
                                       "set `num_workers=4` in the `DataLoader`\n", now=1.0, final=True))
     assert s == {"mem (GB)": [(0, 3.2)], "step_time (ms)": [(0, 12.5)], "throughput (samples/s)": [(0, 310.0)],
                  "acc (%)": [(0, 91.0)]}
+
+
+def test_numbers_written_in_thousands_are_read_whole():
+    # Hugging Face's "Num examples = 1,000" header and a "tokens=12,345" figure: 1000 and 12345, not 1 and 12.
+    ex = MetricExtractor()
+    log = ("  Num examples = 1,000\n  Number of trainable parameters = 124,439,808\nEpoch 1/2\n"
+           "loss=0.5 tokens=12,345\nEpoch 2/2\nloss=0.4 tokens=1,234,567 sizes=[1,128,3] x=1,5\n")
+    s = series(ex.feed(log, now=1.0, final=True))
+    assert [v for _x, v in s["tokens"]] == [12345.0, 1234567.0]
+    assert [v for _x, v in s["loss"]] == [0.5, 0.4]
+    assert "sizes" not in s or s["sizes"][0][1] != 1128.0  # a list of numbers is no grouped figure
+    assert s["x"][0][1] == 1.0  # "1,5" is no thousands grouping
+    from services.metric_state import printed_at_start
+
+    assert printed_at_start(ex.state.to_json()) == {"num_examples": 1000.0,
+                                                     "trainable_parameters": 124439808.0}
