@@ -165,6 +165,10 @@ def tail(path: Path, max_lines: int = 500, known: tuple[int, int] | None = None,
         at, lines_before = max(anchors)
         if at >= start:
             lines_before += data.count(b"\n", at - start, begin - start)
+        elif known and begin <= known[0] <= size:
+            # The cursor lies within the tail read (a finished log without an index, whose cursor is at its end):
+            # count back from it rather than every newline of a gigabyte log before the tail.
+            lines_before = known[1] - data.count(b"\n", begin - start, known[0] - start)
         else:
             lines_before += _count(fd, at, begin)
         page = _dated(texts, offsets, lines_before + 1, idx, size, st.st_mtime, rank)

@@ -239,3 +239,22 @@ def test_the_api_finds_lines_with_rank_and_line_number(server):
     assert absent.status_code == 404 and "no log for node 3" in absent.json()["error"]
     bad = httpx.get(f"{url}/logs", params={"search": "  "}, headers=auth)
     assert bad.status_code == 400 and "the text to find" in bad.json()["error"]
+
+
+def test_a_finished_log_without_received_times_is_numbered_from_the_cursor_not_read_whole(tmp_path, monkeypatch):
+    """A log from before the received-time index: its tail is numbered from the sync loop's cursor (at the log's
+    end), not by counting every newline of what may be a gigabyte before it, on every view of the Logs tab."""
+    from services import log_view
+
+    log = tmp_path / "job.log"
+    log.write_bytes(b"".join(b"line %d\n" % i for i in range(1, 200_001)))
+    counted: list[int] = []
+    real_count = log_view._count
+    monkeypatch.setattr(log_view, "_count", lambda fd, a, b: counted.append(b - a) or real_count(fd, a, b))
+    page = log_view.tail(log, 10, known=(log.stat().st_size, 200_000))
+    assert [ln.number for ln in page.lines] == list(range(199_991, 200_001)) and page.total == 200_000
+    assert [ln.text for ln in page.lines][-1] == "line 200000"
+    assert not counted, "the whole log was read to number its tail"
+    # Without a cursor (another rank's log) it is still numbered right, by counting.
+    assert [ln.number for ln in log_view.tail(log, 3).lines] == [199_998, 199_999, 200_000]
+
