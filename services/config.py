@@ -154,6 +154,27 @@ class Settings(BaseSettings):
         'last log lines, e.g. {"Dataset shard \\d+ missing": "Dataset incomplete"}.',
     )
 
+    # Notifications (services/notifications*.py, docs/notifications.md) ------------------------------
+    public_url: str = Field(
+        default="", description="The portal's address as users reach it (e.g. https://portal.example.com): the "
+        "link in every notification. Empty: messages name the job's path only.",
+    )
+    smtp_host: str = Field(default="", description="SMTP server that sends notification e-mails. Empty: no e-mail.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_user: str = Field(default="", description="SMTP login. Empty: send without logging in.")
+    smtp_password_file: str = Field(default="", description="File holding the SMTP password, read at each send.")
+    smtp_from: str = Field(default="ml-portal@localhost", description="The From address of notification e-mails.")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["hooks.slack.com", "*.webhook.office.com", "*.logic.azure.com"],
+        description="Host names notification webhooks may point at, comma-separated ('*.example.com' matches "
+        "subdomains): a webhook must not become a way to reach internal addresses.",
+    )
+    notify_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts per message before its channel is disabled.")
+    notify_retry_seconds: float = Field(
+        default=30.0, gt=0, description="Wait before the first retry of a message; doubled for each next one.")
+
     # Kubernetes backend -------------------------------------------------------------------------
     kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
     namespace: str = Field(default="", description="Namespace for jobs. Empty: the pod's own, or the context's.")
@@ -174,7 +195,7 @@ class Settings(BaseSettings):
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_poll_seconds: float = Field(default=2.0, gt=0, description="How often running pods' logs are read.")
 
-    @field_validator("admins", "viewers", "allowed_hosts", mode="before")
+    @field_validator("admins", "viewers", "allowed_hosts", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         if isinstance(v, str):

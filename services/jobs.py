@@ -43,6 +43,7 @@ from services.models import (
     User,
     ValidationProblem,
 )
+from services.notifications_outbox import job_ended
 from services.provenance import ParentKind, submitted_values, with_parent_kind
 from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
@@ -75,6 +76,7 @@ def set_status(s: Session, job: Job, status: JobStatus, message: str = "") -> No
     job.status_group = GROUP_OF[status].value
     job.updated_at = utcnow()
     s.add(JobEvent(job_id=job.id, ts=job.updated_at, status=status.value, message=message))
+    job_ended(s, job, status)  # the end's notification, in this same transaction (the outbox)
 
 
 class JobService(JobQueries, JobFiles, JobCharts, JobResources):

@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -80,6 +80,9 @@ class JobRequest(BaseModel):
     max_runtime_hours: float = Field(default=8.0, gt=0)
     template: str = Field(default="", max_length=100,
                           description="Name of the template the values came from (a label for the history)")
+    notify: Literal["", "end", "failure", "never"] = Field(
+        default="", description="Notify me when it ends ('end'), only if it fails ('failure') or 'never'; "
+        "empty: the owner's default (Notifications settings)")
 
     @field_validator("name")
     @classmethod

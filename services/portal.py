@@ -14,6 +14,8 @@ from services.config import Settings, get_settings
 from services.gpu_telemetry import make_telemetry
 from services.history import HistoryService
 from services.jobs import JobService
+from services.notifications_sender import NotificationSender
+from services.notifications_settings import NotificationService
 from services.reasons import use_admin_patterns
 from services.store.db import make_engine, make_sessionmaker, migrate
 from services.sync import SyncLoop
@@ -31,6 +33,7 @@ class Portal:
     templates: TemplateService
     telemetry: Any = None  # GPU telemetry (services/gpu_telemetry.py), None when not configured
     history: Any = None  # services/history.py
+    notifications: Any = None  # services/notifications_settings.py: settings, channels, the in-portal list
 
     def close(self) -> None:
         self.sync.stop()
@@ -59,8 +62,9 @@ def build_portal(settings: Settings) -> Portal:
     service = JobService(settings, sessions, make_backend(settings))
     telemetry = make_telemetry(settings, service.backend.name)
     sync = SyncLoop(service, settings.sync_interval_seconds, telemetry=telemetry)
+    sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
     return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
-                  HistoryService(service))
+                  HistoryService(service), NotificationService(settings, sessions))
 
 
 _lock = threading.Lock()

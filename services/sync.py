@@ -50,6 +50,8 @@ class SyncLoop:
         self.started_at = utcnow()
         self.last_error: str | None = None
         self._lock = threading.Lock()
+        # Threads the loop owns besides its own (the notification sender): started and stopped with it.
+        self.workers: list[Any] = []
 
     # Thread control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -59,6 +61,8 @@ class SyncLoop:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="portal-sync", daemon=True)
         self._thread.start()
+        for worker in self.workers:
+            worker.start()
         if self.telemetry is not None or self.resources.available:
             # Its own thread: a slow or unreachable Prometheus must not hold up job states and logs.
             threading.Thread(target=self._run_gpu, name="portal-gpu", daemon=True).start()
@@ -78,6 +82,8 @@ class SyncLoop:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        for worker in self.workers:
+            worker.stop(timeout)
         if self._thread:
             self._thread.join(timeout)
 

@@ -326,3 +326,7 @@ class ResourceSample(Base):
     memory_mib: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_resource_samples_job_ts", "job_id", "ts"),)
+
+
+# The notification tables live in their own module, on the same metadata (the migrations compare all of it).
+from services.store import notification_tables as _notification_tables  # noqa: E402, F401

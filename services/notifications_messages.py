@@ -1,0 +1,129 @@
+"""What a notification says: one sentence of what happened, then the job's name, owner, runtime, final metrics and
+a link to its page; as e-mail (plain text and HTML) and as each webhook kind's JSON.
+
+Texts are Jinja2 templates rendered in the sandbox: every value in them (a job's name, a failure reason read
+from its log) is a user's or a job's, never code."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+_TEXT = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
+_HTML = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+
+SENTENCES = {
+    "succeeded": "Job {{ job.name }} of {{ job.owner }} succeeded after {{ runtime }}.",
+    "failed": "Job {{ job.name }} of {{ job.owner }} failed{% if job.runtime_seconds is not none %} after "
+              "{{ runtime }}{% endif %}: {{ job.reason or 'no reason was given' }}.",
+    "stopped": "Job {{ job.name }} of {{ job.owner }} was stopped{% if job.runtime_seconds is not none %} after "
+               "{{ runtime }}{% endif %}.",
+    "max_runtime": "Job {{ job.name }} of {{ job.owner }} was stopped at its max runtime after {{ runtime }}.",
+    "test": "A test message from the ML Job Portal: notifications of {{ owner }} arrive on this channel.",
+    "channel_disabled": "Your {{ channel }} channel was disabled after {{ attempts }} failed attempts to deliver: "
+                        "{{ error }}. Fix it, then enable it again on the Notifications page.",
+}
+SUBJECTS = {"succeeded": "succeeded", "failed": "failed", "stopped": "was stopped", "max_runtime": "hit max runtime"}
+
+TEXT_BODY = _TEXT.from_string("""{{ sentence }}
+
+{% if job %}Job:           {{ job.name }} (#{{ job.id }})
+Owner:         {{ job.owner }}
+Status:        {{ job.status }}{% if job.reason %} ({{ job.reason }}){% endif %}
+Runtime:       {{ runtime }}
+Final metrics: {{ metrics or 'none' }}
+{% endif %}Link:          {{ url }}
+""")
+HTML_BODY = _HTML.from_string("""<!doctype html><html><body style="font-family: sans-serif">
+<p>{{ sentence }}</p>
+{% if job %}<table>
+<tr><th align="left">Job</th><td>{{ job.name }} (#{{ job.id }})</td></tr>
+<tr><th align="left">Owner</th><td>{{ job.owner }}</td></tr>
+<tr><th align="left">Status</th><td>{{ job.status }}{% if job.reason %} ({{ job.reason }}){% endif %}</td></tr>
+<tr><th align="left">Runtime</th><td>{{ runtime }}</td></tr>
+<tr><th align="left">Final metrics</th><td>{{ metrics or 'none' }}</td></tr>
+</table>{% endif %}
+<p><a href="{{ url }}">{{ link_text }}</a></p>
+</body></html>
+""")
+
+
+def runtime_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "no time (it never started)"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    minutes = s // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def metrics_text(metrics: dict[str, Any]) -> str:
+    def number(v: Any) -> str:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return f"{v:.4g}" if isinstance(v, int | float) else str(v)
+
+    return ", ".join(f"{k} {number(v)}" for k, v in sorted(metrics.items()))
+
+
+@dataclass(frozen=True)
+class Message:
+    event: str
+    sentence: str
+    subject: str
+    url: str
+    text: str
+    html: str
+    facts: dict[str, Any]  # the generic webhook's JSON
+
+
+def render(payload: dict[str, Any], public_url: str) -> Message:
+    """The message of a notification's payload (services/notifications_outbox.py)."""
+    event = payload["event"]
+    job = payload.get("job")
+    path = payload.get("path", "/notifications")
+    url = public_url.rstrip("/") + path if public_url else path
+    values = dict(payload, runtime=runtime_text(job.get("runtime_seconds")) if job else "",
+                  metrics=metrics_text(job.get("final_metrics") or {}) if job else "")
+    sentence = _TEXT.from_string(SENTENCES[event]).render(values)
+    subject = f"[ML Job Portal] {job['name']} {SUBJECTS[event]}" if job and event in SUBJECTS else \
+        f"[ML Job Portal] {sentence}"
+    common = dict(values, sentence=sentence, url=url, job=job,
+                  link_text=f"Open {job['name']} in the portal" if job else "Open the portal")
+    facts: dict[str, Any] = {"event": event, "sentence": sentence, "url": url}
+    if job:
+        facts["job"] = dict(job, runtime=values["runtime"], final_metrics=_finite(job.get("final_metrics") or {}))
+    return Message(event, sentence, subject, url, TEXT_BODY.render(common), HTML_BODY.render(common), facts)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: a diverged metric is null (the sentence and text say NaN)."""
+    return {k: v if not (isinstance(v, float) and not math.isfinite(v)) else None for k, v in metrics.items()}
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def webhook_body(kind: str, msg: Message) -> dict[str, Any]:
+    """The JSON each service's incoming webhook takes; 'generic' is the portal's own, with every field."""
+    if kind == "slack":
+        text = f"{_slack_escape(msg.sentence)} <{msg.url}|Open in the portal>"
+        return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+    if kind == "mattermost":
+        return {"username": "ML Job Portal", "text": f"{msg.sentence} [Open in the portal]({msg.url})"}
+    if kind == "teams":  # an Adaptive Card, which Teams' Workflows webhooks (and the older connectors) take
+        card = {"type": "AdaptiveCard", "version": "1.4", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "body": [{"type": "TextBlock", "text": msg.sentence, "wrap": True}],
+                "actions": [{"type": "Action.OpenUrl", "title": "Open in the portal", "url": msg.url}]}
+        return {"type": "message", "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+    return msg.facts

@@ -1,0 +1,89 @@
+"""The outbox: an event becomes a notification row, and a delivery row per channel that wants it, in the
+transaction of the state change that causes it. A portal that dies after the change has committed therefore
+still has the message to send; one that dies before it never made the change either.
+
+The sender (services/notifications_sender.py) carries the deliveries out; the in-portal list reads the
+notifications. Nothing here sends anything or renders text."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.models import JobStatus
+from services.store.notification_tables import (
+    Notification,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationSettings,
+)
+from services.store.orm import Job, utcnow
+
+# A job's end, by how it ended. "failure" jobs notify only on the first two.
+FAILURE_EVENTS = ("failed", "max_runtime")
+END_EVENTS = ("succeeded", "stopped", *FAILURE_EVENTS)
+# Not a job's event: said to a channel's owner in the portal only (a channel that fails cannot carry it).
+CHANNEL_DISABLED = "channel_disabled"
+TEST = "test"
+NOTIFY_CHOICES = ("end", "failure", "never")
+DEFAULT_NOTIFY = "end"
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+
+
+def end_event(status: JobStatus, reason: str | None) -> str | None:
+    """The event a job's final status is, None for a status that is not an end."""
+    if status is JobStatus.SUCCEEDED:
+        return "succeeded"
+    if status is JobStatus.STOPPED:
+        return "stopped"
+    if status in (JobStatus.FAILED, JobStatus.SUBMIT_FAILED):
+        return "max_runtime" if (reason or "").startswith("Hit max runtime") else "failed"
+    return None
+
+
+def default_notify(s: Session, owner: str) -> str:
+    row = s.get(NotificationSettings, owner)
+    return row.default_notify if row is not None else DEFAULT_NOTIFY
+
+
+def job_facts(job: Job, event: str) -> dict[str, Any]:
+    """What a message about the job says, as it is now (the job may change or go before the message is sent)."""
+    return {
+        "event": event,
+        "job": {"id": job.id, "name": job.name, "owner": job.owner, "status": job.status, "reason": job.reason,
+                "runtime_seconds": job.runtime_seconds, "final_metrics": dict(job.final_metrics or {}),
+                "max_runtime_hours": (job.request or {}).get("max_runtime_hours")},
+        "path": f"/job?id={job.id}",
+    }
+
+
+def job_ended(s: Session, job: Job, status: JobStatus) -> None:
+    """Called by set_status with its session: the job's end, if the job's (or its owner's) choice wants it."""
+    event = end_event(status, job.reason)
+    if event is None:
+        return
+    choice = (job.request or {}).get("notify") or default_notify(s, job.owner)
+    if choice == "never" or (choice == "failure" and event not in FAILURE_EVENTS):
+        return
+    record(s, job.owner, event, job_facts(job, event), job_id=job.id, key=f"job:{job.id}:end")
+
+
+def record(s: Session, owner: str, event: str, payload: dict[str, Any], job_id: int | None = None,
+           key: str | None = None, channels: list[NotificationChannel] | None = None) -> Notification | None:
+    """The notification, and a pending delivery to each of `channels` (default: the owner's enabled channels that
+    take `event`). A `key` already recorded makes this a no-op: each event is said once."""
+    if key is not None and s.scalar(select(Notification.id).where(Notification.key == key)) is not None:
+        return None
+    now = utcnow()
+    note = Notification(owner=owner, job_id=job_id, event=event, key=key, payload=payload, created_at=now)
+    s.add(note)
+    s.flush()
+    if channels is None:
+        channels = [c for c in s.scalars(select(NotificationChannel).where(
+            NotificationChannel.owner == owner, NotificationChannel.enabled.is_(True))) if event in (c.events or [])]
+    s.add_all(NotificationDelivery(notification_id=note.id, channel_id=c.id, idempotency_key=uuid.uuid4().hex,
+                                   status=PENDING, attempts=0, next_attempt_at=now) for c in channels)
+    return note

@@ -1,0 +1,211 @@
+"""A user's notification settings: the default per-job choice, the channels (an e-mail address; Slack, Teams,
+Mattermost or generic JSON webhooks by URL, each with its own signing secret) and which events go where; the
+in-portal list of notifications; "Send a test message".
+
+Every check happens at save time with a sentence per field: a webhook host outside the admin's allow-list, an
+e-mail address on a portal without SMTP. Secrets are kept, never given back (only whether there is one)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.config import Settings
+from services.models import NotFound, User, ValidationProblem
+from services.notifications_messages import render
+from services.notifications_outbox import CHANNEL_DISABLED, END_EVENTS, NOTIFY_CHOICES, TEST, default_notify, record
+from services.store.notification_tables import Notification, NotificationChannel, NotificationSettings
+from services.store.orm import utcnow
+
+WEBHOOK_KINDS = ("slack", "teams", "mattermost", "generic")
+CHANNEL_KINDS = ("email", *WEBHOOK_KINDS)
+EVENTS = END_EVENTS
+EVENT_LABELS = {"succeeded": "Succeeded", "failed": "Failed", "stopped": "Stopped", "max_runtime": "Hit max runtime"}
+MAX_CHANNELS = 20
+EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    id: int
+    kind: str
+    target: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    last_result: str | None
+    last_at: datetime | None
+    has_secret: bool
+
+
+@dataclass(frozen=True)
+class NotificationView:
+    id: int
+    event: str
+    job_id: int | None
+    sentence: str
+    url: str
+    created_at: datetime
+    read: bool
+
+
+def host_on_list(host: str, patterns: list[str]) -> bool:
+    """Exact names, or '*.example.com' for any subdomain (not example.com itself)."""
+    host = host.lower().rstrip(".")
+    for pattern in (p.strip().lower() for p in patterns):
+        if pattern == host or (pattern.startswith("*.") and host.endswith(pattern[1:]) and host != pattern[2:]):
+            return True
+    return False
+
+
+def webhook_problem(url: str, allowed: list[str]) -> str | None:
+    """Why a webhook URL is refused, or None. Checked at save time and again before each send."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "enter the webhook's full URL, starting with https://"
+    if parts.username or parts.password:
+        return "a webhook URL must not hold a user name or password"
+    if not host_on_list(parts.hostname, allowed):
+        listed = ", ".join(allowed) if allowed else "none"
+        return (f"{parts.hostname} is not on this portal's list of webhook hosts ({listed}); ask your admin to add "
+                "it (PORTAL_WEBHOOK_ALLOWED_HOSTS)")
+    return None
+
+
+def to_channel_view(c: NotificationChannel) -> ChannelView:
+    return ChannelView(c.id, c.kind, c.target, list(c.events or []), c.enabled, c.disabled_reason, c.last_result,
+                       c.last_at, bool(c.secret))
+
+
+class NotificationService:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]):
+        self.settings = settings
+        self.sessions = sessions
+
+    # Settings -------------------------------------------------------------------------------------
+    def default_notify(self, user: User) -> str:
+        with self.sessions() as s:
+            return default_notify(s, user.name)
+
+    def set_default_notify(self, user: User, choice: str) -> None:
+        if choice not in NOTIFY_CHOICES:
+            raise ValidationProblem({"default_notify": "choose 'end', 'failure' or 'never'"})
+        with self.sessions.begin() as s:
+            row = s.get(NotificationSettings, user.name)
+            if row is None:
+                s.add(NotificationSettings(owner=user.name, default_notify=choice, updated_at=utcnow()))
+            else:
+                row.default_notify, row.updated_at = choice, utcnow()
+
+    def channels(self, user: User) -> list[ChannelView]:
+        with self.sessions() as s:
+            rows = s.scalars(select(NotificationChannel).where(NotificationChannel.owner == user.name)
+                             .order_by(NotificationChannel.id))
+            return [to_channel_view(c) for c in rows]
+
+    def channel_problems(self, kind: Any, target: Any, events: Any, secret: Any = None) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if kind not in CHANNEL_KINDS:
+            problems["kind"] = f"choose one of {', '.join(CHANNEL_KINDS)}"
+        if not isinstance(target, str) or not target.strip() or len(target) > 2000:
+            problems["target"] = "enter an e-mail address" if kind == "email" else "enter the webhook's URL"
+        elif kind == "email":
+            if not EMAIL_RE.match(target.strip()):
+                problems["target"] = f"'{target.strip()}' is not an e-mail address"
+            elif not self.settings.smtp_host:
+                problems["target"] = ("this portal sends no e-mail (no SMTP server is set up); ask your admin "
+                                      "(PORTAL_SMTP_HOST), or use a webhook")
+        elif kind in WEBHOOK_KINDS:
+            problem = webhook_problem(target.strip(), self.settings.webhook_allowed_hosts)
+            if problem:
+                problems["target"] = problem
+        if not isinstance(events, list) or not all(e in EVENTS for e in events):
+            problems["events"] = f"events are some of {', '.join(EVENTS)}"
+        if secret is not None and (not isinstance(secret, str) or len(secret) > 200):
+            problems["secret"] = "a secret is text of at most 200 characters"  # noqa: S105 (a sentence)
+        return problems
+
+    def add_channel(self, user: User, kind: str, target: str, events: list[str] | None = None,
+                    secret: str | None = None) -> tuple[ChannelView, str | None]:
+        """The new channel, and the webhook secret when the portal made it (shown once, then never again)."""
+        events = list(EVENTS) if events is None else events
+        problems = self.channel_problems(kind, target, events, secret)
+        if problems:
+            raise ValidationProblem(problems)
+        made = None
+        if kind in WEBHOOK_KINDS and not secret:
+            secret = made = secrets.token_urlsafe(32)
+        with self.sessions.begin() as s:
+            count = s.scalar(select(func.count()).where(NotificationChannel.owner == user.name)) or 0
+            if count >= MAX_CHANNELS:
+                raise ValidationProblem({"target": f"you have {MAX_CHANNELS} channels already; remove one first"})
+            row = NotificationChannel(owner=user.name, kind=kind, target=target.strip(), secret=secret or None,
+                                      events=list(dict.fromkeys(events)), enabled=True, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return to_channel_view(row), made
+
+    def _own(self, s: Session, user: User, channel_id: int) -> NotificationChannel:
+        row = s.get(NotificationChannel, channel_id) if 0 < channel_id < 2**62 else None
+        if row is None or row.owner != user.name:
+            raise NotFound(f"Channel {channel_id} was not found.")
+        return row
+
+    def update_channel(self, user: User, channel_id: int, events: list[str] | None = None,
+                       enabled: bool | None = None) -> ChannelView:
+        with self.sessions.begin() as s:
+            row = self._own(s, user, channel_id)
+            if events is not None:
+                problems = self.channel_problems(row.kind, row.target, events)
+                if "events" in problems:
+                    raise ValidationProblem({"events": problems["events"]})
+                row.events = list(dict.fromkeys(events))
+            if enabled is not None:
+                row.enabled = enabled
+                if enabled:
+                    row.disabled_reason = None
+            return to_channel_view(row)
+
+    def remove_channel(self, user: User, channel_id: int) -> None:
+        with self.sessions.begin() as s:
+            s.delete(self._own(s, user, channel_id))
+
+    def send_test(self, user: User, channel_id: int) -> None:
+        """A test message to one channel, delivered by the sender like any other (its result shows on the channel)."""
+        with self.sessions.begin() as s:
+            row = self._own(s, user, channel_id)
+            record(s, user.name, TEST, {"event": TEST, "owner": user.name, "path": "/notifications"}, channels=[row])
+            row.last_result, row.last_at = "Test message queued", utcnow()
+
+    # The in-portal list ------------------------------------------------------------------------------
+    def notifications(self, user: User, limit: int = 50) -> list[NotificationView]:
+        with self.sessions() as s:
+            rows = s.scalars(select(Notification).where(Notification.owner == user.name, Notification.event != TEST)
+                             .order_by(Notification.id.desc()).limit(limit)).all()
+        out = []
+        for n in rows:
+            msg = render(n.payload, "")
+            out.append(NotificationView(n.id, n.event, n.job_id, msg.sentence, msg.url, n.created_at,
+                                        n.read_at is not None))
+        return out
+
+    def unread_count(self, user: User) -> int:
+        with self.sessions() as s:
+            return s.scalar(select(func.count()).where(Notification.owner == user.name, Notification.event != TEST,
+                                                       Notification.read_at.is_(None))) or 0
+
+    def mark_read(self, user: User) -> int:
+        with self.sessions.begin() as s:
+            result = s.execute(update(Notification).where(Notification.owner == user.name,
+                                                          Notification.read_at.is_(None)).values(read_at=utcnow()))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+
+__all__ = ["CHANNEL_DISABLED", "ChannelView", "NotificationService", "NotificationView", "host_on_list"]

@@ -1,0 +1,82 @@
+"""The notification tables (migration 0020): each user's settings and channels, the notifications themselves
+(the outbox, written in the transaction of the state change that causes them, and the in-portal list), and one
+delivery per notification and channel, which the sender carries out once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.store.orm import Base, FloatJSON, UTCDateTime
+
+
+class NotificationSettings(Base):
+    """A user's default per-job choice ("end", "failure", "never"); a user without a row has the default."""
+
+    __tablename__ = "notification_settings"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    default_notify: Mapped[str] = mapped_column(String(10), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class NotificationChannel(Base):
+    """Where a user's notifications go: an e-mail address or a webhook (Slack, Teams, Mattermost, generic JSON),
+    and which events go there. A channel that keeps failing is disabled, saying why."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (Index("ix_notification_channels_owner", "owner", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    # The webhook's HMAC key: signs each body, never sent back to a page or the API.
+    secret: Mapped[str | None] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    last_result: Mapped[str | None] = mapped_column(Text)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Notification(Base):
+    """One event for one user, e.g. "job 12 failed": the outbox row and the in-portal list's entry. `key` makes
+    an event once per job (a second write of it is skipped)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_owner_id", "owner", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), nullable=False)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(30), nullable=False)
+    key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # What the message says, fixed when the event happened (the job may change or be deleted before it is sent).
+    payload: Mapped[dict[str, Any]] = mapped_column(FloatJSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NotificationDelivery(Base):
+    """A notification on its way to one channel: pending, sending (claimed by a sender), sent or failed."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (Index("ix_notification_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("notification_channels.id", ondelete="CASCADE"),
+                                            nullable=False)
+    # Sent as the Idempotency-Key header (and in the e-mail's Message-ID): a receiver sees one key per event and
+    # channel, also when a portal killed mid-send sends it again after its restart.
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    status: Mapped[str] = mapped_column(String(10), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,151 @@
+"""Notifications (issue 18): a job's end reaches the user's e-mail and webhooks exactly once, signed, with the
+reason and a link; retries after a receiver's error; a failing channel is disabled with a sentence; the per-job
+choice; the webhook allow-list at save time. Real SMTP (aiosmtpd) and HTTP receivers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from services.models import ValidationProblem
+from services.portal import Portal
+from tests.conftest import run_to_end
+from tests.notification_receivers import SmtpServer, WebhookReceiver, parts
+
+FAILING = "import sys\nprint('Epoch 1/1 loss=0.25 accuracy=0.5', flush=True)\nsys.exit(3)\n"
+SUCCEEDING = "print('Epoch 1/1 loss=0.125', flush=True)\n"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def notify_env(monkeypatch: pytest.MonkeyPatch, smtp: SmtpServer, data_dir) -> None:
+    monkeypatch.setenv("PORTAL_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("PORTAL_SMTP_PORT", str(smtp.port))
+    monkeypatch.setenv("PORTAL_SMTP_STARTTLS", "false")
+    monkeypatch.setenv("PORTAL_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1,hooks.slack.com")
+    monkeypatch.setenv("PORTAL_PUBLIC_URL", "https://portal.example.com")
+    monkeypatch.setenv("PORTAL_NOTIFY_RETRY_SECONDS", "0.05")
+    monkeypatch.setenv("PORTAL_NOTIFY_MAX_ATTEMPTS", "3")
+
+
+def sender(portal: Portal):
+    return portal.sync.workers[0]
+
+
+def deliver_all(portal: Portal, rounds: int = 40) -> None:
+    """Run the sender until nothing is due or waiting (retries included), as its thread would."""
+    import time
+
+    for _ in range(rounds):
+        sender(portal).deliver_due()
+        time.sleep(0.06)
+
+
+def finish(portal: Portal, user, workspace_script, body: str, **values) -> int:
+    workspace_script("job.py", body)
+    job_id = portal.jobs.submit(user, {"name": "resnet-a", "script": "job.py", "epochs": 1} | values)
+    run_to_end(portal, user, job_id)
+    return job_id
+
+
+def test_a_failed_job_reaches_email_and_slack_once_with_reason_link_and_signature(
+        notify_env, portal, user, workspace_script, smtp, receiver):
+    notes = portal.notifications
+    notes.add_channel(user, "email", "ada@example.com")
+    slack, _ = notes.add_channel(user, "slack", receiver.url, secret="s3cret")
+    job_id = finish(portal, user, workspace_script, FAILING)
+    deliver_all(portal)
+    deliver_all(portal)  # a second pass sends nothing again
+
+    assert len(smtp.messages) == 1
+    mail = smtp.messages[0]
+    assert mail["To"] == "ada@example.com" and "resnet-a failed" in mail["Subject"]
+    text, html = parts(mail)["text/plain"], parts(mail)["text/html"]
+    link = f"https://portal.example.com/job?id={job_id}"
+    assert f"Job resnet-a of {user.name} failed after" in text and "Exited with code 3" in text
+    assert "loss 0.25" in text and link in text
+    assert f'href="{link}"' in html and "Exited with code 3" in html
+
+    assert len(receiver.requests) == 1 and len(receiver.delivered()) == 1
+    hook = receiver.requests[0]
+    assert hook.signed_with("s3cret") and not hook.signed_with("other")
+    assert hook.headers["idempotency-key"] and hook.headers["x-portal-event"] == "failed"
+    body = json.loads(hook.body)
+    assert "Exited with code 3" in body["text"] and f"<{link}|Open in the portal>" in body["text"]
+    assert notes.channels(user)[1].last_result == "Delivered: HTTP 200" and slack.has_secret
+
+    listed = notes.notifications(user)
+    assert [n.event for n in listed] == ["failed"] and notes.unread_count(user) == 1
+    assert "Exited with code 3" in listed[0].sentence and listed[0].url == f"/job?id={job_id}"
+    notes.mark_read(user)
+    assert notes.unread_count(user) == 0
+
+
+def test_a_receiver_answering_500_then_200_gets_it_once(notify_env, portal, user, workspace_script, receiver):
+    receiver.answers = [500]
+    portal.notifications.add_channel(user, "generic", receiver.url, secret="k")
+    finish(portal, user, workspace_script, SUCCEEDING)
+    deliver_all(portal)
+    assert [r.answered for r in receiver.requests] == [500, 200]
+    assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 1  # the same message, retried
+    body = json.loads(receiver.delivered()[0].body)
+    assert body["event"] == "succeeded" and body["job"]["final_metrics"] == {"loss": 0.125}
+    assert body["url"].startswith("https://portal.example.com/job?id=")
+    assert all(r.signed_with("k") for r in receiver.requests)
+
+
+def test_a_channel_that_keeps_failing_is_disabled_with_a_sentence(notify_env, portal, user, workspace_script,
+                                                                    receiver):
+    receiver.answers = [500] * 10
+    portal.notifications.add_channel(user, "mattermost", receiver.url)
+    finish(portal, user, workspace_script, SUCCEEDING)
+    deliver_all(portal)
+    assert len(receiver.requests) == 3  # PORTAL_NOTIFY_MAX_ATTEMPTS, then no more
+    [view] = portal.notifications.channels(user)
+    assert not view.enabled
+    assert view.disabled_reason == ("Disabled after 3 failed attempts to deliver: the webhook answered HTTP 500. "
+                                    "Fix it, then enable the channel again.")
+    events = [n.event for n in portal.notifications.notifications(user)]
+    assert events == ["channel_disabled", "succeeded"]
+    assert "Your mattermost webhook channel was disabled" in portal.notifications.notifications(user)[0].sentence
+
+
+def test_a_webhook_outside_the_allow_list_is_refused_at_save_time(notify_env, portal, user):
+    with pytest.raises(ValidationProblem) as refused:
+        portal.notifications.add_channel(user, "slack", "http://169.254.169.254/latest/meta-data")
+    assert refused.value.problems["target"] == (
+        "169.254.169.254 is not on this portal's list of webhook hosts (127.0.0.1, hooks.slack.com); ask your admin "
+        "to add it (PORTAL_WEBHOOK_ALLOWED_HOSTS)")
+    with pytest.raises(ValidationProblem) as refused:
+        portal.notifications.add_channel(user, "email", "not-an-address")
+    assert refused.value.problems["target"] == "'not-an-address' is not an e-mail address"
+    assert portal.notifications.channels(user) == []
+
+
+def test_the_per_job_choice_defaults_to_the_users_and_retries_keep_it(notify_env, portal, user, workspace_script,
+                                                                       receiver):
+    portal.notifications.add_channel(user, "generic", receiver.url)
+    portal.notifications.set_default_notify(user, "failure")
+    finish(portal, user, workspace_script, SUCCEEDING)  # the user's default: only failures
+    never = finish(portal, user, workspace_script, FAILING, notify="never")
+    retry = portal.jobs.retry(user, never)
+    run_to_end(portal, user, retry)
+    finish(portal, user, workspace_script, SUCCEEDING, notify="end")
+    deliver_all(portal)
+    assert [json.loads(r.body)["event"] for r in receiver.delivered()] == ["succeeded"]
+    assert portal.jobs.get(user, retry).request["notify"] == "never"
