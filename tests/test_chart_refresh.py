@@ -53,7 +53,7 @@ def test_a_running_jobs_rebuilds_take_a_small_share_of_the_core_yet_new_points_r
                                                                                               running_job):
     jobs = any_portal.jobs
     jobs._refresh_free_at = 0.0  # the fixture's own build is not counted here
-    step, rebuilds, busy, began = POINTS, 0, 0.0, time.perf_counter()
+    step, rebuilds, busy, began, last = POINTS, 0, 0.0, time.perf_counter(), 0.0
     # A job that logs all the time, and a sync loop that ticks every 100 ms (five times the real one): before, every
     # tick rebuilt the whole series again, most of the time spent rebuilding.
     while rebuilds < 2 and time.perf_counter() - began < 60:
@@ -61,10 +61,14 @@ def test_a_running_jobs_rebuilds_take_a_small_share_of_the_core_yet_new_points_r
         step += 1
         t = time.perf_counter()
         rebuilds += jobs.refresh_series(min_age_seconds=0)
-        busy += time.perf_counter() - t
+        last = time.perf_counter() - t
+        busy += last
         time.sleep(0.1)
     elapsed = time.perf_counter() - began
     assert rebuilds == 2, "a second rebuild came within the share's wait: the viewer sees the new points"
+    # The second rebuild's own wait lies after the loop: its time is left out, or a busy machine that makes it slower
+    # than the first would count it without the quiet time it buys.
+    busy, elapsed = busy - last, elapsed - last
     assert busy / elapsed < 3 * REFRESH_SHARE, f"{busy:.2f} s of {elapsed:.2f} s spent rebuilding one chart"
     shown = jobs.metric_series(running_job)["loss"]
     assert POINTS < shown.x[-1] <= step - 1, "the chart shows points logged since the first build"
