@@ -63,6 +63,12 @@ def test_retry_and_clones_name_their_direct_parent_with_a_link(portal, user):
     assert links == [] and not [c for c in captions if "#" in c]
     # What the parent kind is kept in is not a value the next clone submits again.
     assert "parent_kind" not in portal.jobs.clone_values(user, retried)
+    # Nor is it shown as something the user submitted.
+    at = job_page(retried)
+    at.query_params["tab"] = "Config"
+    at.run()
+    (submitted, *_) = at.get("json")
+    assert '"epochs"' in submitted.proto.body and "parent_kind" not in submitted.proto.body
 
 
 def test_a_deleted_parent_is_named_without_a_link(portal, user):
@@ -115,5 +121,10 @@ def test_the_api_job_json_carries_parent_id_and_kind(tmp_path: Path):
             assert (clone["parent_id"], clone["parent_kind"]) == (first["id"], "clone")
             listed = {j["id"]: j for j in http.get(f"{api}/jobs").json()["jobs"]}
             assert listed[clone["id"]]["parent_kind"] == "clone" and listed[retry["id"]]["parent_id"] == first["id"]
+            # A job's "request" is what was submitted, so a notebook can submit it again (with changes).
+            assert "parent_kind" not in clone["request"] and "parent_kind" not in retry["request"]
+            values = {k: v for k, v in clone["request"].items() if k != "template"}  # "" is no template's name
+            again = http.post(f"{api}/jobs", json={**values, "name": "api-again", "epochs": 3})
+            assert again.status_code == 201, again.text
     finally:
         srv.stop()
