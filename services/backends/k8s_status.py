@@ -25,6 +25,11 @@ def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
+def job_ended(job: dict[str, Any]) -> bool:
+    conds = _conditions(job)
+    return any(conds.get(kind, {}).get("status") == "True" for kind in ("Complete", "Failed"))
+
+
 def _gpus(job: dict[str, Any]) -> int:
     containers = job["spec"]["template"]["spec"]["containers"]
     return sum(int((c.get("resources") or {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in containers)

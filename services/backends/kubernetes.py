@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.backends.k8s_kueue import Kueue
 from services.backends.k8s_logs import PodLogArchive
 from services.backends.k8s_manifests import (
     ANN_SUBMISSION,
@@ -27,6 +28,7 @@ from services.backends.k8s_manifests import (
     build_job,
     job_name,
 )
+from services.backends.k8s_status import job_ended
 from services.backends.k8s_status import observe as observe_job
 from services.backends.k8s_template import apply_template
 from services.backends.k8s_watch import WatchCache
@@ -34,6 +36,7 @@ from services.backends.unreachable import BackendUnreachable
 from services.config import Settings
 from services.logs import failure_tail
 from services.models import ACTIVE_STATUSES, JobStatus
+from services.queue_model import QueueStatus, QueueSummary
 
 log = logging.getLogger(__name__)
 SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit" / "portal_metrics.py"
@@ -119,6 +122,7 @@ class KubernetesBackend(PodLogArchive):
         self._last_pull: dict[int, float] = {}
         self._pull_lock = threading.Lock()  # Stop (a page's thread) and the sync loop both pull logs
         self._finishing: set[int] = set()  # jobs seen finished: their pods' logs are read to the end at once
+        self.kueue = Kueue(api, self.namespace, settings, self._inc)
 
     # Bookkeeping --------------------------------------------------------------------------------
     def _inc(self) -> None:
@@ -180,6 +184,10 @@ class KubernetesBackend(PodLogArchive):
                 "cpu": self.settings.default_cpu, "memory": self.settings.default_memory, "namespace": self.namespace,
             }
             manifest = apply_template(self.settings.job_template, manifest, values)
+        try:
+            queue = self.kueue.prepare(manifest, job.groups, req.priority)
+        except Exception as exc:
+            raise backend_error(exc) from exc
         self.job_dir(job.job_id).mkdir(parents=True, exist_ok=True)
         if on_volume:  # the pod reads its snapshot from the shared data volume
             script_dir = self.job_dir(job.job_id) / "script"
@@ -205,7 +213,7 @@ class KubernetesBackend(PodLogArchive):
             self._delete_job(name)
             raise error from exc
         ref = {"job_name": name, "uid": created["metadata"]["uid"], "namespace": self.namespace,
-               "nodes": req.nodes}
+               "nodes": req.nodes} | ({"queue": queue} if queue else {})
         return SubmitResult(spec=manifest, ref=ref, status=JobStatus.QUEUED)
 
     def _create_ignore_exists(self, fn: Callable[..., Any], body: dict[str, Any]) -> None:
@@ -281,6 +289,7 @@ class KubernetesBackend(PodLogArchive):
         snapshot = self.jobs.snapshot()
         pods = self.pods_by_job()
         out: dict[int, Observation] = {}
+        self._refresh_kueue(jobs)
         for job in jobs:
             name = job.ref.get("job_name") or job_name(self.settings, job.id)
             kjob = snapshot.get(name)
@@ -289,7 +298,8 @@ class KubernetesBackend(PodLogArchive):
             if kjob is not None and job.ref.get("uid") and kjob["metadata"].get("uid") != job.ref["uid"]:
                 kjob = None  # same name, another object: ours is gone
             path = self.log_path(job.id)
-            obs = observe_job(kjob, pods.get(name, []), stop_requested=bool(job.ref.get("stop_requested")),
+            held = self.kueue.observation(name, kjob) if kjob is not None and job.ref.get("queue") else None
+            obs = held or observe_job(kjob, pods.get(name, []), stop_requested=bool(job.ref.get("stop_requested")),
                               nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
             if obs is None:
                 continue
@@ -297,6 +307,19 @@ class KubernetesBackend(PodLogArchive):
                 self._finishing.add(job.id)  # its pods are read to their end before it leaves the active list
             out[job.id] = obs
         return out
+
+    def _refresh_kueue(self, jobs: list[ActiveJob]) -> None:
+        try:
+            self.kueue.refresh(any(job.ref.get("queue") for job in jobs))
+        except Exception as exc:  # positions and blockers are kept from the last read; states still go on
+            log.info("could not read Kueue's workloads: %s", exc)
+
+    def queue_statuses(self, jobs: list[ActiveJob]) -> dict[int, QueueStatus]:
+        return self.kueue.statuses({j.id: j.ref.get("job_name") or job_name(self.settings, j.id)
+                                    for j in jobs if j.ref.get("queue")})
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        return self.kueue.summaries()
 
     def _confirmed_gone(self, name: str, uid: str | None) -> bool:
         """A job missing from the cache is lost only if a direct read agrees (404, or another object now)."""
@@ -331,8 +354,15 @@ class KubernetesBackend(PodLogArchive):
             raise backend_error(exc) from exc
 
     def stop(self, job_id: int, ref: dict[str, Any]) -> None:
-        """Delete the Job (pods go with it); the history stays in the store."""
+        """Delete the Job (pods go with it); the history stays in the store. A Job that has already ended is left
+        as it is: a stop carried out late (asked for during an outage) must not turn its outcome into Stopped."""
         name = ref.get("job_name") or job_name(self.settings, job_id)
+        try:
+            kjob = self._read_job(name)
+        except Exception as exc:
+            raise backend_error(exc) from exc
+        if kjob is not None and job_ended(kjob):
+            return
         try:
             self.pull_logs(ActiveJob(job_id, ref, 0), force=True)  # what the pods printed last, before they go
         except Exception:

@@ -90,3 +90,18 @@ def test_a_pod_evicted_for_memory_is_said_in_words_and_the_job_runs_again(k8s_po
     assert "Failed" not in statuses(k8s_portal, job_id)
     k8s_portal.jobs.stop(ME, job_id)
     assert finished(k8s_portal, job_id).status is JobStatus.STOPPED
+
+
+def test_a_stop_asked_during_an_outage_does_not_rewrite_a_job_that_had_finished(k8s_portal, cluster, namespace):
+    outcome(k8s_portal, runtime="1s")
+    job_id = k8s_portal.jobs.submit(ME, {"name": "k8s-late-stop", **EXAMPLE})
+    until(k8s_portal, job_id, lambda j: j.status is JobStatus.RUNNING)
+    # The job ends in the cluster while the portal is not looking...
+    wait_until(lambda: "Complete" in cluster.kubectl("-n", namespace, "get", "job", f"mlp-{job_id}", "-o",
+                                                     "jsonpath={.status.conditions[*].type}"), timeout=60)
+    with cluster.apiserver_down():
+        k8s_portal.jobs.stop(ME, job_id)  # ... and Stop is pressed during an outage: kept for later
+        assert k8s_portal.jobs.get(ME, job_id).reason.startswith("Stop pending: the cluster cannot be reached")
+    job = finished(k8s_portal, job_id, timeout=120)
+    assert (job.status, job.reason) == (JobStatus.SUCCEEDED, None)  # what it did, not what was asked too late
+    assert k8s_portal.jobs.log_tail(job_id)[-1].startswith("Training finished")
