@@ -137,7 +137,8 @@ def _linked_line(job: JobView, line: int, rank: int, multi: bool) -> None:
         top.warning(f"Line {line:,} is past the end of {where}: it has {page.total:,} lines.")
     else:
         top.caption(f"Line {line:,} of {where}, with {CONTEXT_LINES} lines either side.")
-    top.button("Back to the live tail", key="log_back", icon=":material/vertical_align_bottom:",
+    back = "Back to the live tail" if job.is_active else "Back to the end of the log"
+    top.button(back, key="log_back", icon=":material/vertical_align_bottom:",
                on_click=_back_to_tail)
     if page.lines:
         st.html(log_html(job, page.lines, dated=page.dated, multi=multi, ranks_shown=False,

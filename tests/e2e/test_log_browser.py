@@ -54,7 +54,7 @@ def test_search_then_open_a_hits_line_link(browser, server):  # noqa: F811
     background = marked.evaluate("el => getComputedStyle(el).backgroundColor")
     assert background not in ("rgba(0, 0, 0, 0)", "transparent"), background
 
-    page.get_by_role("button", name="Back to the live tail").click()
+    page.get_by_role("button", name="Back to the end of the log").click()  # a finished job: no live tail
     wait_for_app(page)
     expect(page.locator(".plog div.hl")).to_have_count(0)
     assert "line=" not in page.url
