@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     python_executable: str = Field(
         default="", description="Interpreter for local jobs. Empty: the portal's own interpreter."
     )
+    local_gpus: int = Field(
+        default=-1, ge=-1, le=1024,
+        description="GPUs the local backend's queue shares among its jobs. -1: the machine's own (NVML's count).",
+    )
+    local_max_gpus_per_user: int = Field(
+        default=0, ge=0, description="Local backend: GPUs one person's jobs may hold at once (more wait). 0: no limit."
+    )
+    local_max_jobs_per_user: int = Field(
+        default=0, ge=0, description="Local backend: jobs one person may run at once (more wait). 0: no limit."
+    )
     dashboard_page_size: int = Field(default=10, ge=1, le=200)
 
     # Identity (services/auth.py) --------------------------------------------------------------------
@@ -194,6 +204,18 @@ class Settings(BaseSettings):
     )
     kube_request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_poll_seconds: float = Field(default=2.0, gt=0, description="How often running pods' logs are read.")
+    kueue_default_queue: str = Field(
+        default="", description="Kueue LocalQueue (in the jobs' namespace) that jobs wait in when the cluster has "
+        "Kueue. Empty: jobs are not queued through Kueue, unless kueue_group_queues names a queue for the user.",
+    )
+    kueue_group_queues: dict[str, str] = Field(
+        default_factory=dict, description='Group -> Kueue LocalQueue, e.g. {"team-a": "team-a"}: a user\'s jobs go '
+        "to the queue of the first group listed here that they are in, else to kueue_default_queue.",
+    )
+    kueue_visibility_url: str = Field(
+        default="", description="Where Kueue's visibility API (positions in a queue) answers. Empty: through the "
+        "Kubernetes API server (the APIService Kueue installs); a test control plane without it: Kueue's own port.",
+    )
 
     @field_validator("admins", "viewers", "allowed_hosts", "webhook_allowed_hosts", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import local_queue
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
@@ -193,7 +194,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         except OSError as exc:
             self._submit_failed(job_id, exc)
             return job_id
-        self.hand_over(JobSubmission(job_id, user.name, req, snapshot, submission_id))
+        self.hand_over(JobSubmission(job_id, user.name, req, snapshot, submission_id, user.groups))
         return job_id
 
     def hand_over(self, submission: JobSubmission) -> bool:
@@ -225,6 +226,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         if cancelled:  # Stop was pressed while the backend was being asked: what it started goes too
             with suppress(BackendError):  # else the sync loop's ghost removal deletes it once the backend answers
                 self.backend.stop(job_id, result.ref | {"stop_requested": True})
+        else:
+            local_queue.admit(self)  # at once if its GPUs are free, not a sync tick later
         return True
 
     def _submit_failed(self, job_id: int, exc: Exception) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from services.queue_model import DEFAULT_PRIORITY, PRIORITIES
 from services.validation import plain_error
 
 # A Kubernetes object name / label value (RFC 1123 label): what `kubectl` would accept.
@@ -83,6 +84,7 @@ class JobRequest(BaseModel):
     notify: Literal["", "end", "failure", "never"] = Field(
         default="", description="Notify me when it ends ('end'), only if it fails ('failure') or 'never'; "
         "empty: the owner's default (Notifications settings)")
+    priority: str = Field(default=DEFAULT_PRIORITY, description="low, normal or urgent: the order waiting jobs start")
 
     @field_validator("name")
     @classmethod
@@ -108,6 +110,13 @@ class JobRequest(BaseModel):
     def _no_control_chars(cls, v: str) -> str:
         if any(ord(c) < 32 for c in v):
             raise ValueError("contains control characters")
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _known_priority(cls, v: str) -> str:
+        if v not in PRIORITIES:
+            raise ValueError(f"choose one of {', '.join(PRIORITIES)}")
         return v
 
     @field_validator("extra_args")

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from services import local_queue
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation
 from services.backends.unreachable import BackendUnreachable
 from services.gpu_telemetry import process_tree
@@ -146,6 +147,10 @@ class SyncLoop:
                     log.exception("could not extract metrics of job %s", job.id)
                 if obs is not None:
                     self.apply(job.id, obs)
+            try:
+                local_queue.admit(svc)  # in the same tick a job ended: its GPUs are free at once
+            except Exception:
+                log.exception("could not start the queue's next jobs")
             if svc.settings.log_retention_days and time.time() - self._last_prune > PRUNE_EVERY_SECONDS:
                 self._last_prune = time.time()
                 try:

@@ -62,6 +62,8 @@ def _ts(value: float | None) -> datetime | None:
 class LocalBackend:
     name = "local"
     max_nodes = 1
+    # Its queue is the store's (services/local_queue.py): submit prepares a job, the queue launches it.
+    store_queue = True
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -69,8 +71,8 @@ class LocalBackend:
 
     @cached_property
     def machine_gpus(self) -> int:
-        """How many GPUs a job may ask for here (a cluster's backend has no such number: it queues)."""
-        return machine_gpu_count()
+        """How many GPUs a job may ask for here, and the queue shares: the configured count, else the machine's."""
+        return self.settings.local_gpus if self.settings.local_gpus >= 0 else machine_gpu_count()
 
     # Paths --------------------------------------------------------------------------------------
     def job_dir(self, job_id: int) -> Path:
@@ -133,10 +135,7 @@ class LocalBackend:
         env.update(portal_env)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(helpers), env.get("PYTHONPATH", "")]))
-        if req.gpus == 0:
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        elif "CUDA_VISIBLE_DEVICES" not in os.environ:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(req.gpus))
+        env["CUDA_VISIBLE_DEVICES"] = ""  # until the queue gives it its GPUs (launch)
         launch = {
             "argv": argv,
             "cwd": str(out_dir),
@@ -146,6 +145,28 @@ class LocalBackend:
             "sandbox": sandbox,
         }
         # The job's environment: the portal's alone (0600), written by rename so no link is followed.
+        safe_files.write_replace(*safe_files.split(jdir / "launch.json", 2), json.dumps(launch).encode())
+        # The exact spec that runs: argv and the portal's own variables (not the inherited environment).
+        spec = {
+            "backend": "local",
+            "argv": argv,
+            "cwd": str(out_dir),
+            "env": portal_env | {"CUDA_VISIBLE_DEVICES": ""},
+            "max_runtime_seconds": launch["max_runtime_seconds"],
+            "checkpoint_signal": CHECKPOINT_SIGNAL,
+        }
+        return SubmitResult(spec=spec, ref={"waiting": True}, status=JobStatus.QUEUED)
+
+    def launch(self, job_id: int, gpu_indices: list[int]) -> dict[str, Any]:
+        """Start a prepared job on these of the queue's GPUs; returns its new ref (the runner's pid)."""
+        jdir = self.job_dir(job_id)
+        launch = self._read_json(job_id, "launch.json")
+        if not launch:
+            raise BackendError("The job's prepared files are gone, so it cannot start.")
+        # The portal's own CUDA_VISIBLE_DEVICES names the devices the queue's indices count.
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        devices = [visible[i] if i < len(visible) else str(i) for i in gpu_indices]
+        launch["env"]["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         safe_files.write_replace(*safe_files.split(jdir / "launch.json", 2), json.dumps(launch).encode())
         err_fd = safe_files.open_append(*safe_files.split(jdir / "runner.err", 2))
         try:
@@ -161,18 +182,9 @@ class LocalBackend:
             raise BackendError(f"Could not start the job's process: {exc.strerror or exc}") from exc
         finally:
             os.close(err_fd)
-        self._procs[job.job_id] = proc
-        ref = {"runner_pid": proc.pid, "runner_started": psutil.Process(proc.pid).create_time()}
-        # The exact spec that runs: argv and the portal's own variables (not the inherited environment).
-        spec = {
-            "backend": "local",
-            "argv": argv,
-            "cwd": str(out_dir),
-            "env": portal_env | {"CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES", "")},
-            "max_runtime_seconds": launch["max_runtime_seconds"],
-            "checkpoint_signal": CHECKPOINT_SIGNAL,
-        }
-        return SubmitResult(spec=spec, ref=ref, status=JobStatus.QUEUED)
+        self._procs[job_id] = proc
+        return {"runner_pid": proc.pid, "runner_started": psutil.Process(proc.pid).create_time(),
+                "gpu_indices": list(gpu_indices)}
 
     def _read_json(self, job_id: int, name: str) -> dict[str, Any]:
         """state.json or launch.json of a job, or {} (missing, half-written, or a link in its place)."""
@@ -209,6 +221,11 @@ class LocalBackend:
         self._reap()
         out: dict[int, Observation] = {}
         for job in jobs:
+            if job.ref.get("waiting"):  # not started yet: only a Stop changes it
+                if job.ref.get("stop_requested"):
+                    out[job.id] = Observation(JobStatus.STOPPED, "Stopped by user before it started",
+                                              finished_at=datetime.now(UTC))
+                continue
             state = self._state(job.id)
             started = _ts(state.get("started_at"))
             if "returncode" in state:

@@ -1,0 +1,176 @@
+"""The local backend's queue with real child processes: GPU limits, priority order, per-user limits, the estimate
+against what happens, and a portal restart in the middle (a real portal process)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from services import queues
+from services.models import JobStatus, User
+from tests.conftest import PortalServer, create_token, run_to_end, wait_until
+
+LOOP = "import time\nfor i in range(600):\n    print(f'Epoch {i+1}/600', flush=True)\n    time.sleep(0.1)\n"
+
+
+@pytest.fixture
+def four_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTAL_LOCAL_GPUS", "4")
+
+
+def submit(portal, user, script, gpus, name="q", **kw) -> int:
+    return portal.jobs.submit(user, {"name": name, "script": script, "gpus": gpus, **kw})
+
+
+def status(portal, user, job_id) -> JobStatus:
+    portal.sync.tick()
+    return portal.jobs.get(user, job_id).status
+
+
+def wait_status(portal, user, job_id, want: JobStatus, timeout: float = 20) -> None:
+    wait_until(lambda: status(portal, user, job_id) is want, timeout=timeout)
+
+
+def place(portal, user, job_id):
+    return queues.waiting_status(portal.jobs, portal.jobs.get(user, job_id))
+
+
+def test_jobs_wait_for_gpus_and_start_in_priority_then_submission_order(four_gpus, portal, user, workspace_script):
+    s = workspace_script("loop.py", LOOP)
+    a, b = submit(portal, user, s, 2, "a"), submit(portal, user, s, 2, "b")
+    wait_status(portal, user, a, JobStatus.RUNNING)
+    wait_status(portal, user, b, JobStatus.RUNNING)
+    big = submit(portal, user, s, 4, "big")
+    small = submit(portal, user, s, 2, "small")
+    assert status(portal, user, big) is JobStatus.QUEUED and status(portal, user, small) is JobStatus.QUEUED
+    first = place(portal, user, big)
+    assert (first.position, first.ahead) == (1, [])
+    assert first.blocker == f"4 of this machine's 4 GPUs are in use by #{a} and #{b}; this job needs 4"
+    second = place(portal, user, small)
+    assert (second.position, second.ahead) == (2, [big])
+    urgent = submit(portal, user, s, 2, "urgent", priority="urgent")
+    assert status(portal, user, urgent) is JobStatus.QUEUED
+    assert place(portal, user, urgent).position == 1 and place(portal, user, big).ahead == [urgent]
+
+    portal.jobs.stop(user, a)  # its 2 GPUs go to the urgent job at once, not to the older ones
+    wait_status(portal, user, urgent, JobStatus.RUNNING)
+    assert status(portal, user, big) is JobStatus.QUEUED and status(portal, user, small) is JobStatus.QUEUED
+    running_gpus = {portal.jobs.get(user, j).spec["env"]["CUDA_VISIBLE_DEVICES"] for j in (b, urgent)}
+    assert len(running_gpus) == 2  # each got GPUs of its own
+    portal.jobs.stop(user, b)
+    run_to_end(portal, user, b)
+    # 2 GPUs are free and the small job needs 2, but the big one is ahead of it: the big one is not starved.
+    assert status(portal, user, small) is JobStatus.QUEUED
+    assert place(portal, user, small).blocker == (
+        f"#{big} is ahead of it and waits for 4 GPUs; jobs start in priority, then submission order")
+    portal.jobs.stop(user, urgent)
+    wait_status(portal, user, big, JobStatus.RUNNING)
+    assert portal.jobs.get(user, big).spec["env"]["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert status(portal, user, small) is JobStatus.QUEUED
+    portal.jobs.stop(user, big)
+    wait_status(portal, user, small, JobStatus.RUNNING)
+    portal.jobs.stop(user, small)
+    run_to_end(portal, user, small)
+
+
+def test_a_stopped_waiting_job_leaves_the_queue(four_gpus, portal, user, workspace_script):
+    s = workspace_script("loop.py", LOOP)
+    holder = submit(portal, user, s, 4, "holder")
+    waiting = submit(portal, user, s, 1, "waiting")
+    assert status(portal, user, waiting) is JobStatus.QUEUED
+    portal.jobs.stop(user, waiting)
+    job = run_to_end(portal, user, waiting)
+    assert (job.status, job.reason, job.started_at) == (JobStatus.STOPPED, "Stopped by user before it started", None)
+    portal.jobs.stop(user, holder)
+    run_to_end(portal, user, holder)
+
+
+def test_per_user_limit_lets_others_pass(monkeypatch, four_gpus, portal, workspace_script):
+    monkeypatch.setattr(portal.settings, "local_max_jobs_per_user", 1)
+    ann, ben = User("ann"), User("ben")
+    s = workspace_script("loop.py", LOOP)
+    first = submit(portal, ann, s, 1, "ann-1")
+    second = submit(portal, ann, s, 1, "ann-2")
+    other = submit(portal, ben, s, 1, "ben-1")
+    wait_status(portal, ann, first, JobStatus.RUNNING)
+    wait_status(portal, ben, other, JobStatus.RUNNING)  # ann's second job does not hold ben up
+    assert status(portal, ann, second) is JobStatus.QUEUED
+    assert place(portal, ann, second).blocker == (
+        f"ann already runs 1 job (#{first}), the most one person may run at once here; it starts when one of "
+        "them ends")
+    portal.jobs.stop(ann, first)
+    wait_status(portal, ann, second, JobStatus.RUNNING)
+    for job_id, who in ((second, ann), (other, ben)):
+        portal.jobs.stop(who, job_id)
+        run_to_end(portal, who, job_id)
+
+
+def test_estimated_start_contains_the_actual_start(four_gpus, portal, user):
+    # The running job prints its epochs (so it has an ETA); the waiting one needs its GPUs.
+    runner = submit(portal, user, "train_example.py", 4, "runner", epochs=8, extra_args="--seconds-per-epoch 0.75")
+    waiter = submit(portal, user, "train_example.py", 4, "waiter", epochs=1, extra_args="--seconds-per-epoch 0")
+    assert place(portal, user, waiter).estimate is None  # no ETA yet: unknown, not a guess
+
+    def estimated():
+        portal.sync.tick()
+        return place(portal, user, waiter).estimate
+
+    estimate = wait_until(estimated, timeout=20, interval=0.2)
+    wait_status(portal, user, waiter, JobStatus.RUNNING, timeout=30)
+    started = portal.jobs.get(user, waiter).started_at
+    assert estimate.earliest <= started <= estimate.latest, (estimate, started)
+    assert (estimate.latest - estimate.earliest).total_seconds() < 10  # a range that says something
+    run_to_end(portal, user, waiter)
+    run_to_end(portal, user, runner)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_queue_survives_a_portal_restart(tmp_path):
+    data = tmp_path / "portal-data"
+    env = {"PORTAL_LOCAL_GPUS": "2"}
+    srv = PortalServer(data, env=env).start()
+    token = create_token(data, "alice")
+    (data / "workspace" / "loop.py").write_text(LOOP)
+    h = bearer(token)
+
+    def post(name: str, **values) -> int:
+        r = httpx.post(f"{srv.url}/api/v1/jobs", headers=h, json={"name": name, "script": "loop.py", **values})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def job(job_id: int) -> dict:
+        return httpx.get(f"{srv.url}/api/v1/jobs/{job_id}", headers=h).json()
+
+    try:
+        first = post("first", gpus=2)
+        wait_until(lambda: job(first)["status"] == "Running", timeout=20)
+        second = post("second", gpus=1)
+        third = post("third", gpus=2, priority="urgent")
+        assert job(second)["status"] == "Queued"
+        queued = job(third)["queue"]
+        assert (queued["position"], queued["priority"]) == (1, "urgent")
+        assert queued["blocker"] == f"2 of this machine's 2 GPUs are in use by #{first}; this job needs 2"
+        srv.stop()
+
+        srv = PortalServer(data, env=env).start()  # the first job ran on; the queue is the store's
+        assert job(first)["status"] == "Running"
+        assert [job(second)["queue"]["position"], job(third)["queue"]["position"]] == [2, 1]
+        listing = httpx.get(f"{srv.url}/api/v1/queues", headers=h).json()["queues"]
+        assert [(q["name"], q["quota_gpus"], q["used_gpus"]) for q in listing] == [("this machine", 2, 2)]
+        assert [w["id"] for w in listing[0]["waiting"]] == [third, second]
+        stopped_at = datetime.now(UTC)
+        assert httpx.post(f"{srv.url}/api/v1/jobs/{first}/stop", headers=h, json={}).status_code == 202
+        wait_until(lambda: job(third)["status"] == "Running", timeout=20)
+        assert job(second)["status"] == "Queued"
+        # Freed at once: the stop's grace (2 s here) plus a tick or two, not a later sweep.
+        assert datetime.fromisoformat(job(third)["started_at"]) - stopped_at < timedelta(seconds=10)
+        for j in (second, third):
+            httpx.post(f"{srv.url}/api/v1/jobs/{j}/stop", headers=h, json={})
+        wait_until(lambda: all(job(j)["finished"] for j in (first, second, third)), timeout=30)
+    finally:
+        srv.stop()
