@@ -48,7 +48,7 @@ def _submit_values(user: User, data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data.get("script"), str):  # the caller's own: a template's or a cloned job's is exact already
         data["script"] = script_path(jobs().workspace, user, data["script"])
     template = data.pop("template", None)
-    if template is not None:
+    if template not in (None, ""):  # "": none, as a job's "request" holds it when it was submitted without one
         if not isinstance(template, str):
             raise ValidationProblem({"template": "must be the name of a template"})
         # The job keeps the template's name: the history filters by it.

@@ -123,8 +123,7 @@ def test_the_api_job_json_carries_parent_id_and_kind(tmp_path: Path):
             assert listed[clone["id"]]["parent_kind"] == "clone" and listed[retry["id"]]["parent_id"] == first["id"]
             # A job's "request" is what was submitted, so a notebook can submit it again (with changes).
             assert "parent_kind" not in clone["request"] and "parent_kind" not in retry["request"]
-            values = {k: v for k, v in clone["request"].items() if k != "template"}  # "" is no template's name
-            again = http.post(f"{api}/jobs", json={**values, "name": "api-again", "epochs": 3})
+            again = http.post(f"{api}/jobs", json={**clone["request"], "name": "api-again", "epochs": 3})
             assert again.status_code == 201, again.text
     finally:
         srv.stop()
