@@ -87,6 +87,49 @@ def _token_paths() -> dict[str, Any]:
     }
 
 
+def _notification_paths() -> dict[str, Any]:
+    events = {"type": "array", "items": {"type": "string", "enum": ["succeeded", "failed", "stopped", "max_runtime"]}}
+    channel = {"type": "object", "required": ["id", "kind", "target", "events", "enabled", "has_secret"],
+               "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}, "target": {"type": "string"},
+                              "events": events, "enabled": {"type": "boolean"}, "disabled_reason": NULLABLE_STR,
+                              "last_result": NULLABLE_STR, "last_at": NULLABLE_STR, "has_secret": {"type": "boolean"}}}
+    choice = {"type": "string", "enum": ["end", "failure", "never"]}
+    settings = {"type": "object", "required": ["default_notify", "channels"], "properties": {
+        "default_notify": choice, "channels": {"type": "array", "items": channel},
+        "new_secrets": {"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "Secrets the portal made for new webhooks, by channel id: shown this once."}}}
+    change = {"type": "object", "properties": {"default_notify": choice, "channels": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "id": {"type": "integer", "description": "An existing channel (its events and enabled may change)."},
+            "kind": {"type": "string", "enum": ["email", "slack", "teams", "mattermost", "generic"]},
+            "target": {"type": "string", "description": "The e-mail address or the webhook's URL."},
+            "events": events, "enabled": {"type": "boolean"},
+            "secret": {"type": "string", "description": "The webhook's HMAC key; empty: the portal makes one."}}},
+        "description": "The whole list: channels not in it are removed."}}}
+    listing = {"type": "object", "required": ["unread", "notifications"], "properties": {
+        "unread": {"type": "integer"}, "notifications": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "event": {"type": "string"}, "job_id": NULLABLE_INT,
+            "sentence": {"type": "string"}, "url": {"type": "string"}, "created_at": {"type": "string"},
+            "read": {"type": "boolean"}}}}}}
+    channel_id = {"name": "channel_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    return {
+        "/api/v1/notifications/settings": {
+            "get": _op("Your notification settings: the default per-job choice and your channels", (200, settings),
+                       tag="notifications"),
+            "put": _op("Replace your notification settings (a webhook outside the portal's allow-list is refused)",
+                       (200, settings), 400, 403, 413, 415, 422, tag="notifications", body=change)},
+        "/api/v1/notifications": {"get": _op(
+            "Your notifications, newest first, with the unread count", (200, listing), 400, tag="notifications",
+            params=[_q("limit", {"type": "integer", "minimum": 1, "maximum": 500})])},
+        "/api/v1/notifications/read": {"post": _op(
+            "Mark all your notifications read", (200, {"type": "object"}), 400, 403, 413, 415, tag="notifications",
+            body={"type": "object"})},
+        "/api/v1/notifications/channels/{channel_id}/test": {"post": _op(
+            "Send a test message to one of your channels (its result shows on the channel)", (202, {"type": "object"}),
+            400, 403, 404, 413, 415, tag="notifications", params=[channel_id], body={"type": "object"})},
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     submit = JobRequest.model_json_schema()
@@ -251,6 +294,7 @@ def openapi_document() -> dict[str, Any]:
             params=[{"name": "template_id", "in": "path", "required": True,
                      "schema": {"type": "integer", "minimum": 1}}], body={"type": "object"})},
         **_token_paths(),
+        **_notification_paths(),
     }
     return {
         "openapi": "3.1.0",

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
+from api import notifications as notifications_api
 from api import tokens as tokens_api
 from api import v1
 from api.file_responses import FdResponse
@@ -218,6 +219,7 @@ API_ROUTES = [
     Route("/api/v1/jobs/{job_id}/results.zip", api_results_zip, methods=["GET"]),
     Route("/api/v1/history/export", api_history_export, methods=["GET"]),
     *v1.ROUTES,
+    *notifications_api.ROUTES,
     *tokens_api.ROUTES,
 ]
 ROUTES = [

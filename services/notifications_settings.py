@@ -79,6 +79,12 @@ def webhook_problem(url: str, allowed: list[str]) -> str | None:
     return None
 
 
+def events_problem(events: Any) -> str | None:
+    if not isinstance(events, list) or not all(isinstance(e, str) and e in EVENTS for e in events):
+        return f"events are some of {', '.join(EVENTS)}"
+    return None
+
+
 def to_channel_view(c: NotificationChannel) -> ChannelView:
     return ChannelView(c.id, c.kind, c.target, list(c.events or []), c.enabled, c.disabled_reason, c.last_result,
                        c.last_at, bool(c.secret))
@@ -126,8 +132,8 @@ class NotificationService:
             problem = webhook_problem(target.strip(), self.settings.webhook_allowed_hosts)
             if problem:
                 problems["target"] = problem
-        if not isinstance(events, list) or not all(e in EVENTS for e in events):
-            problems["events"] = f"events are some of {', '.join(EVENTS)}"
+        if events_problem(events):
+            problems["events"] = events_problem(events)  # type: ignore[assignment]
         if secret is not None and (not isinstance(secret, str) or len(secret) > 200):
             problems["secret"] = "a secret is text of at most 200 characters"  # noqa: S105 (a sentence)
         return problems
@@ -163,15 +169,60 @@ class NotificationService:
         with self.sessions.begin() as s:
             row = self._own(s, user, channel_id)
             if events is not None:
-                problems = self.channel_problems(row.kind, row.target, events)
-                if "events" in problems:
-                    raise ValidationProblem({"events": problems["events"]})
+                problem = events_problem(events)
+                if problem:
+                    raise ValidationProblem({"events": problem})
                 row.events = list(dict.fromkeys(events))
             if enabled is not None:
                 row.enabled = enabled
                 if enabled:
                     row.disabled_reason = None
             return to_channel_view(row)
+
+    def replace(self, user: User, default: Any = None, channels: Any = None) -> dict[int, str]:
+        """The API's PUT: the default choice and the whole list of channels at once (a listed id keeps its channel,
+        whose events and enabled may change; one without an id is added; one not listed is removed). Every problem
+        is found before anything changes. Returns the secrets the portal made for new webhooks, by channel id."""
+        problems: dict[str, str] = {}
+        if default is not None and default not in NOTIFY_CHOICES:
+            problems["default_notify"] = "choose 'end', 'failure' or 'never'"
+        if channels is not None and (not isinstance(channels, list) or len(channels) > MAX_CHANNELS
+                                     or not all(isinstance(c, dict) for c in channels)):
+            problems["channels"] = f"a list of at most {MAX_CHANNELS} channel objects"
+        mine = {c.id: c for c in self.channels(user)}
+        for i, c in enumerate(channels if "channels" not in problems and channels else []):
+            if "enabled" in c and not isinstance(c["enabled"], bool):
+                problems[f"channels[{i}].enabled"] = "enabled is true or false"
+            if c.get("id") is not None:
+                if not isinstance(c["id"], int) or isinstance(c["id"], bool) or c["id"] not in mine:
+                    problems[f"channels[{i}].id"] = f"you have no channel {c['id']}"
+                elif c.get("target", mine[c["id"]].target) != mine[c["id"]].target or c.get(
+                        "kind", mine[c["id"]].kind) != mine[c["id"]].kind:
+                    problems[f"channels[{i}].target"] = "a channel's kind and target stay; add a new channel instead"
+                elif "events" in c and events_problem(c["events"]):
+                    problems[f"channels[{i}].events"] = events_problem(c["events"])  # type: ignore[assignment]
+                continue
+            found = self.channel_problems(c.get("kind"), c.get("target"), c.get("events", list(EVENTS)),
+                                          c.get("secret"))
+            problems |= {f"channels[{i}].{k}": v for k, v in found.items()}
+        if problems:
+            raise ValidationProblem(problems)
+        if default is not None:
+            self.set_default_notify(user, default)
+        if channels is None:
+            return {}
+        kept = {c["id"] for c in channels if c.get("id") is not None}
+        for channel_id in set(mine) - kept:
+            self.remove_channel(user, channel_id)
+        made: dict[int, str] = {}
+        for c in channels:
+            if c.get("id") is not None:
+                self.update_channel(user, c["id"], c.get("events"), c.get("enabled"))
+            else:
+                view, secret = self.add_channel(user, c["kind"], c["target"], c.get("events"), c.get("secret"))
+                if secret:
+                    made[view.id] = secret
+        return made
 
     def remove_channel(self, user: User, channel_id: int) -> None:
         with self.sessions.begin() as s:
@@ -203,8 +254,9 @@ class NotificationService:
 
     def mark_read(self, user: User) -> int:
         with self.sessions.begin() as s:
-            result = s.execute(update(Notification).where(Notification.owner == user.name,
-                                                          Notification.read_at.is_(None)).values(read_at=utcnow()))
+            result = s.execute(update(Notification).where(
+                Notification.owner == user.name, Notification.event != TEST, Notification.read_at.is_(None))
+                .values(read_at=utcnow()))
             return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -1,0 +1,79 @@
+"""/api/v1/notifications: a user's notification settings (the default per-job choice, channels and their events),
+the in-portal list with its unread count, and "Send a test message". A webhook's secret is taken, never sent
+back: a channel says only whether it has one (and a secret the portal made is in the answer that made it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.common import endpoint, iso, path_int, query_int
+from services.models import User
+from services.notifications_settings import CHANNEL_KINDS, EVENTS, ChannelView, NotificationService, NotificationView
+from services.portal import get_portal
+
+
+def service() -> NotificationService:
+    return get_portal().notifications
+
+
+def channel_json(c: ChannelView) -> dict[str, Any]:
+    return {"id": c.id, "kind": c.kind, "target": c.target, "events": c.events, "enabled": c.enabled,
+            "disabled_reason": c.disabled_reason, "last_result": c.last_result, "last_at": iso(c.last_at),
+            "has_secret": c.has_secret}
+
+
+def notification_json(n: NotificationView) -> dict[str, Any]:
+    return {"id": n.id, "event": n.event, "job_id": n.job_id, "sentence": n.sentence, "url": n.url,
+            "created_at": iso(n.created_at), "read": n.read}
+
+
+def settings_json(user: User, secrets: dict[int, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"default_notify": service().default_notify(user),
+                            "channels": [channel_json(c) for c in service().channels(user)],
+                            "events": list(EVENTS), "kinds": list(CHANNEL_KINDS)}
+    if secrets:  # made by the portal for new webhooks: shown this once
+        body["new_secrets"] = {str(k): v for k, v in secrets.items()}
+    return body
+
+
+@endpoint()
+def get_settings(request: Request, user: User) -> dict[str, Any]:
+    return settings_json(user)
+
+
+@endpoint(mutation=True)
+def put_settings(request: Request, user: User, data: dict[str, Any]) -> dict[str, Any]:
+    made = service().replace(user, data.get("default_notify"), data.get("channels"))
+    return settings_json(user, made)
+
+
+@endpoint()
+def list_notifications(request: Request, user: User) -> dict[str, Any]:
+    limit = query_int(request, "limit", 50, 1, 500)
+    return {"unread": service().unread_count(user),
+            "notifications": [notification_json(n) for n in service().notifications(user, limit)]}
+
+
+@endpoint(mutation=True, body=False)
+def mark_read(request: Request, user: User, data: dict[str, Any]) -> dict[str, Any]:
+    return {"marked": service().mark_read(user), "unread": 0}
+
+
+@endpoint(mutation=True, body=False)
+def send_test(request: Request, user: User, data: dict[str, Any]) -> Response:
+    service().send_test(user, path_int(request, "channel_id"))
+    return JSONResponse({"queued": True, "message": "The test message is on its way; its result shows on the "
+                         "channel (GET /api/v1/notifications/settings)."}, status_code=202)
+
+
+ROUTES = [
+    Route("/api/v1/notifications/settings", get_settings, methods=["GET"]),
+    Route("/api/v1/notifications/settings", put_settings, methods=["PUT"]),
+    Route("/api/v1/notifications", list_notifications, methods=["GET"]),
+    Route("/api/v1/notifications/read", mark_read, methods=["POST"]),
+    Route("/api/v1/notifications/channels/{channel_id}/test", send_test, methods=["POST"]),
+]
