@@ -71,6 +71,26 @@ TOKEN = {"type": "object", "required": ["id", "owner", "name", "prefix", "create
                                                                     "description": "Neither revoked nor expired."}}}
 
 
+ESTIMATE = {"type": ["object", "null"], "description": "When it should start (UTC), if nothing more urgent "
+            "arrives; null: unknown (nothing gives a basis).", "properties": {
+                "earliest": {"type": "string"}, "latest": {"type": "string"}}}
+QUEUE_STATUS = {"type": "object", "required": ["queue", "position", "ahead", "blocker", "estimated_start", "priority"],
+                "properties": {"queue": {"type": "string"}, "position": {"type": "integer", "description": "1: next"},
+                               "ahead": {"type": "array", "items": {"type": "integer"},
+                                         "description": "Ids of the jobs that start before it, in order."},
+                               "blocker": {"type": "string", "description": "Why it waits, in a person's words."},
+                               "estimated_start": ESTIMATE, "priority": {"type": "string"}}}
+QUEUED_JOB = {"type": "object", "required": ["id", "gpus", "priority"], "properties": {
+    "id": {"type": "integer"}, "name": {**NULLABLE_STR, "description": "null: another user's job you may not see"},
+    "owner": NULLABLE_STR, "gpus": {"type": "integer"}, "priority": {"type": "string"},
+    "position": {"type": "integer"}, "blocker": NULLABLE_STR, "estimated_start": ESTIMATE}}
+QUEUES = {"type": "object", "required": ["queues"], "properties": {"queues": {"type": "array", "items": {
+    "type": "object", "required": ["name", "quota_gpus", "used_gpus", "waiting", "running"], "properties": {
+        "name": {"type": "string"}, "description": {"type": "string"}, "quota_gpus": NULLABLE_INT,
+        "used_gpus": {"type": "integer"}, "waiting": {"type": "array", "items": QUEUED_JOB},
+        "running": {"type": "array", "items": QUEUED_JOB}}}}}}
+
+
 def _token_paths() -> dict[str, Any]:
     listing = _op("Your API tokens; every user's with scope=all (admins only)", (200, {
         "type": "object", "required": ["tokens", "max_days"], "properties": {
@@ -150,7 +170,9 @@ def openapi_document() -> dict[str, Any]:
         "request": {"type": "object"}, "url": {"type": "string"},
         "parent_id": {**NULLABLE_INT, "description": "The job this one was cloned from or is a retry of."},
         "parent_kind": {"type": ["string", "null"], "enum": ["clone", "retry", None],
-                        "description": "How it came from parent_id (null: not recorded, or no parent)."}}}
+                        "description": "How it came from parent_id (null: not recorded, or no parent)."},
+        "queue": {"oneOf": [{"type": "null"}, _ref("QueueStatus")],
+                  "description": "A waiting job's place in its queue (null: not waiting, or not known)."}}}
     files = {"type": "object", "required": ["files"], "properties": {"files": {"type": "array", "items": {
         "type": "object", "required": ["path", "size"], "properties": {
             "path": {"type": "string"}, "size": {"type": "integer"}, "modified": {"type": "string"}}}}}}
@@ -295,6 +317,8 @@ def openapi_document() -> dict[str, Any]:
                      "schema": {"type": "integer", "minimum": 1}}], body={"type": "object"})},
         **_token_paths(),
         **_notification_paths(),
+        "/api/v1/queues": {"get": _op("Each queue's GPUs, running jobs and waiting jobs in the order they start",
+                                      (200, QUEUES), tag="queues")},
     }
     return {
         "openapi": "3.1.0",
@@ -304,7 +328,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Job": job, "Template": template, "Token": TOKEN, "Error": {
+            "schemas": {"Job": job, "Template": template, "Token": TOKEN, "QueueStatus": QUEUE_STATUS, "Error": {
                 "type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string"}, "problems": {"type": "object",
                                                               "additionalProperties": {"type": "string"}}}},

@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Match, Route
 
 from api import notifications as notifications_api
+from api import queues as queues_api
 from api import tokens as tokens_api
 from api import v1
 from api.file_responses import FdResponse
@@ -221,6 +222,7 @@ API_ROUTES = [
     *v1.ROUTES,
     *notifications_api.ROUTES,
     *tokens_api.ROUTES,
+    *queues_api.ROUTES,
 ]
 ROUTES = [
     Route("/healthz", healthz),

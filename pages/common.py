@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from services import queues
 from services.auth import current_user, may_act, may_download, sign_link
 from services.backends.base import BackendError
 from services.models import Conflict, JobStatus, JobView, NotFound, User, ValidationProblem
@@ -304,6 +305,9 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
             if job.reason:
                 status += f" · {job.reason}"
             st.caption(f"{plain(status)} · #{job.id} · {plain(job.owner)}")
+            waiting = queues.waiting_status(portal().jobs, job)
+            if waiting is not None:
+                st.caption(plain(queues.waiting_line(waiting)))
             if idle_gpus(job):
                 st.badge("idle GPUs", icon=":material/warning:", color="orange",
                          help=f"Its GPUs have been below {portal().settings.gpu_idle_percent:g} % for "

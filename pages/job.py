@@ -38,6 +38,7 @@ from pages.job_files import files_tab as files_tab_body
 from pages.job_logs import logs_tab as logs_tab_body
 from pages.job_resources import resource_charts
 from pages.job_script import script_tab as script_tab_body
+from services import queues
 from services.models import JobStatus, NotFound
 from services.provenance import parent_of
 
@@ -93,7 +94,10 @@ def status_strip() -> None:
         c[2].metric("Cost so far", money(j.cost(now())))
     else:
         c[2].metric("Cost", money(j.cost_total if j.cost_total is not None else j.cost(now())))
-    if j.reason:
+    waiting = queues.waiting_status(P.jobs, j)
+    if waiting is not None:  # where it stands in its queue, why, and roughly when it starts
+        st.info(plain(queues.waiting_line(waiting)), icon=":material/hourglass_top:")
+    elif j.reason:
         (st.error if j.status in (JobStatus.FAILED, JobStatus.SUBMIT_FAILED) else st.info)(plain(j.reason))
     if j.progress is not None and j.is_active:
         st.progress(min(1.0, j.progress))

@@ -34,7 +34,7 @@ for view in views:
             st.write("Nobody is waiting: a job that fits starts at once.")
         for line in view.waiting:
             status = line.status
-            place = f"{status.position}." if status else "–"
+            place = f"**{status.position}.**" if status else "–"  # bold: "1. x" alone would render as a list
             name = (f"[{plain(line.name)}](/job?id={line.id}) · {plain(line.owner or '')}" if line.visible
                     else plain(line.name))
             text = f"{place} {name} · #{line.id} · {line.gpus} GPU{'s' if line.gpus != 1 else ''} · {line.priority}"

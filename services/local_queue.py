@@ -198,7 +198,10 @@ def blocker(snap: Snapshot, row: Row) -> tuple[str, list[int]]:
     used = sum(h.gpus for h in users)
     ids = [h.id for h in users]
     if row.gpus > lim.capacity - used:
-        return (f"{used} of this machine's {_plural(lim.capacity, 'GPU')} are in use by {_ids(ids)}; "
+        if lim.capacity == 1:
+            return f"this machine's only GPU is in use by {_ids(ids)}", ids
+        verb = "is" if used == 1 else "are"
+        return (f"{used} of this machine's {lim.capacity} GPUs {verb} in use by {_ids(ids)}; "
                 f"this job needs {row.gpus}"), ids
     first = next((a for a in ahead if a.gpus and not user_limit_hit(_waiter(a), [_holder(h) for h in snap.holders],
                                                                      lim)), None)

@@ -44,9 +44,16 @@ def estimate_text(status: QueueStatus) -> str:
     return f"about {first} UTC" if first == last else f"between {first} and {last} UTC"
 
 
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def waiting_line(status: QueueStatus) -> str:
-    """One line for a card or the status strip: place, blocker, estimate."""
-    return f"#{status.position} in the queue · {status.blocker} · Estimated start: {estimate_text(status)}"
+    """One line for a card or the status strip: place, blocker, estimate (job ids are "#12": not a place)."""
+    blocker = status.blocker[:1].upper() + status.blocker[1:]
+    return (f"{ordinal(status.position)} in the queue of {status.queue} · {blocker} · "
+            f"Estimated start: {estimate_text(status)}")
 
 
 @dataclass(frozen=True)

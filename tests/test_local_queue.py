@@ -3,6 +3,7 @@ against what happens, and a portal restart in the middle (a real portal process)
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -172,5 +173,37 @@ def test_the_queue_survives_a_portal_restart(tmp_path):
         for j in (second, third):
             httpx.post(f"{srv.url}/api/v1/jobs/{j}/stop", headers=h, json={})
         wait_until(lambda: all(job(j)["finished"] for j in (first, second, third)), timeout=30)
+    finally:
+        srv.stop()
+
+
+def test_queues_through_the_api_and_the_client_name_only_what_the_viewer_may_see(tmp_path):
+    from ml_job_portal import JobClient
+
+    data = tmp_path / "portal-data"
+    srv = PortalServer(data, env={"PORTAL_LOCAL_GPUS": "1", "PORTAL_SHOW_OTHERS_JOBS": "false"}).start()
+    try:
+        (data / "workspace" / "loop.py").write_text(LOOP)
+        alice = JobClient(cluster_url=srv.url, token=create_token(data, "alice"))
+        bob = JobClient(cluster_url=srv.url, token=create_token(data, "bob"))
+        running = alice.submit_job(name="alice-run", script="loop.py", gpus=1)
+        wait_until(lambda: running.refresh().status == "Running", timeout=20)
+        waiting = bob.submit_job(name="bob-secret", script="loop.py", gpus=1, priority="low")
+        assert waiting.status == "Queued" and waiting.queue["position"] == 1
+        assert waiting.queue["blocker"] == f"this machine's only GPU is in use by #{running.id}"
+        (mine,) = bob.queues()
+        assert [(w["id"], w["name"], w["priority"]) for w in mine["waiting"]] == [(waiting.id, "bob-secret", "low")]
+        (theirs,) = alice.queues()
+        assert (theirs["quota_gpus"], theirs["used_gpus"]) == (1, 1)
+        assert theirs["running"][0]["name"] == "alice-run"
+        hidden = theirs["waiting"][0]
+        assert (hidden["id"], hidden["name"], hidden["owner"], hidden["blocker"]) == (waiting.id, None, None, None)
+        assert hidden["position"] == 1 and "bob-secret" not in json.dumps(theirs)
+        bad = httpx.post(f"{srv.url}/api/v1/jobs", headers=bearer(create_token(data, "carl")),
+                         json={"name": "x", "script": "loop.py", "priority": "asap"})
+        assert bad.status_code == 422 and bad.json()["problems"] == {"priority": "choose one of low, normal, urgent"}
+        waiting.stop()
+        running.stop()
+        wait_until(lambda: waiting.refresh().finished and running.refresh().finished, timeout=30)
     finally:
         srv.stop()

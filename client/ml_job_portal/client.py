@@ -255,6 +255,12 @@ class JobClient(HistoryMixin, NotificationsMixin):
         """Revoke one of your tokens (an admin: anyone's). Revoking the token this client uses ends its access."""
         self._json("DELETE", f"tokens/{int(token_id)}")
 
+    def queues(self) -> list[dict[str, Any]]:
+        """Each queue: ``{"name", "description", "quota_gpus", "used_gpus", "running", "waiting"}``, its waiting
+        jobs in the order they start (``{"id", "name", "owner", "gpus", "priority", "position", "blocker",
+        "estimated_start"}``; name, owner and blocker are null for others' jobs you may not see)."""
+        return self._json("GET", "queues")["queues"]
+
     # Jobs ------------------------------------------------------------------------------------------
     def submit_job(self, name: str, script: str, **values: Any) -> Job:
         """Submit a job. ``script`` is a workspace file: a name alone (``"train.py"``) is your newest upload of that

@@ -53,6 +53,7 @@ class Job:
     request: dict[str, Any]
     parent_id: int | None
     parent_kind: str | None
+    queue: dict[str, Any] | None
     url: str
     data: dict[str, Any]
 
@@ -87,6 +88,8 @@ class Job:
         # The job this one was cloned from ("clone") or is a retry of ("retry").
         self.parent_id = d.get("parent_id")
         self.parent_kind = d.get("parent_kind")
+        # A waiting job's place: {"queue", "position", "ahead", "blocker", "estimated_start", "priority"}; else None.
+        self.queue = d.get("queue")
         # The job's page in the portal, as an address to open in a browser.
         self.url = self._client.cluster_url + (d.get("url") or f"/job?id={self.id}")
 
