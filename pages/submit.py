@@ -9,12 +9,14 @@ import streamlit as st
 from pages.common import JOB_PAGE, me, money, plain, portal
 from services.jobs import machine_gpus_problem
 from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
+from services.queue_model import DEFAULT_PRIORITY, PRIORITIES
 from services.templates import TEMPLATE_FIELDS
 
 P = portal()
 S = P.settings
 FIELDS = ["name", "script", "upload", "learning_rate", "epochs", "batch_size", "dataset_path", "extra_args",
-          "gpus", "nodes", "mixed_precision", "gradient_checkpointing", "checkpoint_every", "max_runtime_hours"]
+          "gpus", "nodes", "mixed_precision", "gradient_checkpointing", "checkpoint_every", "max_runtime_hours",
+          "priority"]
 FIELD_LABELS = {"learning_rate": "Learning rate", "epochs": "Epochs", "batch_size": "Batch size",
                 "dataset_path": "Dataset path", "extra_args": "Additional args", "gpus": "GPUs", "nodes": "Nodes",
                 "checkpoint_every": "Checkpoint every N epochs", "max_runtime_hours": "Max runtime (hours)",
@@ -22,7 +24,7 @@ FIELD_LABELS = {"learning_rate": "Learning rate", "epochs": "Epochs", "batch_siz
 DEFAULTS: dict[str, Any] = {
     "name": "", "learning_rate": 0.001, "epochs": 10, "batch_size": 32, "dataset_path": "", "extra_args": "",
     "gpus": 0, "nodes": 1, "mixed_precision": False, "gradient_checkpointing": False, "checkpoint_every": 0,
-    "max_runtime_hours": S.default_runtime_hours,
+    "max_runtime_hours": S.default_runtime_hours, "priority": DEFAULT_PRIORITY,
 }
 
 
@@ -217,6 +219,11 @@ with r3:
 with st.expander("Advanced", expanded=True):
     st.checkbox("Use mixed precision", key="f_mixed_precision")
     st.checkbox("Enable gradient checkpointing", key="f_gradient_checkpointing")
+st.radio("Priority", list(PRIORITIES), key="f_priority", horizontal=True, captions=list(PRIORITIES.values()),
+         help="When the GPUs a job needs are taken it waits; waiting jobs start by priority, then in the order "
+              "they were submitted.")
+field_error("priority")
+
     a, b = st.columns([1, 2])
     a.checkbox("Save checkpoints every N epochs", key="f_checkpoints_on")
     b.number_input("N (epochs)", key="f_checkpoint_every", step=1, disabled=not st.session_state["f_checkpoints_on"])
