@@ -65,3 +65,17 @@ def test_a_waiting_jobs_page_and_card_say_where_it_stands(portal, queue):
     info = [i.value for i in at.info]
     assert (f"2nd in the queue of this machine · 2 of this machine's 2 GPUs are in use by #{holder}; this job needs "
             "1 · Estimated start: unknown") in info, info
+
+
+def test_the_submit_form_offers_the_priorities_with_a_sentence_each(portal, user):
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.switch_page("pages/submit.py").run()
+    radio = at.radio(key="f_priority")
+    assert radio.options == ["low", "normal", "urgent"] and radio.value == "normal"
+    at.text_input(key="f_name").input("rush")
+    radio.set_value("urgent")
+    at.button(key="submit").click().run()
+    assert not at.exception
+    (job,) = portal.jobs.list_jobs()
+    assert job.request["priority"] == "urgent"
+    run_to_end(portal, user, job.id)
