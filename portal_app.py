@@ -24,6 +24,8 @@ if __name__ == "__main__":
         ],
         "Account": [
             st.Page("pages/tokens.py", title="API tokens", icon=":material/key:", url_path="tokens"),
+            st.Page("pages/notifications.py", title="Notifications", icon=":material/notifications:",
+                    url_path="notifications"),
         ],
         "Job": [
             st.Page("pages/job.py", title="Job", icon=":material/monitoring:", url_path="job", visibility="hidden")

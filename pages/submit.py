@@ -9,6 +9,7 @@ import streamlit as st
 from pages.common import JOB_PAGE, me, money, plain, portal
 from services.jobs import machine_gpus_problem
 from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
+from services.notifications_settings import CHOICE_LABELS
 from services.queue_model import DEFAULT_PRIORITY, PRIORITIES
 from services.templates import TEMPLATE_FIELDS
 
@@ -33,6 +34,7 @@ def prefill(values: dict[str, Any]) -> None:
         st.session_state[f"f_{field}"] = values.get(field, default)
     # A number left at 0 means "no periodic checkpoints"; the checkbox mirrors it.
     st.session_state["f_checkpoints_on"] = bool(values.get("checkpoint_every"))
+    st.session_state["f_notify"] = values.get("notify") or ""  # a clone keeps its parent's choice
     if values.get("script"):
         st.session_state["f_source"] = "Use from workspace"
         st.session_state["f_script"] = values["script"]
@@ -70,6 +72,7 @@ def collect() -> dict[str, Any]:
         data["checkpoint_every"] = 0
     data["script"] = ss.get("f_script") or ""
     data["template"] = ss.get("_from_template") or ""
+    data["notify"] = ss.get("f_notify") or ""
     return data
 
 
@@ -232,6 +235,12 @@ field_error("priority")
 st.number_input("Max runtime (hours)", key="f_max_runtime_hours", step=1.0, format="%g",
                 help=f"The job is stopped after this long; at most {S.max_runtime_hours:g} hours.")
 field_error("max_runtime_hours")
+
+MY_DEFAULT = CHOICE_LABELS[P.notifications.default_notify(me())].lower()
+st.selectbox("Notify me", ["", *CHOICE_LABELS], key="f_notify",
+             format_func=lambda c: CHOICE_LABELS.get(c) or f"As in my notification settings ({MY_DEFAULT})",
+             help="Where messages go (e-mail, Slack, Teams, ...) is set on the Notifications page.")
+field_error("notify")
 
 with st.expander("How these values reach your script"):
     st.markdown(

@@ -28,6 +28,7 @@ WEBHOOK_KINDS = ("slack", "teams", "mattermost", "generic")
 CHANNEL_KINDS = ("email", *WEBHOOK_KINDS)
 EVENTS = END_EVENTS
 EVENT_LABELS = {"succeeded": "Succeeded", "failed": "Failed", "stopped": "Stopped", "max_runtime": "Hit max runtime"}
+CHOICE_LABELS = {"end": "When it ends", "failure": "Only if it fails", "never": "Never"}
 MAX_CHANNELS = 20
 EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
@@ -85,9 +86,17 @@ def events_problem(events: Any) -> str | None:
     return None
 
 
+def shown_target(kind: str, target: str) -> str:
+    """A webhook's URL is a credential of its own (Slack's holds its token): shown as its host and last characters."""
+    if kind == "email":
+        return target
+    parts = urlsplit(target)
+    return f"{parts.scheme}://{parts.netloc}/…{target[-4:]}"
+
+
 def to_channel_view(c: NotificationChannel) -> ChannelView:
-    return ChannelView(c.id, c.kind, c.target, list(c.events or []), c.enabled, c.disabled_reason, c.last_result,
-                       c.last_at, bool(c.secret))
+    return ChannelView(c.id, c.kind, shown_target(c.kind, c.target), list(c.events or []), c.enabled,
+                       c.disabled_reason, c.last_result, c.last_at, bool(c.secret))
 
 
 class NotificationService:
@@ -180,9 +189,10 @@ class NotificationService:
             return to_channel_view(row)
 
     def replace(self, user: User, default: Any = None, channels: Any = None) -> dict[int, str]:
-        """The API's PUT: the default choice and the whole list of channels at once (a listed id keeps its channel,
-        whose events and enabled may change; one without an id is added; one not listed is removed). Every problem
-        is found before anything changes. Returns the secrets the portal made for new webhooks, by channel id."""
+        """The API's PUT: the default choice and the whole list of channels at once. A listed id keeps its channel
+        (its events and enabled may change, its kind and target not); one without an id is added; one not listed is
+        removed. Every problem is found before anything changes. Returns the secrets the portal made for new
+        webhooks, by channel id."""
         problems: dict[str, str] = {}
         if default is not None and default not in NOTIFY_CHOICES:
             problems["default_notify"] = "choose 'end', 'failure' or 'never'"
@@ -196,9 +206,6 @@ class NotificationService:
             if c.get("id") is not None:
                 if not isinstance(c["id"], int) or isinstance(c["id"], bool) or c["id"] not in mine:
                     problems[f"channels[{i}].id"] = f"you have no channel {c['id']}"
-                elif c.get("target", mine[c["id"]].target) != mine[c["id"]].target or c.get(
-                        "kind", mine[c["id"]].kind) != mine[c["id"]].kind:
-                    problems[f"channels[{i}].target"] = "a channel's kind and target stay; add a new channel instead"
                 elif "events" in c and events_problem(c["events"]):
                     problems[f"channels[{i}].events"] = events_problem(c["events"])  # type: ignore[assignment]
                 continue

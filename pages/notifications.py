@@ -1,0 +1,139 @@
+"""Notifications: what the portal told you (with the unread count), your default per-job choice, and the channels
+messages go to (an e-mail address, Slack, Teams, Mattermost or a generic webhook), each with "Send a test message"
+and its last delivery's result. Secrets are taken here, never shown again (one the portal makes is shown once)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.common import JOB_PAGE, ago, me, plain, portal, run_action, show_flash
+from services.models import ValidationProblem
+from services.notifications_settings import CHOICE_LABELS, EVENT_LABELS, WEBHOOK_KINDS, ChannelView
+
+P = portal()
+USER = me()
+N = P.notifications
+KIND_LABELS = {"email": "E-mail", "slack": "Slack", "teams": "Microsoft Teams", "mattermost": "Mattermost",
+               "generic": "Generic JSON webhook"}
+
+st.title("Notifications")
+show_flash()
+
+
+def mark_read() -> None:
+    N.mark_read(USER)
+
+
+def set_default() -> None:
+    run_action(lambda: N.set_default_notify(USER, st.session_state["n_default"]), "Saved your default.")
+
+
+def add_channel() -> None:
+    ss = st.session_state
+    kind = ss.get("n_kind", "email")
+    try:
+        secret = (ss.get("n_secret") or None) if kind in WEBHOOK_KINDS else None
+        view, made = N.add_channel(USER, kind, ss.get("n_target", ""), list(ss.get("n_events") or []), secret)
+    except ValidationProblem as exc:
+        ss["_n_problems"] = exc.problems
+        return
+    ss["n_target"], ss["n_secret"] = "", ""
+    ss["_n_added"] = (view.id, made)
+
+
+def set_events(channel_id: int) -> None:
+    events = list(st.session_state.get(f"n_events_{channel_id}") or [])
+    run_action(lambda: N.update_channel(USER, channel_id, events=events), "Saved the channel's events.")
+
+
+def toggle(channel_id: int) -> None:
+    enabled = bool(st.session_state.get(f"n_enabled_{channel_id}"))
+    run_action(lambda: N.update_channel(USER, channel_id, enabled=enabled),
+               "Channel enabled." if enabled else "Channel disabled.")
+
+
+def test(channel_id: int) -> None:
+    run_action(lambda: N.send_test(USER, channel_id), "A test message is on its way; its result shows below.")
+
+
+def remove(channel_id: int) -> None:
+    run_action(lambda: N.remove_channel(USER, channel_id), "Channel removed.")
+
+
+# What the portal told you -------------------------------------------------------------------------
+unread = N.unread_count(USER)
+notes = N.notifications(USER, limit=50)
+st.subheader(f"Your notifications · {unread} unread" if unread else "Your notifications")
+if not notes:
+    st.caption("Nothing yet. When one of your jobs ends, it is said here (and on your channels below).")
+for n in notes:
+    with st.container(key=f"n_note_{n.id}"):
+        line = plain(n.sentence)  # a job's name and reason: the job's text, never Markdown
+        text, open_job = st.columns([6, 1])
+        text.markdown(f"{'**' + line + '**' if not n.read else line}  \n{ago(n.created_at)}")
+        if n.job_id:
+            open_job.page_link(JOB_PAGE, label="Open job", query_params={"id": str(n.job_id)})
+if unread:
+    st.button("Mark all read", key="n_mark_read", on_click=mark_read, icon=":material/done_all:")
+
+# The default per-job choice ------------------------------------------------------------------------
+st.subheader("By default, notify me")
+st.session_state.setdefault("n_default", N.default_notify(USER))
+st.radio("By default, notify me", list(CHOICE_LABELS), key="n_default", format_func=CHOICE_LABELS.__getitem__,
+         horizontal=True, on_change=set_default, label_visibility="collapsed",
+         help="Each job can choose otherwise on the Submit form; clones and retries keep their job's choice.")
+
+
+# Channels ----------------------------------------------------------------------------------------------
+def channel_card(c: ChannelView) -> None:
+    with st.container(border=True, key=f"n_channel_{c.id}"):
+        left, right = st.columns([4, 1])
+        secret = " · signed (secret kept)" if c.has_secret else ""
+        left.markdown(f"**{KIND_LABELS.get(c.kind, c.kind)}** · {plain(c.target)}{secret}")
+        if c.disabled_reason:
+            left.warning(c.disabled_reason, icon=":material/warning:")
+        left.caption(f"Last delivery: {c.last_result} ({ago(c.last_at)})" if c.last_result else
+                     "Nothing delivered yet.")
+        st.session_state.setdefault(f"n_events_{c.id}", c.events)
+        left.multiselect("Events", list(EVENT_LABELS), key=f"n_events_{c.id}", format_func=EVENT_LABELS.__getitem__,
+                         on_change=set_events, args=(c.id,))
+        st.session_state[f"n_enabled_{c.id}"] = c.enabled
+        right.toggle("Enabled", key=f"n_enabled_{c.id}", on_change=toggle, args=(c.id,))
+        right.button("Send a test message", key=f"n_test_{c.id}", on_click=test, args=(c.id,),
+                     icon=":material/send:")
+        right.button("Remove", key=f"n_remove_{c.id}", on_click=remove, args=(c.id,), icon=":material/delete:")
+
+
+st.subheader("Channels")
+channels = N.channels(USER)
+if not channels:
+    st.caption("No channels yet: notifications are only listed above. Add an e-mail address or a webhook below.")
+for c in channels:
+    channel_card(c)
+
+added = st.session_state.pop("_n_added", None)
+if added and added[1]:
+    st.success("Channel added. Its signing secret, shown only now: receivers check the X-Portal-Signature-256 "
+               "header with it (docs/notifications.md).")
+    st.code(added[1], language=None)
+elif added:
+    st.success("Channel added.")
+
+problems = st.session_state.pop("_n_problems", {})
+with st.container(border=True, key="n_add"):
+    st.markdown("**Add a channel**")
+    kind = st.selectbox("Kind", list(KIND_LABELS), key="n_kind", format_func=KIND_LABELS.__getitem__)
+    st.text_input("E-mail address" if kind == "email" else "Webhook URL", key="n_target",
+                  placeholder="you@example.com" if kind == "email" else "https://hooks.slack.com/services/…")
+    if "target" in problems:
+        st.error(problems["target"], icon=":material/error:")
+    st.multiselect("Events", list(EVENT_LABELS), default=list(EVENT_LABELS), key="n_events",
+                   format_func=EVENT_LABELS.__getitem__)
+    if "events" in problems:
+        st.error(problems["events"], icon=":material/error:")
+    if kind in WEBHOOK_KINDS:
+        st.text_input("Signing secret (optional)", key="n_secret", type="password",
+                      help="Signs every message (HMAC-SHA256). Empty: the portal makes one and shows it once.")
+        if "secret" in problems:
+            st.error(problems["secret"], icon=":material/error:")
+    st.button("Add channel", key="n_add_channel", type="primary", on_click=add_channel, icon=":material/add:")
