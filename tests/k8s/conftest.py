@@ -7,8 +7,11 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 
 from services.config import Settings
@@ -58,6 +62,7 @@ class Cluster:
         pid = int((self.kubeconfig.parent / "pids" / f"{component}.pid").read_text().strip())
         argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         cwd = os.readlink(f"/proc/{pid}/cwd")
+        ports = [c.laddr for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
         os.kill(pid, signal.SIGTERM)
         ours = self._started.pop(component, None)  # started by an earlier block: ours to reap
         if ours is not None and ours.pid == pid:
@@ -72,9 +77,14 @@ class Cluster:
                 time.sleep(0.1)
             if Path(f"/proc/{pid}").exists():
                 os.kill(pid, signal.SIGKILL)
+        # Its ports are held while it is down, so that a cluster another session creates meanwhile cannot take them.
+        held = [_hold(addr.ip, addr.port) for addr in ports]
         try:
             yield
         finally:
+            for sock in held:
+                if sock is not None:
+                    sock.close()
             with open(self.kubeconfig.parent / "logs" / f"{component}.log", "ab") as log:
                 proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
             (self.kubeconfig.parent / "pids" / f"{component}.pid").write_text(f"{proc.pid}\n")
@@ -89,6 +99,43 @@ class Cluster:
         env = dict(os.environ, KWOK_WORKDIR=os.environ.get("KWOK_WORKDIR", "/var/tmp/ml-portal-kwok"))
         subprocess.run([str(self.bin / "kwokctl"), *args, "--name", CLUSTER], check=True, env=env, timeout=180,
                        capture_output=True)
+
+
+class _PortHold:
+    """A port kept while its component is down: listening, so that no other cluster's component can bind it
+    meanwhile (kwokctl picks free ports), and resetting every connection at once, so that a client fails
+    as it would against a dead process."""
+
+    def __init__(self, ip: str, port: int):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old one's TIME_WAITs are no owners
+        self.sock.bind((ip, port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._refuse, daemon=True)
+        self._thread.start()
+
+    def _refuse(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            conn.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def _hold(ip: str, port: int) -> _PortHold | None:
+    try:
+        return _PortHold(ip, port)
+    except OSError:  # taken already: the restart will say so
+        return None
 
 
 def _unavailable(reason: str) -> None:
