@@ -66,7 +66,11 @@ def confined(root: Path, relative: str) -> Path:
     probe = root_r
     for part in candidate.relative_to(root_r).parts:
         probe = probe / part
-        if probe.is_symlink():
+        try:
+            link = probe.is_symlink()
+        except OSError:  # a name no file can have (longer than the file system allows): there is no such file
+            raise FileNotFoundError(relative) from None
+        if link:
             raise FileNotFoundError(relative)
     return candidate
 

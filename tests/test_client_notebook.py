@@ -159,3 +159,10 @@ def test_a_bare_name_is_the_users_newest_file_of_it(tmp_path: Path):
             assert script_path(ws, ada, "nothing.py") == "nothing.py"
         finally:
             portal.close()
+
+
+@pytest.mark.parametrize("script", ["a" * 300 + ".py", "x\x00.py"])
+def test_a_script_name_no_file_can_have_is_refused_as_such_not_a_server_error(live: Live, script: str):
+    with pytest.raises(ValidationError) as exc:
+        live.client.submit_job(name="odd-script", script=script)
+    assert exc.value.problems["script"]
