@@ -32,14 +32,32 @@ def permissions_the_code_uses() -> set[Permission]:
     for api, kind in re.findall(r"WatchCache\(\s*\w+,\s*self\.(batch|core)\.list_namespaced_(\w+)", source):
         used.add(("batch" if api == "batch" else "", PLURAL[kind], "watch"))
     assert "watch=True" in source, "the WatchCache no longer watches: update this derivation"
+    # Kueue's objects (k8s_kueue.py): `self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "workloads"`.
+    group = re.search(r'^GROUP = "([^"]+)"', source, re.M)
+    for action, plural in re.findall(r'self\.custom\.(\w+?)_(?:namespaced|cluster)_custom_object\(\s*GROUP,\s*VERSION,'
+                                     r'\s*(?:self\.namespace,\s*)?"(\w+)"', source):
+        used.add((group.group(1) if group else "", plural, VERB.get(action, action)))
+    for api_group, resource, sub in re.findall(r'"/apis/([\w.-]+)/\w+/namespaces/\{namespace\}/(\w+)/\{name\}/(\w+)"',
+                                              source):
+        used.add((api_group, f"{resource}/{sub}", "get"))  # read with call_api(..., "GET")
     return used
+
+
+def _rules(role: dict) -> set[Permission]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
 
 
 def role_permissions() -> set[Permission]:
     role = yaml.safe_load((MANIFESTS / "base" / "role.yaml").read_text())
     assert role["kind"] == "Role", "the portal's permissions are namespaced"
-    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}
+    return _rules(role)
+
+
+def kueue_cluster_permissions() -> set[Permission]:
+    """The Kueue component's ClusterRole: reads of cluster-scoped Kueue objects only."""
+    docs = list(yaml.safe_load_all((MANIFESTS / "components" / "kueue" / "clusterrole.yaml").read_text()))
+    return _rules(next(d for d in docs if d["kind"] == "ClusterRole"))
 
 
 def documented_permissions() -> set[Permission]:
@@ -48,7 +66,9 @@ def documented_permissions() -> set[Permission]:
 
 
 def test_the_role_grants_exactly_what_the_code_calls() -> None:
-    code, role = permissions_the_code_uses(), role_permissions()
+    code, role = permissions_the_code_uses(), role_permissions() | kueue_cluster_permissions()
+    assert {r for _, r, _ in kueue_cluster_permissions()} <= {"clusterqueues", "workloadpriorityclasses"}
+    assert {v for _, _, v in kueue_cluster_permissions()} == {"list"}, "cluster-wide: reads only"
     assert role - code == set(), f"the Role grants what the code never calls: {sorted(role - code)}"
     assert code - role == set(), f"the code calls what the Role does not grant: {sorted(code - role)}"
     forbidden = {r for _, r, _ in role} & {"secrets", "pods/exec", "pods/attach", "roles", "rolebindings"}
@@ -56,7 +76,7 @@ def test_the_role_grants_exactly_what_the_code_calls() -> None:
 
 
 def test_docs_list_the_same_permissions() -> None:
-    assert documented_permissions() == role_permissions()
+    assert documented_permissions() == role_permissions() | kueue_cluster_permissions()
 
 
 @pytest.mark.parametrize("doc", ["admin.md", "configuration.md"])

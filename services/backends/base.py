@@ -18,6 +18,7 @@ class JobSubmission:
     request: JobRequest
     script_source: Path
     submission_id: str = ""
+    groups: tuple[str, ...] = ()  # the owner's groups when submitted: which Kueue queue the job goes to
 
 
 @dataclass

@@ -1,0 +1,150 @@
+"""Jobs queued through a real Kueue on the test control plane (KWOK GPU nodes): a team quota of 8 GPUs, jobs of
+4, 4, 4 and 2 GPUs, then an urgent one. What each job's card and page say is checked against what Kueue decided.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from services.backends.base import ActiveJob, queue_statuses, queue_summaries
+from services.backends.k8s_kueue import PREEMPTED
+from services.models import JobStatus, Role, User
+from services.portal import Portal, build_portal
+from services.store.orm import Job
+from tests.conftest import ROOT, wait_until
+from tests.k8s.conftest import Cluster, k8s_settings
+from tests.k8s.kueue_env import KueueEnv, kueue, pending_in_kueue  # noqa: F401 - the fixture
+from tests.k8s.test_kubernetes_backend import until
+
+KUEUE_MANIFESTS = ROOT / "manifests" / "components" / "kueue"
+ME = User(name="researcher", role=Role.ADMIN)
+EXAMPLE = {"script": "train_example.py", "epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def team_queues(cluster: Cluster, kueue: KueueEnv) -> KueueEnv:  # noqa: F811
+    """The admin's cluster-wide Kueue objects from manifests/components/kueue (flavor, team quotas, priorities)."""
+    for name in ("resourceflavor.yaml", "clusterqueues.yaml", "priorityclasses.yaml"):
+        cluster.kubectl("apply", "-f", str(KUEUE_MANIFESTS / name))
+    return kueue
+
+
+def kueue_portal(cluster: Cluster, namespace: str, tmp_path: Path, env: KueueEnv, **overrides) -> Portal:
+    settings = k8s_settings(cluster, namespace, tmp_path / "portal-data", kueue_visibility_url=env.visibility_url,
+                            pod_annotations={"kwok.test/outcome": "hang"}, **overrides)
+    return build_portal(settings)
+
+
+@pytest.fixture
+def queued_portal(cluster: Cluster, namespace: str, tmp_path: Path, team_queues: KueueEnv) -> Iterator[Portal]:
+    cluster.kubectl("-n", namespace, "apply", "-f", str(KUEUE_MANIFESTS / "localqueues.yaml"))
+    portal = kueue_portal(cluster, namespace, tmp_path, team_queues, kueue_default_queue="team-a")
+    yield portal
+    portal.close()
+
+
+def active(portal: Portal, ids: list[int]) -> list[ActiveJob]:
+    with portal.jobs.session() as s:
+        rows = s.execute(select(Job.id, Job.backend_ref).where(Job.id.in_(ids))).all()
+    return [ActiveJob(r.id, dict(r.backend_ref or {}), 8.0) for r in rows]
+
+
+def admitted(cluster: Cluster, namespace: str) -> set[str]:
+    """The Jobs whose Workloads Kueue has admitted (quota reserved), by name: the cluster's own answer."""
+    out = json.loads(cluster.kubectl("-n", namespace, "get", "workloads.kueue.x-k8s.io", "-o", "json"))
+    names = set()
+    for wl in out["items"]:
+        conds = {c["type"]: c["status"] for c in (wl.get("status") or {}).get("conditions") or []}
+        if conds.get("QuotaReserved") == "True":
+            names |= {r["name"] for r in wl["metadata"]["ownerReferences"] if r["kind"] == "Job"}
+    return names
+
+
+def submit(portal: Portal, name: str, gpus: int, priority: str) -> int:
+    return portal.jobs.submit(ME, {"name": name, "gpus": gpus, "priority": priority, **EXAMPLE})
+
+
+def preempted_in_cluster(cluster: Cluster, namespace: str) -> set[str]:
+    out = json.loads(cluster.kubectl("-n", namespace, "get", "workloads.kueue.x-k8s.io", "-o", "json"))
+    return {r["name"] for wl in out["items"] for r in wl["metadata"]["ownerReferences"] if r["kind"] == "Job"
+            and any(c["type"] == "Evicted" and c["status"] == "True" and c["reason"] == "Preempted"
+                    for c in (wl.get("status") or {}).get("conditions") or [])}
+
+
+def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_portal, cluster, namespace,
+                                                                        team_queues):
+    portal = queued_portal
+    a = submit(portal, "first", 4, "low")
+    b = submit(portal, "second", 4, "low")
+    until(portal, a, lambda j: j.status is JobStatus.RUNNING, timeout=90)
+    until(portal, b, lambda j: j.status is JobStatus.RUNNING, timeout=90)
+    c = submit(portal, "third", 4, "low")
+    d = submit(portal, "small", 2, "low")
+    ids = [a, b, c, d]
+
+    # The team's 8 GPUs are held by the first two: the other two wait, in Kueue's order, saying why.
+    job_c = until(portal, c, lambda j: "more needed" in (j.reason or ""), timeout=60)
+    job_d = until(portal, d, lambda j: "more needed" in (j.reason or ""), timeout=60)
+    assert job_c.status is JobStatus.QUEUED and job_d.status is JobStatus.QUEUED
+    assert job_c.reason == "team-a's quota of 8 GPUs is in use; 4 more needed"
+    assert job_d.reason == "team-a's quota of 8 GPUs is in use; 2 more needed"
+    assert admitted(cluster, namespace) == {f"mlp-{a}", f"mlp-{b}"}
+    assert pending_in_kueue(cluster, team_queues, namespace, "team-a") == [f"mlp-{c}", f"mlp-{d}"]
+    places = wait_until(lambda: (p := queue_statuses(portal.jobs.backend, active(portal, ids)))
+                        and {c, d} <= set(p) and p, timeout=30, interval=0.5)
+    assert (places[c].queue, places[c].position, places[c].ahead) == ("team-a", 1, [])
+    assert (places[d].position, places[d].ahead) == (2, [c])
+    assert set(places[c].holders) == {a, b} and places[c].priority == "low"
+    summary = next(q for q in queue_summaries(portal.jobs.backend) if q.name == "team-a")
+    assert (summary.quota_gpus, summary.used_gpus, summary.waiting) == (8, 8, [c, d])
+
+    # An urgent job takes a low-priority job's GPUs: that one goes back to the queue (not to Failed), saying so.
+    e = submit(portal, "urgent-demo", 4, "urgent")
+    ids.append(e)
+    until(portal, e, lambda j: j.status is JobStatus.RUNNING, timeout=90)
+    preempted = wait_until(lambda: preempted_in_cluster(cluster, namespace), timeout=30, interval=0.5)
+    assert len(preempted) == 1 and preempted <= {f"mlp-{a}", f"mlp-{b}"}
+    victim = a if preempted == {f"mlp-{a}"} else b
+    survivor = b if victim == a else a
+    job_v = until(portal, victim, lambda j: j.reason == PREEMPTED, timeout=60)
+    assert job_v.status is JobStatus.QUEUED
+    assert portal.jobs.get(ME, survivor).status is JobStatus.RUNNING
+    assert admitted(cluster, namespace) == {f"mlp-{survivor}", f"mlp-{e}"}
+    kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{victim}", "-o", "json"))
+    assert kjob["spec"]["suspend"] is True
+    # Its place in line is Kueue's: the portal's positions follow the visibility API's order.
+    order = pending_in_kueue(cluster, team_queues, namespace, "team-a")
+    assert sorted(order) == sorted(f"mlp-{j}" for j in (c, d, victim))
+    places = wait_until(lambda: (p := queue_statuses(portal.jobs.backend, active(portal, ids)))
+                        and victim in p and p[victim].position > 0 and p, timeout=30, interval=0.5)
+    assert [f"mlp-{j}" for j in sorted((c, d, victim), key=lambda j: places[j].position)] == order
+    assert places[victim].blocker == PREEMPTED
+    for job_id in ids:  # nothing failed along the way
+        assert portal.jobs.get(ME, job_id).status in (JobStatus.RUNNING, JobStatus.QUEUED)
+
+
+def test_a_queue_that_does_not_exist_gets_a_sentence_at_submit(cluster, namespace, tmp_path, team_queues):
+    portal = kueue_portal(cluster, namespace, tmp_path, team_queues, kueue_default_queue="no-such-queue")
+    try:
+        job = portal.jobs.get(ME, submit(portal, "lost-in-queue", 1, "normal"))
+    finally:
+        portal.close()
+    assert job.status is JobStatus.SUBMIT_FAILED
+    assert job.reason.startswith(f"The queue 'no-such-queue' does not exist in namespace {namespace}")
+    assert cluster.kubectl("-n", namespace, "get", "jobs", "-o", "name").strip() == ""
+
+
+def test_without_a_configured_queue_jobs_run_as_before(cluster, namespace, tmp_path, team_queues):
+    portal = kueue_portal(cluster, namespace, tmp_path, team_queues)
+    try:
+        job_id = submit(portal, "not-queued", 1, "normal")
+        until(portal, job_id, lambda j: j.status is JobStatus.RUNNING, timeout=60)
+    finally:
+        portal.close()
+    kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{job_id}", "-o", "json"))
+    assert not kjob["spec"].get("suspend") and "kueue.x-k8s.io/queue-name" not in kjob["metadata"]["labels"]
