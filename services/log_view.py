@@ -150,10 +150,16 @@ def tail(path: Path, max_lines: int = 500, known: tuple[int, int] | None = None,
         size = st.st_size
         start = max(0, size - max_bytes)
         data = os.pread(fd, size - start, start)
-        if start > 0:  # the first line is cut in the middle (no newline at all: one line longer than the window)
+        partial = False
+        if start > 0:  # the first line is cut in the middle
             cut = data.find(b"\n") + 1
-            data, start = (data[cut:], start + cut) if cut else (b"", size)
+            if 0 < cut < len(data):
+                data, start = data[cut:], start + cut
+            else:  # the last line alone is longer than the window: the part of it in the window, marked as cut
+                partial = bool(data)
         texts, offsets = _decode(data, start)
+        if partial:
+            texts[0] = "…" + texts[0]
         texts, offsets = texts[-max_lines:], offsets[-max_lines:]
         begin = offsets[0] if offsets else size
         marks = idx.span(begin, size)

@@ -258,3 +258,17 @@ def test_a_finished_log_without_received_times_is_numbered_from_the_cursor_not_r
     # Without a cursor (another rank's log) it is still numbered right, by counting.
     assert [ln.number for ln in log_view.tail(log, 3).lines] == [199_998, 199_999, 200_000]
 
+
+
+@pytest.mark.parametrize("end", ["\n", ""])
+def test_a_last_line_longer_than_the_tail_window_is_shown_cut_not_as_no_output(tmp_path, end):
+    """A script whose last print is a dumped array or JSON of a megabyte: the pane shows that line's end, numbered,
+    rather than '(no output yet)' under 'last 0 of 2 lines'."""
+    from services.log_view import MAX_LINE_CHARS, TAIL_BYTES, tail
+
+    log = tmp_path / "job.log"
+    log.write_text("first line\n" + "x" * (TAIL_BYTES + 1000) + "END" + end)
+    page = tail(log, 500)
+    assert [ln.number for ln in page.lines] == [2] and page.total == 2
+    text = page.lines[0].text
+    assert text.startswith("…x") and len(text) < MAX_LINE_CHARS + 100
