@@ -315,8 +315,8 @@ class KubernetesBackend(PodLogArchive):
             log.info("could not read Kueue's workloads: %s", exc)
 
     def queue_statuses(self, jobs: list[ActiveJob]) -> dict[int, QueueStatus]:
-        return self.kueue.statuses({j.id: j.ref.get("job_name") or job_name(self.settings, j.id)
-                                    for j in jobs if j.ref.get("queue")})
+        # From the last read only (pages call this; the ref may be left empty): a job Kueue does not hold is left out.
+        return self.kueue.statuses({j.id: j.ref.get("job_name") or job_name(self.settings, j.id) for j in jobs})
 
     def queue_summaries(self) -> list[QueueSummary]:
         return self.kueue.summaries()

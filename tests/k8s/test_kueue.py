@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from services.backends.base import ActiveJob, queue_statuses, queue_summaries
 from services.backends.k8s_kueue import PREEMPTED
 from services.models import JobStatus, Role, User
 from services.portal import Portal, build_portal
+from services.queues import waiting_line, waiting_status
 from services.store.orm import Job
 from tests.conftest import ROOT, wait_until
 from tests.k8s.conftest import Cluster, k8s_settings
@@ -84,6 +86,7 @@ def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_po
     until(portal, a, lambda j: j.status is JobStatus.RUNNING, timeout=90)
     until(portal, b, lambda j: j.status is JobStatus.RUNNING, timeout=90)
     c = submit(portal, "third", 4, "low")
+    time.sleep(1.1)  # Kueue orders equal priorities by creation time, which the apiserver keeps to the second
     d = submit(portal, "small", 2, "low")
     ids = [a, b, c, d]
 
@@ -100,6 +103,9 @@ def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_po
     assert (places[c].queue, places[c].position, places[c].ahead) == ("team-a", 1, [])
     assert (places[d].position, places[d].ahead) == (2, [c])
     assert set(places[c].holders) == {a, b} and places[c].priority == "low"
+    # The card and the job page say it in one line (services/queues.py), from what the sync loop last read.
+    assert waiting_line(waiting_status(portal.jobs, portal.jobs.get(ME, d))) == (
+        "2nd in the queue of team-a · Team-a's quota of 8 GPUs is in use; 2 more needed · Estimated start: unknown")
     summary = next(q for q in queue_summaries(portal.jobs.backend) if q.name == "team-a")
     assert (summary.quota_gpus, summary.used_gpus, summary.waiting) == (8, 8, [c, d])
 
