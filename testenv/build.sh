@@ -3,6 +3,9 @@
 # kubectl, etcd, kwok, kwokctl) from the Go module proxy at pinned versions, and caches the binaries
 # outside the repo keyed by version. A second run with the same versions returns at once.
 set -euo pipefail
+# Kueue as well, in its own cache entry (tests/k8s/test_kueue.py runs it against this control plane).
+# A failure there leaves the control plane usable; the Kueue tests then say why (tests/k8s/kueue_env.py).
+"$(cd "$(dirname "$0")" && pwd)/build-kueue.sh" >/dev/null || echo ">> Kueue was not built (see above)" >&2
 K8S=${K8S_VERSION:-1.35.4}
 ETCD=${ETCD_VERSION:-3.6.10}
 KWOK=${KWOK_VERSION:-0.8.0}
