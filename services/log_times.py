@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services import safe_files
+from services.logs import count_newlines
 
 RECORD = struct.Struct("<QQd")  # end offset, lines before end, received (epoch seconds)
 MIN_GAP_SECONDS = 1.0  # one record a second is as fine as a time shown to the second needs
@@ -178,14 +179,8 @@ class Recorder:
                 if size == last.end:
                     return False
                 end = min(size, last.end + COUNT_LIMIT)
-                lines = last.lines
-                pos = last.end
-                while pos < end:
-                    chunk = os.pread(fd, min(1 << 20, end - pos), pos)
-                    if not chunk:
-                        break
-                    lines += chunk.count(b"\n")
-                    pos += len(chunk)
+                counted, pos = count_newlines(fd, last.end, end)
+                lines = last.lines + counted
             finally:
                 os.close(fd)
             mark = Mark(pos, lines, now)

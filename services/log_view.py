@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.log_times import ReceivedIndex, Times
+from services.logs import count_newlines
 from services.safe_files import open_job_file
 
 TAIL_BYTES = 256 * 1024
@@ -104,17 +105,6 @@ def _decode(data: bytes, base: int) -> tuple[list[str], list[int]]:
     return texts, offsets
 
 
-def _count(fd: int, start: int, end: int) -> int:
-    total = 0
-    while start < end:
-        chunk = os.pread(fd, min(CHUNK, end - start), start)
-        if not chunk:
-            break
-        total += chunk.count(b"\n")
-        start += len(chunk)
-    return total
-
-
 def _dated(texts: list[str], offsets: list[int], first: int, idx: ReceivedIndex, size: int,
            mtime: float, rank: int) -> list[LogLine]:
     times = Times(idx.span(offsets[0], size, offsets[-1]), mtime) if offsets and idx.exists else None
@@ -176,7 +166,7 @@ def tail(path: Path, max_lines: int = 500, known: tuple[int, int] | None = None,
             # count back from it rather than every newline of a gigabyte log before the tail.
             lines_before = known[1] - data.count(b"\n", begin - start, known[0] - start)
         else:
-            lines_before += _count(fd, at, begin)
+            lines_before += count_newlines(fd, at, begin)[0]
         page = _dated(texts, offsets, lines_before + 1, idx, size, st.st_mtime, rank)
     return LogPage(page, lines_before + len(page), bool(marks))
 

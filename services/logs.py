@@ -80,15 +80,28 @@ def seek_line(path: Path, line: int) -> int:
     return pos
 
 
-def count_lines(path: Path) -> int:
+def count_newlines(fd: int, start: int, end: int) -> tuple[int, int]:
+    """The newlines in bytes [start, end) of an open file, read in 1 MB chunks, and where reading stopped (`end`,
+    or the file's end if it is shorter)."""
     total = 0
+    while start < end:
+        chunk = os.pread(fd, min(CHUNK, end - start), start)
+        if not chunk:
+            break
+        total += chunk.count(b"\n")
+        start += len(chunk)
+    return total, start
+
+
+def count_lines(path: Path) -> int:
     try:
-        with _open(path) as fh:
-            while chunk := fh.read(CHUNK):
-                total += chunk.count(b"\n")
+        fd = open_job_file(path)
     except FileNotFoundError:
         return 0
-    return total
+    try:
+        return count_newlines(fd, 0, os.fstat(fd).st_size)[0]
+    finally:
+        os.close(fd)
 
 
 def complete_lines(data: bytes, final: bool) -> tuple[list[str], int]:
