@@ -129,6 +129,9 @@ if finals and numeric:
     values = [(j.final_metrics or j.latest_metrics).get(target) for j in jobs]
     # Only the parameters that differ: an axis where every run has the same value says nothing and takes room.
     varied = [p for p in numeric if differs[p]] or numeric
-    axes = parallel_axes({**{SHORT.get(p, p): [float(j.request[p]) for j in jobs] for p in varied}, target: values})
+    columns: dict[str, list[float | None]] = {SHORT.get(p, p): [float(j.request[p]) for j in jobs] for p in varied}
+    # A metric named like a parameter's short label (a script that logs "lr") gets its own axis, not that one.
+    columns[target if target not in columns else f"{target} (final)"] = values
+    axes = parallel_axes(columns)
     fig = parallel_figure(axes, [(f"{j.name} #{j.id}", COLOUR[j.id]) for j in jobs])
     st.plotly_chart(fig, key="cmp-parcoords", width="stretch")

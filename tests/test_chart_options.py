@@ -271,3 +271,21 @@ def test_parallel_axes_run_from_lowest_to_highest_in_powers_of_ten_for_learning_
     assert not batch.log and batch.scaled == pytest.approx([1 / 3, 0.0, 1.0])
     assert same.scaled == [0.5, 0.5, 0.5], "one value for all: the middle"
     assert missing.scaled[0] == 0.0 and math.isnan(missing.scaled[1]) and missing.scaled[2] == 1.0
+
+
+def test_a_final_metric_named_like_a_parameter_gets_its_own_parallel_axis(portal, user):
+    """A script that logs its learning rate as "lr": picked as the result, it is an axis beside the parameter's
+    "lr" axis, not drawn over it (the parameter's axis would be gone)."""
+    runs = [seeded_job(portal, user, {"loss": noisy(60, i), "lr": noisy(60, 5 + i)}) for i in range(2)]
+    with portal.jobs.session() as s:
+        request = s.get(Job, runs[0]).request
+        for i, job_id in enumerate(runs):
+            job = s.get(Job, job_id)
+            job.request = {**request, "learning_rate": 0.001 * 10 ** i}
+            job.final_metrics = {"loss": 0.1 * (i + 1), "lr": 0.5 + i}
+    at = open_page("pages/compare.py", ids=",".join(map(str, runs)))
+    at.selectbox(key="cmp_target").select("lr").run()
+    assert not at.exception
+    parallel = next(s for s in figures(at).values() if s["layout"].get("shapes"))
+    titles = [a["text"] for a in parallel["layout"]["annotations"] if a["text"].startswith("<b>")]
+    assert titles == ["<b>lr</b>", "<b>lr (final)</b>"]
