@@ -32,7 +32,9 @@ def notification_json(n: NotificationView) -> dict[str, Any]:
 
 
 def settings_json(user: User, secrets: dict[int, str] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"default_notify": service().default_notify(user),
+    pattern, rules = service().alerts(user)
+    body: dict[str, Any] = {"default_notify": service().default_notify(user), "log_pattern": pattern,
+                            "metric_rules": rules,
                             "channels": [channel_json(c) for c in service().channels(user)],
                             "events": list(EVENTS), "kinds": list(CHANNEL_KINDS)}
     if secrets:  # made by the portal for new webhooks: shown this once
@@ -47,7 +49,8 @@ def get_settings(request: Request, user: User) -> dict[str, Any]:
 
 @endpoint(mutation=True)
 def put_settings(request: Request, user: User, data: dict[str, Any]) -> dict[str, Any]:
-    made = service().replace(user, data.get("default_notify"), data.get("channels"))
+    made = service().replace(user, data.get("default_notify"), data.get("channels"), data.get("log_pattern"),
+                             data.get("metric_rules"))
     return settings_json(user, made)
 
 

@@ -108,17 +108,23 @@ def _token_paths() -> dict[str, Any]:
 
 
 def _notification_paths() -> dict[str, Any]:
-    events = {"type": "array", "items": {"type": "string", "enum": ["succeeded", "failed", "stopped", "max_runtime"]}}
+    events = {"type": "array", "items": {"type": "string", "enum": [
+        "succeeded", "failed", "stopped", "max_runtime", "log_match", "metric_threshold"]}}
+    alerts = {"log_pattern": {"type": "string", "description": "A regular expression; a job's first log line "
+                              "matching it is said once (empty: off)."},
+              "metric_rules": {"type": "string", "description": "e.g. 'loss > 10, loss is nan': a job's first "
+                               "metric point crossing one is said once (empty: off)."}}
     channel = {"type": "object", "required": ["id", "kind", "target", "events", "enabled", "has_secret"],
                "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}, "target": {"type": "string"},
                               "events": events, "enabled": {"type": "boolean"}, "disabled_reason": NULLABLE_STR,
                               "last_result": NULLABLE_STR, "last_at": NULLABLE_STR, "has_secret": {"type": "boolean"}}}
     choice = {"type": "string", "enum": ["end", "failure", "never"]}
     settings = {"type": "object", "required": ["default_notify", "channels"], "properties": {
-        "default_notify": choice, "channels": {"type": "array", "items": channel},
+        "default_notify": choice, "channels": {"type": "array", "items": channel}, **alerts,
         "new_secrets": {"type": "object", "additionalProperties": {"type": "string"},
                         "description": "Secrets the portal made for new webhooks, by channel id: shown this once."}}}
-    change = {"type": "object", "properties": {"default_notify": choice, "channels": {"type": "array", "items": {
+    change = {"type": "object", "properties": {**alerts, "default_notify": choice, "channels": {
+        "type": "array", "items": {
         "type": "object", "properties": {
             "id": {"type": "integer", "description": "An existing channel (its events and enabled may change)."},
             "kind": {"type": "string", "enum": ["email", "slack", "teams", "mattermost", "generic"]},

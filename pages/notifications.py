@@ -84,6 +84,35 @@ st.radio("By default, notify me", list(CHOICE_LABELS), key="n_default", format_f
          help="Each job can choose otherwise on the Submit form; clones and retries keep their job's choice.")
 
 
+# Alerts while a job runs --------------------------------------------------------------------------------
+def save_alerts() -> None:
+    ss = st.session_state
+    try:
+        N.set_alerts(USER, ss.get("n_pattern", ""), ss.get("n_rules", ""))
+    except ValidationProblem as exc:
+        ss["_n_alert_problems"] = exc.problems
+        return
+    ss["_n_alerts_saved"] = True
+
+
+st.subheader("Alerts while a job runs")
+st.caption("Each is said once per job, on the channels that take it: the first log line that matches, the first "
+           "metric value that crosses a rule. Leave a box empty to turn its alert off.")
+if "n_pattern" not in st.session_state:
+    st.session_state["n_pattern"], st.session_state["n_rules"] = N.alerts(USER)
+alert_problems = st.session_state.pop("_n_alert_problems", {})
+st.text_input("A log line matches (regular expression, case ignored)", key="n_pattern", max_chars=200,
+              placeholder="e.g. CUDA out of memory|loss=nan")
+if "log_pattern" in alert_problems:
+    st.error(alert_problems["log_pattern"], icon=":material/error:")
+st.text_input("A metric crosses", key="n_rules", max_chars=500, placeholder="e.g. loss > 10, loss is nan")
+if "metric_rules" in alert_problems:
+    st.error(alert_problems["metric_rules"], icon=":material/error:")
+st.button("Save alerts", key="n_save_alerts", on_click=save_alerts, icon=":material/save:")
+if st.session_state.pop("_n_alerts_saved", False):
+    st.success("Saved your alerts.")
+
+
 # Channels ----------------------------------------------------------------------------------------------
 def channel_card(c: ChannelView) -> None:
     with st.container(border=True, key=f"n_channel_{c.id}"):

@@ -23,11 +23,17 @@ SENTENCES = {
     "stopped": "Job {{ job.name }} of {{ job.owner }} was stopped{% if job.runtime_seconds is not none %} after "
                "{{ runtime }}{% endif %}.",
     "max_runtime": "Job {{ job.name }} of {{ job.owner }} was stopped at its max runtime after {{ runtime }}.",
+    "log_match": "Job {{ job.name }} of {{ job.owner }} printed a line matching {{ pattern }}{% if job.runtime_seconds "
+                 "is not none %} after {{ runtime }}{% endif %}: {{ line }}",
+    "metric_threshold": "Job {{ job.name }} of {{ job.owner }} reported {{ metric }} = {{ value_text }} at step "
+                        "{{ step }}{% if job.runtime_seconds is not none %} after {{ runtime }}{% endif %}, crossing "
+                        "your rule {{ rule }}.",
     "test": "A test message from the ML Job Portal: notifications of {{ owner }} arrive on this channel.",
     "channel_disabled": "Your {{ channel }} channel was disabled after {{ attempts }} failed attempts to deliver: "
                         "{{ error }}. Fix it, then enable it again on the Notifications page.",
 }
-SUBJECTS = {"succeeded": "succeeded", "failed": "failed", "stopped": "was stopped", "max_runtime": "hit max runtime"}
+SUBJECTS = {"succeeded": "succeeded", "failed": "failed", "stopped": "was stopped", "max_runtime": "hit max runtime",
+            "log_match": "printed a line matching your pattern", "metric_threshold": "crossed a metric rule"}
 
 TEXT_BODY = _TEXT.from_string("""{{ sentence }}
 
@@ -53,24 +59,23 @@ HTML_BODY = _HTML.from_string("""<!doctype html><html><body style="font-family: 
 
 
 def runtime_text(seconds: float | None) -> str:
+    """731 -> '12 min', 7500 -> '2 h 5 min' (a message reads it once; seconds only under a minute)."""
     if seconds is None:
         return "no time (it never started)"
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    minutes = s // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if seconds < 59.5:
+        return f"{round(seconds)} s"
+    hours, minutes = divmod(round(seconds) // 60, 60)
+    return " ".join(part for part in (f"{hours} h" * bool(hours), f"{minutes} min" * bool(minutes or not hours))
+                    if part)
+
+
+def number(v: Any) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return f"{v:.4g}" if isinstance(v, int | float) else str(v)
 
 
 def metrics_text(metrics: dict[str, Any]) -> str:
-    def number(v: Any) -> str:
-        if isinstance(v, float) and not math.isfinite(v):
-            return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        return f"{v:.4g}" if isinstance(v, int | float) else str(v)
-
     return ", ".join(f"{k} {number(v)}" for k, v in sorted(metrics.items()))
 
 
@@ -92,13 +97,17 @@ def render(payload: dict[str, Any], public_url: str) -> Message:
     path = payload.get("path", "/notifications")
     url = public_url.rstrip("/") + path if public_url else path
     values = dict(payload, runtime=runtime_text(job.get("runtime_seconds")) if job else "",
-                  metrics=metrics_text(job.get("final_metrics") or {}) if job else "")
+                  metrics=metrics_text(job.get("final_metrics") or {}) if job else "",
+                  value_text=number(payload.get("value")))
     sentence = _TEXT.from_string(SENTENCES[event]).render(values)
     subject = f"[ML Job Portal] {job['name']} {SUBJECTS[event]}" if job and event in SUBJECTS else \
         f"[ML Job Portal] {sentence}"
     common = dict(values, sentence=sentence, url=url, job=job,
                   link_text=f"Open {job['name']} in the portal" if job else "Open the portal")
     facts: dict[str, Any] = {"event": event, "sentence": sentence, "url": url}
+    facts |= {k: payload[k] for k in ("line", "pattern", "rule", "metric", "step") if k in payload}
+    if "value" in payload:
+        facts["value"] = _finite({"v": payload["value"]})["v"]
     if job:
         facts["job"] = dict(job, runtime=values["runtime"], final_metrics=_finite(job.get("final_metrics") or {}))
     return Message(event, sentence, subject, url, TEXT_BODY.render(common), HTML_BODY.render(common), facts)

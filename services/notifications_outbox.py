@@ -51,10 +51,13 @@ def default_notify(s: Session, owner: str) -> str:
 
 def job_facts(job: Job, event: str) -> dict[str, Any]:
     """What a message about the job says, as it is now (the job may change or go before the message is sent)."""
+    runtime = job.runtime_seconds
+    if runtime is None and job.started_at is not None and job.finished_at is None:  # still running: so far
+        runtime = max(0.0, (utcnow() - job.started_at).total_seconds())
     return {
         "event": event,
         "job": {"id": job.id, "name": job.name, "owner": job.owner, "status": job.status, "reason": job.reason,
-                "runtime_seconds": job.runtime_seconds, "final_metrics": dict(job.final_metrics or {}),
+                "runtime_seconds": runtime, "final_metrics": dict(job.final_metrics or {}),
                 "max_runtime_hours": (job.request or {}).get("max_runtime_hours")},
         "path": f"/job?id={job.id}",
     }

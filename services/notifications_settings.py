@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.models import NotFound, User, ValidationProblem
+from services.notifications_alerts import ALERT_EVENTS, parse_rules, pattern_problem
 from services.notifications_messages import render
 from services.notifications_outbox import CHANNEL_DISABLED, END_EVENTS, NOTIFY_CHOICES, TEST, default_notify, record
 from services.store.notification_tables import Notification, NotificationChannel, NotificationSettings
@@ -26,8 +27,9 @@ from services.store.orm import utcnow
 
 WEBHOOK_KINDS = ("slack", "teams", "mattermost", "generic")
 CHANNEL_KINDS = ("email", *WEBHOOK_KINDS)
-EVENTS = END_EVENTS
-EVENT_LABELS = {"succeeded": "Succeeded", "failed": "Failed", "stopped": "Stopped", "max_runtime": "Hit max runtime"}
+EVENTS = (*END_EVENTS, *ALERT_EVENTS)
+EVENT_LABELS = {"succeeded": "Succeeded", "failed": "Failed", "stopped": "Stopped", "max_runtime": "Hit max runtime",
+                "log_match": "Log line matches my pattern", "metric_threshold": "Metric crosses my rules"}
 CHOICE_LABELS = {"end": "When it ends", "failure": "Only if it fails", "never": "Never"}
 MAX_CHANNELS = 20
 EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
@@ -113,11 +115,50 @@ class NotificationService:
         if choice not in NOTIFY_CHOICES:
             raise ValidationProblem({"default_notify": "choose 'end', 'failure' or 'never'"})
         with self.sessions.begin() as s:
+            self._mine(s, user).default_notify = choice
+
+    def _mine(self, s: Session, user: User) -> NotificationSettings:
+        row = s.get(NotificationSettings, user.name)
+        if row is None:
+            row = NotificationSettings(owner=user.name, default_notify=default_notify(s, user.name))
+            s.add(row)
+        row.updated_at = utcnow()
+        return row
+
+    def alerts(self, user: User) -> tuple[str, str]:
+        """The user's log pattern and metric rules ("" when off)."""
+        with self.sessions() as s:
             row = s.get(NotificationSettings, user.name)
-            if row is None:
-                s.add(NotificationSettings(owner=user.name, default_notify=choice, updated_at=utcnow()))
+            return (row.log_pattern or "", row.metric_rules or "") if row else ("", "")
+
+    @staticmethod
+    def alert_problems(log_pattern: Any, metric_rules: Any) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if log_pattern is not None:
+            problem = "a pattern is text" if not isinstance(log_pattern, str) else pattern_problem(log_pattern)
+            if problem and (not isinstance(log_pattern, str) or log_pattern.strip()):
+                problems["log_pattern"] = problem
+        if metric_rules is not None:
+            if not isinstance(metric_rules, str) or len(metric_rules) > 500:
+                problems["metric_rules"] = "rules are text of at most 500 characters, e.g. 'loss > 10, loss is nan'"
             else:
-                row.default_notify, row.updated_at = choice, utcnow()
+                try:
+                    parse_rules(metric_rules)
+                except ValueError as exc:
+                    problems["metric_rules"] = str(exc)
+        return problems
+
+    def set_alerts(self, user: User, log_pattern: str | None = None, metric_rules: str | None = None) -> None:
+        """Either or both; an empty one turns its alert off."""
+        problems = self.alert_problems(log_pattern, metric_rules)
+        if problems:
+            raise ValidationProblem(problems)
+        with self.sessions.begin() as s:
+            row = self._mine(s, user)
+            if log_pattern is not None:
+                row.log_pattern = log_pattern.strip() or None
+            if metric_rules is not None:
+                row.metric_rules = metric_rules.strip() or None
 
     def channels(self, user: User) -> list[ChannelView]:
         with self.sessions() as s:
@@ -188,12 +229,13 @@ class NotificationService:
                     row.disabled_reason = None
             return to_channel_view(row)
 
-    def replace(self, user: User, default: Any = None, channels: Any = None) -> dict[int, str]:
+    def replace(self, user: User, default: Any = None, channels: Any = None, log_pattern: Any = None,
+                metric_rules: Any = None) -> dict[int, str]:
         """The API's PUT: the default choice and the whole list of channels at once. A listed id keeps its channel
         (its events and enabled may change, its kind and target not); one without an id is added; one not listed is
         removed. Every problem is found before anything changes. Returns the secrets the portal made for new
         webhooks, by channel id."""
-        problems: dict[str, str] = {}
+        problems = self.alert_problems(log_pattern, metric_rules)
         if default is not None and default not in NOTIFY_CHOICES:
             problems["default_notify"] = "choose 'end', 'failure' or 'never'"
         if channels is not None and (not isinstance(channels, list) or len(channels) > MAX_CHANNELS
@@ -216,6 +258,8 @@ class NotificationService:
             raise ValidationProblem(problems)
         if default is not None:
             self.set_default_notify(user, default)
+        if log_pattern is not None or metric_rules is not None:
+            self.set_alerts(user, log_pattern, metric_rules)
         if channels is None:
             return {}
         kept = {c["id"] for c in channels if c.get("id") is not None}

@@ -23,6 +23,7 @@ from services.jobs import SUBMIT_WHEN_BACK, JobService, parse_request, set_statu
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
 from services.models import ACTIVE_STATUSES, JobStatus, ValidationProblem
+from services.notifications_alerts import scan as scan_alerts
 from services.provenance import submitted_values
 from services.resource_telemetry import ResourceSampler, cluster_pods, runner_pids, running_jobs
 from services.store import maintenance
@@ -373,5 +374,7 @@ class SyncLoop:
             job.eta_seconds = eta_seconds(st.marks, now)
             job.latest_metrics = dict(st.latest)
             job.updated_at = utcnow()
+            # In this transaction: an alert is recorded with the bytes that caused it, once.
+            scan_alerts(s, job, data, points)
         return len(data)
 

@@ -62,14 +62,14 @@ class WebhookReceiver:
                     receiver.release.wait(60)
                     return  # the sender is gone: nothing is answered, nothing was delivered
                 status = receiver.answers.pop(0) if receiver.answers else 200
+                got.answered = status  # before the answer leaves: the sender may look the moment it has it
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
-                    got.answered = status
                 except OSError:
-                    pass
+                    got.answered = None
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -84,6 +84,12 @@ class WebhookReceiver:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 class _Mailbox:
@@ -111,6 +117,12 @@ class SmtpServer:
 
     def stop(self) -> None:
         self.controller.stop()
+
+    def __enter__(self) -> SmtpServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def parts(message: Message) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """Notifications (issue 18): a job's end reaches the user's e-mail and webhooks exactly once, signed, with the
 reason and a link; retries after a receiver's error; a failing channel is disabled with a sentence; the per-job
-choice; the webhook allow-list at save time. Real SMTP (aiosmtpd) and HTTP receivers on 127.0.0.1."""
+choice; the webhook allow-list at save time; alerts while a job runs (a log line matching the owner's pattern, a
+metric crossing the owner's rules) once per job, not per line, and patterns that could stall the sync loop refused.
+Real SMTP (aiosmtpd) and HTTP receivers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -20,16 +22,14 @@ SUCCEEDING = "print('Epoch 1/1 loss=0.125', flush=True)\n"
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.stop()
+    with SmtpServer() as server:
+        yield server
 
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
+    with WebhookReceiver() as r:
+        yield r
 
 
 @pytest.fixture
@@ -149,3 +149,71 @@ def test_the_per_job_choice_defaults_to_the_users_and_retries_keep_it(notify_env
     deliver_all(portal)
     assert [json.loads(r.body)["event"] for r in receiver.delivered()] == ["succeeded"]
     assert portal.jobs.get(user, retry).request["notify"] == "never"
+
+
+# Alerts while a job runs ---------------------------------------------------------------------------
+NOISY = """import time
+for step in range(1, 41):
+    print(f"step {step} loss={20 + step}", flush=True)
+    print("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
+print("loss=nan", flush=True)
+"""
+
+
+def test_pattern_and_threshold_alerts_fire_once_per_job(notify_env, portal, user, workspace_script,
+                                                         receiver) -> None:
+    notes = portal.notifications
+    notes.add_channel(user, "generic", receiver.url, secret="k")
+    notes.set_alerts(user, log_pattern="CUDA out of memory|loss=nan", metric_rules="loss > 10, accuracy is nan")
+    workspace_script("noisy.py", NOISY)
+    job_id = portal.jobs.submit(user, {"name": "noisy", "script": "noisy.py", "epochs": 1})
+    run_to_end(portal, user, job_id)
+    deliver_all(portal)
+
+    events = [json.loads(r.body) for r in receiver.delivered()]
+    assert sorted(e["event"] for e in events) == ["log_match", "metric_threshold", "succeeded"]
+    log_match = next(e for e in events if e["event"] == "log_match")
+    assert log_match["line"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert log_match["sentence"].startswith(f"Job noisy of {user.name} printed a line matching CUDA out of memory")
+    threshold = next(e for e in events if e["event"] == "metric_threshold")
+    assert threshold["rule"] == "loss > 10" and threshold["value"] == 21  # the first point above, not the last
+    assert f"reported loss = 21 at step {threshold['step']}" in threshold["sentence"]
+    assert "crossing your rule loss > 10" in threshold["sentence"]
+    assert all(r.signed_with("k") for r in receiver.delivered())
+
+    # A second job of the same owner is a job of its own: its alerts are said again, once.
+    again = portal.jobs.submit(user, {"name": "noisy-2", "script": "noisy.py", "epochs": 1})
+    run_to_end(portal, user, again)
+    deliver_all(portal)
+    assert len(receiver.delivered()) == 6
+
+
+def test_a_job_that_says_never_gets_no_alerts(notify_env, portal, user, workspace_script, receiver) -> None:
+    portal.notifications.add_channel(user, "generic", receiver.url)
+    portal.notifications.set_alerts(user, log_pattern="out of memory")
+    workspace_script("noisy.py", NOISY)
+    run_to_end(portal, user, portal.jobs.submit(user, {"name": "quiet", "script": "noisy.py", "notify": "never"}))
+    deliver_all(portal, rounds=5)
+    assert receiver.requests == [] and portal.notifications.notifications(user) == []
+
+
+@pytest.mark.parametrize(("pattern", "sentence"), [
+    ("(a+)+$", "'(a+)+$' holds a repeat inside a repeat, which can take the portal minutes on one long line; "
+               "write it without (for example 'CUDA out of memory|loss=nan')"),
+    ("(x|xx)*y", "'(x|xx)*y' holds alternatives ('|') inside a repeat, which can take the portal minutes on one "
+                 "long line; write it without (for example 'CUDA out of memory|loss=nan')"),
+    ("(oom", "'(oom' is not a regular expression: missing ), unterminated subpattern at position 0"),
+])
+def test_patterns_that_could_stall_the_portal_are_refused(notify_env, portal, user, pattern, sentence) -> None:
+    with pytest.raises(ValidationProblem) as refused:
+        portal.notifications.set_alerts(user, log_pattern=pattern)
+    assert refused.value.problems == {"log_pattern": sentence}
+    assert portal.notifications.alerts(user) == ("", "")
+
+
+def test_rules_the_portal_cannot_read_are_refused(notify_env, portal, user) -> None:
+    with pytest.raises(ValidationProblem) as refused:
+        portal.notifications.set_alerts(user, metric_rules="loss >> 10")
+    assert refused.value.problems["metric_rules"].startswith("unknown operator '>>' in 'loss >> 10'")
+    portal.notifications.set_alerts(user, metric_rules="loss > 10 or loss is nan")
+    assert portal.notifications.alerts(user) == ("", "loss > 10 or loss is nan")

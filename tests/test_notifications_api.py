@@ -19,9 +19,8 @@ from tests.notification_receivers import WebhookReceiver
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
+    with WebhookReceiver() as r:
+        yield r
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ APP = str(Path(__file__).resolve().parent.parent / "portal_app.py")
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
+    with WebhookReceiver() as r:
+        yield r
 
 
 @pytest.fixture
@@ -86,3 +85,18 @@ def test_the_submit_form_sends_the_per_job_choice(page: AppTest, portal, user) -
     page.button(key="submit").click().run()
     [job] = portal.jobs.list_jobs()
     assert job.request["notify"] == "failure"
+
+
+def test_alert_rules_are_checked_under_their_fields_and_saved(page: AppTest, portal, user) -> None:
+    page.text_input(key="n_pattern").input("(a+)+")
+    page.text_input(key="n_rules").input("loss >> 10")
+    page.button(key="n_save_alerts").click().run()
+    errors = [e.value for e in page.error]
+    assert any(e.startswith("'(a+)+' holds a repeat inside a repeat") for e in errors)
+    assert any(e.startswith("unknown operator '>>' in 'loss >> 10'") for e in errors)
+    assert portal.notifications.alerts(user) == ("", "")
+    page.text_input(key="n_pattern").input("CUDA out of memory")
+    page.text_input(key="n_rules").input("loss > 10")
+    page.button(key="n_save_alerts").click().run()
+    assert "Saved your alerts." in [s.value for s in page.success]
+    assert portal.notifications.alerts(user) == ("CUDA out of memory", "loss > 10")

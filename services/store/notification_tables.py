@@ -14,12 +14,17 @@ from services.store.orm import Base, FloatJSON, UTCDateTime
 
 
 class NotificationSettings(Base):
-    """A user's default per-job choice ("end", "failure", "never"); a user without a row has the default."""
+    """A user's default per-job choice ("end", "failure", "never") and alert rules; a user without a row has the
+    defaults."""
 
     __tablename__ = "notification_settings"
 
     owner: Mapped[str] = mapped_column(String(255), primary_key=True)
     default_notify: Mapped[str] = mapped_column(String(10), nullable=False)
+    # Alerts while a job runs, each said once per job: a log line matching this regular expression, and a metric
+    # crossing one of these rules ("loss > 10, loss is nan"). Empty: off.
+    log_pattern: Mapped[str | None] = mapped_column(Text)
+    metric_rules: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 

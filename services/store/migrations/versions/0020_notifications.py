@@ -20,6 +20,8 @@ def upgrade() -> None:
         "notification_settings",
         sa.Column("owner", sa.String(255), primary_key=True),
         sa.Column("default_notify", sa.String(10), nullable=False),
+        sa.Column("log_pattern", sa.Text),
+        sa.Column("metric_rules", sa.Text),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
