@@ -190,20 +190,28 @@ class Kueue:
             raise
         labels = manifest["metadata"].setdefault("labels", {})
         labels[LABEL_QUEUE] = queue
-        if priority:
-            if priority not in self.priority_classes():
-                raise BackendError(f"The cluster has no priority '{priority}' (a Kueue WorkloadPriorityClass); "
-                                   "ask your admin to create it, or submit with another priority.")
+        classes = self.priority_classes() if priority else {}
+        if classes and priority not in classes:
+            raise BackendError(f"The cluster has no priority '{priority}' (a Kueue WorkloadPriorityClass); "
+                               "ask your admin to create it, or submit with another priority.")
+        if priority and classes != {}:  # a cluster with no classes has one priority for all: nothing to send
             labels[LABEL_PRIORITY] = priority
         # Without Kueue's webhooks nothing suspends the Job for us, and an unsuspended Job starts a pod at once.
         manifest["spec"]["suspend"] = True
         return queue
 
-    def priority_classes(self) -> dict[str, int]:
-        """The cluster's WorkloadPriorityClasses by name, with their values."""
+    def priority_classes(self) -> dict[str, int] | None:
+        """The cluster's WorkloadPriorityClasses by name, with their values; None when the portal may not list them."""
         self._count()
-        body = self.custom.list_cluster_custom_object(GROUP, VERSION, "workloadpriorityclasses",
-                                                      _request_timeout=self.settings.kube_request_timeout_seconds)
+        try:
+            body = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, "workloadpriorityclasses", _request_timeout=self.settings.kube_request_timeout_seconds)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            # Not granted (the kueue component's ClusterRole is not applied): Kueue then judges the label itself.
+            log.info("may not list Kueue's WorkloadPriorityClasses: the priority label is sent unchecked")
+            return None
         return {item["metadata"]["name"]: int(item.get("value", 0)) for item in body.get("items") or []}
 
     # Read (sync loop) ---------------------------------------------------------------------------

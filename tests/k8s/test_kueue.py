@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from services.backends.base import ActiveJob, queue_statuses, queue_summaries
@@ -19,7 +20,7 @@ from services.portal import Portal, build_portal
 from services.queues import waiting_line, waiting_status
 from services.store.orm import Job
 from tests.conftest import ROOT, wait_until
-from tests.k8s.conftest import Cluster, k8s_settings
+from tests.k8s.conftest import Cluster, k8s_settings, render_manifests
 from tests.k8s.kueue_env import KueueEnv, kueue, pending_in_kueue  # noqa: F401 - the fixture
 from tests.k8s.test_kubernetes_backend import until
 
@@ -154,3 +155,38 @@ def test_without_a_configured_queue_jobs_run_as_before(cluster, namespace, tmp_p
         portal.close()
     kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{job_id}", "-o", "json"))
     assert not kjob["spec"].get("suspend") and "kueue.x-k8s.io/queue-name" not in kjob["metadata"]["labels"]
+
+
+def test_the_kueue_component_deploys_and_the_portal_account_queues_with_only_its_rights(
+        cluster, namespace, tmp_path, team_queues, deployed):
+    rendered = render_manifests(cluster, tmp_path / "kq", "overlays/kubernetes", namespace, ("components/kueue",))
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ml-portal", "namespace": namespace}]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ml-portal-config"))
+    assert config["data"]["PORTAL_KUEUE_DEFAULT_QUEUE"] == "team-b"
+    assert json.loads(config["data"]["PORTAL_KUEUE_GROUP_QUEUES"]) == {"team-a": "team-a", "team-b": "team-b"}
+    out = cluster.kubectl("apply", "--dry-run=server", "-f", str(rendered))
+    assert out.count("(server dry run)") == len(docs), out
+    # What an admin adds with the component: the queues and the two cluster-wide reads.
+    keep = [d for d in docs if d["kind"] in ("LocalQueue", "ClusterRole", "ClusterRoleBinding")]
+    (tmp_path / "kueue-part.yaml").write_text(yaml.safe_dump_all(keep))
+    cluster.kubectl("apply", "-f", str(tmp_path / "kueue-part.yaml"))
+    portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data", kubeconfig=str(deployed),
+                                       kueue_default_queue="team-a", kueue_group_queues={"team-b": "team-b"},
+                                       kueue_visibility_url=team_queues.visibility_url,
+                                       pod_annotations={"kwok.test/outcome": "hang"}))
+    bob = User(name="bob", groups=("staff", "team-b"))
+    try:
+        small = portal.jobs.submit(bob, {"name": "fits", "gpus": 1, "priority": "normal", **EXAMPLE})
+        until(portal, small, lambda j: j.status is JobStatus.RUNNING, timeout=90)
+        huge = portal.jobs.submit(bob, {"name": "too-big", "gpus": 12, "priority": "normal", **EXAMPLE})
+        job = until(portal, huge, lambda j: "whole quota" in (j.reason or ""), timeout=60)
+    finally:
+        portal.close()
+        cluster.kubectl("delete", "-f", str(tmp_path / "kueue-part.yaml"), "--wait=false", check=False)
+    assert job.status is JobStatus.QUEUED
+    assert job.reason == "It asks for more GPUs than team-b's whole quota (8): it cannot start in this queue"
+    kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{small}", "-o", "json"))
+    labels = kjob["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-b" and labels["kueue.x-k8s.io/priority-class"] == "normal"
