@@ -52,10 +52,9 @@ def can_i_list(cluster: Cluster, namespace: str, account: str) -> set[tuple[str,
         match = re.match(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]", line)
         if not match or not match.group(1) or match.group(2):
             continue  # non-resource URLs
-        resource, _, group = match.group(1).partition(".")
-        sub = ""
-        if "/" in resource:
-            resource, sub = resource.split("/", 1)
+        # "pods/log", "localqueues.visibility.kueue.x-k8s.io/pendingworkloads": the subresource comes last
+        qualified, _, sub = match.group(1).partition("/")
+        resource, _, group = qualified.partition(".")
         name = f"{resource}/{sub}" if sub else resource
         granted |= {(group, name, verb) for verb in match.group(4).split()}
     return granted
