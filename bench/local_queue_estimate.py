@@ -67,6 +67,7 @@ def main(n_jobs: int = 14) -> None:
         time.sleep(0.5)
 
     first_err, all_err, first_in, all_in, widths = [], [], [], [], []
+    misses: list[float] = []  # first estimates missed: seconds after the range (+) or before it (-)
     for j, reads in seen.items():
         started = portal.jobs.get(user, j).started_at
         if started is None:
@@ -81,12 +82,16 @@ def main(n_jobs: int = 14) -> None:
             if k == 0:
                 first_err.append(err)
                 first_in.append(inside)
+                if not inside:
+                    misses.append(actual - hi if actual > hi else actual - lo)
     waited = len(asked)
     print(f"jobs: {len(ids)}, of which waited: {waited}; estimates read: {sum(asked.values())}, "
           f"unknown: {sum(unknown.values())} ({100 * sum(unknown.values()) / max(1, sum(asked.values())):.0f} %)")
     print(f"first known estimate: start inside the range {sum(first_in)}/{len(first_in)}; error of the middle "
           f"median {statistics.median(first_err):.1f} s, p90 {percentile(first_err, 90):.1f} s" if first_err else
           "no estimate was known")
+    if misses:
+        print("first estimates missed by (s, + late, - early): " + ", ".join(f"{m:+.1f}" for m in sorted(misses)))
     if all_err:
         print(f"every estimate: inside {100 * sum(all_in) / len(all_in):.0f} %; error of the middle median "
               f"{statistics.median(all_err):.1f} s, p90 {percentile(all_err, 90):.1f} s; range width median "

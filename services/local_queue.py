@@ -251,10 +251,13 @@ def estimates(service: JobService, snap: Snapshot, now: datetime) -> dict[int, S
     runs = _finished_runtimes(service, {r.name for r in snap.holders + snap.waiting})
     ends = {r.id: _remaining(r, now, runs.get(r.name, [])) for r in snap.holders}
     takes = {r.id: _duration(r, runs.get(r.name, [])) for r in snap.waiting}
+    # A job holds its GPUs a little longer than it runs: its process starts, and its end is seen on a tick.
+    overhead = 1.0 + 2 * service.settings.sync_interval_seconds
     starts = []
     for k in (0, 1):
-        holders = [Holder(h.id, h.owner, h.gpus, ends[h.id][k]) for h in snap.holders]
-        waiting = [Waiter(w.id, w.owner, w.gpus, takes[w.id][k]) for w in snap.waiting]
+        extra = overhead * k  # the latest case only
+        holders = [Holder(h.id, h.owner, h.gpus, ends[h.id][k] + extra) for h in snap.holders]
+        waiting = [Waiter(w.id, w.owner, w.gpus, takes[w.id][k] + extra) for w in snap.waiting]
         starts.append(simulate(snap.limits, holders, waiting))
     slack = 2.0 + 3 * service.settings.sync_interval_seconds  # admission happens on the sync loop's ticks
     out: dict[int, StartEstimate] = {}
