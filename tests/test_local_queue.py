@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import psutil
 import pytest
 
 from services import queues
@@ -86,6 +87,37 @@ def test_a_stopped_waiting_job_leaves_the_queue(four_gpus, portal, user, workspa
     assert (job.status, job.reason, job.started_at) == (JobStatus.STOPPED, "Stopped by user before it started", None)
     portal.jobs.stop(user, holder)
     run_to_end(portal, user, holder)
+
+
+def test_a_portal_that_died_while_starting_a_job_does_not_start_it_twice(four_gpus, portal, user, workspace_script):
+    job_id = submit(portal, user, workspace_script("loop.py", LOOP), 1)
+    wait_status(portal, user, job_id, JobStatus.RUNNING)
+    # As after a crash between starting the runner and recording it: the row still says "waiting".
+    portal.jobs.mark(job_id, backend_ref={"waiting": True}, status=JobStatus.QUEUED.value)
+    wait_status(portal, user, job_id, JobStatus.RUNNING)
+    runners = [p for p in psutil.process_iter(["cmdline"])
+               if (cmd := p.info["cmdline"] or []) and "local_runner.py" in " ".join(cmd)
+               and str(portal.jobs.backend.job_dir(job_id)) in cmd]
+    assert len(runners) == 1, runners  # the one runner, adopted
+    portal.jobs.stop(user, job_id)
+    assert run_to_end(portal, user, job_id).status is JobStatus.STOPPED
+
+
+def test_per_user_gpu_limit(monkeypatch, four_gpus, portal, workspace_script):
+    monkeypatch.setattr(portal.settings, "local_max_gpus_per_user", 2)
+    ann, ben = User("ann"), User("ben")
+    s = workspace_script("loop.py", LOOP)
+    first = submit(portal, ann, s, 2, "ann-1")
+    second = submit(portal, ann, s, 1, "ann-2")
+    other = submit(portal, ben, s, 2, "ben-1")
+    wait_status(portal, ann, first, JobStatus.RUNNING)
+    wait_status(portal, ben, other, JobStatus.RUNNING)
+    assert status(portal, ann, second) is JobStatus.QUEUED
+    assert place(portal, ann, second).blocker == (
+        f"ann's jobs hold 2 of the 2 GPUs one person may use at once here (#{first}); this job needs 1")
+    for job_id, who in ((first, ann), (second, ann), (other, ben)):
+        portal.jobs.stop(who, job_id)
+        run_to_end(portal, who, job_id)
 
 
 def test_per_user_limit_lets_others_pass(monkeypatch, four_gpus, portal, workspace_script):

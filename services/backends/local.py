@@ -160,6 +160,9 @@ class LocalBackend:
     def launch(self, job_id: int, gpu_indices: list[int]) -> dict[str, Any]:
         """Start a prepared job on these of the queue's GPUs; returns its new ref (the runner's pid)."""
         jdir = self.job_dir(job_id)
+        started = self._read_json(job_id, "runner.json")
+        if started:  # a portal that died between starting it and recording that: the same run, never a second
+            return started
         launch = self._read_json(job_id, "launch.json")
         if not launch:
             raise BackendError("The job's prepared files are gone, so it cannot start.")
@@ -183,8 +186,10 @@ class LocalBackend:
         finally:
             os.close(err_fd)
         self._procs[job_id] = proc
-        return {"runner_pid": proc.pid, "runner_started": psutil.Process(proc.pid).create_time(),
-                "gpu_indices": list(gpu_indices)}
+        ref = {"runner_pid": proc.pid, "runner_started": psutil.Process(proc.pid).create_time(),
+               "gpu_indices": list(gpu_indices)}
+        safe_files.write_replace(*safe_files.split(jdir / "runner.json", 2), json.dumps(ref).encode())
+        return ref
 
     def _read_json(self, job_id: int, name: str) -> dict[str, Any]:
         """state.json or launch.json of a job, or {} (missing, half-written, or a link in its place)."""
