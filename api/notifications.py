@@ -34,7 +34,7 @@ def notification_json(n: NotificationView) -> dict[str, Any]:
 def settings_json(user: User, secrets: dict[int, str] | None = None) -> dict[str, Any]:
     pattern, rules = service().alerts(user)
     body: dict[str, Any] = {"default_notify": service().default_notify(user), "log_pattern": pattern,
-                            "metric_rules": rules,
+                            "metric_rules": rules, "stuck_minutes": service().stuck_minutes(user),
                             "channels": [channel_json(c) for c in service().channels(user)],
                             "events": list(EVENTS), "kinds": list(CHANNEL_KINDS)}
     if secrets:  # made by the portal for new webhooks: shown this once
@@ -50,7 +50,7 @@ def get_settings(request: Request, user: User) -> dict[str, Any]:
 @endpoint(mutation=True)
 def put_settings(request: Request, user: User, data: dict[str, Any]) -> dict[str, Any]:
     made = service().replace(user, data.get("default_notify"), data.get("channels"), data.get("log_pattern"),
-                             data.get("metric_rules"))
+                             data.get("metric_rules"), data.get("stuck_minutes"))
     return settings_json(user, made)
 
 

@@ -109,11 +109,14 @@ def _token_paths() -> dict[str, Any]:
 
 def _notification_paths() -> dict[str, Any]:
     events = {"type": "array", "items": {"type": "string", "enum": [
-        "succeeded", "failed", "stopped", "max_runtime", "log_match", "metric_threshold"]}}
+        "succeeded", "failed", "stopped", "max_runtime", "started", "log_match", "metric_threshold", "stuck",
+        "gpu_idle"]}}
     alerts = {"log_pattern": {"type": "string", "description": "A regular expression; a job's first log line "
                               "matching it is said once (empty: off)."},
               "metric_rules": {"type": "string", "description": "e.g. 'loss > 10, loss is nan': a job's first "
-                               "metric point crossing one is said once (empty: off)."}}
+                               "metric point crossing one is said once (empty: off)."},
+              "stuck_minutes": {"type": "number", "minimum": 0, "maximum": 10080, "description": "A running job "
+                                "without log output this long 'may be stuck', said once (0: off)."}}
     channel = {"type": "object", "required": ["id", "kind", "target", "events", "enabled", "has_secret"],
                "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}, "target": {"type": "string"},
                               "events": events, "enabled": {"type": "boolean"}, "disabled_reason": NULLABLE_STR,

@@ -88,7 +88,7 @@ st.radio("By default, notify me", list(CHOICE_LABELS), key="n_default", format_f
 def save_alerts() -> None:
     ss = st.session_state
     try:
-        N.set_alerts(USER, ss.get("n_pattern", ""), ss.get("n_rules", ""))
+        N.set_alerts(USER, ss.get("n_pattern", ""), ss.get("n_rules", ""), ss.get("n_stuck", 0.0))
     except ValidationProblem as exc:
         ss["_n_alert_problems"] = exc.problems
         return
@@ -100,6 +100,7 @@ st.caption("Each is said once per job, on the channels that take it: the first l
            "metric value that crosses a rule. Leave a box empty to turn its alert off.")
 if "n_pattern" not in st.session_state:
     st.session_state["n_pattern"], st.session_state["n_rules"] = N.alerts(USER)
+    st.session_state["n_stuck"] = N.stuck_minutes(USER)
 alert_problems = st.session_state.pop("_n_alert_problems", {})
 st.text_input("A log line matches (regular expression, case ignored)", key="n_pattern", max_chars=200,
               placeholder="e.g. CUDA out of memory|loss=nan")
@@ -108,6 +109,10 @@ if "log_pattern" in alert_problems:
 st.text_input("A metric crosses", key="n_rules", max_chars=500, placeholder="e.g. loss > 10, loss is nan")
 if "metric_rules" in alert_problems:
     st.error(alert_problems["metric_rules"], icon=":material/error:")
+st.number_input("No log output for (minutes; 0: off)", key="n_stuck", min_value=0.0, step=5.0, format="%g",
+                help="A running job that prints nothing this long may be stuck.")
+if "stuck_minutes" in alert_problems:
+    st.error(alert_problems["stuck_minutes"], icon=":material/error:")
 st.button("Save alerts", key="n_save_alerts", on_click=save_alerts, icon=":material/save:")
 if st.session_state.pop("_n_alerts_saved", False):
     st.success("Saved your alerts.")

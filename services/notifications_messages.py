@@ -28,12 +28,19 @@ SENTENCES = {
     "metric_threshold": "Job {{ job.name }} of {{ job.owner }} reported {{ metric }} = {{ value_text }} at step "
                         "{{ step }}{% if job.runtime_seconds is not none %} after {{ runtime }}{% endif %}, crossing "
                         "your rule {{ rule }}.",
+    "started": "Job {{ job.name }} of {{ job.owner }} started after waiting {{ duration(waited_seconds) }} in the "
+               "queue.",
+    "stuck": "Job {{ job.name }} of {{ job.owner }} has printed nothing for {{ duration(quiet_seconds) }} while "
+             "running; it may be stuck.",
+    "gpu_idle": "Job {{ job.name }} of {{ job.owner }} has kept its GPUs below {{ idle_percent }} % for "
+                "{{ duration(idle_seconds) }}: they are idle.",
     "test": "A test message from the ML Job Portal: notifications of {{ owner }} arrive on this channel.",
     "channel_disabled": "Your {{ channel }} channel was disabled after {{ attempts }} failed attempts to deliver: "
                         "{{ error }}. Fix it, then enable it again on the Notifications page.",
 }
 SUBJECTS = {"succeeded": "succeeded", "failed": "failed", "stopped": "was stopped", "max_runtime": "hit max runtime",
-            "log_match": "printed a line matching your pattern", "metric_threshold": "crossed a metric rule"}
+            "log_match": "printed a line matching your pattern", "metric_threshold": "crossed a metric rule",
+            "started": "started", "stuck": "may be stuck", "gpu_idle": "has idle GPUs"}
 
 TEXT_BODY = _TEXT.from_string("""{{ sentence }}
 
@@ -98,7 +105,7 @@ def render(payload: dict[str, Any], public_url: str) -> Message:
     url = public_url.rstrip("/") + path if public_url else path
     values = dict(payload, runtime=runtime_text(job.get("runtime_seconds")) if job else "",
                   metrics=metrics_text(job.get("final_metrics") or {}) if job else "",
-                  value_text=number(payload.get("value")))
+                  value_text=number(payload.get("value")), duration=runtime_text)
     sentence = _TEXT.from_string(SENTENCES[event]).render(values)
     subject = f"[ML Job Portal] {job['name']} {SUBJECTS[event]}" if job and event in SUBJECTS else \
         f"[ML Job Portal] {sentence}"

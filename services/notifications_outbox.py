@@ -20,13 +20,15 @@ from services.store.notification_tables import (
     NotificationDelivery,
     NotificationSettings,
 )
-from services.store.orm import Job, utcnow
+from services.store.orm import Job, JobEvent, utcnow
 
 # A job's end, by how it ended. "failure" jobs notify only on the first two.
 FAILURE_EVENTS = ("failed", "max_runtime")
 END_EVENTS = ("succeeded", "stopped", *FAILURE_EVENTS)
 # Not a job's event: said to a channel's owner in the portal only (a channel that fails cannot carry it).
 CHANNEL_DISABLED = "channel_disabled"
+STARTED = "started"
+QUEUE_WAIT_SECONDS = 60.0
 TEST = "test"
 NOTIFY_CHOICES = ("end", "failure", "never")
 DEFAULT_NOTIFY = "end"
@@ -63,15 +65,36 @@ def job_facts(job: Job, event: str) -> dict[str, Any]:
     }
 
 
+def job_choice(s: Session, job: Job) -> str:
+    return (job.request or {}).get("notify") or default_notify(s, job.owner)
+
+
 def job_ended(s: Session, job: Job, status: JobStatus) -> None:
-    """Called by set_status with its session: the job's end, if the job's (or its owner's) choice wants it."""
+    """Called by set_status with its session: the job's end (or its start after a wait in the queue), if the job's
+    (or its owner's) choice wants it."""
+    if status is JobStatus.RUNNING:
+        _started(s, job)
+        return
     event = end_event(status, job.reason)
     if event is None:
         return
-    choice = (job.request or {}).get("notify") or default_notify(s, job.owner)
+    choice = job_choice(s, job)
     if choice == "never" or (choice == "failure" and event not in FAILURE_EVENTS):
         return
     record(s, job.owner, event, job_facts(job, event), job_id=job.id, key=f"job:{job.id}:end")
+
+
+def _started(s: Session, job: Job) -> None:
+    """A job that waited in the queue at least QUEUE_WAIT_SECONDS: its start is news (who waits that long is no
+    longer watching). Said for jobs that notify when they end."""
+    waited = (utcnow() - job.created_at).total_seconds()
+    if waited < QUEUE_WAIT_SECONDS or job_choice(s, job) != "end":
+        return
+    queued = s.scalar(select(JobEvent.id).where(JobEvent.job_id == job.id, JobEvent.status == JobStatus.QUEUED.value)
+                      .limit(1))
+    if queued is not None:
+        record(s, job.owner, STARTED, job_facts(job, STARTED) | {"waited_seconds": waited}, job_id=job.id,
+               key=f"job:{job.id}:{STARTED}")
 
 
 def record(s: Session, owner: str, event: str, payload: dict[str, Any], job_id: int | None = None,

@@ -16,6 +16,7 @@ import logging
 import smtplib
 import ssl
 import threading
+import time
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -29,6 +30,7 @@ from services.config import Settings
 from services.notifications_messages import Message, render, webhook_body
 from services.notifications_outbox import CHANNEL_DISABLED, FAILED, PENDING, SENDING, SENT, record
 from services.notifications_settings import webhook_problem
+from services.notifications_watch import WATCH_SECONDS, watch_running
 from services.store.notification_tables import Notification, NotificationChannel, NotificationDelivery
 from services.store.orm import utcnow
 
@@ -70,13 +72,22 @@ class NotificationSender:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        watched = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - watched >= WATCH_SECONDS:
+                    watched = time.monotonic()
+                    self.watch()
                 while self.deliver_due() and not self._stop.is_set():
                     pass
             except Exception:  # a locked database: the next round tries again
                 log.exception("notification delivery failed")
             self._stop.wait(self.interval)
+
+    def watch(self) -> int:
+        """The alerts about what running jobs have not done (services/notifications_watch.py)."""
+        with self.sessions.begin() as s:
+            return watch_running(s, self.settings)
 
     def recover(self) -> int:
         """Deliveries a dead process had claimed: due again now (they go out under their own key)."""

@@ -21,15 +21,27 @@ from services.config import Settings
 from services.models import NotFound, User, ValidationProblem
 from services.notifications_alerts import ALERT_EVENTS, parse_rules, pattern_problem
 from services.notifications_messages import render
-from services.notifications_outbox import CHANNEL_DISABLED, END_EVENTS, NOTIFY_CHOICES, TEST, default_notify, record
+from services.notifications_outbox import (
+    CHANNEL_DISABLED,
+    END_EVENTS,
+    NOTIFY_CHOICES,
+    STARTED,
+    TEST,
+    default_notify,
+    record,
+)
+from services.notifications_watch import GPU_IDLE, STUCK
 from services.store.notification_tables import Notification, NotificationChannel, NotificationSettings
 from services.store.orm import utcnow
 
 WEBHOOK_KINDS = ("slack", "teams", "mattermost", "generic")
 CHANNEL_KINDS = ("email", *WEBHOOK_KINDS)
-EVENTS = (*END_EVENTS, *ALERT_EVENTS)
+EVENTS = (*END_EVENTS, STARTED, *ALERT_EVENTS, STUCK, GPU_IDLE)
 EVENT_LABELS = {"succeeded": "Succeeded", "failed": "Failed", "stopped": "Stopped", "max_runtime": "Hit max runtime",
-                "log_match": "Log line matches my pattern", "metric_threshold": "Metric crosses my rules"}
+                "started": "Started after waiting in the queue", "log_match": "Log line matches my pattern",
+                "metric_threshold": "Metric crosses my rules", "stuck": "No log output (may be stuck)",
+                "gpu_idle": "GPUs idle"}
+MAX_STUCK_MINUTES = 7 * 24 * 60
 CHOICE_LABELS = {"end": "When it ends", "failure": "Only if it fails", "never": "Never"}
 MAX_CHANNELS = 20
 EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
@@ -131,9 +143,18 @@ class NotificationService:
             row = s.get(NotificationSettings, user.name)
             return (row.log_pattern or "", row.metric_rules or "") if row else ("", "")
 
+    def stuck_minutes(self, user: User) -> float:
+        """After how many minutes without log output a running job "may be stuck" (0: never said)."""
+        with self.sessions() as s:
+            row = s.get(NotificationSettings, user.name)
+            return float(row.stuck_minutes or 0) if row else 0.0
+
     @staticmethod
-    def alert_problems(log_pattern: Any, metric_rules: Any) -> dict[str, str]:
+    def alert_problems(log_pattern: Any, metric_rules: Any, stuck_minutes: Any = None) -> dict[str, str]:
         problems: dict[str, str] = {}
+        if stuck_minutes is not None and (isinstance(stuck_minutes, bool) or not isinstance(stuck_minutes, int | float)
+                                          or not 0 <= stuck_minutes <= MAX_STUCK_MINUTES):
+            problems["stuck_minutes"] = f"a number of minutes from 0 (off) to {MAX_STUCK_MINUTES:,}"
         if log_pattern is not None:
             problem = "a pattern is text" if not isinstance(log_pattern, str) else pattern_problem(log_pattern)
             if problem and (not isinstance(log_pattern, str) or log_pattern.strip()):
@@ -148,9 +169,10 @@ class NotificationService:
                     problems["metric_rules"] = str(exc)
         return problems
 
-    def set_alerts(self, user: User, log_pattern: str | None = None, metric_rules: str | None = None) -> None:
-        """Either or both; an empty one turns its alert off."""
-        problems = self.alert_problems(log_pattern, metric_rules)
+    def set_alerts(self, user: User, log_pattern: str | None = None, metric_rules: str | None = None,
+                   stuck_minutes: float | None = None) -> None:
+        """Any of them; an empty one (0 minutes) turns its alert off."""
+        problems = self.alert_problems(log_pattern, metric_rules, stuck_minutes)
         if problems:
             raise ValidationProblem(problems)
         with self.sessions.begin() as s:
@@ -159,6 +181,8 @@ class NotificationService:
                 row.log_pattern = log_pattern.strip() or None
             if metric_rules is not None:
                 row.metric_rules = metric_rules.strip() or None
+            if stuck_minutes is not None:
+                row.stuck_minutes = float(stuck_minutes) or None
 
     def channels(self, user: User) -> list[ChannelView]:
         with self.sessions() as s:
@@ -230,12 +254,12 @@ class NotificationService:
             return to_channel_view(row)
 
     def replace(self, user: User, default: Any = None, channels: Any = None, log_pattern: Any = None,
-                metric_rules: Any = None) -> dict[int, str]:
+                metric_rules: Any = None, stuck_minutes: Any = None) -> dict[int, str]:
         """The API's PUT: the default choice and the whole list of channels at once. A listed id keeps its channel
         (its events and enabled may change, its kind and target not); one without an id is added; one not listed is
         removed. Every problem is found before anything changes. Returns the secrets the portal made for new
         webhooks, by channel id."""
-        problems = self.alert_problems(log_pattern, metric_rules)
+        problems = self.alert_problems(log_pattern, metric_rules, stuck_minutes)
         if default is not None and default not in NOTIFY_CHOICES:
             problems["default_notify"] = "choose 'end', 'failure' or 'never'"
         if channels is not None and (not isinstance(channels, list) or len(channels) > MAX_CHANNELS
@@ -258,8 +282,8 @@ class NotificationService:
             raise ValidationProblem(problems)
         if default is not None:
             self.set_default_notify(user, default)
-        if log_pattern is not None or metric_rules is not None:
-            self.set_alerts(user, log_pattern, metric_rules)
+        if log_pattern is not None or metric_rules is not None or stuck_minutes is not None:
+            self.set_alerts(user, log_pattern, metric_rules, stuck_minutes)
         if channels is None:
             return {}
         kept = {c["id"] for c in channels if c.get("id") is not None}

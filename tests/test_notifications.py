@@ -7,6 +7,7 @@ Real SMTP (aiosmtpd) and HTTP receivers on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -217,3 +218,65 @@ def test_rules_the_portal_cannot_read_are_refused(notify_env, portal, user) -> N
     assert refused.value.problems["metric_rules"].startswith("unknown operator '>>' in 'loss >> 10'")
     portal.notifications.set_alerts(user, metric_rules="loss > 10 or loss is nan")
     assert portal.notifications.alerts(user) == ("", "loss > 10 or loss is nan")
+
+
+# The store's part, on SQLite and PostgreSQL -----------------------------------------------------------------
+def test_the_outbox_and_a_dead_senders_claims_on_both_databases(monkeypatch, receiver, database_url, tmp_path):
+    from sqlalchemy import update
+
+    from services.auth import local_user
+    from services.store.notification_tables import NotificationDelivery
+    from tests.conftest import portal_on
+
+    monkeypatch.setenv("PORTAL_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+    with portal_on(database_url, tmp_path) as p:
+        me = local_user(p.settings)
+        p.notifications.add_channel(me, "generic", receiver.url, secret="k")
+        (p.settings.workspace_dir / "boom.py").write_text(FAILING)
+        run_to_end(p, me, p.jobs.submit(me, {"name": "boom", "script": "boom.py", "epochs": 1}))
+        with p.jobs.session() as s:  # what a portal killed mid-send leaves: claimed, never marked sent
+            s.execute(update(NotificationDelivery).values(status="sending", attempts=1))
+        assert sender(p).deliver_due() == 0  # a claim is not sent twice by a live sender...
+        assert sender(p).recover() == 1  # ...but a new process takes it up
+        deliver_all(p, rounds=3)
+        assert [json.loads(r.body)["job"]["reason"] for r in receiver.delivered()] == ["Exited with code 3"]
+        assert receiver.requests[0].signed_with("k")
+
+
+# What a running job has not done, and its start after a wait ---------------------------------------------
+def test_stuck_idle_gpus_and_a_start_after_waiting_are_each_said_once(notify_env, portal, user, workspace_script,
+                                                                       receiver):
+    import time
+    from datetime import timedelta
+
+    from services.jobs import set_status
+    from services.models import JobStatus
+    from services.store.orm import Job, utcnow
+    from tests.conftest import wait_until
+
+    portal.notifications.add_channel(user, "generic", receiver.url)
+    portal.notifications.set_alerts(user, stuck_minutes=0.02)  # 1.2 s without output
+    workspace_script("quiet.py", "import time\nprint('loading', flush=True)\ntime.sleep(30)\n")
+    job_id = portal.jobs.submit(user, {"name": "quiet", "script": "quiet.py", "epochs": 1})
+    wait_until(lambda: portal.sync.tick() or portal.jobs.get(user, job_id).status is JobStatus.RUNNING)
+    portal.jobs.mark(job_id, gpus=1, gpu_idle_since=time.time() - 3600)  # its GPUs idle for an hour
+    time.sleep(1.5)
+    for _ in range(3):  # watched again and again: said once
+        portal.sync.tick()
+        sender(portal).watch()
+    with portal.jobs.session() as s:  # a second job that waited ten minutes in the queue starts
+        job = s.get_one(Job, portal.jobs.submit(user, {"name": "waiter", "script": "quiet.py", "epochs": 1}))
+        set_status(s, job, JobStatus.QUEUED, "Waiting for 1 GPU")
+        job.created_at = utcnow() - timedelta(minutes=10)
+        set_status(s, job, JobStatus.RUNNING, "")
+    deliver_all(portal, rounds=5)
+    bodies = {json.loads(r.body)["event"]: json.loads(r.body) for r in receiver.delivered()}
+    assert sorted(bodies) == ["gpu_idle", "started", "stuck"] and len(receiver.delivered()) == 3
+    assert re.fullmatch(f"Job quiet of {user.name} has printed nothing for [1-9] s while running; it may be stuck.",
+                        bodies["stuck"]["sentence"])
+    assert bodies["gpu_idle"]["sentence"] == f"Job quiet of {user.name} has kept its GPUs below 10.0 % for 1 h: " \
+                                             "they are idle."
+    assert bodies["started"]["sentence"] == f"Job waiter of {user.name} started after waiting 10 min in the queue."
+    for j in portal.jobs.list_jobs():
+        if j.is_active:
+            portal.jobs.stop(user, j.id)

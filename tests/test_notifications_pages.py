@@ -97,6 +97,8 @@ def test_alert_rules_are_checked_under_their_fields_and_saved(page: AppTest, por
     assert portal.notifications.alerts(user) == ("", "")
     page.text_input(key="n_pattern").input("CUDA out of memory")
     page.text_input(key="n_rules").input("loss > 10")
+    page.number_input(key="n_stuck").set_value(30.0)
     page.button(key="n_save_alerts").click().run()
     assert "Saved your alerts." in [s.value for s in page.success]
     assert portal.notifications.alerts(user) == ("CUDA out of memory", "loss > 10")
+    assert portal.notifications.stuck_minutes(user) == 30

@@ -17,20 +17,24 @@ class NotificationsMixin:
         "last_result", "last_at", "has_secret"}], "events", "kinds"}``. Webhook secrets are never sent back."""
         return self._json("GET", "notifications/settings")
 
-    def set_notification_settings(self, *, default_notify: str | None = None,
-                                  channels: Sequence[Mapping[str, Any]] | None = None, log_pattern: str | None = None,
-                                  metric_rules: str | None = None) -> dict[str, Any]:
+    def set_notification_settings(
+        self, *, default_notify: str | None = None, channels: Sequence[Mapping[str, Any]] | None = None,
+        log_pattern: str | None = None, metric_rules: str | None = None, stuck_minutes: float | None = None,
+    ) -> dict[str, Any]:
         """Change the default per-job choice (``"end"``, ``"failure"``, ``"never"``) and/or replace the list of
         channels: ``{"kind": "slack", "target": URL, "events": [...], "secret": ...}`` adds one, ``{"id": 3,
         "events": [...], "enabled": True}`` keeps (and changes) channel 3, a channel left out is removed. The
         answer's ``new_secrets`` holds the secrets the portal made for new webhooks, this once. ``log_pattern``
         (``"CUDA out of memory|nan"``) and ``metric_rules`` (``"loss > 10, loss is nan"``) turn on alerts while a
-        job runs, each said once per job; ``""`` turns one off."""
+        job runs, each said once per job; ``""`` turns one off. ``stuck_minutes``: a running job without log
+        output this long "may be stuck" (``0``: off)."""
         body: dict[str, Any] = {}
         if log_pattern is not None:
             body["log_pattern"] = log_pattern
         if metric_rules is not None:
             body["metric_rules"] = metric_rules
+        if stuck_minutes is not None:
+            body["stuck_minutes"] = stuck_minutes
         if default_notify is not None:
             body["default_notify"] = default_notify
         if channels is not None:

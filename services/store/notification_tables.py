@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.store.orm import Base, FloatJSON, UTCDateTime
@@ -25,6 +25,8 @@ class NotificationSettings(Base):
     # crossing one of these rules ("loss > 10, loss is nan"). Empty: off.
     log_pattern: Mapped[str | None] = mapped_column(Text)
     metric_rules: Mapped[str | None] = mapped_column(Text)
+    # A running job that printed nothing for this many minutes "may be stuck". None: off.
+    stuck_minutes: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("default_notify", sa.String(10), nullable=False),
         sa.Column("log_pattern", sa.Text),
         sa.Column("metric_rules", sa.Text),
+        sa.Column("stuck_minutes", sa.Float),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
