@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from services import local_queue
 from services.auth import may_see
-from services.backends.base import ActiveJob, queue_statuses, queue_summaries
+from services.backends.base import ActiveJob, queue_summaries
+from services.kueue_estimates import statuses_with_estimates
 from services.models import JobStatus, JobView, User
 from services.queue_model import DEFAULT_PRIORITY, QueueStatus, QueueSummary
 from services.store.orm import Job
@@ -31,7 +32,7 @@ def waiting_status(service: JobService, job: JobView) -> QueueStatus | None:
         return local_queue.statuses(service).get(job.id)
     # The backend finds the job by its id (it answers from what its sync loop fetched, not the cluster).
     hours = float((job.request or {}).get("max_runtime_hours", 8))
-    return queue_statuses(service.backend, [ActiveJob(job.id, {}, hours)]).get(job.id)
+    return statuses_with_estimates(service, [ActiveJob(job.id, {}, hours)]).get(job.id)
 
 
 def estimate_text(status: QueueStatus) -> str:
@@ -99,7 +100,7 @@ def queue_views(service: JobService, user: User) -> list[QueueView]:
     else:
         summaries = queue_summaries(service.backend)
         ids = [i for q in summaries for i in q.waiting]
-        statuses = queue_statuses(service.backend, [ActiveJob(i, {}, 8.0) for i in ids]) if ids else {}
+        statuses = statuses_with_estimates(service, [ActiveJob(i, {}, 8.0) for i in ids]) if ids else {}
     ids = {i for q in summaries for i in (*q.waiting, *q.running)}
     with service.session() as s:
         rows = {r.id: r for r in s.execute(select(Job.id, Job.name, Job.owner, Job.gpus, Job.request)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from services.backends.base import ActiveJob, queue_statuses, queue_summaries
 from services.backends.k8s_kueue import PREEMPTED
 from services.models import JobStatus, Role, User
 from services.portal import Portal, build_portal
-from services.queues import waiting_line, waiting_status
+from services.queue_model import QueueStatus
+from services.queues import estimate_text, waiting_line, waiting_status
 from services.store.orm import Job
 from tests.conftest import ROOT, wait_until
 from tests.k8s.conftest import Cluster, k8s_settings, render_manifests
@@ -49,6 +51,14 @@ def queued_portal(cluster: Cluster, namespace: str, tmp_path: Path, team_queues:
     portal = kueue_portal(cluster, namespace, tmp_path, team_queues, kueue_default_queue="team-a")
     yield portal
     portal.close()
+    drain(cluster, namespace)
+
+
+def drain(cluster: Cluster, namespace: str) -> None:
+    """The namespace's Jobs deleted and their Workloads gone, so the team's quota is free for the next test."""
+    cluster.kubectl("-n", namespace, "delete", "jobs", "--all", "--wait=true", "--timeout=60s", check=False)
+    wait_until(lambda: cluster.kubectl("-n", namespace, "get", "workloads.kueue.x-k8s.io", "-o", "name",
+                                       check=False).strip() == "", timeout=60, interval=0.5)
 
 
 def active(portal: Portal, ids: list[int]) -> list[ActiveJob]:
@@ -182,11 +192,39 @@ def test_the_kueue_component_deploys_and_the_portal_account_queues_with_only_its
         until(portal, small, lambda j: j.status is JobStatus.RUNNING, timeout=90)
         huge = portal.jobs.submit(bob, {"name": "too-big", "gpus": 12, "priority": "normal", **EXAMPLE})
         job = until(portal, huge, lambda j: "whole quota" in (j.reason or ""), timeout=60)
+        kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{small}", "-o", "json"))
     finally:
         portal.close()
+        drain(cluster, namespace)
         cluster.kubectl("delete", "-f", str(tmp_path / "kueue-part.yaml"), "--wait=false", check=False)
     assert job.status is JobStatus.QUEUED
     assert job.reason == "It asks for more GPUs than team-b's whole quota (8): it cannot start in this queue"
-    kjob = json.loads(cluster.kubectl("-n", namespace, "get", "job", f"mlp-{small}", "-o", "json"))
     labels = kjob["metadata"]["labels"]
     assert labels["kueue.x-k8s.io/queue-name"] == "team-b" and labels["kueue.x-k8s.io/priority-class"] == "normal"
+
+
+def test_the_estimated_start_brackets_when_kueue_really_starts_the_job(queued_portal, cluster, namespace):
+    portal = queued_portal
+    portal.settings.pod_annotations = {"kwok.test/runtime": "12s"}  # the two running jobs end after 12 s
+    first = [portal.jobs.submit(ME, {"name": f"holder-{i}", "gpus": 4, "max_runtime_hours": 0.02, **EXAMPLE})
+             for i in (1, 2)]
+    for job_id in first:
+        until(portal, job_id, lambda j: j.status is JobStatus.RUNNING, timeout=90)
+    portal.settings.pod_annotations = {"kwok.test/outcome": "hang"}
+    waiting = submit(portal, "next-in-line", 4, "normal")
+
+    def estimated() -> QueueStatus | None:
+        portal.sync.tick()
+        st = waiting_status(portal.jobs, portal.jobs.get(ME, waiting))
+        return st if st is not None and st.estimate is not None else None
+
+    status = wait_until(estimated, timeout=60, interval=0.5)
+    est = status.estimate
+    assert waiting_line(status).endswith(f"Estimated start: {estimate_text(status)}")
+    started = until(portal, waiting, lambda j: j.status is JobStatus.RUNNING, timeout=120)
+    actual = started.started_at if started.started_at.tzinfo else started.started_at.replace(tzinfo=UTC)
+    middle = est.earliest + (est.latest - est.earliest) / 2
+    print(f"estimate {est.earliest:%H:%M:%S}..{est.latest:%H:%M:%S}, started {actual:%H:%M:%S}, "
+          f"middle off by {(actual - middle).total_seconds():+.0f} s")
+    # Kubernetes keeps times to the second: a second of slack on each side.
+    assert est.earliest - timedelta(seconds=1) <= actual <= est.latest + timedelta(seconds=1)
