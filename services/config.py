@@ -180,6 +180,13 @@ class Settings(BaseSettings):
         description="Host names notification webhooks may point at, comma-separated ('*.example.com' matches "
         "subdomains): a webhook must not become a way to reach internal addresses.",
     )
+    team_webhooks: dict[str, str] = Field(
+        default_factory=dict, description='Group -> webhook URL, e.g. {"team-a": "slack:https://hooks.slack.com/…"}: '
+        "the failures of the group's members are said there too ('slack:', 'teams:', 'mattermost:' or 'generic:' "
+        "picks the message's shape; on the webhook allow-list like any webhook).",
+    )
+    team_webhook_secret_file: str = Field(
+        default="", description="File holding the key that signs team webhooks' messages. Empty: unsigned.")
     notify_max_attempts: int = Field(
         default=8, ge=1, le=100, description="Attempts per message before its channel is disabled.")
     notify_retry_seconds: float = Field(

@@ -44,7 +44,7 @@ from services.models import (
     User,
     ValidationProblem,
 )
-from services.notifications_outbox import job_ended
+from services.notifications_outbox import job_ended, remember_groups
 from services.provenance import ParentKind, submitted_values, with_parent_kind
 from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
@@ -183,6 +183,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             s.flush()
             submission_id = job.submission_id
             s.add(JobEvent(job_id=job.id, ts=now, status=job.status, message="Submitted"))
+            remember_groups(s, user.name, user.groups)  # whose team channels hear of its failure
             s.add(
                 JobLog(job_id=job.id, path=str(self.backend.log_path(job.id)), offset=0, lines=0,
                        parser_state={}, updated_at=now)

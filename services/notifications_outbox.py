@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from services.models import JobStatus
@@ -18,6 +18,7 @@ from services.store.notification_tables import (
     Notification,
     NotificationChannel,
     NotificationDelivery,
+    NotificationMember,
     NotificationSettings,
 )
 from services.store.orm import Job, JobEvent, utcnow
@@ -32,6 +33,7 @@ QUEUE_WAIT_SECONDS = 60.0
 TEST = "test"
 NOTIFY_CHOICES = ("end", "failure", "never")
 DEFAULT_NOTIFY = "end"
+TEAM = "group:"  # the owner of a team channel: "group:" + the group's name
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 
 
@@ -79,9 +81,26 @@ def job_ended(s: Session, job: Job, status: JobStatus) -> None:
     if event is None:
         return
     choice = job_choice(s, job)
-    if choice == "never" or (choice == "failure" and event not in FAILURE_EVENTS):
+    if not (choice == "never" or (choice == "failure" and event not in FAILURE_EVENTS)):
+        record(s, job.owner, event, job_facts(job, event), job_id=job.id, key=f"job:{job.id}:end")
+    if event in FAILURE_EVENTS:  # the team hears of every failure of its members, whatever each job chose
+        groups = [f"{TEAM}{g}" for g in s.scalars(select(NotificationMember.group).where(
+            NotificationMember.owner == job.owner))]
+        for team in s.scalars(select(NotificationChannel).where(
+                NotificationChannel.owner.in_(groups), NotificationChannel.enabled.is_(True))) if groups else []:
+            record(s, team.owner, event, job_facts(job, event), job_id=job.id, key=f"job:{job.id}:end:{team.owner}",
+                   channels=[team])
+
+
+def remember_groups(s: Session, owner: str, groups: tuple[str, ...] | list[str]) -> None:
+    """The owner's groups as of this submit (proxy or OIDC said them), for their team channels."""
+    known = set(s.scalars(select(NotificationMember.group).where(NotificationMember.owner == owner)))
+    wanted = {g[:255] for g in groups}
+    if known == wanted:
         return
-    record(s, job.owner, event, job_facts(job, event), job_id=job.id, key=f"job:{job.id}:end")
+    s.execute(delete(NotificationMember).where(NotificationMember.owner == owner,
+                                               NotificationMember.group.in_(known - wanted)))
+    s.add_all(NotificationMember(owner=owner, group=g) for g in wanted - known)
 
 
 def _started(s: Session, job: Job) -> None:

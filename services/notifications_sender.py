@@ -30,6 +30,7 @@ from services.config import Settings
 from services.notifications_messages import Message, render, webhook_body
 from services.notifications_outbox import CHANNEL_DISABLED, FAILED, PENDING, SENDING, SENT, record
 from services.notifications_settings import webhook_problem
+from services.notifications_teams import sync_team_channels
 from services.notifications_watch import WATCH_SECONDS, watch_running
 from services.store.notification_tables import Notification, NotificationChannel, NotificationDelivery
 from services.store.orm import utcnow
@@ -62,6 +63,8 @@ class NotificationSender:
         if self._thread and self._thread.is_alive():
             return
         self.recover()
+        with self.sessions.begin() as s:
+            sync_team_channels(s, self.settings)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="portal-notify", daemon=True)
         self._thread.start()

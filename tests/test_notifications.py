@@ -280,3 +280,38 @@ def test_stuck_idle_gpus_and_a_start_after_waiting_are_each_said_once(notify_env
     for j in portal.jobs.list_jobs():
         if j.is_active:
             portal.jobs.stop(user, j.id)
+
+
+# Team channels ------------------------------------------------------------------------------------------------
+def test_a_groups_team_webhook_hears_of_its_members_failures_only(notify_env, monkeypatch, data_dir, receiver,
+                                                                   tmp_path):
+    from sqlalchemy import select
+
+    from services.models import User
+    from services.portal import get_portal
+
+    (tmp_path / "team.key").write_text("team-secret\n")
+    monkeypatch.setenv("PORTAL_TEAM_WEBHOOKS", json.dumps({"team-a": f"mattermost:{receiver.url}",
+                                                           "team-b": "https://10.0.0.9/hook"}))
+    monkeypatch.setenv("PORTAL_TEAM_WEBHOOK_SECRET_FILE", str(tmp_path / "team.key"))
+    portal = get_portal()
+    with portal.jobs.session() as s:
+        from services.notifications_teams import sync_team_channels
+
+        sync_team_channels(s, portal.settings)
+    (portal.settings.workspace_dir / "boom.py").write_text(FAILING)
+    (portal.settings.workspace_dir / "fine.py").write_text(SUCCEEDING)
+    ada, bob = User(name="ada", groups=("team-a",)), User(name="bob", groups=("team-b",))
+    for who, script, notify in ((ada, "boom.py", "never"), (ada, "fine.py", ""), (bob, "boom.py", "")):
+        run_to_end(portal, who, portal.jobs.submit(who, {"name": "run", "script": script, "notify": notify}))
+    deliver_all(portal, rounds=5)
+    [hook] = receiver.delivered()  # ada's failure (her own choice was never); not her success, not bob's team's
+    assert hook.signed_with("team-secret")
+    assert json.loads(hook.body)["text"].startswith("Job run of ada failed after")
+    assert [n.event for n in portal.notifications.notifications(ada)] == ["succeeded"]  # her list: her choices
+    with portal.jobs.session() as s:
+        from services.store.notification_tables import NotificationChannel
+
+        team_b = s.scalars(select(NotificationChannel).where(NotificationChannel.owner == "group:team-b")).one()
+        assert not team_b.enabled and team_b.disabled_reason.startswith(
+            "Not used: 10.0.0.9 is not on this portal's list of webhook hosts")

@@ -30,6 +30,16 @@ class NotificationSettings(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
+class NotificationMember(Base):
+    """The groups a user had when they last submitted a job: whose team channels (owner "group:NAME", made from the
+    admin's team_webhooks) hear of their jobs' failures, also while they are not signed in."""
+
+    __tablename__ = "notification_members"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
 class NotificationChannel(Base):
     """Where a user's notifications go: an e-mail address or a webhook (Slack, Teams, Mattermost, generic JSON),
     and which events go there. A channel that keeps failing is disabled, saying why."""

@@ -1,4 +1,4 @@
-"""Notifications (issue 18): users' settings and channels, the outbox of notifications, their deliveries.
+"""Notifications (issue 18): users' settings, channels and groups, the outbox of notifications, their deliveries.
 
 Revision ID: 0020
 Revises: 0018
@@ -24,6 +24,11 @@ def upgrade() -> None:
         sa.Column("metric_rules", sa.Text),
         sa.Column("stuck_minutes", sa.Float),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    op.create_table(
+        "notification_members",
+        sa.Column("owner", sa.String(255), primary_key=True),
+        sa.Column("group", sa.String(255), primary_key=True),
     )
     op.create_table(
         "notification_channels",
@@ -75,4 +80,5 @@ def downgrade() -> None:
     op.drop_table("notification_deliveries")
     op.drop_table("notifications")
     op.drop_table("notification_channels")
+    op.drop_table("notification_members")
     op.drop_table("notification_settings")
