@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "this machine"
 ETA_SPREAD = (0.8, 1.25)  # a running job's ETA, as the range its end falls in
 HISTORY_RUNS = 5  # earlier runs of the same name that say how long a waiting job takes
-_cache: dict[int, tuple[float, dict[int, QueueStatus]]] = {}
+_cache: dict[int, tuple[object, float, dict[int, QueueStatus]]] = {}
 CACHE_SECONDS = 1.0  # a dashboard draws many cards in one render: the queue is read once for them
 _lock = threading.Lock()  # one admission at a time (the sync loop and a page's submit), so GPUs are never lent twice
 
@@ -110,15 +110,18 @@ def admit(service: JobService) -> list[int]:
         return []
     started: list[int] = []
     with _lock:
-        snap = snapshot(service)
-        free = _free_indices(snap)
-        chosen = startable(snap.limits, [_holder(h) for h in snap.holders], [_waiter(w) for w in snap.waiting])
-        rows = {w.id: w for w in snap.waiting}
-        for w in chosen:
-            indices, free = free[: w.gpus], free[w.gpus:]
-            if _start(service, rows[w.id], indices):
-                started.append(w.id)
-        _note_waiting(service, [w for w in snap.waiting if w.id not in started])
+        try:
+            snap = snapshot(service)
+            free = _free_indices(snap)
+            chosen = startable(snap.limits, [_holder(h) for h in snap.holders], [_waiter(w) for w in snap.waiting])
+            rows = {w.id: w for w in snap.waiting}
+            for w in chosen:
+                indices, free = free[: w.gpus], free[w.gpus:]
+                if _start(service, rows[w.id], indices):
+                    started.append(w.id)
+            _note_waiting(service, [w for w in snap.waiting if w.id not in started])
+        except Exception:  # a locked database: the jobs stay queued and the next tick tries again
+            log.exception("could not start the queue's next jobs")
         _cache.pop(id(service), None)  # a submit or a tick changed the queue: the next read sees it
     return started
 
@@ -126,13 +129,15 @@ def admit(service: JobService) -> list[int]:
 def _start(service: JobService, row: Row, indices: list[int]) -> bool:
     try:
         ref = service.backend.launch(row.id, indices)  # type: ignore[attr-defined]
-    except (BackendError, OSError) as exc:
+    except Exception as exc:  # recorded on the job (a BackendError's or OSError's sentence), never half-started
+        if not isinstance(exc, BackendError | OSError):
+            log.exception("could not start job %s", row.id)
         with service.session() as s:
             job = s.get(Job, row.id)
             if job is not None and job.status == JobStatus.QUEUED.value:
                 from services.jobs import set_status  # not at the top: the use cases import this module
 
-                job.reason = f"Could not start the job's process: {exc}"
+                job.reason = str(exc) if isinstance(exc, BackendError) else f"Could not start the job's process: {exc}"
                 job.finished_at = utcnow()
                 set_status(s, job, JobStatus.FAILED, job.reason)
         return False
@@ -273,8 +278,8 @@ def estimates(service: JobService, snap: Snapshot, now: datetime) -> dict[int, S
 def statuses(service: JobService) -> dict[int, QueueStatus]:
     """Where each waiting job of the local queue stands."""
     hit = _cache.get(id(service))
-    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
-        return hit[1]
+    if hit is not None and hit[0] is service and time.monotonic() - hit[1] < CACHE_SECONDS:
+        return hit[2]
     snap = snapshot(service)
     now = datetime.now(UTC)
     est = estimates(service, snap, now)
@@ -283,7 +288,7 @@ def statuses(service: JobService) -> dict[int, QueueStatus]:
         text, holders = blocker(snap, w)
         out[w.id] = QueueStatus(QUEUE_NAME, i + 1, [a.id for a in snap.waiting[:i]], text, est.get(w.id),
                                 w.priority, holders)
-    _cache[id(service)] = (time.monotonic(), out)
+    _cache[id(service)] = (service, time.monotonic(), out)
     return out
 
 
