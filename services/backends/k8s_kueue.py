@@ -144,6 +144,7 @@ class Kueue:
         self._count = counter
         self._installed: tuple[float, bool] | None = None
         self._read_at = 0.0
+        self._last_read_queued = False
         self._lock = threading.Lock()
         self.view = KueueView()
         self._job_name = re.compile(rf"^{re.escape(settings.job_name_prefix)}-(\d+)$")
@@ -219,9 +220,10 @@ class Kueue:
         """Read the namespace's Workloads, its LocalQueues and their pending lists, at most every
         READ_EVERY_SECONDS and only while a portal job waits or runs in a queue."""
         now = time.monotonic()
-        if not queued or now - self._read_at < READ_EVERY_SECONDS:
+        if not (queued or self._last_read_queued) or now - self._read_at < READ_EVERY_SECONDS:
             return
         self._read_at = now
+        self._last_read_queued = queued  # one more read after the last queued job leaves: the Queues page empties
         timeout = self.settings.kube_request_timeout_seconds
         view = KueueView()
         self._count()

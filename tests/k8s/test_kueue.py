@@ -19,7 +19,7 @@ from services.backends.k8s_kueue import PREEMPTED
 from services.models import JobStatus, Role, User
 from services.portal import Portal, build_portal
 from services.queue_model import QueueStatus
-from services.queues import estimate_text, waiting_line, waiting_status
+from services.queues import estimate_text, queue_views, waiting_line, waiting_status
 from services.store.orm import Job
 from tests.conftest import ROOT, wait_until
 from tests.k8s.conftest import Cluster, k8s_settings, render_manifests
@@ -119,6 +119,14 @@ def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_po
         "2nd in the queue of team-a · Team-a's quota of 8 GPUs is in use; 2 more needed · Estimated start: unknown")
     summary = next(q for q in queue_summaries(portal.jobs.backend) if q.name == "team-a")
     assert (summary.quota_gpus, summary.used_gpus, summary.waiting) == (8, 8, [c, d])
+    # Thirty people looking at the Queues page and the waiting job's card cost the cluster no request at all:
+    # pages read what the sync loop fetched.
+    before = portal.jobs.backend.requests
+    for _ in range(30):
+        views = queue_views(portal.jobs, ME)
+        waiting_status(portal.jobs, portal.jobs.get(ME, d))
+    assert portal.jobs.backend.requests == before
+    assert [line.id for line in next(v for v in views if v.summary.name == "team-a").waiting] == [c, d]
 
     # An urgent job takes a low-priority job's GPUs: that one goes back to the queue (not to Failed), saying so.
     e = submit(portal, "urgent-demo", 4, "urgent")
