@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
-from pages.common import me, plain, portal
+from pages.common import JOB_PAGE, me, plain, portal
 from services import queues
 from services.queue_model import PRIORITIES
 
@@ -12,16 +13,28 @@ P = portal()
 USER = me()
 
 st.title("Queues")
-st.caption("Jobs that need GPUs others hold wait here and start in priority order (" + ", ".join(PRIORITIES)
+st.caption("Jobs that need GPUs others hold wait here and start by priority (" + ", then ".join(reversed(PRIORITIES))
            + "), then in the order they were submitted. Others' jobs are named as far as you may see them.")
+
+
+def job_line(row: DeltaGenerator, line: queues.QueueLine, *more: str) -> None:
+    """Name (a link to the job's page, for a job the viewer may see), owner, id and GPUs in one row."""
+    facts = [plain(line.owner)] if line.owner else []
+    facts += [f"#{line.id}", f"{line.gpus} GPU{'s' if line.gpus != 1 else ''}", *more]
+    if line.visible:
+        row.page_link(JOB_PAGE, label=plain(line.name), query_params={"id": str(line.id)})
+    else:
+        facts.insert(0, plain(line.name))
+    row.markdown(" · ".join(facts))
+
 
 views = queues.queue_views(P.jobs, USER)
 if not views:
     st.info("This portal's backend does not queue jobs itself: jobs are handed to the cluster as they are "
             "submitted.")
-for view in views:
+for n, view in enumerate(views):
     q = view.summary
-    with st.container(border=True, key=f"queue-{q.name}"):
+    with st.container(border=True, key=f"queue-{n}"):
         st.subheader(q.name)
         if q.description:
             st.caption(plain(q.description))
@@ -34,16 +47,14 @@ for view in views:
             st.write("Nobody is waiting: a job that fits starts at once.")
         for line in view.waiting:
             status = line.status
-            place = f"**{status.position}.**" if status else "–"  # bold: "1. x" alone would render as a list
-            name = (f"[{plain(line.name)}](/job?id={line.id}) · {plain(line.owner or '')}" if line.visible
-                    else plain(line.name))
-            text = f"{place} {name} · #{line.id} · {line.gpus} GPU{'s' if line.gpus != 1 else ''} · {line.priority}"
-            st.markdown(text)
-            if status is not None:
-                why = f"{plain(status.blocker)} · " if line.visible else ""
-                st.caption(f"{why}Estimated start: {queues.estimate_text(status)}")
+            with st.container(key=f"waiting-{line.id}"):
+                row = st.container(horizontal=True, gap="small", vertical_alignment="center")
+                row.markdown(f"**{status.position}.**" if status else "–")  # bold: "1." alone would start a list
+                job_line(row, line, line.priority)
+                if status is not None:
+                    why = f"{plain(status.blocker)} · " if line.visible else ""
+                    st.caption(f"{why}Estimated start: {queues.estimate_text(status)}")
         if view.running:
             with st.expander(f"Running ({len(view.running)})"):
                 for line in view.running:
-                    name = f"[{plain(line.name)}](/job?id={line.id})" if line.visible else plain(line.name)
-                    st.markdown(f"{name} · #{line.id} · {line.gpus} GPU{'s' if line.gpus != 1 else ''}")
+                    job_line(st.container(horizontal=True, gap="small", vertical_alignment="center"), line)

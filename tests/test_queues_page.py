@@ -34,18 +34,21 @@ def queue(monkeypatch, portal, user, workspace_script):
         run_to_end(portal, user, job_id)
 
 
-def test_queues_page_lists_quota_usage_and_waiting_jobs_in_order(portal, queue):
-    holder, _, _ = queue
+def test_queues_page_lists_quota_usage_and_waiting_jobs_in_order(portal, user, queue):
+    holder, urgent, bob = queue
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.switch_page("pages/queues.py").run()
     assert not at.exception
     assert at.title[0].value == "Queues" and at.subheader[0].value == "this machine"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"GPUs in use": "2 of 2", "Running": "1", "Waiting": "2"}
-    lines = [m.value for m in at.markdown if m.value.startswith("**")]
-    # The urgent job first though submitted later; then bob's (an admin sees everyone's names).
-    assert [("deadline" in x, "bobs-run" in x) for x in lines] == [(True, False), (False, True)]
-    assert lines[0].startswith("**1.** ") and "urgent" in lines[0] and lines[1].startswith("**2.** ")
+    lines = [m.value for m in at.markdown if m.value.startswith("**") or " · #" in m.value]
+    # The urgent job first though submitted later; then bob's; then the running one (an admin sees every owner).
+    assert lines == ["**1.**", f"{user.name} · #{urgent} · 2 GPUs · urgent", "**2.**", f"bob · #{bob} · 1 GPU · normal",
+                     f"{user.name} · #{holder} · 2 GPUs"]
+    links = [(e.proto.label, e.proto.page) for e in at.get("page_link")]
+    assert [label for label, _ in links if label in ("deadline", "bobs-run", "holder")] == [
+        "deadline", "bobs-run", "holder"]
     captions = [c.value for c in at.caption]
     assert any(f"2 of this machine's 2 GPUs are in use by #{holder}; this job needs 2" in c for c in captions)
     assert any(f"2 of this machine's 2 GPUs are in use by #{holder}; this job needs 1" in c for c in captions)
