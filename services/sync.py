@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SUBMIT_GRACE_SECONDS = 120
 ABANDONED = "The portal stopped while submitting this job; nothing was started. Retry it."
 PRUNE_EVERY_SECONDS = 3600.0
+FINAL_LOG_WAIT_SECONDS = 60.0  # how long a finished job waits for the last of its log that could not be read
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
 
@@ -50,6 +51,7 @@ class SyncLoop:
         self._thread: threading.Thread | None = None
         self.ticks = 0
         self.started_at = utcnow()
+        self._log_waits: dict[int, float] = {}  # job id -> when reading its logs first failed
         self.last_error: str | None = None
         self._lock = threading.Lock()
         # Threads the loop owns besides its own (the notification sender): started and stopped with it.
@@ -132,10 +134,16 @@ class SyncLoop:
                 finished = obs is not None and obs.status not in ACTIVE_STATUSES
                 try:
                     svc.backend.pull_logs(job)
+                    self._log_waits.pop(job.id, None)
                 except Exception as exc:  # logs are retried next tick; a state change still goes in
                     log.warning("could not read the logs of job %s: %s", job.id, exc)
-                    if finished:  # except the end: a finished job leaves with its whole log, so it waits a tick
+                    # Except the end: a finished job leaves with its whole log, so it waits for it a while (not
+                    # forever: a node that is gone takes its pods' logs with it).
+                    first = self._log_waits.setdefault(job.id, time.monotonic())
+                    if finished and time.monotonic() - first < FINAL_LOG_WAIT_SECONDS:
                         obs, finished = None, False
+                if finished:
+                    self._log_waits.pop(job.id, None)
                 try:
                     svc.note_log_growth(job.id, final=finished)  # received times, for the log pane
                 except Exception:
