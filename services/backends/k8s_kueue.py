@@ -145,6 +145,7 @@ class Kueue:
         self._installed: tuple[float, bool] | None = None
         self._read_at = 0.0
         self._last_read_queued = False
+        self._visibility: client.ApiClient | None = None
         self._lock = threading.Lock()
         self.view = KueueView()
         self._job_name = re.compile(rf"^{re.escape(settings.job_name_prefix)}-(\d+)$")
@@ -271,11 +272,13 @@ class Kueue:
         url = self.settings.kueue_visibility_url
         if not url:
             return self.api
-        cfg = client.Configuration()
-        for key, value in vars(self.api.configuration).items():
-            setattr(cfg, key, value)
-        cfg.host = url.rstrip("/")
-        return client.ApiClient(cfg)
+        if self._visibility is None:  # one connection pool, kept: it is read every few seconds
+            cfg = client.Configuration()
+            for key, value in vars(self.api.configuration).items():
+                setattr(cfg, key, value)
+            cfg.host = url.rstrip("/")
+            self._visibility = client.ApiClient(cfg)
+        return self._visibility
 
     # What the pages see -------------------------------------------------------------------------
     def job_id(self, name: str) -> int | None:
