@@ -115,7 +115,9 @@ class NotificationSender:
 
     def _deliver(self, delivery_id: int) -> None:
         with self.sessions() as s:
-            d = s.get_one(NotificationDelivery, delivery_id)
+            d = s.get(NotificationDelivery, delivery_id)
+            if d is None:  # its channel was removed meanwhile (the deliveries go with it)
+                return
             channel = s.get(NotificationChannel, d.channel_id)
             note = s.get_one(Notification, d.notification_id)
             key, attempts, payload = d.idempotency_key, d.attempts, dict(note.payload)
@@ -129,10 +131,14 @@ class NotificationSender:
                 result = self.send(kind, target, secret, render(payload, self.settings.public_url), key)
             except DeliveryFailed as exc:
                 error = str(exc)
+            except Exception as exc:  # a claim must not stay "sending" until the next start: retried like the rest
+                log.exception("sending notification %s failed", key)
+                error = f"the message could not be sent ({type(exc).__name__})"
         with self.sessions.begin() as s:
-            d = s.get_one(NotificationDelivery, delivery_id)
-            channel = s.get(NotificationChannel, d.channel_id)
-            now = utcnow()
+            found = s.get(NotificationDelivery, delivery_id)
+            if found is None:
+                return
+            d, channel, now = found, s.get(NotificationChannel, found.channel_id), utcnow()
             if error is None:
                 d.status, d.sent_at, d.last_error = SENT, now, None
                 if channel is not None:

@@ -251,14 +251,19 @@ def test_stuck_idle_gpus_and_a_start_after_waiting_are_each_said_once(notify_env
 
     from services.jobs import set_status
     from services.models import JobStatus
-    from services.store.orm import Job, utcnow
+    from services.store.orm import Job, JobLog, utcnow
     from tests.conftest import wait_until
 
     portal.notifications.add_channel(user, "generic", receiver.url)
     portal.notifications.set_alerts(user, stuck_minutes=0.02)  # 1.2 s without output
     workspace_script("quiet.py", "import time\nprint('loading', flush=True)\ntime.sleep(30)\n")
     job_id = portal.jobs.submit(user, {"name": "quiet", "script": "quiet.py", "epochs": 1})
-    wait_until(lambda: portal.sync.tick() or portal.jobs.get(user, job_id).status is JobStatus.RUNNING)
+    def printed() -> bool:  # running, and its one line read: from then on it is quiet
+        portal.sync.tick()
+        with portal.jobs.session() as s:
+            return s.get_one(JobLog, job_id).lines >= 1 and s.get_one(Job, job_id).status == JobStatus.RUNNING.value
+
+    wait_until(printed)
     portal.jobs.mark(job_id, gpus=1, gpu_idle_since=time.time() - 3600)  # its GPUs idle for an hour
     time.sleep(1.5)
     for _ in range(3):  # watched again and again: said once
