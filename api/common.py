@@ -27,7 +27,6 @@ from services.backends.base import BackendError
 from services.jobs import JobService
 from services.models import Conflict, JobView, NotFound, User, ValidationProblem
 from services.portal import get_portal
-from services.provenance import parent_kind, submitted_values
 from services.tokens import TokenExpired
 
 
@@ -76,9 +75,9 @@ def job_json(job: JobView) -> dict[str, Any]:
         "total_epochs": job.total_epochs, "progress": job.progress, "eta_seconds": job.eta_seconds,
         "latest_metrics": finite(job.latest_metrics), "final_metrics": finite(job.final_metrics), "gpus": job.gpus,
         "nodes": job.nodes, "cost_per_hour": job.cost_per_hour, "exit_code": job.exit_code,
-        "request": submitted_values(job.request), "url": f"/job?id={job.id}",
+        "request": job.request, "url": f"/job?id={job.id}",
         # Provenance: the job this one was cloned from ("clone") or is a retry of ("retry"); null kind: not recorded.
-        "parent_id": job.parent_id, "parent_kind": parent_kind(job),
+        "parent_id": job.parent_id, "parent_kind": job.parent_kind,
         # A waiting job's place in its queue: position, blocker, estimated start (null otherwise, or not known).
         "queue": status.to_json() if (status := queues.waiting_status(jobs(), job)) is not None else None,
     }

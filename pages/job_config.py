@@ -6,7 +6,6 @@ import streamlit as st
 
 from pages.common import duration, metric_text, money, now, plain, portal
 from services.models import JobView
-from services.provenance import submitted_values
 
 
 def printed_text(printed: dict[str, float]) -> str:
@@ -16,7 +15,7 @@ def printed_text(printed: dict[str, float]) -> str:
 
 def config_tab(job: JobView) -> None:
     st.subheader("What was submitted")
-    st.json(submitted_values(job.request))  # its provenance is said above the tabs
+    st.json(job.request)
     printed = portal().jobs.printed_at_start([job]).get(job.id)
     if printed:
         st.markdown(f"**Printed at start:** {printed_text(printed)}",

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.auth import may_see
 from services.config import Settings
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User
+from services.provenance import stored_parent_kind, submitted_values
 from services.store import search as text_search
 from services.store.orm import Job, JobTotals
 from services.store.search import NewestFirst
@@ -95,10 +96,11 @@ def to_view(job: Job) -> JobView:
         note=job.note or "",
         cost_total=job.cost,
         gpu_hours=job.gpu_hours,
-        request=job.request,
+        request=submitted_values(job.request),  # the values alone: the provenance is parent_id/parent_kind
         spec=job.spec,
         exit_code=job.exit_code,
         parent_id=job.parent_id,
+        parent_kind=stored_parent_kind(job.parent_id, job.request),
     )
 
 

@@ -226,6 +226,7 @@ class JobView:
     cost_total: float | None = None  # what the run cost, once it ended
     gpu_hours: float | None = None
     parent_id: int | None = None  # the job this one was cloned from or is a retry of
+    parent_kind: str | None = None  # "clone" or "retry"; None when unknown (made before it was recorded)
 
     def gpus_idle(self, now: float, idle_minutes: float) -> bool:
         """The "idle GPUs" badge: a running job holding GPUs that have been nearly unused for a while."""

@@ -36,10 +36,11 @@ def submitted_values(request: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in request.items() if k != PARENT_KIND}
 
 
-def parent_kind(job: JobView) -> str | None:
-    if job.parent_id is None:
+def stored_parent_kind(parent_id: int | None, request: dict[str, Any]) -> str | None:
+    """The kind kept in a stored request (the job's view carries it as `parent_kind`, its request without it)."""
+    if parent_id is None:
         return None
-    kind = job.request.get(PARENT_KIND)
+    kind = request.get(PARENT_KIND)
     return kind if kind in KINDS else None
 
 
@@ -51,4 +52,4 @@ def parent_of(get: Callable[[User, int], JobView], user: User, job: JobView) -> 
         name: str | None = get(user, job.parent_id).name
     except NotFound:
         name = None
-    return Parent(job.parent_id, parent_kind(job), name)
+    return Parent(job.parent_id, job.parent_kind, name)
