@@ -34,6 +34,7 @@ GPU = "nvidia.com/gpu"
 PREEMPTED = "Preempted by a higher-priority job; it will restart when GPUs are free"
 READ_EVERY_SECONDS = 2.0  # Workloads and positions change at admission speed; the pages read what is kept here
 INSTALLED_TTL_SECONDS = 60.0
+QUEUES_EVERY_SECONDS = 30.0
 
 _UNUSED = re.compile(r"insufficient unused quota for (\S+) in flavor (\S+), (\S+) more needed")
 _OVER_MAX = re.compile(r"insufficient quota for (\S+) in flavor (\S+),.*> maximum capacity \((\S+)\)")
@@ -97,13 +98,11 @@ def gpu_quota(cluster_queue: dict[str, Any] | None) -> int | None:
     return total if found else None
 
 
-def gpus_in_use(local_queue: dict[str, Any] | None) -> int:
-    total = 0
-    for flavor in ((local_queue or {}).get("status") or {}).get("flavorsReservation") or []:
-        for res in flavor.get("resources") or []:
-            if res.get("name") == GPU:
-                total += _quantity(res.get("total", 0))
-    return total
+def gpus_reserved(workload: dict[str, Any]) -> int:
+    """The GPUs Kueue reserved for an admitted workload (its admission's resource usage)."""
+    admission = (workload.get("status") or {}).get("admission") or {}
+    assignments = admission.get("podSetAssignments") or []
+    return sum(_quantity((ps.get("resourceUsage") or {}).get(GPU, 0)) for ps in assignments)
 
 
 def blocker(workload: dict[str, Any], team: str, quota: int | None) -> str:
@@ -144,6 +143,7 @@ class Kueue:
         self._count = counter
         self._installed: tuple[float, bool] | None = None
         self._read_at = 0.0
+        self._queues_read_at = -QUEUES_EVERY_SECONDS
         self._last_read_queued = False
         self._visibility: client.ApiClient | None = None
         self._lock = threading.Lock()
@@ -234,16 +234,21 @@ class Kueue:
             owner = _owner_job(wl)
             if owner:
                 view.workloads[owner] = wl
-        self._count()
-        body = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "localqueues",
-                                                         _request_timeout=timeout)
-        view.local_queues = {lq["metadata"]["name"]: lq for lq in body.get("items") or []}
-        try:
+        # Queues and quotas are the admin's and change rarely: read again only every QUEUES_EVERY_SECONDS.
+        view.local_queues, view.cluster_queues = self.view.local_queues, self.view.cluster_queues
+        if now - self._queues_read_at >= QUEUES_EVERY_SECONDS:
+            self._queues_read_at = now
             self._count()
-            body = self.custom.list_cluster_custom_object(GROUP, VERSION, "clusterqueues", _request_timeout=timeout)
-            view.cluster_queues = {cq["metadata"]["name"]: cq for cq in body.get("items") or []}
-        except ApiException as exc:  # quotas are a nicety: without this read the sentence leaves the number out
-            log.info("could not read Kueue's ClusterQueues: %s", exc.status)
+            body = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "localqueues",
+                                                             _request_timeout=timeout)
+            view.local_queues = {lq["metadata"]["name"]: lq for lq in body.get("items") or []}
+            try:
+                self._count()
+                body = self.custom.list_cluster_custom_object(GROUP, VERSION, "clusterqueues",
+                                                              _request_timeout=timeout)
+                view.cluster_queues = {cq["metadata"]["name"]: cq for cq in body.get("items") or []}
+            except ApiException as exc:  # quotas are a nicety: without this read the sentence leaves them out
+                log.info("could not read Kueue's ClusterQueues: %s", exc.status)
         waiting = {(wl.get("spec") or {}).get("queueName") for wl in view.workloads.values()
                    if not _true(_conditions(wl), "QuotaReserved")}
         for queue in sorted(q for q in waiting if q):
@@ -342,11 +347,13 @@ class Kueue:
     def summaries(self) -> list[QueueSummary]:
         view = self.view
         out = []
-        for queue, lq in sorted(view.local_queues.items()):
+        for queue in sorted(view.local_queues):
             team, quota = self._team(queue, view)
             waiting = sorted((int(item.get("positionInLocalQueue", 0)), jid) for name, item in view.pending.items()
                              if item.get("localQueueName") == queue and (jid := self.job_id(name)) is not None)
-            out.append(QueueSummary(name=queue, quota_gpus=quota, used_gpus=gpus_in_use(lq),
+            used = sum(gpus_reserved(wl) for wl in view.workloads.values()
+                       if (wl.get("spec") or {}).get("queueName") == queue and _true(_conditions(wl), "QuotaReserved"))
+            out.append(QueueSummary(name=queue, quota_gpus=quota, used_gpus=used,
                                     waiting=[jid for _, jid in waiting], running=self._admitted_in(queue, view),
                                     description=f"Kueue queue of {team}"))
         return out
