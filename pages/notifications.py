@@ -121,7 +121,7 @@ if st.session_state.pop("_n_alerts_saved", False):
 # Channels ----------------------------------------------------------------------------------------------
 def channel_card(c: ChannelView) -> None:
     with st.container(border=True, key=f"n_channel_{c.id}"):
-        left, right = st.columns([4, 1])
+        left, right = st.columns([3, 1])
         secret = " · signed (secret kept)" if c.has_secret else ""
         left.markdown(f"**{KIND_LABELS.get(c.kind, c.kind)}** · {plain(c.target)}{secret}")
         if c.disabled_reason:
@@ -129,13 +129,14 @@ def channel_card(c: ChannelView) -> None:
         left.caption(f"Last delivery: {c.last_result} ({ago(c.last_at)})" if c.last_result else
                      "Nothing delivered yet.")
         st.session_state.setdefault(f"n_events_{c.id}", c.events)
-        left.multiselect("Events", list(EVENT_LABELS), key=f"n_events_{c.id}", format_func=EVENT_LABELS.__getitem__,
-                         on_change=set_events, args=(c.id,))
         st.session_state[f"n_enabled_{c.id}"] = c.enabled
         right.toggle("Enabled", key=f"n_enabled_{c.id}", on_change=toggle, args=(c.id,))
         right.button("Send a test message", key=f"n_test_{c.id}", on_click=test, args=(c.id,),
                      icon=":material/send:")
         right.button("Remove", key=f"n_remove_{c.id}", on_click=remove, args=(c.id,), icon=":material/delete:")
+        # Full width: the labels wrap instead of being cut.
+        st.multiselect("Events", list(EVENT_LABELS), key=f"n_events_{c.id}", format_func=EVENT_LABELS.__getitem__,
+                       on_change=set_events, args=(c.id,))
 
 
 st.subheader("Channels")

@@ -25,7 +25,7 @@ from services.store.orm import Job, JobEvent, utcnow
 
 # A job's end, by how it ended. "failure" jobs notify only on the first two.
 FAILURE_EVENTS = ("failed", "max_runtime")
-END_EVENTS = ("succeeded", "stopped", *FAILURE_EVENTS)
+END_EVENTS = ("succeeded", "failed", "stopped", "max_runtime")  # FAILURE_EVENTS among them
 # Not a job's event: said to a channel's owner in the portal only (a channel that fails cannot carry it).
 CHANNEL_DISABLED = "channel_disabled"
 STARTED = "started"
