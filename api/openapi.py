@@ -40,6 +40,14 @@ def _op(summary: str, ok: tuple[int, dict[str, Any] | None], *errors: int, param
     return op
 
 
+def _or_later(op: dict[str, Any]) -> dict[str, Any]:
+    """A submit that may also be accepted for later: 202 while the cluster cannot be reached (status Submitting)."""
+    op["responses"]["202"] = {"description": "Accepted while the cluster cannot be reached: the job is Submitting "
+                                             "and is submitted, once, when the cluster is back",
+                              **_content(_ref("Job"))}
+    return op
+
+
 def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
@@ -217,7 +225,8 @@ def openapi_document() -> dict[str, Any]:
                                                                                     "groups": {"type": "array"}}}),
                                   tag="account")},
         "/api/v1/jobs": {
-            "post": _op("Submit a job", (201, _ref("Job")), 400, 403, 404, 413, 415, 422, body=submit_schema),
+            "post": _or_later(_op("Submit a job", (201, _ref("Job")), 400, 403, 404, 413, 415, 422,
+                                  body=submit_schema)),
             "get": _op("List jobs (newest first)", (200, {"type": "object", "required": ["jobs", "has_more"],
                                                           "properties": {"jobs": {"type": "array",
                                                                                   "items": _ref("Job")},
@@ -239,10 +248,12 @@ def openapi_document() -> dict[str, Any]:
                                            params=[JOB_ID])},
         f"{jobs_path}/stop": {"post": _op("Stop a running job", (202, _ref("Job")), 400, 403, 404, 409, 413, 415, 503,
                                           params=[JOB_ID], body={"type": "object"})},
-        f"{jobs_path}/clone": {"post": _op("Submit a copy with some values changed", (201, _ref("Job")), 400, 403, 404,
-                                           413, 415, 422, params=[JOB_ID], body=changes)},
-        f"{jobs_path}/retry": {"post": _op("Submit the same values again", (201, _ref("Job")), 400, 403, 404, 409,
-                                           413, 415, 422, params=[JOB_ID], body={"type": "object"})},
+        f"{jobs_path}/clone": {"post": _or_later(_op(
+            "Submit a copy with some values changed", (201, _ref("Job")), 400, 403, 404, 413, 415, 422,
+            params=[JOB_ID], body=changes))},
+        f"{jobs_path}/retry": {"post": _or_later(_op(
+            "Submit the same values again", (201, _ref("Job")), 400, 403, 404, 409, 413, 415, 422,
+            params=[JOB_ID], body={"type": "object"}))},
         f"{jobs_path}/script": {"get": {
             "summary": "The script the job ran, as snapshotted when it was submitted", "tags": ["jobs"],
             "parameters": [JOB_ID], "responses": {"200": {"description": "The script", "content": {

@@ -35,7 +35,7 @@ def test_example_job_on_the_cluster_from_the_form(browser, cluster, namespace, d
         page.get_by_text(re.compile(r"Completed \(1\)")).first.wait_for(timeout=60_000)
         page.goto(f"{server.url}/job?id={job_id}&tab=Logs")
         wait_for_app(page)
-        expect(page.get_by_test_id("stCode").first).to_contain_text("Training finished", timeout=30_000)
+        expect(page.locator(".plog").first).to_contain_text("Training finished", timeout=30_000)
         page.goto(f"{server.url}/job?id={job_id}&tab=Metrics")
         wait_for_app(page)
         page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
