@@ -1,6 +1,6 @@
-"""A portal process killed in the middle of delivering a job's notifications delivers after its restart, once:
-the e-mail it had sent is not sent again, the webhook it was sending when it died arrives once, under the same
-Idempotency-Key."""
+"""A portal process killed in the middle of delivering a failed job's notifications delivers after its restart,
+once: the e-mail it had sent is not sent again, the Slack message it was sending when it died arrives once, under
+the same Idempotency-Key, with the reason and a link (the issue's "done when", as a new user would try it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from services.auth import local_user
 from services.config import Settings
 from services.portal import build_portal
 from tests.conftest import PortalServer, create_token, wait_until
-from tests.notification_receivers import SmtpServer, WebhookReceiver
+from tests.notification_receivers import SmtpServer, WebhookReceiver, parts
 
 
 def test_a_portal_killed_mid_delivery_delivers_after_restart_once(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_a_portal_killed_mid_delivery_delivers_after_restart_once(tmp_path: Path
                                   webhook_allowed_hosts=["127.0.0.1"]))
     user = local_user(setup.settings)
     setup.notifications.add_channel(user, "email", "ada@example.com")
-    setup.notifications.add_channel(user, "generic", receiver.url, secret="k")
+    setup.notifications.add_channel(user, "slack", receiver.url, secret="k")  # Slack's shape, our receiver
     (setup.settings.workspace_dir / "boom.py").write_text("import sys\nsys.exit(3)\n")
     setup.close()
     token = create_token(data_dir, user.name)
@@ -48,8 +48,11 @@ def test_a_portal_killed_mid_delivery_delivers_after_restart_once(tmp_path: Path
         assert len(receiver.requests) == 2 and len(receiver.delivered()) == 1
         first, again = receiver.requests
         assert first.answered is None and again.headers["idempotency-key"] == first.headers["idempotency-key"]
-        assert again.signed_with("k") and json.loads(again.body)["job"]["reason"] == "Exited with code 3"
+        text = json.loads(again.body)["text"]
+        assert again.signed_with("k") and "failed" in text and "Exited with code 3" in text
+        assert "https://portal.example.com/job?id=" in text
         assert len(smtp.messages) == 1  # sent before the kill: not again
+        assert "Exited with code 3" in parts(smtp.messages[0])["text/plain"]
     finally:
         server.stop()
         receiver.stop()
