@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 _TEXT = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
@@ -65,6 +66,11 @@ HTML_BODY = _HTML.from_string("""<!doctype html><html><body style="font-family: 
 """)
 
 
+@cache
+def _sentence(event: str) -> Template:
+    return _TEXT.from_string(SENTENCES[event])
+
+
 def runtime_text(seconds: float | None) -> str:
     """731 -> '12 min', 7500 -> '2 h 5 min' (a message reads it once; seconds only under a minute)."""
     if seconds is None:
@@ -106,7 +112,7 @@ def render(payload: dict[str, Any], public_url: str) -> Message:
     values = dict(payload, runtime=runtime_text(job.get("runtime_seconds")) if job else "",
                   metrics=metrics_text(job.get("final_metrics") or {}) if job else "",
                   value_text=number(payload.get("value")), duration=runtime_text)
-    sentence = _TEXT.from_string(SENTENCES[event]).render(values)
+    sentence = _sentence(event).render(values)
     subject = f"[ML Job Portal] {job['name']} {SUBJECTS[event]}" if job and event in SUBJECTS else \
         f"[ML Job Portal] {sentence}"
     common = dict(values, sentence=sentence, url=url, job=job,

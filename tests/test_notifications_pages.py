@@ -102,3 +102,12 @@ def test_alert_rules_are_checked_under_their_fields_and_saved(page: AppTest, por
     assert "Saved your alerts." in [s.value for s in page.success]
     assert portal.notifications.alerts(user) == ("CUDA out of memory", "loss > 10")
     assert portal.notifications.stuck_minutes(user) == 30
+
+
+def test_a_clone_keeps_its_jobs_choice(page: AppTest, portal, user, workspace_script) -> None:
+    workspace_script("fine.py", "print('ok')\n")
+    job_id = portal.jobs.submit(user, {"name": "picky", "script": "fine.py", "epochs": 1, "notify": "failure"})
+    run_to_end(portal, user, job_id)
+    page.query_params["clone"] = str(job_id)
+    page.switch_page("pages/submit.py").run()
+    assert page.selectbox(key="f_notify").value == "failure"
