@@ -219,14 +219,14 @@ with r3:
     except (TypeError, ValueError):
         st.metric("Estimated cost", "–")
 
-with st.expander("Advanced", expanded=True):
-    st.checkbox("Use mixed precision", key="f_mixed_precision")
-    st.checkbox("Enable gradient checkpointing", key="f_gradient_checkpointing")
 st.radio("Priority", list(PRIORITIES), key="f_priority", horizontal=True, captions=list(PRIORITIES.values()),
          help="When the GPUs a job needs are taken it waits; waiting jobs start by priority, then in the order "
               "they were submitted.")
 field_error("priority")
 
+with st.expander("Advanced", expanded=True):
+    st.checkbox("Use mixed precision", key="f_mixed_precision")
+    st.checkbox("Enable gradient checkpointing", key="f_gradient_checkpointing")
     a, b = st.columns([1, 2])
     a.checkbox("Save checkpoints every N epochs", key="f_checkpoints_on")
     b.number_input("N (epochs)", key="f_checkpoint_every", step=1, disabled=not st.session_state["f_checkpoints_on"])
