@@ -152,6 +152,23 @@ def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_po
     for job_id in ids:  # nothing failed along the way
         assert portal.jobs.get(ME, job_id).status in (JobStatus.RUNNING, JobStatus.QUEUED)
 
+    # Stopping a waiting job takes it out of Kueue's line; those behind it move up.
+    first = order[0]
+    stopped = int(first.removeprefix("mlp-"))
+    portal.jobs.stop(ME, stopped)
+    assert until(portal, stopped, lambda j: not j.is_active).status is JobStatus.STOPPED
+    order = wait_until(lambda: (o := pending_in_kueue(cluster, team_queues, namespace, "team-a"))
+                       and first not in o and o, timeout=30, interval=0.5)
+    rest = [int(name.removeprefix("mlp-")) for name in order]
+
+    def moved_up() -> dict[int, QueueStatus] | None:
+        portal.sync.tick()
+        p = queue_statuses(portal.jobs.backend, active(portal, ids))
+        return p if stopped not in p and [p[j].position for j in rest if j in p] == [1, 2] else None
+
+    places = wait_until(moved_up, timeout=30, interval=0.5)
+    assert places[rest[0]].ahead == [] and places[rest[1]].ahead == [rest[0]]
+
 
 def test_a_queue_that_does_not_exist_gets_a_sentence_at_submit(cluster, namespace, tmp_path, team_queues):
     portal = kueue_portal(cluster, namespace, tmp_path, team_queues, kueue_default_queue="no-such-queue")
