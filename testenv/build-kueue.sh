@@ -5,12 +5,8 @@
 # which also holds crds/ (the module's config/components/crd/bases, applied before Kueue starts).
 set -euo pipefail
 KUEUE=${KUEUE_VERSION:-0.19.2}
-GOV=$(go env GOVERSION)
-CACHE_ROOT=${PORTAL_TESTENV_CACHE:-/var/cache/ml-portal-testenv}
-OUT="$CACHE_ROOT/kueue-$KUEUE-$GOV"
-if [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
-mkdir -p "$OUT"
-export CGO_ENABLED=0 GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+. "$(dirname "$0")/cache.sh"
+cache_dir "kueue-$KUEUE"
 echo ">> kueue v$KUEUE (about 15 minutes cold on 2 cores)" >&2
 # Kueue's go.mod has no replace directives, so go install works; -p 2 keeps the build from starving a CI box.
 GOBIN="$OUT" go install -p 2 -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@v$KUEUE"

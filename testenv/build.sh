@@ -9,12 +9,8 @@ set -euo pipefail
 K8S=${K8S_VERSION:-1.35.4}
 ETCD=${ETCD_VERSION:-3.6.10}
 KWOK=${KWOK_VERSION:-0.8.0}
-GOV=$(go env GOVERSION)
-CACHE_ROOT=${PORTAL_TESTENV_CACHE:-/var/cache/ml-portal-testenv}
-OUT="$CACHE_ROOT/k8s-$K8S-etcd-$ETCD-kwok-$KWOK-$GOV"
-if [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
-mkdir -p "$OUT"
-export CGO_ENABLED=0 GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+. "$(dirname "$0")/cache.sh"
+cache_dir "k8s-$K8S-etcd-$ETCD-kwok-$KWOK"
 BUILD=${PORTAL_TESTENV_BUILD:-$CACHE_ROOT/build}
 mkdir -p "$BUILD"
 
