@@ -7,7 +7,9 @@ has the alert in its outbox. The notification's key makes it once per job, not p
 
 A user's pattern runs inside the sync loop on every job's new log lines, so it must not backtrack without end:
 patterns with a repeat inside a repeat (`(a+)+`), alternatives under a repeat (`(a|aa)*`) or back-references are
-refused at save time with a sentence, and each line is searched in its first MAX_LINE characters."""
+refused at save time with a sentence, and each line is searched in its first MAX_LINE characters. Open repeats
+side by side (`.*a.*Z`) cost the line's length to the power of their number plus one: a pattern holds at most
+MAX_OPEN_REPEATS of them, and one with two is searched in a line's first MAX_LINE_TWO_REPEATS characters."""
 
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ LOG_MATCH, METRIC_THRESHOLD = "log_match", "metric_threshold"
 ALERT_EVENTS = (LOG_MATCH, METRIC_THRESHOLD)
 MAX_PATTERN = 200
 MAX_LINE = 1000
+MAX_OPEN_REPEATS = 2
+MAX_LINE_TWO_REPEATS = 200  # (200 characters)^3 steps: milliseconds a line, where 1000 take a second
 MAX_RULES = 8
 SHOWN_LINE = 300
 _REPEATS = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)} - {None}
@@ -72,6 +76,34 @@ def _risky(items: Any, in_repeat: bool) -> str | None:
     return None
 
 
+def _open_repeats(items: Any) -> int:
+    """How many repeats of a variable count ('*', '+', '{m,n}') a parsed pattern holds, a fixed repeat ('{3}')
+    counting its body that many times."""
+    count = 0
+    for op, arg in items:
+        if op in _REPEATS:
+            low, high, body = arg
+            inner = _open_repeats(body)
+            count += (1 + inner) if high != low else inner * min(low, 100)
+        elif op is sre_parse.BRANCH:
+            count += sum(_open_repeats(branch) for branch in arg[1])
+        elif op is sre_parse.SUBPATTERN:
+            count += _open_repeats(arg[-1])
+        elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+            count += _open_repeats(arg[1])
+    return count
+
+
+@lru_cache(maxsize=256)
+def _line_limit(pattern: str) -> int:
+    """How much of each line the pattern is searched in (0: not at all, a pattern saved before it was refused)."""
+    try:
+        count = _open_repeats(sre_parse.parse(pattern))
+    except (re.error, RecursionError, OverflowError):
+        return 0
+    return 0 if count > MAX_OPEN_REPEATS else MAX_LINE_TWO_REPEATS if count == MAX_OPEN_REPEATS else MAX_LINE
+
+
 def pattern_problem(pattern: str) -> str | None:
     """Why a log pattern is refused, or None (checked at save time)."""
     if len(pattern) > MAX_PATTERN:
@@ -81,6 +113,8 @@ def pattern_problem(pattern: str) -> str | None:
     except (re.error, RecursionError, OverflowError) as exc:
         return f"'{pattern}' is not a regular expression: {exc}"
     risky = _risky(parsed, False)
+    if not risky and _open_repeats(parsed) > MAX_OPEN_REPEATS:
+        risky = f"more than {MAX_OPEN_REPEATS} repeats ('*', '+', '{{m,n}}')"
     if risky:
         return (f"'{pattern}' holds {risky}, which can take the portal minutes on one long line; write it "
                 "without (for example 'CUDA out of memory|loss=nan')")
@@ -151,9 +185,9 @@ def scan(s: Session, job: Job, data: bytes, points: list[tuple[Any, ...]]) -> No
     if ((job.request or {}).get("notify") or mine.default_notify) == "never":
         return
     if mine.log_pattern and data and not _said(s, key := f"job:{job.id}:{LOG_MATCH}"):
-        rx = _compiled(mine.log_pattern)
-        for line in data.decode("utf-8", "replace").splitlines():
-            if rx.search(line[:MAX_LINE]):
+        rx, limit = _compiled(mine.log_pattern), _line_limit(mine.log_pattern)
+        for line in data.decode("utf-8", "replace").splitlines() if limit else []:
+            if rx.search(line[:limit]):
                 shown = line.strip()[:SHOWN_LINE]
                 record(s, job.owner, LOG_MATCH, job_facts(job, LOG_MATCH) | {"line": shown,
                                                                               "pattern": mine.log_pattern},

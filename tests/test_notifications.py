@@ -204,12 +204,27 @@ def test_a_job_that_says_never_gets_no_alerts(notify_env, portal, user, workspac
     ("(x|xx)*y", "'(x|xx)*y' holds alternatives ('|') inside a repeat, which can take the portal minutes on one "
                  "long line; write it without (for example 'CUDA out of memory|loss=nan')"),
     ("(oom", "'(oom' is not a regular expression: missing ), unterminated subpattern at position 0"),
+    (".*a.*b.*Z", "'.*a.*b.*Z' holds more than 2 repeats ('*', '+', '{m,n}'), which can take the portal minutes on "
+                  "one long line; write it without (for example 'CUDA out of memory|loss=nan')"),
 ])
 def test_patterns_that_could_stall_the_portal_are_refused(notify_env, portal, user, pattern, sentence) -> None:
     with pytest.raises(ValidationProblem) as refused:
         portal.notifications.set_alerts(user, log_pattern=pattern)
     assert refused.value.problems == {"log_pattern": sentence}
     assert portal.notifications.alerts(user) == ("", "")
+
+
+def test_open_repeats_side_by_side_stay_quick_on_a_long_line() -> None:
+    """`.*a.*Z` on 1000 a's took over a second a line (60 s were not enough for `.*.*.*Z`): the sync loop's hang."""
+    import time
+
+    from services.notifications_alerts import _compiled, _line_limit
+
+    assert _line_limit(".*a.*b.*Z") == 0  # saved by an older portal: not run at all
+    assert _line_limit("CUDA out of memory|loss=nan") == 1000
+    line, started = "a" * 1000, time.monotonic()
+    assert _compiled(".*a.*Z").search(line[:_line_limit(".*a.*Z")]) is None
+    assert time.monotonic() - started < 0.3
 
 
 def test_rules_the_portal_cannot_read_are_refused(notify_env, portal, user) -> None:
