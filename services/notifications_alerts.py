@@ -76,6 +76,10 @@ def _risky(items: Any, in_repeat: bool) -> str | None:
     return None
 
 
+# What the parser or compiler raise for a pattern they refuse (ValueError: '(?a)(?u)', flags that exclude each other)
+_UNREADABLE = (re.error, RecursionError, OverflowError, ValueError)
+
+
 def _open_repeats(items: Any) -> int:
     """How many repeats of a variable count ('*', '+', '{m,n}') a parsed pattern holds, a fixed repeat ('{3}')
     counting its body that many times."""
@@ -99,7 +103,8 @@ def _line_limit(pattern: str) -> int:
     """How much of each line the pattern is searched in (0: not at all, a pattern saved before it was refused)."""
     try:
         count = _open_repeats(sre_parse.parse(pattern))
-    except (re.error, RecursionError, OverflowError):
+        _compiled(pattern)
+    except _UNREADABLE:
         return 0
     return 0 if count > MAX_OPEN_REPEATS else MAX_LINE_TWO_REPEATS if count == MAX_OPEN_REPEATS else MAX_LINE
 
@@ -110,7 +115,8 @@ def pattern_problem(pattern: str) -> str | None:
         return f"a pattern has at most {MAX_PATTERN} characters"
     try:
         parsed = sre_parse.parse(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
+        _compiled(pattern)  # some refusals come from the compiler alone ('(?<=a+)': look-behind of no fixed width)
+    except _UNREADABLE as exc:
         return f"'{pattern}' is not a regular expression: {exc}"
     risky = _risky(parsed, False)
     if not risky and _open_repeats(parsed) > MAX_OPEN_REPEATS:
@@ -185,9 +191,9 @@ def scan(s: Session, job: Job, data: bytes, points: list[tuple[Any, ...]]) -> No
     if ((job.request or {}).get("notify") or mine.default_notify) == "never":
         return
     if mine.log_pattern and data and not _said(s, key := f"job:{job.id}:{LOG_MATCH}"):
-        rx, limit = _compiled(mine.log_pattern), _line_limit(mine.log_pattern)
+        limit = _line_limit(mine.log_pattern)  # 0 for one that cannot run: never raised into the cursor's commit
         for line in data.decode("utf-8", "replace").splitlines() if limit else []:
-            if rx.search(line[:limit]):
+            if _compiled(mine.log_pattern).search(line[:limit]):
                 shown = line.strip()[:SHOWN_LINE]
                 record(s, job.owner, LOG_MATCH, job_facts(job, LOG_MATCH) | {"line": shown,
                                                                               "pattern": mine.log_pattern},
