@@ -7,6 +7,7 @@ from its log) is a user's or a job's, never code."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -135,13 +136,23 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_MARKDOWN = re.compile(r"([\\`*_~\[\]()!<>|#])")
+
+
+def _mattermost_escape(text: str) -> str:
+    """Mattermost renders Markdown and mentions: a job's name, reason or log line ('@all', '![](https://…)') is
+    said as written, not a ping of a whole team channel or an image fetched from anywhere."""
+    return _MARKDOWN.sub(r"\\\1", text).replace("@", "@\u200b")
+
+
 def webhook_body(kind: str, msg: Message) -> dict[str, Any]:
     """The JSON each service's incoming webhook takes; 'generic' is the portal's own, with every field."""
     if kind == "slack":
         text = f"{_slack_escape(msg.sentence)} <{msg.url}|Open in the portal>"
         return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
     if kind == "mattermost":
-        return {"username": "ML Job Portal", "text": f"{msg.sentence} [Open in the portal]({msg.url})"}
+        return {"username": "ML Job Portal",
+                "text": f"{_mattermost_escape(msg.sentence)} [Open in the portal]({msg.url})"}
     if kind == "teams":  # an Adaptive Card, which Teams' Workflows webhooks (and the older connectors) take
         card = {"type": "AdaptiveCard", "version": "1.4", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "body": [{"type": "TextBlock", "text": msg.sentence, "wrap": True}],

@@ -230,6 +230,17 @@ def test_open_repeats_side_by_side_stay_quick_on_a_long_line() -> None:
     assert time.monotonic() - started < 0.3
 
 
+def test_a_mattermost_message_says_a_job_name_as_written_not_as_a_mention_or_markdown() -> None:
+    from services.notifications_messages import render, webhook_body
+
+    job = {"id": 7, "name": "@all ![x](https://t.example/p.png)", "owner": "ada", "status": "Failed",
+           "reason": "exit 1", "runtime_seconds": 5.0, "final_metrics": {}, "max_runtime_hours": 8}
+    text = webhook_body("mattermost", render({"event": "failed", "job": job, "path": "/job?id=7"}, ""))["text"]
+    assert "@all" not in text and "@\u200ball" in text
+    assert "![x](" not in text and "\\!\\[x\\]\\(https://t.example/p.png\\)" in text
+    assert text.endswith("[Open in the portal](/job?id=7)")
+
+
 def test_rules_the_portal_cannot_read_are_refused(notify_env, portal, user) -> None:
     with pytest.raises(ValidationProblem) as refused:
         portal.notifications.set_alerts(user, metric_rules="loss >> 10")
