@@ -82,7 +82,11 @@ def host_on_list(host: str, patterns: list[str]) -> bool:
 
 def webhook_problem(url: str, allowed: list[str]) -> str | None:
     """Why a webhook URL is refused, or None. Checked at save time and again before each send."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not one: 'https://host:99999/')
+    except ValueError:  # 'https://[::1/x': an unclosed IPv6 literal
+        return "enter the webhook's full URL, starting with https://"
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "enter the webhook's full URL, starting with https://"
     if parts.username or parts.password:

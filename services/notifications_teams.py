@@ -27,7 +27,10 @@ def kind_and_url(spec: str) -> tuple[str, str]:
     kind, _, rest = spec.partition(":")
     if kind in WEBHOOK_KINDS and rest:
         return kind, rest.strip()
-    host = urlsplit(spec.strip()).hostname or ""
+    try:
+        host = urlsplit(spec.strip()).hostname or ""
+    except ValueError:  # not a URL ('https://[::1'): webhook_problem says so and the channel is not used
+        host = ""
     if host == "hooks.slack.com":
         return "slack", spec.strip()
     if host_on_list(host, ["*.webhook.office.com", "*.logic.azure.com"]):

@@ -241,6 +241,16 @@ def test_a_mattermost_message_says_a_job_name_as_written_not_as_a_mention_or_mar
     assert text.endswith("[Open in the portal](/job?id=7)")
 
 
+@pytest.mark.parametrize("url", ["https://[::1/x", "https://hooks.slack.com:99999/x", "https://hooks.slack.com:ab/x"])
+def test_a_webhook_url_python_cannot_split_is_a_sentence_not_a_traceback(notify_env, portal, user, url) -> None:
+    from services.notifications_teams import kind_and_url
+
+    with pytest.raises(ValidationProblem) as refused:
+        portal.notifications.add_channel(user, "slack", url)
+    assert refused.value.problems == {"target": "enter the webhook's full URL, starting with https://"}
+    assert kind_and_url(url)[1] == url  # a team's (PORTAL_TEAM_WEBHOOKS) raised: the sender did not start
+
+
 def test_rules_the_portal_cannot_read_are_refused(notify_env, portal, user) -> None:
     with pytest.raises(ValidationProblem) as refused:
         portal.notifications.set_alerts(user, metric_rules="loss >> 10")
