@@ -54,8 +54,8 @@ def startable(limits: Limits, holders: list[Holder], waiting: list[Waiter]) -> l
     gpu_blocked = False
     out: list[Waiter] = []
     for w in waiting:
-        if user_limit_hit(w, held, limits):
-            continue
+        if user_limit_hit(w, held, limits) or w.gpus > limits.capacity:
+            continue  # an over-capacity job (the machine's count lowered since) never starts: it holds up nobody
         if w.gpus and (gpu_blocked or w.gpus > free):
             gpu_blocked = True
             continue

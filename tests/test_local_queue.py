@@ -240,3 +240,14 @@ def test_queues_through_the_api_and_the_client_name_only_what_the_viewer_may_see
         wait_until(lambda: waiting.refresh().finished and running.refresh().finished, timeout=30)
     finally:
         srv.stop()
+
+
+def test_a_job_needing_more_gpus_than_the_machine_now_has_holds_up_nobody() -> None:
+    """PORTAL_LOCAL_GPUS lowered from 4 to 2 across a restart: the 4-GPU job that waits can never start, and the
+    1-GPU jobs behind it (anyone's) start on the free GPUs instead of waiting behind it for ever."""
+    from services.queue_plan import Holder, Limits, Waiter, simulate, startable
+
+    limits, holders = Limits(2), [Holder(1, "ada", 1, 10.0)]
+    waiting = [Waiter(2, "ada", 4, 5.0), Waiter(3, "bob", 1, 5.0), Waiter(4, "cy", 1, 5.0)]
+    assert [w.id for w in startable(limits, holders, waiting)] == [3]
+    assert simulate(limits, holders, waiting) == {3: 0.0, 4: 5.0}
