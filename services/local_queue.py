@@ -208,8 +208,9 @@ def blocker(snap: Snapshot, row: Row) -> tuple[str, list[int]]:
         verb = "is" if used == 1 else "are"
         return (f"{used} of this machine's {lim.capacity} GPUs {verb} in use by {_ids(ids)}; "
                 f"this job needs {row.gpus}"), ids
-    first = next((a for a in ahead if a.gpus and a.gpus <= lim.capacity and not user_limit_hit(_waiter(a), [_holder(h) for h in snap.holders],
-                                                                     lim)), None)
+    held = [_holder(h) for h in snap.holders]
+    first = next((a for a in ahead if a.gpus and a.gpus <= lim.capacity
+                  and not user_limit_hit(_waiter(a), held, lim)), None)
     if row.gpus and first is not None:
         return (f"#{first.id} is ahead of it and waits for {_plural(first.gpus, 'GPU')}; jobs start in priority, "
                 f"then submission order"), ids
