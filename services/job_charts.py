@@ -111,8 +111,9 @@ class JobCharts:
             if job is None:
                 return {}
             names = (set(job.latest_metrics or {}) | set(job.final_metrics or {})) - HIDDEN_SERIES
-            cached = {c.name: c for c in s.scalars(select(SeriesCache).where(SeriesCache.job_id == job_id))
-                      if RANK_SEP not in c.name}
+            # Not the ranks' and means' entries (a multi-node job's are most of its rows, each a whole series).
+            cached = {c.name: c for c in s.scalars(select(SeriesCache).where(
+                SeriesCache.job_id == job_id, ~SeriesCache.name.contains(RANK_SEP)))}
             out: dict[str, Series] = {}
             for name in sorted(names | set(cached)):
                 c = cached.get(name)
