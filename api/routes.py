@@ -47,6 +47,11 @@ async def healthz(_request: Request) -> Response:
         # Cluster trouble is reported, not failed on: restarting the portal would not fix the cluster.
         "backend_error": portal.jobs.backend.health(),
         "sync": {"running": sync.alive, "ticks": sync.ticks, "last_error": sync.last_error},
+        # With replicas: whether this one runs the sync loop (holds the Lease), and which one does.
+        "leader": sync.leadership.held(),
+        "leader_holder": sync.leadership.holder(),
+        "leader_election": "on" if sync.leadership.enabled else "off",
+        "leader_error": sync.leadership.error,
     }
     return JSONResponse(body)
 

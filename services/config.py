@@ -219,6 +219,19 @@ class Settings(BaseSettings):
         default_factory=dict, description='Group -> Kueue LocalQueue, e.g. {"team-a": "team-a"}: a user\'s jobs go '
         "to the queue of the first group listed here that they are in, else to kueue_default_queue.",
     )
+    leader_election: Literal["auto", "on", "off"] = Field(
+        default="auto", description="More than one portal replica on one store: the one holding a Kubernetes Lease "
+        "runs the sync loop and its workers, the others serve pages and the API. auto: on with the kubernetes "
+        "backend and a PostgreSQL database_url.",
+    )
+    leader_lease_name: str = Field(
+        default="ml-portal-leader", pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$",
+        description="The Lease (in the portal's namespace) the replicas compete for.",
+    )
+    leader_lease_seconds: float = Field(
+        default=15.0, ge=3, le=300, description="How long a leader's lease lasts unrenewed: a replica that died is "
+        "replaced after at most about this long. Renewed every third of it.",
+    )
     kueue_visibility_url: str = Field(
         default="", description="Where Kueue's visibility API (positions in a queue) answers. Empty: through the "
         "Kubernetes API server (the APIService Kueue installs); a test control plane without it: Kueue's own port.",

@@ -14,6 +14,7 @@ from services.config import Settings, get_settings
 from services.gpu_telemetry import make_telemetry
 from services.history import HistoryService
 from services.jobs import JobService
+from services.leader import make_leadership
 from services.notifications_sender import NotificationSender
 from services.notifications_settings import NotificationService
 from services.reasons import use_admin_patterns
@@ -62,6 +63,8 @@ def build_portal(settings: Settings) -> Portal:
     service = JobService(settings, sessions, make_backend(settings))
     telemetry = make_telemetry(settings, service.backend.name)
     sync = SyncLoop(service, settings.sync_interval_seconds, telemetry=telemetry)
+    # With replicas only the Lease's holder runs the loop and its workers; pages and the API run on every one.
+    sync.leadership = make_leadership(settings, service.backend)
     sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
     return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
                   HistoryService(service), NotificationService(settings, sessions))

@@ -9,35 +9,36 @@ import logging
 import math
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
 
 from services import local_queue
-from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation
-from services.backends.unreachable import BackendUnreachable
+from services.backends.base import ActiveJob, Observation
 from services.gpu_telemetry import process_tree
-from services.jobs import SUBMIT_WHEN_BACK, JobService, parse_request, set_status, to_view
+from services.jobs import JobService, set_status, to_view
+from services.leader import Leadership, SoleReplica
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
-from services.models import ACTIVE_STATUSES, JobStatus, ValidationProblem
+from services.models import ACTIVE_STATUSES, JobStatus
 from services.notifications_alerts import scan as scan_alerts
-from services.provenance import submitted_values
 from services.resource_telemetry import ResourceSampler, cluster_pods, runner_pids, running_jobs
 from services.store import maintenance
 from services.store.orm import Job, JobEvent, JobLog, MetricPoint, SeriesCache, utcnow
+from services.sync_pending import PendingWork
 
 log = logging.getLogger(__name__)
-SUBMIT_GRACE_SECONDS = 120
-ABANDONED = "The portal stopped while submitting this job; nothing was started. Retry it."
 PRUNE_EVERY_SECONDS = 3600.0
 FINAL_LOG_WAIT_SECONDS = 60.0  # how long a finished job waits for the last of its log that could not be read
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
 
-class SyncLoop:
+class NotLeading(Exception):
+    """The lease was lost in the middle of a tick."""
+
+
+class SyncLoop(PendingWork):
     def __init__(self, service: JobService, interval: float, telemetry: Any = None):
         self.service = service
         self.interval = interval
@@ -54,25 +55,51 @@ class SyncLoop:
         self._log_waits: dict[int, float] = {}  # job id -> when reading its logs first failed
         self.last_error: str | None = None
         self._lock = threading.Lock()
-        # Threads the loop owns besides its own (the notification sender): started and stopped with it.
+        # Threads the loop owns besides its own (the notification sender): run while this replica leads.
         self.workers: list[Any] = []
+        self.leadership: Leadership = SoleReplica()  # with replicas, a Lease (services/leader.py)
+        self._leading = False
 
     # Thread control -----------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread and self._thread.is_alive():
             return
-        self.service.backend.start()
         self._stop.clear()
+        self.leadership.start()
+        self.leads()  # a sole replica starts the backend and the workers here, before the first request
         self._thread = threading.Thread(target=self._run, name="portal-sync", daemon=True)
         self._thread.start()
-        for worker in self.workers:
-            worker.start()
         if self.telemetry is not None or self.resources.available:
             # Its own thread: a slow or unreachable Prometheus must not hold up job states and logs.
             threading.Thread(target=self._run_gpu, name="portal-gpu", daemon=True).start()
 
+    def leads(self) -> bool:
+        """Whether this replica leads now; starts or stops what only the leader runs when that changed."""
+        held = self.leadership.held()
+        if held and not self._leading:
+            self._leading = True
+            # What this process remembers of the jobs' progress may be stale: another replica led meanwhile.
+            self._log_waits.clear()
+            for memo in ("_cursors", "_last_pull", "_finishing"):  # the Kubernetes backend's log cursors
+                getattr(self.service.backend, memo, {}).clear()
+            self.service.backend.start()
+            for worker in self.workers:
+                worker.start()
+        elif not held and self._leading:
+            self._leading = False
+            for worker in self.workers:
+                worker.stop()
+        return held
+
+    def fence(self) -> None:
+        """Before each of a tick's writes: a replica that lost the lease applies nothing more of what it observed."""
+        if not self.leadership.held():
+            raise NotLeading
+
     def _run_gpu(self) -> None:
         while not self._stop.wait(self.service.settings.gpu_sample_seconds):
+            if not self.leadership.held():
+                continue
             for what, sample in (("GPU", self.sample_gpus), ("CPU and memory", self.sample_resources)):
                 try:
                     sample()
@@ -90,6 +117,8 @@ class SyncLoop:
             worker.stop(timeout)
         if self._thread:
             self._thread.join(timeout)
+        self._leading = False
+        self.leadership.stop()  # after the last write: the lease is handed back to another replica
 
     @property
     def alive(self) -> bool:
@@ -99,9 +128,12 @@ class SyncLoop:
         backoff = self.interval
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self.leads():
+                    self.tick()
                 self.last_error = None
                 backoff = self.interval
+            except NotLeading:
+                log.warning("this replica lost the lease during a sync tick: the rest of it was not applied")
             except Exception as exc:  # the loop must survive a locked database or a backend hiccup
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("sync tick failed")
@@ -123,12 +155,14 @@ class SyncLoop:
                 for r in rows
                 if r.backend_ref is not None
             ]
+            self.fence()
             self.resume_submissions({r.id for r in rows if r.backend_ref is None})
             self.carry_out_stops([job for job in active if job.ref.get("stop_pending")])
             svc.backend.remove_ghosts(self.recent_failed_submissions())
             # Also with nothing active: the local backend reaps its runners there (the last one to end included).
             observed = svc.backend.observe(active)
             for job in active:
+                self.fence()  # what was observed is applied whole per job, never after the lease is lost
                 # Logs first: a job's final metrics must be in before it is shown as finished.
                 obs = observed.get(job.id)
                 finished = obs is not None and obs.status not in ACTIVE_STATUSES
@@ -156,6 +190,7 @@ class SyncLoop:
                     log.exception("could not extract metrics of job %s", job.id)
                 if obs is not None:
                     self.apply(job.id, obs)
+            self.fence()
             try:
                 local_queue.admit(svc)  # in the same tick a job ended: its GPUs are free at once
             except Exception:
@@ -204,85 +239,6 @@ class SyncLoop:
         self.gpu_error = None
         svc.record_gpu({j: (g.util_percent, g.memory_used_mib) for j, g in readings.items()}, time.time(),
                        svc.settings.gpu_idle_percent)
-
-    def recent_failed_submissions(self) -> list[tuple[int, str]]:
-        """Jobs the user was told did not start: failed submissions, and those cancelled before the backend
-        answered (a create it was still carrying out may have landed)."""
-        since = utcnow() - timedelta(hours=1)
-        with self.service.session() as s:
-            rows = s.execute(
-                select(Job.id, Job.submission_id, Job.status, Job.backend_ref).where(
-                    Job.status.in_([JobStatus.SUBMIT_FAILED.value, JobStatus.STOPPED.value]),
-                    Job.backend == self.service.backend.name, Job.updated_at > since,
-                ).limit(200)
-            ).all()
-        return [(r.id, r.submission_id) for r in rows
-                if r.status == JobStatus.SUBMIT_FAILED.value or r.backend_ref is None]
-
-    def resume_submissions(self, job_ids: set[int]) -> None:
-        """Jobs Submitting without a handle from the backend: accepted while it could not be reached (asked again
-        now), or left by a portal that died mid-submit (asked again where submitting twice starts the job once,
-        else failed: a row waiting forever helps nobody)."""
-        if not job_ids:
-            return
-        svc = self.service
-        cutoff = utcnow() - timedelta(seconds=SUBMIT_GRACE_SECONDS)
-        again = bool(getattr(svc.backend, "idempotent_submit", False))
-        with svc.session() as s:
-            rows = s.execute(select(Job.id, Job.owner, Job.request, Job.submission_id, Job.reason, Job.created_at,
-                                    Job.status, Job.backend_ref).where(Job.id.in_(job_ids)).order_by(Job.id)).all()
-        for r in rows:
-            if r.status != JobStatus.SUBMITTING.value or r.backend_ref is not None:
-                continue
-            waiting = (r.reason or "").endswith(SUBMIT_WHEN_BACK)
-            # A row from before this process started is in no submit of its own; where asking twice is safe it
-            # need not wait out the grace that spares a submit a page thread of this process is carrying out.
-            abandoned = r.created_at < cutoff or (again and r.created_at < self.started_at)
-            if waiting or (again and abandoned):
-                if not waiting:
-                    log.info("submitting job %s again: a portal stopped while submitting it", r.id)
-                if not self._submit_again(r):
-                    break  # still cannot be reached: the others wait for a later tick too
-            elif abandoned:
-                self._abandoned(r.id)
-
-    def _abandoned(self, job_id: int) -> None:
-        with self.service.session() as s:
-            job = s.get_one(Job, job_id)
-            job.reason = ABANDONED
-            job.finished_at = utcnow()
-            set_status(s, job, JobStatus.SUBMIT_FAILED, job.reason)
-
-    def _submit_again(self, row: Any) -> bool:
-        svc = self.service
-        script = svc.settings.jobs_dir / str(row.id) / "script" / Path(str(row.request.get("script", ""))).name
-        if not script.is_file():  # the portal died before it kept the script: nothing can have started
-            self._abandoned(row.id)
-            return True
-        try:
-            request = parse_request(submitted_values(row.request))  # the values, without what the portal noted
-        except ValidationProblem as exc:  # recorded by an older portal with values this one refuses
-            svc._submit_failed(row.id, BackendError(f"The job's values are no longer valid: {exc}"))
-            return True
-        return svc.hand_over(JobSubmission(row.id, row.owner, request, script, row.submission_id))
-
-    def carry_out_stops(self, jobs: list[ActiveJob]) -> None:
-        """Stops asked for while the backend could not be reached, carried out now that it may be back."""
-        for job in jobs:
-            try:
-                self.service.backend.stop(job.id, job.ref)
-            except BackendUnreachable:
-                return  # still down
-            except BackendError as exc:
-                log.warning("could not stop job %s: %s", job.id, exc)
-                continue
-            log.info("stopped job %s: its stop was asked for while the backend could not be reached", job.id)
-            job.ref.pop("stop_pending", None)
-            with self.service.session() as s:
-                row = s.get(Job, job.id)
-                if row is not None:
-                    row.backend_ref = {k: v for k, v in (row.backend_ref or {}).items() if k != "stop_pending"}
-                    s.add(JobEvent(job_id=job.id, ts=utcnow(), status=row.status, message="Stop carried out"))
 
     def apply(self, job_id: int, obs: Observation) -> None:
         with self.service.session() as s:

@@ -14,9 +14,11 @@ from tests.conftest import ROOT
 
 MANIFESTS = ROOT / "manifests"
 BACKEND = ROOT / "services" / "backends" / "kubernetes.py"  # and its k8s_*.py modules (logs, watch, ...)
+LEADER = ROOT / "services" / "leader.py"  # the replicas' Lease
+GROUP_OF_API = {"batch": "batch", "core": "", "coordination": "coordination.k8s.io"}
 VERB = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch", "replace": "update"}
 PLURAL = {"job": "jobs", "pod": "pods", "config_map": "configmaps", "service": "services", "pod_log": "pods/log",
-          "event": "events", "secret": "secrets", "pod_exec": "pods/exec"}
+          "event": "events", "secret": "secrets", "pod_exec": "pods/exec", "lease": "leases"}
 
 Permission = tuple[str, str, str]  # (api group, resource, verb)
 
@@ -24,11 +26,10 @@ Permission = tuple[str, str, str]  # (api group, resource, verb)
 def permissions_the_code_uses() -> set[Permission]:
     """Every Kubernetes API call in the backend, from its source: `self.batch.create_namespaced_job` is
     (batch, jobs, create); a list function handed to a WatchCache is also watched."""
-    source = "\n".join(p.read_text() for p in [BACKEND, *sorted(BACKEND.parent.glob("k8s_*.py"))])
+    source = "\n".join(p.read_text() for p in [BACKEND, *sorted(BACKEND.parent.glob("k8s_*.py")), LEADER])
     used: set[Permission] = set()
-    for api, action, kind in re.findall(r"self\.(batch|core)\.(\w+?)_namespaced_(\w+)", source):
-        group = "batch" if api == "batch" else ""
-        used.add((group, PLURAL[kind], VERB[action]))
+    for api, action, kind in re.findall(r"self\.(batch|core|coordination)\.(\w+?)_namespaced_(\w+)", source):
+        used.add((GROUP_OF_API[api], PLURAL[kind], VERB[action]))
     for api, kind in re.findall(r"WatchCache\(\s*\w+,\s*self\.(batch|core)\.list_namespaced_(\w+)", source):
         used.add(("batch" if api == "batch" else "", PLURAL[kind], "watch"))
     assert "watch=True" in source, "the WatchCache no longer watches: update this derivation"
