@@ -148,14 +148,22 @@ def _mattermost_escape(text: str) -> str:
 def webhook_body(kind: str, msg: Message) -> dict[str, Any]:
     """The JSON each service's incoming webhook takes; 'generic' is the portal's own, with every field."""
     if kind == "slack":
-        text = f"{_slack_escape(msg.sentence)} <{msg.url}|Open in the portal>"
-        return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+        # Slack's mrkdwn has no escape for *bold*, _italics_ or a bare link: the message shows the sentence as
+        # plain_text (never formatted), and the link is a button. The top-level text only feeds notifications and
+        # old clients; escaped there, a '<!channel>' in a job's name pings no one.
+        blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "plain_text", "text": msg.sentence,
+                                                                     "emoji": False}}]
+        if msg.url.startswith(("https://", "http://")):  # Slack refuses a whole message whose button is not a URL
+            blocks.append({"type": "actions", "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": "Open in the portal"}, "url": msg.url}]})
+        return {"text": f"{_slack_escape(msg.sentence)} <{msg.url}|Open in the portal>", "blocks": blocks}
     if kind == "mattermost":
         return {"username": "ML Job Portal",
                 "text": f"{_mattermost_escape(msg.sentence)} [Open in the portal]({msg.url})"}
     if kind == "teams":  # an Adaptive Card, which Teams' Workflows webhooks (and the older connectors) take
         card = {"type": "AdaptiveCard", "version": "1.4", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                "body": [{"type": "TextBlock", "text": msg.sentence, "wrap": True}],
+                # A TextBlock renders Markdown ('[click](http://evil)' would be a link); a TextRun never does.
+                "body": [{"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": msg.sentence}]}],
                 "actions": [{"type": "Action.OpenUrl", "title": "Open in the portal", "url": msg.url}]}
         return {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
