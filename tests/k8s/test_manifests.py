@@ -27,6 +27,8 @@ ALICE = User(name="alice")
     ("overlays/kubernetes", ()),
     ("overlays/openshift", ("components/namespace-guardrails",)),
     ("overlays/kubernetes", ("components/namespace-guardrails",)),
+    ("overlays/openshift", ("components/replicas",)),
+    ("overlays/kubernetes", ("components/replicas",)),
 ])
 def test_overlay_renders_and_passes_a_server_side_dry_run(cluster: Cluster, namespace: str, tmp_path: Path,
                                                           overlay: str, components: tuple[str, ...]) -> None:
@@ -36,12 +38,37 @@ def test_overlay_renders_and_passes_a_server_side_dry_run(cluster: Cluster, name
     assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
             "PersistentVolumeClaim"} <= kinds
     assert ("Route" if "openshift" in overlay else "Ingress") in kinds
-    if components:
+    if "components/namespace-guardrails" in components:
         assert {"Namespace", "ResourceQuota", "LimitRange"} <= kinds
+    if "components/replicas" in components:
+        assert_two_sticky_replicas(docs, "openshift" in overlay)
     assert all(d["metadata"].get("namespace", namespace) == namespace for d in docs)
     out = cluster.kubectl("apply", "--dry-run=server", "-f", str(rendered))
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == len(docs) and all("(server dry run)" in line for line in lines), out
+
+
+def assert_two_sticky_replicas(docs: list[dict], openshift: bool) -> None:
+    """Two replicas on PostgreSQL that elect a leader, a browser kept on one of them, and a drain that takes one."""
+    one = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    deployment = one["Deployment", "ml-portal"]
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    portal = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "portal")
+    env = {e["name"]: e.get("valueFrom", e.get("value")) for e in portal["env"]}
+    assert env["PORTAL_DATABASE_URL"] == {"secretKeyRef": {"name": "ml-portal-database", "key": "url"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ml-portal-config"))
+    assert config["data"]["PORTAL_LEADER_ELECTION"] == "on"
+    assert one["Service", "ml-portal"]["spec"]["sessionAffinity"] == "ClientIP"
+    assert one["PersistentVolumeClaim", "ml-portal-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    pdb = one["PodDisruptionBudget", "ml-portal"]["spec"]
+    assert pdb["minAvailable"] == 1 and pdb["selector"] == deployment["spec"]["selector"]
+    front = one["Route" if openshift else "Ingress", "ml-portal"]["metadata"]["annotations"]
+    cookie = "router.openshift.io/cookie_name" if openshift else "nginx.ingress.kubernetes.io/session-cookie-name"
+    assert front[cookie] == "ml-portal-replica"
+    if not openshift:
+        assert front["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+        assert front["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600", "the overlay's own annotations stay"
 
 
 def can_i_list(cluster: Cluster, namespace: str, account: str) -> set[tuple[str, str, str]]:

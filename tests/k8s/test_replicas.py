@@ -1,0 +1,143 @@
+"""Two portal replicas on one PostgreSQL and one data folder, on the real control plane (issue 16, "More than one
+portal"): only the holder of the Lease runs the sync loop; jobs are submitted through both; the leader is SIGKILLed
+while they run and the other takes over within the lease, every job ends with its true outcome, its timeline has no
+transition twice and its log is archived once. Then a graceful stop hands the lease over at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from services.config import Settings
+from services.models import User
+from services.portal import build_portal
+from tests.conftest import PortalServer, portal_on, wait_until
+from tests.k8s.conftest import recorded_example_output
+
+LEASE_SECONDS = 6
+EXPECTED = ["Submitting", "Queued", "Running", "Succeeded"]
+
+
+class Replica:
+    """One portal process as its users reach it: its own address, the shared store and data folder."""
+
+    def __init__(self, name: str, data_dir, env: dict[str, str], token: str):
+        self.name = name
+        self.server = PortalServer(data_dir, env=env | {"POD_NAME": name})
+        self.token = token
+        self.api: httpx.Client | None = None
+
+    def start(self) -> Replica:
+        self.server.start()
+        self.api = httpx.Client(base_url=f"{self.server.url}/api/v1", timeout=30,
+                                headers={"Authorization": f"Bearer {self.token}"})
+        return self
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.server.url}/healthz", timeout=5).json()
+
+    def submit(self, name: str) -> int:
+        assert self.api is not None
+        answer = self.api.post("/jobs", json={"name": name, "script": "train_example.py", "epochs": 3})
+        assert answer.status_code == 201, answer.text
+        return answer.json()["id"]
+
+    def jobs(self) -> list[dict]:
+        assert self.api is not None
+        return self.api.get("/jobs", params={"limit": 200}).json()["jobs"]
+
+    def kill(self) -> None:
+        assert self.server.proc is not None
+        self.server.proc.kill()
+        self.server.proc.wait()
+
+    def stop(self) -> None:
+        if self.api is not None:
+            self.api.close()
+        self.server.stop()
+
+
+def replica_env(cluster, namespace: str, database_url: str) -> dict[str, str]:
+    return {"PORTAL_BACKEND": "kubernetes", "PORTAL_KUBECONFIG": str(cluster.kubeconfig),
+            "PORTAL_NAMESPACE": namespace, "PORTAL_DATABASE_URL": database_url,
+            "PORTAL_SYNC_INTERVAL_SECONDS": "0.5", "PORTAL_KUBE_REQUEST_TIMEOUT_SECONDS": "5",
+            "PORTAL_LEADER_LEASE_SECONDS": str(LEASE_SECONDS),  # auto: on (kubernetes and PostgreSQL)
+            "PORTAL_POD_ANNOTATIONS": json.dumps({"kwok.test/runtime": "10s"})}
+
+
+def token_for(data_dir, database_url: str, user: str) -> str:
+    p = build_portal(Settings(data_dir=data_dir, backend="local", database_url=database_url))
+    try:
+        return p.tokens.create(User(name=user), "test")[1]
+    finally:
+        p.close()
+
+
+def leads(replica: Replica) -> bool:
+    return replica.health()["leader"] is True
+
+
+@pytest.mark.timeout(300)  # ~1.5 minutes here
+def test_two_replicas_survive_the_loss_of_the_leader(cluster, namespace, pg_server, tmp_path):
+    url = pg_server.url(pg_server.create_database())
+    data_dir = tmp_path / "portal-data"
+    env = replica_env(cluster, namespace, url)
+    token = token_for(data_dir, url, "alice")
+    a = Replica("portal-a", data_dir, env, token).start()
+    b: Replica | None = None
+    try:
+        wait_until(lambda: leads(a), timeout=20, interval=0.3)
+        b = Replica("portal-b", data_dir, env, token).start()
+        health = b.health()
+        assert (health["leader"], health["leader_holder"], health["leader_election"]) == (False, "portal-a", "on")
+
+        # Pages and the API work on both: jobs are submitted through each, and each lists all of them.
+        ids = [a.submit(f"via-a-{i}") for i in range(2)] + [b.submit(f"via-b-{i}") for i in range(2)]
+        wait_until(lambda: all(j["status"] == "Running" for j in b.jobs()), timeout=60, interval=0.5)
+        assert {j["id"] for j in a.jobs()} == set(ids)
+        assert b.health()["sync"]["ticks"] == 0, "the follower ran the sync loop"
+
+        a.kill()  # the leader dies while every job runs
+        killed = time.monotonic()
+        wait_until(lambda: leads(b), timeout=3 * LEASE_SECONDS, interval=0.2)
+        took = time.monotonic() - killed
+        assert took <= LEASE_SECONDS + 3, f"the follower took {took:.1f} s to lead"
+        assert b.health()["leader_holder"] == "portal-b"
+        ids.append(b.submit("after-the-loss"))
+
+        jobs = wait_until(lambda: (js := b.jobs()) and all(j["status"] not in ("Submitting", "Queued", "Running")
+                                                          for j in js) and js, timeout=90, interval=0.5)
+        assert sorted(j["id"] for j in jobs) == sorted(ids)
+        recorded = recorded_example_output()
+        with portal_on(url, tmp_path / "reader") as reader:
+            for job in jobs:
+                assert (job["status"], job["reason"]) == ("Succeeded", None), job
+                assert job["started_at"] and job["final_metrics"], job
+                events = [(status, message) for _, status, message in reader.jobs.events(job["id"])]
+                changes = [s for i, (s, _) in enumerate(events) if i == 0 or events[i - 1][0] != s]
+                assert changes == EXPECTED, (job["id"], events)
+                twice = [e for e, n in Counter(events).items() if n > 1]
+                assert not twice, f"job {job['id']}: applied twice: {twice}"
+                # Archived once: the pod's whole log, each line once (two replicas pulling would append it twice).
+                archived = (data_dir / "jobs" / str(job["id"]) / "job.log").read_text().splitlines()
+                assert archived == recorded, (job["id"], len(archived), len(recorded))
+
+        # A rolling update: the new replica follows, and the old leader's graceful stop hands the lease over at once.
+        a = Replica("portal-a2", data_dir, env, token).start()
+        assert a.health()["leader"] is False
+        b.stop()
+        stopped = time.monotonic()
+        wait_until(lambda: leads(a), timeout=3 * LEASE_SECONDS, interval=0.2)
+        assert time.monotonic() - stopped < LEASE_SECONDS, "the lease was not handed back"
+        last = a.submit("after-the-handover")
+        done = wait_until(lambda: next(j for j in a.jobs() if j["id"] == last)["status"] == "Succeeded", timeout=60)
+        assert done
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        pg_server.drop_database(url.rsplit("/", 1)[1])
