@@ -101,6 +101,8 @@ def to_view(job: Job) -> JobView:
         exit_code=job.exit_code,
         parent_id=job.parent_id,
         parent_kind=stored_parent_kind(job.parent_id, job.request),
+        sweep_id=job.sweep_id,
+        sweep_trial=job.sweep_trial,
     )
 
 

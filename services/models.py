@@ -227,6 +227,8 @@ class JobView:
     gpu_hours: float | None = None
     parent_id: int | None = None  # the job this one was cloned from or is a retry of
     parent_kind: str | None = None  # "clone" or "retry"; None when unknown (made before it was recorded)
+    sweep_id: int | None = None  # the sweep this job is a trial of (services/sweeps.py)
+    sweep_trial: int | None = None  # its trial number in that sweep (a retry runs the same trial again)
 
     def gpus_idle(self, now: float, idle_minutes: float) -> bool:
         """The "idle GPUs" badge: a running job holding GPUs that have been nearly unused for a while."""

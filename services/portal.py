@@ -19,6 +19,7 @@ from services.notifications_sender import NotificationSender
 from services.notifications_settings import NotificationService
 from services.reasons import use_admin_patterns
 from services.store.db import make_engine, make_sessionmaker, migrate
+from services.sweep_runner import SweepRunner
 from services.sync import SyncLoop
 from services.templates import TemplateService
 from services.tokens import TokenService
@@ -35,6 +36,7 @@ class Portal:
     telemetry: Any = None  # GPU telemetry (services/gpu_telemetry.py), None when not configured
     history: Any = None  # services/history.py
     notifications: Any = None  # services/notifications_settings.py: settings, channels, the in-portal list
+    sweeps: Any = None  # services/sweeps.py: hyperparameter sweeps (their runner is a worker of the sync loop)
 
     def close(self) -> None:
         self.sync.stop()
@@ -66,8 +68,9 @@ def build_portal(settings: Settings) -> Portal:
     # With replicas only the Lease's holder runs the loop and its workers; pages and the API run on every one.
     sync.leadership = make_leadership(settings, service.backend)
     sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
+    sync.workers.append(sweeps := SweepRunner.of(settings, sessions, service))  # asks for and follows trials
     return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
-                  HistoryService(service), NotificationService(settings, sessions))
+                  HistoryService(service), NotificationService(settings, sessions), sweeps.sweeps)
 
 
 _lock = threading.Lock()

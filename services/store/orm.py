@@ -142,9 +142,13 @@ class Job(Base):
     runtime_seconds: Mapped[float | None] = mapped_column(Float)
     # The template the job was started from (its name at submit time), for the history's filter.
     template: Mapped[str | None] = mapped_column(String(100))
+    # A trial of a sweep (services/sweeps.py): the sweep and the Optuna trial number it runs (a retry keeps it).
+    sweep_id: Mapped[int | None] = mapped_column(Integer)
+    sweep_trial: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_jobs_group_id", "status_group", "id"),
+        Index("ix_jobs_sweep", "sweep_id", "sweep_trial"),
         Index("ix_jobs_owner_group_id", "owner", "status_group", "id"),
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_template_id", "template", "id"),
@@ -330,3 +334,4 @@ class ResourceSample(Base):
 
 # The notification tables live in their own module, on the same metadata (the migrations compare all of it).
 from services.store import notification_tables as _notification_tables  # noqa: E402, F401
+from services.store import sweep_tables as _sweep_tables  # noqa: E402, F401

@@ -1,0 +1,137 @@
+"""A sweep's Optuna side: the study storage on the portal's own database, the sampler, pruner and search space a
+spec asks for, and its trials read straight from Optuna's tables in a portal session (one query per table, the
+pages' way, instead of Optuna's per-trial reads)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    json_to_distribution,
+)
+from optuna.storages._rdb import models as om
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.config import Settings
+from services.store.db import SQLITE_BUSY_TIMEOUT_MS
+from services.sweep_spec import SweepSpec, Value
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+# User attributes the portal keeps on an Optuna trial.
+OUTCOME = "portal_outcome"  # "failed" (counts against max_failed) or "stopped" (by hand): both are Optuna FAIL
+REASON = "portal_reason"  # the sentence: why it was pruned, failed or stopped
+# Early stopping waits for this many finished trials to compare with, and for each trial's first report.
+PRUNE_STARTUP_TRIALS = 2
+
+
+def make_storage(settings: Settings) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the portal's database. Its tables come from migration 0022, and the portal's own
+    `alembic_version` is not Optuna's to check or stamp, hence both skips."""
+    url = settings.sqlalchemy_url
+    kwargs: dict[str, Any] = ({"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+                              if url.startswith("sqlite") else {"pool_pre_ping": True})
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=True,
+                                      skip_table_creation=True)
+
+
+def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
+    """What Optuna samples: every parameter but the fixed ones (a grid samples its lists and integer ranges)."""
+    out: dict[str, BaseDistribution] = {}
+    for name, p in spec.params.items():
+        if p.kind == "fixed":
+            continue
+        if p.kind == "list" or (spec.method == "grid" and p.grid_values() is not None):
+            out[name] = CategoricalDistribution(p.grid_values() or [])  # type: ignore[arg-type]
+        elif p.kind == "int":
+            out[name] = IntDistribution(int(p.low), int(p.high))  # type: ignore[arg-type]
+        else:
+            out[name] = FloatDistribution(p.low, p.high, log=p.kind == "loguniform")  # type: ignore[arg-type]
+    return out
+
+
+def sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
+    if spec.method == "grid":
+        space = {n: p.grid_values() for n, p in spec.params.items() if p.kind != "fixed"}
+        return optuna.samplers.GridSampler(space, seed=seed)  # type: ignore[arg-type]
+    if spec.method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, spec.budget // 4)))
+
+
+def pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    if spec.early_stopping == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=0)
+    if spec.early_stopping == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(storage: optuna.storages.RDBStorage, study_name: str, spec: SweepSpec,
+               seed: int) -> optuna.Study:
+    return optuna.create_study(storage=storage, study_name=study_name, direction=spec.direction,
+                               sampler=sampler(spec, seed), pruner=pruner(spec), load_if_exists=True)
+
+
+@dataclass(frozen=True)
+class StudyTrial:
+    trial_id: int
+    number: int
+    state: str  # Optuna's TrialState name: RUNNING, COMPLETE, PRUNED, FAIL, WAITING
+    params: dict[str, Value] = field(default_factory=dict)
+    value: float | None = None
+    intermediate: dict[int, float] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "FAIL" and self.attrs.get(OUTCOME) != "stopped"
+
+    @property
+    def pruned_reason(self) -> str | None:
+        return self.attrs.get(REASON) if self.state == "PRUNED" else None
+
+
+def study_trials(s: Session, study_name: str) -> list[StudyTrial]:
+    """The study's trials in number order ([] before the runner has made the study)."""
+    study_id = s.scalar(select(om.StudyModel.study_id).where(om.StudyModel.study_name == study_name))
+    if study_id is None:
+        return []
+    rows = s.execute(select(om.TrialModel.trial_id, om.TrialModel.number, om.TrialModel.state)
+                     .where(om.TrialModel.study_id == study_id).order_by(om.TrialModel.number)).all()
+    ids = [r.trial_id for r in rows]
+    if not ids:
+        return []
+    params: dict[int, dict[str, Value]] = {}
+    for p in s.execute(select(om.TrialParamModel.trial_id, om.TrialParamModel.param_name,
+                              om.TrialParamModel.param_value, om.TrialParamModel.distribution_json)
+                       .where(om.TrialParamModel.trial_id.in_(ids))):
+        params.setdefault(p.trial_id, {})[p.param_name] = json_to_distribution(p.distribution_json).to_external_repr(
+            p.param_value)
+    values = {v.trial_id: om.TrialValueModel.stored_repr_to_value(v.value, v.value_type)
+              for v in s.execute(select(om.TrialValueModel.trial_id, om.TrialValueModel.value,
+                                        om.TrialValueModel.value_type)
+                                 .where(om.TrialValueModel.trial_id.in_(ids), om.TrialValueModel.objective == 0))}
+    steps: dict[int, dict[int, float]] = {}
+    iv = om.TrialIntermediateValueModel
+    for r in s.execute(select(iv.trial_id, iv.step, iv.intermediate_value, iv.intermediate_value_type)
+                       .where(iv.trial_id.in_(ids)).order_by(iv.step)):
+        steps.setdefault(r.trial_id, {})[r.step] = iv.stored_repr_to_intermediate_value(r.intermediate_value,
+                                                                                        r.intermediate_value_type)
+    attrs: dict[int, dict[str, Any]] = {}
+    ua = om.TrialUserAttributeModel
+    for r in s.execute(select(ua.trial_id, ua.key, ua.value_json).where(ua.trial_id.in_(ids))):
+        attrs.setdefault(r.trial_id, {})[r.key] = json.loads(r.value_json)
+    return [StudyTrial(trial_id=r.trial_id, number=r.number, state=r.state.name, params=params.get(r.trial_id, {}),
+                       value=values.get(r.trial_id), intermediate=steps.get(r.trial_id, {}),
+                       attrs=attrs.get(r.trial_id, {})) for r in rows]

@@ -1,0 +1,283 @@
+"""Sweeps (issue 19): a hyperparameter search whose trials are ordinary jobs.
+
+`SweepService` is what pages, the API and the client use: create a sweep from a `SweepSpec`, read it with its
+progress and best trial, list its trials, stop it, extend it. The search itself (Optuna ask-and-tell, early
+stopping, retries, the budget) is driven by `services.sweep_runner.SweepRunner`, a worker of the sync loop.
+Visibility follows the jobs' rules: whoever may see the owner's jobs sees their sweeps; the owner and admins act.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.auth import may_act, may_see
+from services.config import Settings
+from services.jobs import JobService
+from services.models import ACTIVE_STATUSES, Conflict, JobStatus, NotFound, User, ValidationProblem
+from services.store.orm import Job, utcnow
+from services.store.sweep_tables import Sweep
+from services.sweep_spec import MAX_TRIALS, SweepSpec, Value
+from services.sweep_study import StudyTrial, study_trials
+from services.validation import validation_problems
+
+TrialState = Literal["waiting", "running", "complete", "pruned", "failed", "stopped"]
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """One trial: a parameter set, the job(s) that ran it (a retry is a second job of the same trial)."""
+
+    number: int
+    params: dict[str, Value]
+    state: TrialState
+    value: float | None  # the objective (final or best, as the sweep says); None until known
+    job_id: int | None  # the latest job of this trial (None: not submitted yet)
+    job_ids: list[int] = field(default_factory=list)
+    job_status: str | None = None
+    reason: str | None = None  # the job's, or why the trial was pruned
+    intermediate: dict[int, float] = field(default_factory=dict)  # the objective by step, as reported to Optuna
+
+    @property
+    def attempts(self) -> int:
+        return len(self.job_ids)
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    done: int  # complete
+    running: int
+    pruned: int
+    failed: int
+    left: int  # of the budget, not started yet
+    stopped: int = 0
+
+
+@dataclass(frozen=True)
+class SweepView:
+    id: int
+    owner: str
+    name: str
+    spec: SweepSpec
+    state: str
+    stop_reason: str | None
+    created_at: datetime
+    ended_at: datetime | None
+    study_name: str
+    progress: SweepProgress
+    best: TrialView | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "stopped", "failed")
+
+
+def parse_spec(data: dict[str, Any] | SweepSpec) -> SweepSpec:
+    """A sweep from the form's or the API's values; bad input is one sentence per field (ValidationProblem)."""
+    if isinstance(data, SweepSpec):
+        return data
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationProblem(validation_problems(exc)) from None
+    except ValueError as exc:  # a bad base request, raised by the spec's own check
+        raise ValidationProblem({"": str(exc)}) from None
+
+
+def study_name_of(sweep_id: int) -> str:
+    return f"portal-sweep-{sweep_id}"
+
+
+class SweepService:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], jobs: JobService):
+        self.settings = settings
+        self.sessions = sessions
+        self.jobs = jobs
+
+    # Creating ---------------------------------------------------------------------------------
+    def validate(self, user: User, spec: SweepSpec | dict[str, Any]) -> SweepSpec:
+        """The spec, with the admin's limits and the script checked on the trial jobs its extremes make."""
+        spec = parse_spec(spec)
+        first = spec.first_values()
+        problems: dict[str, str] = {}
+        for name, param in spec.params.items():
+            for value in param.grid_values() or [param.low, param.high]:
+                values = first | {name: value}  # type: ignore[dict-item]
+                try:
+                    self.jobs.validate(spec.trial_request(values).model_dump(mode="json"), user)
+                except ValidationProblem as exc:
+                    for key, sentence in exc.problems.items():
+                        at = name if key == name else key
+                        problems.setdefault(at, f"{sentence} (trial value {value:g})" if key == name and isinstance(
+                            value, float) else sentence)
+                except ValueError as exc:
+                    problems.setdefault(name, str(exc))
+        if problems:
+            raise ValidationProblem(problems)
+        return spec
+
+    def create(self, user: User, spec: SweepSpec | dict[str, Any]) -> SweepView:
+        spec = self.validate(user, spec)
+        now = utcnow()
+        with self.sessions.begin() as s:
+            row = Sweep(owner=user.name, owner_groups=list(user.groups), name=spec.name,
+                        spec=spec.model_dump(mode="json"), state="running", study_name=f"pending-{now.timestamp()}",
+                        created_at=now)
+            s.add(row)
+            s.flush()
+            row.study_name = study_name_of(row.id)
+            sweep_id = row.id
+        # The Optuna study is made by the runner on its first tick (it owns the storage); nothing waits for it.
+        return self.get(user, sweep_id)
+
+    def estimate_cost(self, user: User, spec: SweepSpec | dict[str, Any]) -> tuple[float, float]:
+        """(GPU-hours, money) if every trial of the budget ran to its max runtime: the most the sweep can cost
+        (retries of failed trials come on top)."""
+        spec = parse_spec(spec)
+        req = spec.trial_request(spec.first_values())
+        hours = spec.budget * req.max_runtime_hours
+        return (round(hours * req.gpus * req.nodes, 2),
+                round(hours * self.settings.cost_per_hour(req.gpus, req.nodes), 2))
+
+    # Reading ----------------------------------------------------------------------------------
+    def _row(self, s: Session, user: User, sweep_id: int) -> Sweep:
+        row = s.get(Sweep, sweep_id) if 0 < sweep_id < 2**62 else None
+        if row is None or not may_see(self.settings, user, row.owner):
+            raise NotFound(f"Sweep {sweep_id} was not found.")
+        return row
+
+    def _owned(self, s: Session, user: User, sweep_id: int) -> Sweep:
+        row = self._row(s, user, sweep_id)
+        if not may_act(user, row.owner):
+            raise NotFound(f"Sweep {sweep_id} was not found.")
+        return row
+
+    def get(self, user: User, sweep_id: int) -> SweepView:
+        with self.sessions.begin() as s:
+            row = self._row(s, user, sweep_id)
+            return self._view(s, row, trials_of(s, row))
+
+    def list(self, user: User, everyone: bool = False, limit: int = 100) -> list[SweepView]:
+        """Newest first: the user's own, or with `everyone` all they may see."""
+        with self.sessions.begin() as s:
+            stmt = select(Sweep).order_by(Sweep.id.desc()).limit(limit)
+            if not (everyone and (user.reads_all or self.settings.show_others_jobs)):
+                stmt = stmt.where(Sweep.owner == user.name)
+            return [self._view(s, row, trials_of(s, row)) for row in s.scalars(stmt)]
+
+    def trials(self, user: User, sweep_id: int) -> list[TrialView]:
+        with self.sessions.begin() as s:
+            return trials_of(s, self._row(s, user, sweep_id))
+
+    def best(self, user: User, sweep_id: int) -> TrialView | None:
+        return self.get(user, sweep_id).best
+
+    def best_values(self, user: User, sweep_id: int) -> dict[str, Any]:
+        """The best trial's job values, for "submit the best as a single job" (the Submit form or the API)."""
+        best = self.best(user, sweep_id)
+        if best is None or best.job_id is None:
+            raise Conflict("The sweep has no finished trial with a value yet.")
+        values = self.jobs.clone_values(user, best.job_id)
+        values["name"] = values.get("name", "").rsplit("-t", 1)[0][:50] + "-best"
+        return values
+
+    def _view(self, s: Session, row: Sweep, trials: list[TrialView]) -> SweepView:
+        spec = SweepSpec.model_validate(row.spec)
+        count = {st: sum(1 for t in trials if t.state == st) for st in ("complete", "pruned", "failed", "stopped")}
+        running = sum(1 for t in trials if t.state in ("running", "waiting"))
+        left = 0 if row.state != "running" else max(0, spec.budget - len(trials))
+        progress = SweepProgress(done=count["complete"], running=running, pruned=count["pruned"],
+                                 failed=count["failed"], left=left, stopped=count["stopped"])
+        return SweepView(id=row.id, owner=row.owner, name=row.name, spec=spec, state=row.state,
+                         stop_reason=row.stop_reason, created_at=row.created_at, ended_at=row.ended_at,
+                         study_name=row.study_name, progress=progress, best=best_of(trials, spec))
+
+    # Acting -----------------------------------------------------------------------------------
+    def stop(self, user: User, sweep_id: int) -> SweepView:
+        """No new trials; the running ones are stopped by the runner (its next tick), then the sweep is Stopped."""
+        with self.sessions.begin() as s:
+            row = self._owned(s, user, sweep_id)
+            if row.state != "running":
+                raise Conflict(f"Sweep {row.name} is not running ({row.state}).")
+            row.state = "stopping"
+            row.stop_reason = f"Stopped by {user.name}."
+        return self.get(user, sweep_id)
+
+    def extend(self, user: User, sweep_id: int, n: int) -> SweepView:
+        """N more trials in the budget; a finished sweep runs again (a grid only up to its points)."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TRIALS:
+            raise ValidationProblem({"trials": f"give a whole number of trials from 1 to {MAX_TRIALS}"})
+        with self.sessions.begin() as s:
+            row = self._owned(s, user, sweep_id)
+            if row.state == "stopping":
+                raise Conflict(f"Sweep {row.name} is stopping; extend it once it has stopped.")
+            spec = SweepSpec.model_validate(row.spec)
+            started = trial_count(s, row)
+            budget = spec.budget + n
+            if budget > MAX_TRIALS:
+                raise ValidationProblem({"trials": f"a sweep has at most {MAX_TRIALS} trials; it has {spec.budget}"})
+            size = spec.grid_size() if spec.method == "grid" else None
+            if size is not None and spec.budget >= size:
+                raise Conflict(f"The grid of sweep {row.name} has {size} points and all are in its budget.")
+            if size is not None:
+                budget = min(budget, size)
+            row.spec = spec.model_dump(mode="json") | {"budget": budget}
+            if row.state != "running":
+                row.state, row.stop_reason, row.ended_at = "running", None, None
+            del started
+        return self.get(user, sweep_id)
+
+
+# Reading a sweep's trials: its jobs (portal tables) joined with its Optuna trials, in one session ---------------
+def trial_count(s: Session, row: Sweep) -> int:
+    return len(study_trials(s, row.study_name))
+
+
+def jobs_by_trial(s: Session, sweep_id: int) -> dict[int, list[Job]]:
+    out: dict[int, list[Job]] = {}
+    for job in s.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)):
+        out.setdefault(job.sweep_trial or 0, []).append(job)
+    return out
+
+
+def trials_of(s: Session, row: Sweep) -> list[TrialView]:
+    spec = SweepSpec.model_validate(row.spec)
+    jobs = jobs_by_trial(s, row.id)
+    fixed = {n: p.value for n, p in spec.params.items() if p.kind == "fixed"}
+    return [_trial_view(t, jobs.get(t.number, []), fixed) for t in study_trials(s, row.study_name)]
+
+
+def _trial_view(t: StudyTrial, jobs: list[Job], fixed: dict[str, Any]) -> TrialView:
+    last = jobs[-1] if jobs else None
+    status = JobStatus(last.status) if last is not None else None
+    state: TrialState
+    if t.state == "COMPLETE":
+        state = "complete"
+    elif t.state == "PRUNED":
+        state = "pruned"
+    elif t.state == "FAIL":
+        state = "stopped" if status is JobStatus.STOPPED and not t.failed else "failed"
+    elif status is None or status in (JobStatus.SUBMITTING, JobStatus.QUEUED):
+        state = "waiting"
+    elif status in ACTIVE_STATUSES:
+        state = "running"
+    else:
+        state = "running"  # ended, and the runner has not told Optuna yet (its next tick)
+    reason = t.pruned_reason if state == "pruned" and t.pruned_reason else (last.reason if last else None)
+    return TrialView(number=t.number, params=fixed | t.params, state=state, value=t.value,
+                     job_id=last.id if last else None, job_ids=[j.id for j in jobs],
+                     job_status=status.value if status else None, reason=reason, intermediate=t.intermediate)
+
+
+def best_of(trials: list[TrialView], spec: SweepSpec) -> TrialView | None:
+    scored = [t for t in trials if t.state == "complete" and t.value is not None and math.isfinite(t.value)]
+    if not scored:
+        return None
+    pick = min if spec.direction == "minimize" else max
+    return pick(scored, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
