@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +22,10 @@ from pydantic_settings import (
 def _config_file() -> Path | None:
     raw = os.environ.get("PORTAL_CONFIG_FILE")
     return Path(raw).expanduser() if raw else None
+
+
+LOCAL_REPLICAS = ("PORTAL_LEADER_ELECTION=on needs the Kubernetes backend (a Lease elects the replica that runs the "
+                  "sync loop): replicas of a portal whose jobs run on its own machine are not supported")
 
 
 class Settings(BaseSettings):
@@ -119,6 +123,10 @@ class Settings(BaseSettings):
     secret_key_file: str = Field(
         default="", description="Key that signs download links. Empty: secret.key in the data directory (made once)."
     )
+    metrics_token_file: str = Field(
+        default="", description="File holding the bearer token a Prometheus scraper sends to GET /metrics, re-read "
+        "on every scrape. Empty: only admins (their API token or session) may read /metrics.",
+    )
 
     # GPU telemetry (services/gpu_telemetry.py) ---------------------------------------------------
     prometheus_url: str = Field(
@@ -191,6 +199,14 @@ class Settings(BaseSettings):
         default=8, ge=1, le=100, description="Attempts per message before its channel is disabled.")
     notify_retry_seconds: float = Field(
         default=30.0, gt=0, description="Wait before the first retry of a message; doubled for each next one.")
+    notify_send_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Wall-clock limit on one delivery, whatever the receiver does; then "
+        "it counts as failed and is retried.")
+    notify_parallel: int = Field(
+        default=4, ge=1, le=32, description="Channels the sender delivers to at once (one message per channel at a "
+        "time).")
+    notify_test_per_hour: int = Field(
+        default=5, ge=1, le=1000, description="Test and e-mail confirmation messages a user may send per hour.")
 
     # Kubernetes backend -------------------------------------------------------------------------
     kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
@@ -253,6 +269,12 @@ class Settings(BaseSettings):
             except re.error as exc:
                 raise ValueError(f"failure pattern {pattern!r} is not a regular expression: {exc}") from None
         return v
+
+    @model_validator(mode="after")
+    def _replicas_need_a_cluster(self) -> Settings:
+        if self.leader_election == "on" and self.resolved_backend() == "local":
+            raise ValueError(LOCAL_REPLICAS)
+        return self
 
     @field_validator("data_dir")
     @classmethod

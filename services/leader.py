@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from services.config import Settings
+from services.config import LOCAL_REPLICAS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,6 @@ def make_leadership(settings: Settings, backend: Any) -> Leadership:
         return SoleReplica()
     api = getattr(backend, "api", None)
     if api is None:
-        raise ValueError("PORTAL_LEADER_ELECTION=on needs the Kubernetes backend (PORTAL_BACKEND=kubernetes): "
-                         "replicas of a portal whose jobs run on its own machine are not supported")
+        raise ValueError(LOCAL_REPLICAS)
     return LeaseElector(api, backend.namespace, settings.leader_lease_name, settings.leader_lease_seconds,
                         settings.kube_request_timeout_seconds)
