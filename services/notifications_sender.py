@@ -5,25 +5,22 @@ A delivery is claimed (status "sending", committed) before anything leaves, and 
 said yes. A portal killed in between leaves it "sending": the next start sends it again under the same
 Idempotency-Key (and e-mail Message-ID), so a receiver that saw it already can tell, and one that never answered
 gets it once. A channel whose message fails notify_max_attempts times is disabled, and its owner is told why in
-the portal."""
+the portal.
+
+Channels are served side by side by a small pool (notify_parallel), one message per channel at a time, each within
+notify_send_seconds of wall clock (services/notifications_transport.py): a receiver that trickles its answer holds
+its own channel's messages for that long, no one else's."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import smtplib
-import ssl
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
-from email.message import EmailMessage
-from email.utils import formatdate
-from pathlib import Path
 
-import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
@@ -31,24 +28,14 @@ from services.notifications_messages import Message, render, webhook_body
 from services.notifications_outbox import CHANNEL_DISABLED, FAILED, PENDING, SENDING, SENT, record
 from services.notifications_settings import webhook_problem
 from services.notifications_teams import sync_team_channels
+from services.notifications_transport import SIGNATURE_HEADER, DeliveryFailed, post_json, send_email, signature
 from services.notifications_watch import WATCH_SECONDS, watch_running
 from services.store.notification_tables import Notification, NotificationChannel, NotificationDelivery
 from services.store.orm import utcnow
 
 log = logging.getLogger(__name__)
-BATCH = 20
-SEND_TIMEOUT_SECONDS = 15.0
+BATCH = 20  # messages one channel's turn sends before the others' come first again
 MAX_BACKOFF_SECONDS = 6 * 3600.0
-SIGNATURE_HEADER = "X-Portal-Signature-256"
-
-
-class DeliveryFailed(Exception):
-    """A sentence saying why a message did not arrive (shown on the channel)."""
-
-
-def signature(secret: str, body: bytes) -> str:
-    """The value of the signature header: receivers compute the same HMAC-SHA256 over the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class NotificationSender:
@@ -57,7 +44,12 @@ class NotificationSender:
         self.sessions = sessions
         self.interval = interval
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a channel's turn ended: what waits for it can go now
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._busy: set[int] = set()  # channels being served now (one turn per channel at a time)
+        self._turns: set[Future[int]] = set()
 
     def start(self) -> None:
         if self._thread and self._thread.is_alive():
@@ -66,26 +58,35 @@ class NotificationSender:
         with self.sessions.begin() as s:
             sync_team_channels(s, self.settings)
         self._stop.clear()
+        with self._lock:
+            self._busy.clear()  # turns a stop cancelled before they ran
         self._thread = threading.Thread(target=self._run, name="portal-notify", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stops taking new messages; one in flight ends within its deadline (a later start sends it again if not)."""
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        with self._lock:
+            pool, turns, self._pool = self._pool, set(self._turns), None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            wait(turns, timeout=self.settings.notify_send_seconds + 1)
 
     def _run(self) -> None:
         watched = 0.0
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 if time.monotonic() - watched >= WATCH_SECONDS:
                     watched = time.monotonic()
                     self.watch()
-                while self.deliver_due() and not self._stop.is_set():
-                    pass
+                self.deliver_due(wait_for_them=False)
             except Exception:  # a locked database: the next round tries again
                 log.exception("notification delivery failed")
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
 
     def watch(self) -> int:
         """The alerts about what running jobs have not done (services/notifications_watch.py)."""
@@ -99,19 +100,65 @@ class NotificationSender:
                                .values(status=PENDING, next_attempt_at=utcnow()))
             return int(getattr(result, "rowcount", 0) or 0)
 
-    def deliver_due(self) -> int:
-        """Send every delivery that is due (a batch at a time); returns how many were tried."""
-        now = utcnow()
+    def deliver_due(self, wait_for_them: bool = True) -> int:
+        """Start a turn for each channel with a message due that is not being served already, as many as the pool
+        has room for; with `wait_for_them`, wait for those turns and return how many messages they tried."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.notify_parallel, thread_name_prefix="portal-notify-send")
+            room, busy = self.settings.notify_parallel - len(self._busy), set(self._busy)
+        if room <= 0:
+            return 0
+        with self.sessions() as s:
+            due = select(NotificationDelivery.channel_id).where(
+                NotificationDelivery.status == PENDING, NotificationDelivery.next_attempt_at <= utcnow())
+            if busy:
+                due = due.where(NotificationDelivery.channel_id.notin_(busy))
+            channels = list(s.scalars(due.group_by(NotificationDelivery.channel_id)
+                                      .order_by(func.min(NotificationDelivery.id)).limit(room)))
+        turns = []
+        with self._lock:
+            for channel_id in channels:
+                if self._pool is None or channel_id in self._busy:
+                    continue
+                self._busy.add(channel_id)
+                turn = self._pool.submit(self._turn, channel_id)
+                self._turns.add(turn)
+                turn.add_done_callback(self._turns.discard)
+                turns.append(turn)
+        if not wait_for_them:
+            return len(turns)
+        return sum(t.result() for t in turns)
+
+    def _turn(self, channel_id: int) -> int:
+        """One channel's due messages, oldest first, each claimed just before it is sent."""
+        sent = 0
+        try:
+            while sent < BATCH and not self._stop.is_set():
+                delivery_id = self._claim(channel_id)
+                if delivery_id is None:
+                    break
+                self._deliver(delivery_id)
+                sent += 1
+            return sent
+        finally:
+            with self._lock:
+                self._busy.discard(channel_id)
+            self._wake.set()
+
+    def _claim(self, channel_id: int) -> int | None:
+        """Marks the channel's oldest due delivery "sending" (committed before anything leaves); None when none is
+        due. The update is conditional: a second sender (a replica that still thinks it leads) cannot claim it too."""
         with self.sessions.begin() as s:
-            rows = s.scalars(select(NotificationDelivery).where(
-                NotificationDelivery.status == PENDING, NotificationDelivery.next_attempt_at <= now)
-                .order_by(NotificationDelivery.id).limit(BATCH)).all()
-            for d in rows:
-                d.status, d.attempts = SENDING, d.attempts + 1
-            claimed = [d.id for d in rows]
-        for delivery_id in claimed:
-            self._deliver(delivery_id)
-        return len(claimed)
+            for delivery_id in s.scalars(select(NotificationDelivery.id).where(
+                    NotificationDelivery.channel_id == channel_id, NotificationDelivery.status == PENDING,
+                    NotificationDelivery.next_attempt_at <= utcnow()).order_by(NotificationDelivery.id).limit(3)):
+                claimed = s.execute(update(NotificationDelivery).where(
+                    NotificationDelivery.id == delivery_id, NotificationDelivery.status == PENDING).values(
+                    status=SENDING, attempts=NotificationDelivery.attempts + 1))
+                if getattr(claimed, "rowcount", 0) == 1:
+                    return delivery_id
+        return None
 
     def _deliver(self, delivery_id: int) -> None:
         with self.sessions() as s:
@@ -177,7 +224,7 @@ class NotificationSender:
     def send(self, kind: str, target: str, secret: str | None, msg: Message, key: str) -> str:
         """Deliver one message; returns what the receiver answered, or raises DeliveryFailed with a sentence."""
         if kind == "email":
-            return self.send_email(target, msg, key)
+            return send_email(self.settings, target, msg, key, self.settings.notify_send_seconds)
         return self.send_webhook(kind, target, secret, msg, key)
 
     def send_webhook(self, kind: str, url: str, secret: str | None, msg: Message, key: str) -> str:
@@ -189,44 +236,7 @@ class NotificationSender:
                    "User-Agent": "ml-job-portal"}
         if secret:
             headers[SIGNATURE_HEADER] = signature(secret, body)
-        try:
-            # No redirects: a host on the allow-list must not hand the request on to one that is not.
-            response = httpx.post(url, content=body, headers=headers, timeout=SEND_TIMEOUT_SECONDS,
-                                  follow_redirects=False)
-        except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"the webhook could not be reached ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"the webhook answered HTTP {response.status_code}")
-        return f"HTTP {response.status_code}"
-
-    def send_email(self, to: str, msg: Message, key: str) -> str:
-        st = self.settings
-        if not st.smtp_host:
-            raise DeliveryFailed("this portal has no SMTP server set up (PORTAL_SMTP_HOST)")
-        mail = EmailMessage()
-        mail["From"], mail["To"], mail["Subject"] = st.smtp_from, to, msg.subject
-        mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = f"<{key}@ml-job-portal>"  # the idempotency key: mail clients drop a repeated id
-        mail["Idempotency-Key"] = key
-        mail.set_content(msg.text)
-        mail.add_alternative(msg.html, subtype="html")
-        try:
-            with smtplib.SMTP(st.smtp_host, st.smtp_port, timeout=SEND_TIMEOUT_SECONDS) as smtp:
-                if st.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if st.smtp_user:
-                    smtp.login(st.smtp_user, self._smtp_password())
-                smtp.send_message(mail)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryFailed(f"the SMTP server refused or could not be reached ({type(exc).__name__}: "
-                                 f"{str(exc)[:200]})") from None
-        return f"accepted by {st.smtp_host}"
-
-    def _smtp_password(self) -> str:
-        path = self.settings.smtp_password_file
-        if not path:
-            return ""
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise DeliveryFailed(f"the SMTP password file could not be read ({exc.strerror})") from None
+        status = post_json(url, body, headers, self.settings.notify_send_seconds)
+        if not 200 <= status < 300:
+            raise DeliveryFailed(f"the webhook answered HTTP {status}")
+        return f"HTTP {status}"

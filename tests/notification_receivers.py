@@ -6,7 +6,9 @@ from __future__ import annotations
 import email
 import hashlib
 import hmac
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int | None = None  # the status the receiver answered; None: it never answered (the sender died)
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def signed_with(self, secret: str) -> bool:
         expected = "sha256=" + hmac.new(secret.encode(), self.body, hashlib.sha256).hexdigest()
@@ -90,6 +93,58 @@ class WebhookReceiver:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class TricklingReceiver:
+    """A webhook that reads each request whole, then answers a byte a second (a long, slow 200): every read gets
+    its byte well within a per-read timeout, so only a deadline on the whole exchange ends it."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n\r\n" + b"." * 40
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []  # the Idempotency-Key of each request, in order
+        self.port = free_port()
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._closed = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/slow"
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+            headers = {k.lower(): v for k, v in headers.items()}
+            while len(body) < int(headers.get("content-length", 0)):
+                body += conn.recv(65536)
+            self.keys.append(headers.get("idempotency-key", ""))
+            for byte in self.ANSWER:
+                if self._closed.wait(1.0):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the sender gave up on it
+                    return
+
+    def __enter__(self) -> TricklingReceiver:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._closed.set()
+        self._sock.close()
 
 
 class _Mailbox:
