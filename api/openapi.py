@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from api.openapi_sweeps import sweep_paths, sweep_schemas
 from services.history import SORT_KEYS
 from services.models import JobRequest, StatusGroup
 
@@ -337,6 +338,7 @@ def openapi_document() -> dict[str, Any]:
                      "schema": {"type": "integer", "minimum": 1}}], body={"type": "object"})},
         **_token_paths(),
         **_notification_paths(),
+        **sweep_paths(_op, _q),
         "/api/v1/queues": {"get": _op("Each queue's GPUs, running jobs and waiting jobs in the order they start",
                                       (200, QUEUES), tag="queues")},
     }
@@ -352,7 +354,7 @@ def openapi_document() -> dict[str, Any]:
                 "type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string"}, "problems": {"type": "object",
                                                               "additionalProperties": {"type": "string"}}}},
-                **{k: v for k, v in submit.get("$defs", {}).items()}},
+                **{k: v for k, v in submit.get("$defs", {}).items()}, **sweep_schemas()},
         },
         "security": [{"token": []}],
     }

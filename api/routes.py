@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 
 from api import notifications as notifications_api
 from api import queues as queues_api
+from api import sweeps as sweeps_api
 from api import tokens as tokens_api
 from api import v1
 from api.file_responses import FdResponse
@@ -228,6 +229,7 @@ API_ROUTES = [
     *notifications_api.ROUTES,
     *tokens_api.ROUTES,
     *queues_api.ROUTES,
+    *sweeps_api.ROUTES,
 ]
 ROUTES = [
     Route("/healthz", healthz),
