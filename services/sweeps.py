@@ -108,16 +108,17 @@ class SweepService:
         problems: dict[str, str] = {}
         for name, param in spec.params.items():
             for value in param.grid_values() or [param.low, param.high]:
-                values = first | {name: value}  # type: ignore[dict-item]
                 try:
-                    self.jobs.validate(spec.trial_request(values).model_dump(mode="json"), user)
+                    data = spec.trial_request(first | {name: value}).model_dump(mode="json")  # type: ignore[dict-item]
+                    self.jobs.validate(data, user)
                 except ValidationProblem as exc:
-                    for key, sentence in exc.problems.items():
-                        at = name if key == name else key
-                        problems.setdefault(at, f"{sentence} (trial value {value:g})" if key == name and isinstance(
-                            value, float) else sentence)
-                except ValueError as exc:
-                    problems.setdefault(name, str(exc))
+                    found = exc.problems
+                except ValidationError as exc:
+                    found = validation_problems(exc)
+                else:
+                    continue
+                for key, sentence in found.items():
+                    problems.setdefault(key, f"{sentence} (the sweep's value {value})" if key == name else sentence)
         if problems:
             raise ValidationProblem(problems)
         return spec
