@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
+from api import metrics_route, v1
 from api import notifications as notifications_api
 from api import queues as queues_api
 from api import sweeps as sweeps_api
 from api import tokens as tokens_api
-from api import v1
 from api.file_responses import FdResponse
 from api.openapi import openapi_document
 from services.auth import LinkRefused, may_download, open_link, user_from_claims, user_from_headers
@@ -233,6 +233,7 @@ API_ROUTES = [
 ]
 ROUTES = [
     Route("/healthz", healthz),
+    Route("/metrics", metrics_route.metrics, methods=["GET"]),
     Route("/download/{token}", download),
     *API_ROUTES,
     Route("/api/{rest:anypath}", api_fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",

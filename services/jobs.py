@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -45,6 +46,7 @@ from services.models import (
     ValidationProblem,
 )
 from services.notifications_outbox import job_ended, remember_groups
+from services.prom_metrics import submit_latency_histogram
 from services.provenance import ParentKind, submitted_values, with_parent_kind
 from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
@@ -88,6 +90,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         self.sessions = sessions
         self.backend = backend
         self.workspace = Workspace(settings)
+        self.submit_latency = submit_latency_histogram()  # exported on /metrics (services/prom_metrics.py)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -156,6 +159,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             data = dict(data)
             data["script"] = save_upload(self.workspace, user, upload[0], upload[1])
         req = self.validate(data, user)
+        began = time.monotonic()
         script_source = self.workspace.resolve(user, req.script)
         now = utcnow()
         with self.session() as s:
@@ -195,10 +199,10 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         except OSError as exc:
             self._submit_failed(job_id, exc)
             return job_id
-        self.hand_over(JobSubmission(job_id, user.name, req, snapshot, submission_id, user.groups))
+        self.hand_over(JobSubmission(job_id, user.name, req, snapshot, submission_id, user.groups), began)
         return job_id
 
-    def hand_over(self, submission: JobSubmission) -> bool:
+    def hand_over(self, submission: JobSubmission, began: float | None = None) -> bool:
         """Ask the backend to start a recorded job and record its answer. Returns False when the backend cannot
         be reached: the job then stays Submitting, saying so, and the sync loop asks again (the same submission,
         so the job starts once)."""
@@ -224,6 +228,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
                 job.backend_ref = result.ref
                 job.reason = None
                 set_status(s, job, result.status, "Accepted by the backend")
+        if began is not None:  # a submission resumed after an outage has no start of its own here
+            self.submit_latency.observe(time.monotonic() - began)
         if cancelled:  # Stop was pressed while the backend was being asked: what it started goes too
             with suppress(BackendError):  # else the sync loop's ghost removal deletes it once the backend answers
                 self.backend.stop(job_id, result.ref | {"stop_requested": True})
