@@ -31,6 +31,7 @@ from services.sync_pending import PendingWork
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
 FINAL_LOG_WAIT_SECONDS = 60.0  # how long a finished job waits for the last of its log that could not be read
+FOLLOW_EVERY_SECONDS = 2.0  # a follower's reads of Kueue's places in line (the leader's pace)
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
 
@@ -59,6 +60,7 @@ class SyncLoop(PendingWork):
         self.workers: list[Any] = []
         self.leadership: Leadership = SoleReplica()  # with replicas, a Lease (services/leader.py)
         self._leading = False
+        self._followed = 0.0  # when this replica, following, last read Kueue's view
 
     # Thread control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,6 +92,22 @@ class SyncLoop(PendingWork):
             for worker in self.workers:
                 worker.stop()
         return held
+
+    def follow(self) -> None:
+        """A follower's pages show Kueue's places in line too: it reads them itself (reads only, writes nothing)."""
+        svc = self.service
+        kueue = getattr(svc.backend, "kueue", None)
+        if kueue is None or time.monotonic() - self._followed < FOLLOW_EVERY_SECONDS:
+            return
+        self._followed = time.monotonic()
+        with svc.session() as s:
+            refs = s.scalars(select(Job.backend_ref).where(
+                Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]), Job.backend == svc.backend.name
+            )).all()
+        try:
+            kueue.refresh(any((ref or {}).get("queue") for ref in refs))
+        except Exception as exc:  # the places are kept from the last read, as on the leader
+            log.info("could not read Kueue's workloads: %s", exc)
 
     def fence(self) -> None:
         """Before each of a tick's writes: a replica that lost the lease applies nothing more of what it observed."""
@@ -130,6 +148,8 @@ class SyncLoop(PendingWork):
             try:
                 if self.leads():
                     self.tick()
+                else:
+                    self.follow()
                 self.last_error = None
                 backoff = self.interval
             except NotLeading:

@@ -13,10 +13,14 @@ import httpx
 import pytest
 
 from services.config import Settings
-from services.models import User
+from services.leader import LeaseElector
+from services.models import JobStatus, User
 from services.portal import build_portal
+from services.queues import queue_views, waiting_line, waiting_status
 from tests.conftest import PortalServer, portal_on, wait_until
 from tests.k8s.conftest import recorded_example_output
+from tests.k8s.kueue_env import kueue  # noqa: F401 - the fixture team_queues needs
+from tests.k8s.test_kueue import KUEUE_MANIFESTS, ME, drain, kueue_portal, submit, team_queues  # noqa: F401
 
 LEASE_SECONDS = 6
 EXPECTED = ["Submitting", "Queued", "Running", "Succeeded"]
@@ -140,4 +144,40 @@ def test_two_replicas_survive_the_loss_of_the_leader(cluster, namespace, pg_serv
         a.stop()
         if b is not None:
             b.stop()
+        pg_server.drop_database(url.rsplit("/", 1)[1])
+
+
+def test_a_followers_pages_show_kueue_places_in_line(cluster, namespace, tmp_path, pg_server,
+                                                     team_queues):  # noqa: F811
+    """The Queues page and a waiting job's card on a follower say its place in Kueue's line, as on the leader."""
+    cluster.kubectl("-n", namespace, "apply", "-f", str(KUEUE_MANIFESTS / "localqueues.yaml"))
+    url = pg_server.url(pg_server.create_database())
+    portals = []
+    for name in ("kueue-a", "kueue-b"):  # one process here: each replica its own name
+        p = kueue_portal(cluster, namespace, tmp_path, team_queues, kueue_default_queue="team-a", database_url=url)
+        p.sync.leadership = LeaseElector(p.jobs.backend.api, namespace, p.settings.leader_lease_name, LEASE_SECONDS,
+                                         5, me=name)
+        portals.append(p)
+    leader, follower = portals
+    try:
+        leader.sync.start()
+        wait_until(leader.sync.leadership.held, timeout=20, interval=0.2)
+        follower.sync.start()
+        first = submit(follower, "holds-the-quota", 8, "normal")
+        second = submit(follower, "waits", 8, "normal")
+
+        def line() -> str:  # what the waiting job's card says (nothing until the job waits)
+            status = waiting_status(follower.jobs, follower.jobs.get(ME, second))
+            return waiting_line(status) if status else ""
+
+        wait_until(lambda: line().startswith("1st"), timeout=60, interval=0.5)
+        assert line().startswith("1st in the queue of team-a · Team-a's quota of 8 GPUs is in use; 8 more needed")
+        team_a = next(v for v in queue_views(follower.jobs, ME) if v.summary.name == "team-a")
+        assert [w.id for w in team_a.waiting] == [second] and team_a.summary.used_gpus == 8
+        assert follower.jobs.get(ME, first).status is JobStatus.RUNNING
+        assert not follower.sync.leadership.held() and follower.sync.ticks == 0, "the follower applied changes"
+    finally:
+        for p in portals:
+            p.close()
+        drain(cluster, namespace)
         pg_server.drop_database(url.rsplit("/", 1)[1])
