@@ -134,8 +134,10 @@ class SweepRunner:
     def _study(self, row: Sweep, spec: SweepSpec, started: int) -> optuna.Study:
         study = self._studies.get(row.id)
         if study is None:
-            # Seeded per sweep, and by how far it got: a resumed sweep does not draw its first points again.
-            study = open_study(self.storage, row.study_name, spec, seed=row.id * 7919 + started)
+            # Seeded per sweep, and for random draws by how far it got: a resumed sweep does not draw its first
+            # points again. A grid's seed shuffles its points, and trial n runs point n: that order must not change.
+            seed = row.id * 7919 + (0 if spec.method == "grid" else started)
+            study = open_study(self.storage, row.study_name, spec, seed=seed)
             self._studies[row.id] = study
         return study
 

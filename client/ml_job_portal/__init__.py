@@ -21,6 +21,7 @@ from ml_job_portal.errors import (
     ValidationError,
 )
 from ml_job_portal.jobs import Job, JobResults
+from ml_job_portal.sweeps import Sweep, int_range, loguniform, uniform
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,10 @@ __all__ = [
     "PortalConnectionError",
     "PortalError",
     "ServerError",
+    "Sweep",
     "ValidationError",
     "__version__",
+    "int_range",
+    "loguniform",
+    "uniform",
 ]

@@ -37,6 +37,7 @@ from ml_job_portal.errors import (
 from ml_job_portal.history import HistoryMixin
 from ml_job_portal.jobs import FINISHED_STATUSES, Job, JobResults
 from ml_job_portal.notifications import NotificationsMixin
+from ml_job_portal.sweeps import SweepsMixin
 
 # Everything this module exported before it was split, so that `from ml_job_portal.client import NotFoundError`
 # in an old notebook keeps working.
@@ -70,7 +71,7 @@ def _drop_none(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 # The client --------------------------------------------------------------------------------------
-class JobClient(HistoryMixin, NotificationsMixin):
+class JobClient(HistoryMixin, NotificationsMixin, SweepsMixin):
     """A session with one portal. ``token`` defaults to the ``PORTAL_TOKEN`` environment variable."""
 
     def __init__(
