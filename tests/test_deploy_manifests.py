@@ -139,3 +139,20 @@ def test_the_proxies_let_the_token_api_through_and_nothing_else_but_health() -> 
         sidecar = yaml.safe_load((MANIFESTS / "overlays" / overlay / "proxy-sidecar.yaml").read_text())
         args = sidecar["spec"]["template"]["spec"]["containers"][0]["args"]
         assert sorted(a.removeprefix(flag) for a in args if a.startswith(flag)) == ["^/api/v1/", "^/healthz$"]
+
+
+def test_the_monitoring_component_shares_one_token_between_prometheus_and_the_portal() -> None:
+    component = MANIFESTS / "components" / "monitoring"
+    deployment = yaml.safe_load((component / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in deployment["containers"][0]["env"]}
+    assert "metrics_token_file" in Settings.model_fields
+    mount = deployment["containers"][0]["volumeMounts"][0]
+    secret = next(v["secret"] for v in deployment["volumes"] if v["name"] == mount["name"])
+    assert env["PORTAL_METRICS_TOKEN_FILE"] == f"{mount['mountPath']}/token" and mount["readOnly"] is True
+    endpoint = yaml.safe_load((component / "servicemonitor.yaml").read_text())["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] == "http"  # the Service's port: the proxy's
+    assert endpoint["authorization"]["credentials"] == {"name": secret["secretName"], "key": "token"}
+    # Each proxy is told to let /metrics alone through without a login, with its own flag.
+    for name, flag in (("kubernetes", "--skip-auth-route=^/metrics$"), ("openshift", "--skip-auth-regex=^/metrics$")):
+        ops = yaml.safe_load((component / f"proxy-{name}.yaml").read_text())
+        assert [op["value"] for op in ops if op["op"] == "add"] == [flag]
