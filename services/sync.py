@@ -1,4 +1,5 @@
-"""The ONE background loop per process: backend state -> store, log bytes -> metrics.
+"""The ONE background loop per process: backend state -> store, log bytes -> metrics. With more than one replica it
+runs on the holder of the Lease only (services/leader.py); the others just follow.
 
 Pages never watch the backend themselves; they read what this loop wrote.
 """
