@@ -80,14 +80,14 @@ class SyncLoop(PendingWork):
         """Whether this replica leads now; starts or stops what only the leader runs when that changed."""
         held = self.leadership.held()
         if held and not self._leading:
-            self._leading = True
             # What this process remembers of the jobs' progress may be stale: another replica led meanwhile.
             self._log_waits.clear()
             for memo in ("_cursors", "_last_pull", "_finishing"):  # the Kubernetes backend's log cursors
                 getattr(self.service.backend, memo, {}).clear()
             self.service.backend.start()
             for worker in self.workers:
-                worker.start()
+                worker.start()  # one that fails (the database away) is started again next time, with the others
+            self._leading = True
         elif not held and self._leading:
             self._leading = False
             for worker in self.workers:
