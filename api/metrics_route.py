@@ -1,8 +1,8 @@
 """GET /metrics: the portal's own health for Prometheus (services/prom_metrics.py says what is in it).
 
 Who may read it: a scraper sending the token in PORTAL_METRICS_TOKEN_FILE (``Authorization: Bearer <token>``),
-or an admin, by their personal API token or their signed-in session. The numbers say how many jobs each user
-could not see, so nobody else does: 401 without a credential, 403 for one that is not an admin's."""
+or an admin, by their personal API token or (oidc) their signed-in session. The numbers cover every user's jobs,
+so nobody else reads them: 401 without a credential, 403 for one that is not an admin's."""
 
 from __future__ import annotations
 
@@ -42,16 +42,21 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _admin(request: Request) -> None:
-    """Raises ApiError unless an admin asks (API token, else the session the proxy or the login cookie names)."""
+    """Raises ApiError unless an admin asks: by API token, or (oidc) by the signed login cookie. Never by an
+    identity header: the monitoring component lets /metrics past the auth proxy without a login (like /api/v1/),
+    so a header there would be the client's own claim."""
+    settings = get_portal().settings
     if _bearer(request) is not None:
         user: User | None = await authenticate(request)
-    else:
-        from api.routes import requester  # the pages' session, read as the download links read it
+    elif settings.auth_mode == "oidc":
+        from api.routes import requester  # the login cookie, read as the download links read it
 
         user = requester(request)
-        if user is None:
-            raise ApiError(401, "Send the metrics token or an admin's API token: 'Authorization: Bearer <token>'.")
-    if user is None or not user.is_admin:
+    else:
+        user = None
+    if user is None:
+        raise ApiError(401, "Send the metrics token or an admin's API token: 'Authorization: Bearer <token>'.")
+    if not user.is_admin:
         raise ApiError(403, "Only admins and the monitoring scraper may read the portal's metrics.")
 
 

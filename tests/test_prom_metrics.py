@@ -4,6 +4,7 @@ or an admin may read it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,15 +120,45 @@ def test_a_rotated_scraper_token_applies_without_a_restart(server: PortalServer)
 
 
 @pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
-def test_behind_the_proxy_an_admins_session_may_read_the_metrics(open_tmp_path: Path) -> None:
+def test_behind_the_proxy_an_identity_header_is_not_believed(open_tmp_path: Path) -> None:
+    """The monitoring component lets /metrics past the proxy's login: a header there is anyone's claim."""
     env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_ADMINS": "ada", "PORTAL_PYTHON_EXECUTABLE": sandbox_python()}
     server = PortalServer(open_tmp_path / "portal-data", env=env).start()
     try:
         url = f"{server.url}/metrics"
-        assert "portal_jobs{" in httpx.get(url, headers={"X-Forwarded-User": "ada"}).text
-        r = httpx.get(url, headers={"X-Forwarded-User": "bob"})
-        assert r.status_code == 403 and "Only admins" in r.json()["error"]
-        # No scraper token is set: a bearer that is not an API token is refused, not mistaken for an empty one.
+        forged = httpx.get(url, headers={"X-Forwarded-User": "ada", "X-Forwarded-Groups": "admins"})
+        assert forged.status_code == 401 and "API token" in forged.json()["error"]
+        assert "portal_jobs{" in httpx.get(url, headers=bearer(create_token(server.data_dir, "ada"))).text
+        # No scraper token is set: a bearer that is not an API token is refused, not matched against nothing.
         assert httpx.get(url, headers=bearer("anything")).status_code == 401
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(bool(sandbox_skip_reason()), reason=sandbox_skip_reason() or "")
+def test_with_oidc_a_signed_in_admin_may_read_the_metrics(open_tmp_path: Path) -> None:
+    from streamlit.web.server.starlette.starlette_app_utils import create_signed_value
+
+    secret, home = "metrics-cookie-secret-for-tests", open_tmp_path / "home"
+    (home / ".streamlit").mkdir(parents=True)
+    secrets = home / ".streamlit" / "secrets.toml"
+    secrets.write_text(f'[auth]\nredirect_uri = "http://127.0.0.1/oauth2callback"\ncookie_secret = "{secret}"\n'
+                       'client_id = "p"\nclient_secret = "x"\n'
+                       'server_metadata_url = "http://127.0.0.1:9/.well-known/openid-configuration"\n')
+    secrets.chmod(0o600)  # the portal refuses to start with secrets others may read
+    env = {"PORTAL_AUTH_MODE": "oidc", "PORTAL_ADMINS": "ada@example.org", "HOME": str(home),
+           "PORTAL_PYTHON_EXECUTABLE": sandbox_python()}
+    server = PortalServer(open_tmp_path / "portal-data", env=env).start()
+
+    def login(email: str) -> dict[str, str]:
+        claims = json.dumps({"email": email, "sub": email, "is_logged_in": True, "provider": "default"})
+        return {"_streamlit_user": create_signed_value(secret, "_streamlit_user", claims).decode()}
+
+    try:
+        url = f"{server.url}/metrics"
+        assert "portal_jobs{" in httpx.get(url, cookies=login("ada@example.org")).text
+        researcher = httpx.get(url, cookies=login("bob@example.org"))
+        assert researcher.status_code == 403 and "Only admins" in researcher.json()["error"]
+        assert httpx.get(url).status_code == 401
     finally:
         server.stop()
