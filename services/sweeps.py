@@ -82,6 +82,8 @@ def parse_spec(data: dict[str, Any] | SweepSpec) -> SweepSpec:
     """A sweep from the form's or the API's values; bad input is one sentence per field (ValidationProblem)."""
     if isinstance(data, SweepSpec):
         return data
+    if isinstance(data, dict) and data.get("params") in ({}, []):
+        raise ValidationProblem({"params": "give at least one hyperparameter: a fixed value, a list or a range"})
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
