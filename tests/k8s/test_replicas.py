@@ -6,8 +6,10 @@ transition twice and its log is archived once. Then a graceful stop hands the le
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ from services.models import JobStatus, User
 from services.portal import build_portal
 from services.queues import queue_views, waiting_line, waiting_status
 from tests.conftest import PortalServer, portal_on, wait_until
-from tests.k8s.conftest import recorded_example_output
+from tests.k8s.conftest import k8s_settings, recorded_example_output
 from tests.k8s.kueue_env import kueue  # noqa: F401 - the fixture team_queues needs
 from tests.k8s.test_kueue import KUEUE_MANIFESTS, ME, drain, kueue_portal, submit, team_queues  # noqa: F401
 
@@ -180,4 +182,53 @@ def test_a_followers_pages_show_kueue_places_in_line(cluster, namespace, tmp_pat
         for p in portals:
             p.close()
         drain(cluster, namespace)
+        pg_server.drop_database(url.rsplit("/", 1)[1])
+
+
+def test_a_replica_that_loses_the_lease_stops_applying_at_once(cluster, namespace, tmp_path, pg_server):
+    """Another replica's write to the Lease (as when this one was thought dead) stops this one's sync loop at its
+    next renewal: a job that completes meanwhile stays Running here until this replica holds the lease again."""
+    url = pg_server.url(pg_server.create_database())
+    portal = build_portal(k8s_settings(cluster, namespace, tmp_path / "portal-data", database_url=url,
+                                       leader_lease_seconds=LEASE_SECONDS,
+                                       pod_annotations={"kwok.test/runtime": "5s"}))
+    sync = portal.sync
+    try:
+        sync.start()
+        wait_until(sync.leadership.held, timeout=20, interval=0.2)
+        job_id = portal.jobs.submit(ME, {"name": "outlived-its-lease", "script": "train_example.py", "epochs": 3})
+        wait_until(lambda: portal.jobs.get(ME, job_id).status is JobStatus.RUNNING, timeout=60, interval=0.2)
+
+        elsewhere = threading.Event()
+
+        def hold_elsewhere() -> None:  # another replica holding the lease, renewing it every second
+            while True:
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                cluster.kubectl("-n", namespace, "patch", "lease", portal.settings.leader_lease_name, "--type=merge",
+                                "-p", json.dumps({"spec": {"holderIdentity": "portal-elsewhere", "renewTime": stamp}}))
+                if elsewhere.wait(1.0):
+                    return
+
+        intruder = threading.Thread(target=hold_elsewhere, daemon=True)
+        intruder.start()
+        try:
+            wait_until(lambda: not sync.leadership.held(), timeout=LEASE_SECONDS / 3 + 3, interval=0.1)
+            assert sync.leadership.holder() == "portal-elsewhere"
+            time.sleep(1)  # a tick already past its last fence finishes
+            ticks = sync.ticks
+            wait_until(lambda: "Complete" in cluster.kubectl("-n", namespace, "get", "job", f"mlp-{job_id}", "-o",
+                                                             "jsonpath={.status.conditions[*].type}"), timeout=30)
+            time.sleep(2)
+            assert portal.jobs.get(ME, job_id).status is JobStatus.RUNNING, "applied after the lease was lost"
+            assert sync.ticks == ticks and not sync.leadership.held()
+        finally:
+            elsewhere.set()
+            intruder.join(10)
+
+        # The other stops renewing: after a whole lease this replica takes it back and records the real outcome.
+        wait_until(sync.leadership.held, timeout=3 * LEASE_SECONDS, interval=0.2)
+        job = wait_until(lambda: (j := portal.jobs.get(ME, job_id)).status is JobStatus.SUCCEEDED and j, timeout=30)
+        assert job.reason is None and job.final_metrics
+    finally:
+        portal.close()
         pg_server.drop_database(url.rsplit("/", 1)[1])
