@@ -37,7 +37,7 @@ from ml_job_portal.errors import (
 from ml_job_portal.history import HistoryMixin
 from ml_job_portal.jobs import FINISHED_STATUSES, Job, JobResults
 from ml_job_portal.notifications import NotificationsMixin
-from ml_job_portal.sweeps import SweepsMixin
+from ml_job_portal.sweeps import Sweep, SweepsMixin, int_range, loguniform, uniform
 
 # Everything this module exported before it was split, so that `from ml_job_portal.client import NotFoundError`
 # in an old notebook keeps working.
@@ -54,7 +54,11 @@ __all__ = [
     "PortalConnectionError",
     "PortalError",
     "ServerError",
+    "Sweep",
     "ValidationError",
+    "int_range",
+    "loguniform",
+    "uniform",
 ]
 
 API_PREFIX = "/api/v1"
