@@ -13,6 +13,9 @@ from typing import Any
 import streamlit as st
 
 if __name__ == "__main__":
+    from pages.common import health_banner, identity_badge, notifications_title, unread_notifications, unread_watch
+
+    UNREAD = unread_notifications()  # "Notifications (3)" in the navigation, on every page
     PAGES = {
         "Experiments": [
             st.Page("pages/dashboard.py", title="Dashboard", icon=":material/dashboard:",
@@ -21,10 +24,11 @@ if __name__ == "__main__":
             st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
             st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
             st.Page("pages/queues.py", title="Queues", icon=":material/hourglass_top:", url_path="queues"),
+            st.Page("pages/sweep.py", title="Sweeps", icon=":material/tune:", url_path="sweep"),
         ],
         "Account": [
             st.Page("pages/tokens.py", title="API tokens", icon=":material/key:", url_path="tokens"),
-            st.Page("pages/notifications.py", title="Notifications", icon=":material/notifications:",
+            st.Page("pages/notifications.py", title=notifications_title(UNREAD), icon=":material/notifications:",
                     url_path="notifications"),
         ],
         "Job": [
@@ -33,10 +37,10 @@ if __name__ == "__main__":
     }
     st.set_page_config(page_title="ML Job Portal", page_icon="🧪", layout="wide")
     page = st.navigation(PAGES)
-    from pages.common import health_banner, identity_badge
-
     identity_badge()  # also the sign-in gate: nothing below runs without a user
     health_banner()
+    with st.sidebar:
+        unread_watch(UNREAD)
     page.run()
 else:
     from starlette.middleware import Middleware

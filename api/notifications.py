@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.common import endpoint, iso, path_int, query_int
+from api.common import endpoint, error, iso, path_int, query_int
 from services.models import User
+from services.notifications_confirm import TooManyMessages
 from services.notifications_settings import CHANNEL_KINDS, EVENTS, ChannelView, NotificationService, NotificationView
 from services.portal import get_portal
 
@@ -23,7 +24,7 @@ def service() -> NotificationService:
 def channel_json(c: ChannelView) -> dict[str, Any]:
     return {"id": c.id, "kind": c.kind, "target": c.target, "events": c.events, "enabled": c.enabled,
             "disabled_reason": c.disabled_reason, "last_result": c.last_result, "last_at": iso(c.last_at),
-            "has_secret": c.has_secret}
+            "has_secret": c.has_secret, "confirmed": c.confirmed}
 
 
 def notification_json(n: NotificationView) -> dict[str, Any]:
@@ -68,9 +69,19 @@ def mark_read(request: Request, user: User, data: dict[str, Any]) -> dict[str, A
 
 @endpoint(mutation=True, body=False)
 def send_test(request: Request, user: User, data: dict[str, Any]) -> Response:
-    service().send_test(user, path_int(request, "channel_id"))
-    return JSONResponse({"queued": True, "message": "The test message is on its way; its result shows on the "
-                         "channel (GET /api/v1/notifications/settings)."}, status_code=202)
+    try:
+        sent = service().send_test(user, path_int(request, "channel_id"))
+    except TooManyMessages as exc:
+        response = error(429, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    if sent == "confirm":
+        message = ("The address is not confirmed yet: its confirmation is on its way again (nothing else is sent "
+                   "there until the link in it is followed).")
+    else:
+        message = ("The test message is on its way; its result shows on the channel "
+                   "(GET /api/v1/notifications/settings).")
+    return JSONResponse({"queued": True, "sent": sent, "message": message}, status_code=202)
 
 
 ROUTES = [

@@ -56,6 +56,15 @@ def chart_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def signed_in_user() -> User | None:
+    """The user of this browser session, None before they signed in (no page is drawn for them then)."""
+    settings = portal().settings
+    claims = None
+    if settings.auth_mode == "oidc":
+        claims = dict(st.user.to_dict())  # {"is_logged_in": False} until the provider has signed them in
+    return current_user(settings, dict(st.context.headers or {}), claims)
+
+
 def me() -> User:
     """The user of this browser session. Without one (proxy headers missing, OIDC not logged in) the page
     asks them to sign in and stops there. Resolved once per script run (identity_badge), not once per card."""
@@ -63,10 +72,7 @@ def me() -> User:
     if cached is not None and cached[0] == st.session_state.get("_run_token"):
         return cached[1]
     settings = portal().settings
-    claims = None
-    if settings.auth_mode == "oidc":
-        claims = dict(st.user.to_dict())  # {"is_logged_in": False} until the provider has signed them in
-    user = current_user(settings, dict(st.context.headers or {}), claims)
+    user = signed_in_user()
     if user is None:
         if settings.auth_mode == "oidc":
             st.title("ML Job Portal")
@@ -91,6 +97,28 @@ def identity_badge() -> None:
             st.caption(f"Signed in as **{plain(user.name)}** ({user.role.value})")
             if mode == "oidc":
                 st.button("Sign out", on_click=st.logout, key="_signout")
+
+
+def unread_notifications() -> int:
+    """For the navigation's "Notifications (3)" on every page: one COUNT off an index (0 before sign-in)."""
+    user = signed_in_user()
+    return portal().notifications.unread_count(user) if user is not None else 0
+
+
+def notifications_title(unread: int) -> str:
+    return f"Notifications ({unread})" if unread else "Notifications"
+
+
+UNREAD_POLL_SECONDS = 15
+
+
+@st.fragment(run_every=UNREAD_POLL_SECONDS)
+def unread_watch(shown: int) -> None:
+    """Keeps the navigation's count current while a page stays open: a count (nothing drawn) every
+    UNREAD_POLL_SECONDS, and a rerun of the page only when it changed. The navigation is drawn by the whole
+    script, which a fragment cannot redraw."""
+    if portal().notifications.unread_count(me()) != shown:
+        st.rerun(scope="app")
 
 
 def can_act(job: JobView) -> bool:

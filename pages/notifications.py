@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import JOB_PAGE, ago, me, plain, portal, run_action, show_flash
-from services.models import ValidationProblem
+from pages.common import JOB_PAGE, ago, flash, me, plain, portal, run_action, show_flash
+from services.models import Conflict, NotFound, ValidationProblem
 from services.notifications_settings import CHOICE_LABELS, EVENT_LABELS, WEBHOOK_KINDS, ChannelView
 
 P = portal()
@@ -18,6 +18,13 @@ KIND_LABELS = {"email": "E-mail", "slack": "Slack", "teams": "Microsoft Teams", 
 
 st.title("Notifications")
 show_flash()
+if "confirm" in st.query_params:  # the link in a confirmation e-mail
+    try:
+        confirmed = N.confirm(USER, st.query_params["confirm"])
+        st.success(f"Confirmed: notifications now go to {plain(confirmed.target)}.", icon=":material/verified:")
+    except ValidationProblem as exc:
+        st.error(exc.problems.get("code", str(exc)), icon=":material/error:")
+    del st.query_params["confirm"]
 
 
 def mark_read() -> None:
@@ -38,7 +45,7 @@ def add_channel() -> None:
         ss["_n_problems"] = exc.problems
         return
     ss["n_target"], ss["n_secret"] = "", ""
-    ss["_n_added"] = (view.id, made)
+    ss["_n_added"] = (view.id, made, not view.confirmed)
 
 
 def set_events(channel_id: int) -> None:
@@ -53,7 +60,20 @@ def toggle(channel_id: int) -> None:
 
 
 def test(channel_id: int) -> None:
-    run_action(lambda: N.send_test(USER, channel_id), "A test message is on its way; its result shows below.")
+    try:
+        sent = N.send_test(USER, channel_id)
+    except (NotFound, Conflict) as exc:  # more than the hourly limit: the sentence says when the next may go
+        flash(str(exc), "error")
+        return
+    flash("The confirmation is on its way again." if sent == "confirm" else
+          "A test message is on its way; its result shows below.")
+
+
+def confirm_code(channel_id: int) -> None:
+    code = st.session_state.get(f"n_code_{channel_id}", "")
+    view = run_action(lambda: N.confirm(USER, code), "Confirmed: notifications now go to this address.")
+    if view is not None:
+        st.session_state[f"n_code_{channel_id}"] = ""
 
 
 def remove(channel_id: int) -> None:
@@ -126,13 +146,19 @@ def channel_card(c: ChannelView) -> None:
         left.markdown(f"**{KIND_LABELS.get(c.kind, c.kind)}** · {plain(c.target)}{secret}")
         if c.disabled_reason:
             left.warning(c.disabled_reason, icon=":material/warning:")
+        if not c.confirmed:
+            left.warning("Not confirmed yet: only the confirmation goes to this address until you open the link in "
+                         "it, or paste its code here.", icon=":material/mark_email_unread:")
+            left.text_input("Confirmation code", key=f"n_code_{c.id}", placeholder="from the confirmation e-mail")
+            left.button("Confirm", key=f"n_confirm_{c.id}", on_click=confirm_code, args=(c.id,),
+                        icon=":material/verified:")
         left.caption(f"Last delivery: {c.last_result} ({ago(c.last_at)})" if c.last_result else
                      "Nothing delivered yet.")
         st.session_state.setdefault(f"n_events_{c.id}", c.events)
         st.session_state[f"n_enabled_{c.id}"] = c.enabled
         right.toggle("Enabled", key=f"n_enabled_{c.id}", on_change=toggle, args=(c.id,))
-        right.button("Send a test message", key=f"n_test_{c.id}", on_click=test, args=(c.id,),
-                     icon=":material/send:")
+        right.button("Send a test message" if c.confirmed else "Send the confirmation again", key=f"n_test_{c.id}",
+                     on_click=test, args=(c.id,), icon=":material/send:")
         right.button("Remove", key=f"n_remove_{c.id}", on_click=remove, args=(c.id,), icon=":material/delete:")
         # Full width: the labels wrap instead of being cut.
         st.multiselect("Events", list(EVENT_LABELS), key=f"n_events_{c.id}", format_func=EVENT_LABELS.__getitem__,
@@ -151,6 +177,9 @@ if added and added[1]:
     st.success("Channel added. Its signing secret, shown only now: receivers check the X-Portal-Signature-256 "
                "header with it (docs/notifications.md).")
     st.code(added[1], language=None)
+elif added and added[2]:
+    st.success("Channel added. A confirmation is on its way to the address: open the link in it to get "
+               "notifications there.")
 elif added:
     st.success("Channel added.")
 

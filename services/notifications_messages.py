@@ -37,12 +37,16 @@ SENTENCES = {
     "gpu_idle": "Job {{ job.name }} of {{ job.owner }} has kept its GPUs below {{ idle_percent }} % for "
                 "{{ duration(idle_seconds) }}: they are idle.",
     "test": "A test message from the ML Job Portal: notifications of {{ owner }} arrive on this channel.",
+    "confirm": "Someone signed in to the ML Job Portal as {{ owner }} asked to get notifications at {{ address }}. "
+               "If that was you, open the link below (or paste this code on the Notifications page) within {{ hours }} "
+               "hours: {{ code }} . If not, ignore this message: nothing else will be sent here.",
     "channel_disabled": "Your {{ channel }} channel was disabled after {{ attempts }} failed attempts to deliver: "
                         "{{ error }}. Fix it, then enable it again on the Notifications page.",
 }
 SUBJECTS = {"succeeded": "succeeded", "failed": "failed", "stopped": "was stopped", "max_runtime": "hit max runtime",
             "log_match": "printed a line matching your pattern", "metric_threshold": "crossed a metric rule",
             "started": "started", "stuck": "may be stuck", "gpu_idle": "has idle GPUs"}
+FIXED_SUBJECTS = {"confirm": "[ML Job Portal] Confirm your address for notifications"}
 
 TEXT_BODY = _TEXT.from_string("""{{ sentence }}
 
@@ -115,7 +119,7 @@ def render(payload: dict[str, Any], public_url: str) -> Message:
                   value_text=number(payload.get("value")), duration=runtime_text)
     sentence = _sentence(event).render(values)
     subject = f"[ML Job Portal] {job['name']} {SUBJECTS[event]}" if job and event in SUBJECTS else \
-        f"[ML Job Portal] {sentence}"
+        FIXED_SUBJECTS.get(event, f"[ML Job Portal] {sentence}")
     common = dict(values, sentence=sentence, url=url, job=job,
                   link_text=f"Open {job['name']} in the portal" if job else "Open the portal")
     facts: dict[str, Any] = {"event": event, "sentence": sentence, "url": url}

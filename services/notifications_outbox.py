@@ -31,6 +31,8 @@ CHANNEL_DISABLED = "channel_disabled"
 STARTED = "started"
 QUEUE_WAIT_SECONDS = 60.0
 TEST = "test"
+CONFIRM = "confirm"  # the one message an e-mail address gets before its owner confirmed it
+QUIET_EVENTS = (TEST, CONFIRM)  # said to a channel, not in the portal's list nor its unread count
 NOTIFY_CHOICES = ("end", "failure", "never")
 DEFAULT_NOTIFY = "end"
 TEAM = "group:"  # the owner of a team channel: "group:" + the group's name
@@ -117,18 +119,22 @@ def _started(s: Session, job: Job) -> None:
 
 
 def record(s: Session, owner: str, event: str, payload: dict[str, Any], job_id: int | None = None,
-           key: str | None = None, channels: list[NotificationChannel] | None = None) -> Notification | None:
+           key: str | None = None, channels: list[NotificationChannel] | None = None,
+           read: bool = False) -> Notification | None:
     """The notification, and a pending delivery to each of `channels` (default: the owner's enabled channels that
-    take `event`). A `key` already recorded makes this a no-op: each event is said once."""
+    take `event`, an e-mail address only once confirmed). A `key` already recorded makes this a no-op: each event is
+    said once. `read`: not news in the portal (a test message), so never in the unread count."""
     if key is not None and s.scalar(select(Notification.id).where(Notification.key == key)) is not None:
         return None
     now = utcnow()
-    note = Notification(owner=owner, job_id=job_id, event=event, key=key, payload=payload, created_at=now)
+    note = Notification(owner=owner, job_id=job_id, event=event, key=key, payload=payload, created_at=now,
+                        read_at=now if read else None)
     s.add(note)
     s.flush()
     if channels is None:
         channels = [c for c in s.scalars(select(NotificationChannel).where(
-            NotificationChannel.owner == owner, NotificationChannel.enabled.is_(True))) if event in (c.events or [])]
+            NotificationChannel.owner == owner, NotificationChannel.enabled.is_(True)))
+            if event in (c.events or []) and (c.kind != "email" or c.confirmed_at is not None)]
     s.add_all(NotificationDelivery(notification_id=note.id, channel_id=c.id, idempotency_key=uuid.uuid4().hex,
                                    status=PENDING, attempts=0, next_attempt_at=now) for c in channels)
     return note

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.notifications_messages import Message, render, webhook_body
-from services.notifications_outbox import CHANNEL_DISABLED, FAILED, PENDING, SENDING, SENT, record
+from services.notifications_outbox import CHANNEL_DISABLED, CONFIRM, FAILED, PENDING, SENDING, SENT, TEST, record
 from services.notifications_settings import webhook_problem
 from services.notifications_teams import sync_team_channels
 from services.notifications_transport import SIGNATURE_HEADER, DeliveryFailed, post_json, send_email, signature
@@ -169,11 +169,13 @@ class NotificationSender:
             note = s.get_one(Notification, d.notification_id)
             key, attempts, payload = d.idempotency_key, d.attempts, dict(note.payload)
             kind, target, secret = (channel.kind, channel.target, channel.secret) if channel else ("", "", None)
-            enabled = bool(channel and (channel.enabled or note.event == "test"))
-        error = None
-        if not enabled:
-            error = "the channel is disabled"
-        else:
+            refused = None  # a message that must not go at all (not retried, not counted against the channel)
+            if not (channel and (channel.enabled or note.event in (TEST, CONFIRM))):
+                refused = "the channel is disabled"
+            elif channel.kind == "email" and channel.confirmed_at is None and note.event != CONFIRM:
+                refused = "the address is not confirmed yet"  # checked again here: it may have been recorded before
+        error = refused
+        if refused is None:
             try:
                 result = self.send(kind, target, secret, render(payload, self.settings.public_url), key)
             except DeliveryFailed as exc:
@@ -189,10 +191,12 @@ class NotificationSender:
             if error is None:
                 d.status, d.sent_at, d.last_error = SENT, now, None
                 if channel is not None:
-                    channel.last_result, channel.last_at = f"Delivered: {result}", now
+                    channel.last_result = (f"Confirmation delivered ({result}): open the link in it"
+                                           if payload["event"] == CONFIRM else f"Delivered: {result}")
+                    channel.last_at = now
                 return
             d.last_error = error
-            if not enabled:
+            if refused is not None:
                 d.status = FAILED
                 return
             if attempts >= self.settings.notify_max_attempts:

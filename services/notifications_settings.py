@@ -20,11 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.config import Settings
 from services.models import NotFound, User, ValidationProblem
 from services.notifications_alerts import ALERT_EVENTS, parse_rules, pattern_problem
+from services.notifications_confirm import TooManyMessages, check_rate, confirm, needs_confirming, send_confirmation
 from services.notifications_messages import render
 from services.notifications_outbox import (
     CHANNEL_DISABLED,
     END_EVENTS,
     NOTIFY_CHOICES,
+    QUIET_EVENTS,
     STARTED,
     TEST,
     default_notify,
@@ -58,6 +60,7 @@ class ChannelView:
     last_result: str | None
     last_at: datetime | None
     has_secret: bool
+    confirmed: bool  # an e-mail address whose owner followed the link sent there (a webhook always is)
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def shown_target(kind: str, target: str) -> str:
 
 def to_channel_view(c: NotificationChannel) -> ChannelView:
     return ChannelView(c.id, c.kind, shown_target(c.kind, c.target), list(c.events or []), c.enabled,
-                       c.disabled_reason, c.last_result, c.last_at, bool(c.secret))
+                       c.disabled_reason, c.last_result, c.last_at, bool(c.secret), not needs_confirming(c))
 
 
 class NotificationService:
@@ -218,7 +221,8 @@ class NotificationService:
 
     def add_channel(self, user: User, kind: str, target: str, events: list[str] | None = None,
                     secret: str | None = None) -> tuple[ChannelView, str | None]:
-        """The new channel, and the webhook secret when the portal made it (shown once, then never again)."""
+        """The new channel, and the webhook secret when the portal made it (shown once, then never again). A new
+        e-mail address gets its confirmation and nothing else until its owner follows the link in it."""
         events = list(EVENTS) if events is None else events
         problems = self.channel_problems(kind, target, events, secret)
         if problems:
@@ -230,10 +234,17 @@ class NotificationService:
             count = s.scalar(select(func.count()).where(NotificationChannel.owner == user.name)) or 0
             if count >= MAX_CHANNELS:
                 raise ValidationProblem({"target": f"you have {MAX_CHANNELS} channels already; remove one first"})
+            now = utcnow()
             row = NotificationChannel(owner=user.name, kind=kind, target=target.strip(), secret=secret or None,
-                                      events=list(dict.fromkeys(events)), enabled=True, created_at=utcnow())
+                                      events=list(dict.fromkeys(events)), enabled=True, created_at=now,
+                                      confirmed_at=None if kind == "email" else now)
             s.add(row)
             s.flush()
+            if kind == "email":
+                try:
+                    send_confirmation(s, self.settings, row)
+                except TooManyMessages as exc:  # the whole transaction goes: no channel without its confirmation
+                    raise ValidationProblem({"target": str(exc)}) from None
             return to_channel_view(row), made
 
     def _own(self, s: Session, user: User, channel_id: int) -> NotificationChannel:
@@ -281,6 +292,12 @@ class NotificationService:
                 continue
             found = self.channel_problems(c.get("kind"), c.get("target"), c.get("events", list(EVENTS)),
                                           c.get("secret"))
+            if not found and c.get("kind") == "email":  # its confirmation must be allowed to go
+                try:
+                    with self.sessions() as s:
+                        check_rate(s, self.settings, user.name)
+                except TooManyMessages as exc:
+                    found["target"] = str(exc)
             problems |= {f"channels[{i}].{k}": v for k, v in found.items()}
         if problems:
             raise ValidationProblem(problems)
@@ -307,17 +324,33 @@ class NotificationService:
         with self.sessions.begin() as s:
             s.delete(self._own(s, user, channel_id))
 
-    def send_test(self, user: User, channel_id: int) -> None:
-        """A test message to one channel, delivered by the sender like any other (its result shows on the channel)."""
+    def send_test(self, user: User, channel_id: int) -> str:
+        """A test message to one channel, delivered by the sender like any other (its result shows on the channel);
+        to an address not confirmed yet, its confirmation again instead. Returns which ("test" or "confirm").
+        Raises TooManyMessages past the hourly limit."""
         with self.sessions.begin() as s:
             row = self._own(s, user, channel_id)
-            record(s, user.name, TEST, {"event": TEST, "owner": user.name, "path": "/notifications"}, channels=[row])
+            if needs_confirming(row):
+                send_confirmation(s, self.settings, row)
+                return "confirm"
+            check_rate(s, self.settings, user.name)
+            record(s, user.name, TEST, {"event": TEST, "owner": user.name, "path": "/notifications"}, channels=[row],
+                   read=True)
             row.last_result, row.last_at = "Test message queued", utcnow()
+            return TEST
+
+    def confirm(self, user: User, code: str) -> ChannelView:
+        """Confirms the address of the link's (or pasted code's) channel; a ValidationProblem says why not."""
+        if not isinstance(code, str) or not code.strip() or len(code) > 1000:
+            raise ValidationProblem({"code": "paste the code from the confirmation message"})
+        with self.sessions.begin() as s:
+            return to_channel_view(confirm(s, self.settings, user.name, code))
 
     # The in-portal list ------------------------------------------------------------------------------
     def notifications(self, user: User, limit: int = 50) -> list[NotificationView]:
         with self.sessions() as s:
-            rows = s.scalars(select(Notification).where(Notification.owner == user.name, Notification.event != TEST)
+            rows = s.scalars(select(Notification).where(Notification.owner == user.name,
+                                                        Notification.event.notin_(QUIET_EVENTS))
                              .order_by(Notification.id.desc()).limit(limit)).all()
         out = []
         for n in rows:
@@ -327,15 +360,16 @@ class NotificationService:
         return out
 
     def unread_count(self, user: User) -> int:
+        """Every page's navigation asks: counted from ix_notifications_unread alone (test and confirmation messages
+        are born read), never by loading the rows."""
         with self.sessions() as s:
-            return s.scalar(select(func.count()).where(Notification.owner == user.name, Notification.event != TEST,
-                                                       Notification.read_at.is_(None))) or 0
+            return s.scalar(select(func.count()).select_from(Notification).where(
+                Notification.owner == user.name, Notification.read_at.is_(None))) or 0
 
     def mark_read(self, user: User) -> int:
         with self.sessions.begin() as s:
             result = s.execute(update(Notification).where(
-                Notification.owner == user.name, Notification.event != TEST, Notification.read_at.is_(None))
-                .values(read_at=utcnow()))
+                Notification.owner == user.name, Notification.read_at.is_(None)).values(read_at=utcnow()))
             return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import hashlib
 import hmac
+import re
 import socket
 import threading
 import time
@@ -184,3 +185,15 @@ def parts(message: Message) -> dict[str, str]:
     """The e-mail's text by content type (text/plain, text/html)."""
     return {p.get_content_type(): p.get_payload(decode=True).decode() for p in message.walk()
             if not p.is_multipart()}
+
+
+def confirm_address(portal: Any, user: Any, smtp: SmtpServer, address: str) -> str:
+    """Open the link of the confirmation that reached `smtp` for `address`, as its owner would; the mail is then
+    forgotten, so a test counts only what came after. Returns the code."""
+    portal.sync.workers[0].deliver_due()
+    [mail] = [m for m in smtp.messages if m["To"] == address and "Confirm your address" in m["Subject"]]
+    found = re.search(r"/notifications\?confirm=([\w.-]+)", parts(mail)["text/plain"])
+    assert found, parts(mail)["text/plain"]
+    portal.notifications.confirm(user, found.group(1))
+    smtp.messages.remove(mail)
+    return found.group(1)

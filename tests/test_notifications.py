@@ -15,7 +15,7 @@ import pytest
 from services.models import ValidationProblem
 from services.portal import Portal
 from tests.conftest import run_to_end
-from tests.notification_receivers import SmtpServer, WebhookReceiver, parts
+from tests.notification_receivers import SmtpServer, WebhookReceiver, confirm_address, parts
 
 FAILING = "import sys\nprint('Epoch 1/1 loss=0.25 accuracy=0.5', flush=True)\nsys.exit(3)\n"
 SUCCEEDING = "print('Epoch 1/1 loss=0.125', flush=True)\n"
@@ -68,6 +68,7 @@ def test_a_failed_job_reaches_email_and_slack_once_with_reason_link_and_signatur
         notify_env, portal, user, workspace_script, smtp, receiver):
     notes = portal.notifications
     notes.add_channel(user, "email", "ada@example.com")
+    confirm_address(portal, user, smtp, "ada@example.com")
     slack, _ = notes.add_channel(user, "slack", receiver.url, secret="s3cret")
     job_id = finish(portal, user, workspace_script, FAILING)
     deliver_all(portal)

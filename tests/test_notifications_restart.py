@@ -14,7 +14,7 @@ from services.auth import local_user
 from services.config import Settings
 from services.portal import build_portal
 from tests.conftest import PortalServer, create_token, wait_until
-from tests.notification_receivers import SmtpServer, WebhookReceiver, parts
+from tests.notification_receivers import SmtpServer, WebhookReceiver, confirm_address, parts
 
 
 def test_a_portal_killed_mid_delivery_delivers_after_restart_once(tmp_path: Path) -> None:
@@ -23,10 +23,11 @@ def test_a_portal_killed_mid_delivery_delivers_after_restart_once(tmp_path: Path
     env = {"PORTAL_SMTP_HOST": "127.0.0.1", "PORTAL_SMTP_PORT": str(smtp.port), "PORTAL_SMTP_STARTTLS": "false",
            "PORTAL_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "PORTAL_PUBLIC_URL": "https://portal.example.com"}
     data_dir = tmp_path / "portal-data"
-    setup = build_portal(Settings(data_dir=data_dir, backend="local", smtp_host="127.0.0.1",
-                                  webhook_allowed_hosts=["127.0.0.1"]))
+    setup = build_portal(Settings(data_dir=data_dir, backend="local", smtp_host="127.0.0.1", smtp_port=smtp.port,
+                                  smtp_starttls=False, webhook_allowed_hosts=["127.0.0.1"]))
     user = local_user(setup.settings)
     setup.notifications.add_channel(user, "email", "ada@example.com")
+    confirm_address(setup, user, smtp, "ada@example.com")
     setup.notifications.add_channel(user, "slack", receiver.url, secret="k")  # Slack's shape, our receiver
     (setup.settings.workspace_dir / "boom.py").write_text("import sys\nsys.exit(3)\n")
     setup.close()

@@ -1,4 +1,4 @@
-"""The notification tables (migration 0020): each user's settings and channels, the notifications themselves
+"""The notification tables (migrations 0020, 0021): each user's settings and channels, the notifications themselves
 (the outbox, written in the transaction of the state change that causes them, and the in-portal list), and one
 delivery per notification and channel, which the sender carries out once."""
 
@@ -59,6 +59,9 @@ class NotificationChannel(Base):
     last_result: Mapped[str | None] = mapped_column(Text)
     last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # When the owner followed the link sent to the address (migration 0021). An e-mail channel without it gets the
+    # confirmation message only: anyone could type someone else's address. Webhooks are confirmed when made.
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Notification(Base):
@@ -66,7 +69,9 @@ class Notification(Base):
     an event once per job (a second write of it is skipped)."""
 
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_owner_id", "owner", "id"), {"sqlite_autoincrement": True})
+    # The second index counts a user's unread ones (every page's navigation says how many) from the index alone.
+    __table_args__ = (Index("ix_notifications_owner_id", "owner", "id"),
+                      Index("ix_notifications_unread", "owner", "read_at"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(String(255), nullable=False)
