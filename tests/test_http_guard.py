@@ -112,6 +112,12 @@ def test_healthz_answers_the_probes_whatever_their_host(server):
     assert r.headers["x-frame-options"] == "DENY"
 
 
+def test_metrics_answers_a_scraper_by_pod_ip_but_still_wants_its_token(server):
+    # Prometheus scrapes each pod by its IP: a host check there would make the shipped ServiceMonitor useless.
+    r = httpx.get(f"{server.url}/metrics", headers={"Host": "10.128.4.17:4180"})
+    assert r.status_code == 401 and "host name" not in r.text
+
+
 def upgrade(server: PortalServer, host: str | None, origin: str | None) -> Raw:
     key = base64.b64encode(os.urandom(16)).decode()
     head = "GET /_stcore/stream HTTP/1.1\nUpgrade: websocket\nConnection: Upgrade\n"
