@@ -3,6 +3,10 @@ sentences, and a portal SIGKILLed mid-sweep that resumes without running any tri
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -109,3 +113,18 @@ def test_a_portal_killed_mid_sweep_resumes_without_running_a_trial_twice(tmp_pat
     assert sorted(j.sweep_trial for j in jobs) == list(range(6))  # one job per trial, none twice
     assert sorted(j.request["learning_rate"] for j in jobs) == [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]
     assert {j.status for j in jobs} == {"Succeeded"}
+
+
+def test_the_notebook_example_runs_against_the_portal(running):
+    server, token = running
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PORTAL_URL=server.url, PORTAL_TOKEN=token,
+               PYTHONPATH=os.pathsep.join([str(root / "client"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "examples/notebook_sweep.py"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^All 8 trials ran; the best is trial \d \(loss \d\.\d+\)\.$", out, re.MULTILINE), out
+    assert len(re.findall(r"^trial \d: (complete|pruned) ", out, re.MULTILINE)) == 8, out
+    assert re.search(r"^Best: trial \d with loss \d\.\d{4} at \{'", out, re.MULTILINE), out
+    assert re.search(r"^lr-search-best: Succeeded, final loss \d\.\d{4}$", out, re.MULTILINE), out
