@@ -35,6 +35,8 @@ from services.store.orm import utcnow
 
 log = logging.getLogger(__name__)
 BATCH = 20  # messages one channel's turn sends before the others' come first again
+CLAIM_SLACK_SECONDS = 5.0  # past a delivery's deadline, before its claim counts as its sender's death
+RECOVER_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 6 * 3600.0
 
 
@@ -76,13 +78,16 @@ class NotificationSender:
             wait(turns, timeout=self.settings.notify_send_seconds + 1)
 
     def _run(self) -> None:
-        watched = 0.0
+        watched = recovered = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 if time.monotonic() - watched >= WATCH_SECONDS:
                     watched = time.monotonic()
                     self.watch()
+                if time.monotonic() - recovered >= RECOVER_SECONDS:  # a claim of a process that died since
+                    recovered = time.monotonic()
+                    self.recover()
                 self.deliver_due(wait_for_them=False)
             except Exception:  # a locked database: the next round tries again
                 log.exception("notification delivery failed")
@@ -94,10 +99,15 @@ class NotificationSender:
             return watch_running(s, self.settings)
 
     def recover(self) -> int:
-        """Deliveries a dead process had claimed: due again now (they go out under their own key)."""
+        """Deliveries a dead process had claimed: due again now (they go out under their own key). Only claims older
+        than a delivery's deadline: a younger one may still be in flight in another replica (one that led until a
+        moment ago), and sending it here as well would be the double message the claim is there to prevent."""
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings.notify_send_seconds + CLAIM_SLACK_SECONDS)
         with self.sessions.begin() as s:
-            result = s.execute(update(NotificationDelivery).where(NotificationDelivery.status == SENDING)
-                               .values(status=PENDING, next_attempt_at=utcnow()))
+            result = s.execute(update(NotificationDelivery).where(
+                NotificationDelivery.status == SENDING, NotificationDelivery.next_attempt_at <= stale)
+                .values(status=PENDING, next_attempt_at=now))
             return int(getattr(result, "rowcount", 0) or 0)
 
     def deliver_due(self, wait_for_them: bool = True) -> int:
@@ -153,9 +163,10 @@ class NotificationSender:
             for delivery_id in s.scalars(select(NotificationDelivery.id).where(
                     NotificationDelivery.channel_id == channel_id, NotificationDelivery.status == PENDING,
                     NotificationDelivery.next_attempt_at <= utcnow()).order_by(NotificationDelivery.id).limit(3)):
+                # While "sending", next_attempt_at says when it was claimed (recover() goes by it).
                 claimed = s.execute(update(NotificationDelivery).where(
                     NotificationDelivery.id == delivery_id, NotificationDelivery.status == PENDING).values(
-                    status=SENDING, attempts=NotificationDelivery.attempts + 1))
+                    status=SENDING, attempts=NotificationDelivery.attempts + 1, next_attempt_at=utcnow()))
                 if getattr(claimed, "rowcount", 0) == 1:
                     return delivery_id
         return None

@@ -262,10 +262,13 @@ def test_rules_the_portal_cannot_read_are_refused(notify_env, portal, user) -> N
 
 # The store's part, on SQLite and PostgreSQL -----------------------------------------------------------------
 def test_the_outbox_and_a_dead_senders_claims_on_both_databases(monkeypatch, receiver, database_url, tmp_path):
+    from datetime import timedelta
+
     from sqlalchemy import update
 
     from services.auth import local_user
     from services.store.notification_tables import NotificationDelivery
+    from services.store.orm import utcnow
     from tests.conftest import portal_on
 
     monkeypatch.setenv("PORTAL_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
@@ -275,9 +278,12 @@ def test_the_outbox_and_a_dead_senders_claims_on_both_databases(monkeypatch, rec
         (p.settings.workspace_dir / "boom.py").write_text(FAILING)
         run_to_end(p, me, p.jobs.submit(me, {"name": "boom", "script": "boom.py", "epochs": 1}))
         with p.jobs.session() as s:  # what a portal killed mid-send leaves: claimed, never marked sent
-            s.execute(update(NotificationDelivery).values(status="sending", attempts=1))
+            s.execute(update(NotificationDelivery).values(status="sending", attempts=1, next_attempt_at=utcnow()))
         assert sender(p).deliver_due() == 0  # a claim is not sent twice by a live sender...
-        assert sender(p).recover() == 1  # ...but a new process takes it up
+        assert sender(p).recover() == 0  # ...nor by another replica while it may still be in flight...
+        with p.jobs.session() as s:
+            s.execute(update(NotificationDelivery).values(next_attempt_at=utcnow() - timedelta(minutes=1)))
+        assert sender(p).recover() == 1  # ...but once past its deadline, a new process takes it up
         deliver_all(p, rounds=3)
         assert [json.loads(r.body)["job"]["reason"] for r in receiver.delivered()] == ["Exited with code 3"]
         assert receiver.requests[0].signed_with("k")
