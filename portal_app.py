@@ -24,6 +24,7 @@ if __name__ == "__main__":
             st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
             st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
             st.Page("pages/queues.py", title="Queues", icon=":material/hourglass_top:", url_path="queues"),
+            st.Page("pages/sweep.py", title="Sweeps", icon=":material/tune:", url_path="sweep"),
         ],
         "Account": [
             st.Page("pages/tokens.py", title="API tokens", icon=":material/key:", url_path="tokens"),

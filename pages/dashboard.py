@@ -6,7 +6,8 @@ import time
 
 import streamlit as st
 
-from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, job_card, me, plain, portal, show_flash
+from pages import sweep_cards
+from pages.common import SUBMIT_PAGE, compare_link, goto_pending_job, me, plain, portal, show_flash
 from services.job_queries import search_count_note
 from services.models import StatusGroup
 
@@ -63,8 +64,7 @@ def section(group: StatusGroup) -> None:
         return
     limit = max(PAGE, st.session_state.get(f"limit_{group.name}", PAGE))
     page = P.jobs.list_group(group, limit, search=search, owner=owner)
-    for job in page.jobs:
-        job_card(job, key_prefix=group.name)
+    sweep_cards.cards(page.jobs, key_prefix=group.name)  # a sweep's trials in one collapsed box
     if page.has_more:
         st.button("Load more…", key=f"more_{group.name}", on_click=load_more, args=(group,))
 

@@ -35,7 +35,7 @@ SORTS = {"newest": ("id", True), "oldest": ("id", False), "final loss ↑": ("fi
          "learning rate ↓": ("learning_rate", True), "batch size ↓": ("batch_size", True), "name": ("name", False),
          "owner": ("owner", False), "GPUs ↓": ("gpus", True)}
 FIELD_LABELS = {"search": "Search", "owner": "Owner", "tag": "Tag", "template": "Template", "gpus_min": "GPUs ≥",
-                "gpus_max": "GPUs ≤", "metric": "Sort by", "metric_filter": "Metric filter"}
+                "gpus_max": "GPUs ≤", "metric": "Sort by", "metric_filter": "Metric filter", "sweep": "Sweep"}
 # Widths that add up to under 1,000 px (a wide page beside the sidebar on a laptop), so the default columns fit the
 # table's box; a column chosen on top takes what its content needs.
 TABLE_COLUMNS: dict[str, Any] = {
@@ -71,7 +71,7 @@ def from_url() -> HistoryQuery:
     qp = st.query_params
     raw: dict[str, Any] = {
         "search": qp.get("q", ""), "owner": qp.get("owner", ""), "tag": qp.get("tag", ""),
-        "template": qp.get("template", ""),
+        "template": qp.get("template", ""), "sweep": qp.get("sweep") or None,
         "status": [s for s in qp.get("status", "").split(",") if s],
         "date_from": qp.get("from") or None, "date_to": qp.get("to") or None,
         "gpus_min": qp.get("gmin") or None, "gpus_max": qp.get("gmax") or None,
@@ -109,7 +109,7 @@ with st.container(border=True):
                            key="h_status")
     sort = c.selectbox("Sort by", sort_labels, index=sort_labels.index(sort_label), key="h_sort",
                        help="Final metrics other than the loss are listed as runs report them.")
-    d, e, t, f, g, h = st.columns([2, 2, 2, 2, 1, 1])
+    d, e, t, w, f, g, h = st.columns([2, 2, 2, 1, 2, 1, 1])
     owner = d.text_input("Owner", value=query.owner, key="h_owner")
     tag = e.text_input("Tag", value=query.tag, key="h_tag")
     # Jobs keep the name of the template they came from, also after the template is deleted.
@@ -117,6 +117,8 @@ with st.container(border=True):
                             | ({query.template} if query.template else set()))
     template = t.selectbox("Template", template_names, index=template_names.index(query.template)
                            if query.template else None, placeholder="any", key="h_template") or ""
+    sweep = w.number_input("Sweep", min_value=1, value=query.sweep, step=1, key="h_sweep", placeholder="any",
+                           help="A sweep's number (on its page): only its trials.")
     dates = f.date_input("Created between", value=(query.date_from, query.date_to) if query.date_from and
                          query.date_to else (), key="h_dates")
     gmin = g.number_input("GPUs ≥", min_value=0, value=query.gpus_min, key="h_gmin")
@@ -139,13 +141,14 @@ if bad_metrics:
     st.stop()
 
 date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
-changed = (search, status, owner, tag, template, date_from, date_to, gmin, gmax, sort, metric_filter.strip()) != (
-    query.search, [s.value for s in query.status], query.owner, query.tag, query.template, query.date_from,
-    query.date_to, query.gpus_min, query.gpus_max, sort_label, url_metrics)
+changed = (search, status, owner, tag, template, sweep, date_from, date_to, gmin, gmax, sort,
+           metric_filter.strip()) != (query.search, [s.value for s in query.status], query.owner, query.tag,
+                                      query.template, query.sweep, query.date_from, query.date_to, query.gpus_min,
+                                      query.gpus_max, sort_label, url_metrics)
 page_no = 1 if changed else query.page
 column, descending, metric = sort_of(sort) or sort_of("newest")
 try:
-    query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template,
+    query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template, sweep=sweep,
                          date_from=date_from, date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column,
                          descending=descending, metric=metric, metric_filter=metric_filter, page=page_no)
 except ValidationError as exc:
@@ -154,6 +157,7 @@ except ValidationError as exc:
     st.stop()
 # The URL is the view: share it, bookmark it, reopen it.
 url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, "tag": tag, "template": template,
+                       "sweep": "" if sweep is None else str(sweep),
                        "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",
                        "gmin": "" if gmin is None else str(gmin), "gmax": "" if gmax is None else str(gmax),
                        "metrics": metric_filter.strip(),

@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from pages import submit_sweep
 from pages.common import JOB_PAGE, me, money, plain, portal
 from services.jobs import machine_gpus_problem
 from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
@@ -144,6 +145,7 @@ def save_as_template() -> None:
 
 
 st.title("Submit training job")
+SWEEP = submit_sweep.mode(prefill)  # "Sweep": a search over the parameters below, one job per trial
 templates = P.templates.list()
 if templates:
     st.selectbox("Start from template", [t.name for t in templates], key="f_template", index=None,
@@ -151,7 +153,7 @@ if templates:
                  help="Templates are named sets of values saved by your team (see 'Save as template' below).")
     field_error("template")
 if problems:
-    st.error("The job was not submitted: please fix the fields marked below.")
+    st.error(f"The {'sweep' if SWEEP else 'job'} was not submitted: please fix the fields marked below.")
     field_error("")
 
 st.text_input("Experiment name", key="f_name", max_chars=None, placeholder="e.g. gpt-finetune-v2",
@@ -178,14 +180,17 @@ else:
     field_error("script")
 
 st.subheader("Parameters")
+if SWEEP:
+    submit_sweep.parameters(field_error)
 c1, c2 = st.columns(2)
 with c1:
-    st.number_input("Learning rate", key="f_learning_rate", step=0.0001, format="%.6f")
-    field_error("learning_rate")
-    st.number_input("Epochs", key="f_epochs", step=1)
-    field_error("epochs")
-    st.number_input("Batch size", key="f_batch_size", step=1)
-    field_error("batch_size")
+    if not SWEEP:  # a sweep's learning rate, epochs and batch size are its rows above
+        st.number_input("Learning rate", key="f_learning_rate", step=0.0001, format="%.6f")
+        field_error("learning_rate")
+        st.number_input("Epochs", key="f_epochs", step=1)
+        field_error("epochs")
+        st.number_input("Batch size", key="f_batch_size", step=1)
+        field_error("batch_size")
 with c2:
     st.text_input("Dataset path", key="f_dataset_path", placeholder="e.g. /datasets/wikitext")
     field_error("dataset_path")
@@ -254,8 +259,11 @@ with st.expander("How these values reach your script"):
         "Details: docs/scripts.md."
     )
 
+if SWEEP:
+    submit_sweep.search(field_error, collect)
 left, right = st.columns([1, 5])
-left.button("Submit job", type="primary", key="submit", icon=":material/rocket_launch:", on_click=on_submit)
+left.button("Submit sweep" if SWEEP else "Submit job", type="primary", key="submit", icon=":material/rocket_launch:",
+            on_click=submit_sweep.on_submit if SWEEP else on_submit, args=(collect,) if SWEEP else ())
 right.page_link("pages/dashboard.py", label="Cancel")
 
 # Keyed: the "Start from template" box that appears above after the first save must not close it.

@@ -79,6 +79,7 @@ class HistoryQuery(BaseModel):
     gpus_max: int | None = Field(default=None, ge=0, le=1024)
     tag: str = Field(default="", max_length=40)
     template: str = Field(default="", max_length=100)
+    sweep: int | None = Field(default=None, ge=1, le=2**62, description="Only the trials of this sweep")
     sort: SortKey = "id"
     # The final metric a sort "final_metric" orders by (accuracy, eval_loss, ...).
     metric: str = Field(default="", max_length=64)
@@ -120,7 +121,7 @@ WALKED_SORTS = NULLABLE_SORTS
 
 
 FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template",
-                 "metric_filter"}
+                 "metric_filter", "sweep"}
 SUMMARY_CACHE_SECONDS = 120
 SUMMARY_CACHE_SIZE = 256
 # The final metrics a history can be sorted by: kept this long per viewer (new names appear as runs end).
@@ -138,7 +139,7 @@ _DISTINCT_NAMES = text(
 
 def _needs_jobs(q: HistoryQuery) -> bool:
     """Whether the filter has parts the running totals do not know (text, tags, dates, metric values)."""
-    return bool(q.search.strip() or q.tag or q.date_from or q.date_to or q.metric_filter)
+    return bool(q.search.strip() or q.tag or q.date_from or q.date_to or q.metric_filter or q.sweep)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ class HistoryService:
             stmt = stmt.where(*_search_word(s, word))
         if q.tag:
             stmt = stmt.where(term_filter(s, q.tag))
+        if q.sweep:  # a sweep's trials (the jobs' sweep index)
+            stmt = stmt.where(Job.sweep_id == q.sweep)
         return stmt
 
     def _sort_column(self, q: HistoryQuery) -> Any:
