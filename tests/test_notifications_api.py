@@ -79,3 +79,23 @@ def test_settings_test_message_per_job_choice_and_the_list(portal_api, receiver)
     wait_until(lambda: len(receiver.delivered()) == 2, timeout=30)  # the channel takes failures only
     assert [r.headers["x-portal-event"] for r in receiver.delivered()] == ["test", "failed"]
     assert client.mark_notifications_read() == 2 and client.notifications()["unread"] == 0
+
+
+def test_test_messages_past_the_hourly_limit_are_a_429_with_a_sentence(portal_api, receiver) -> None:
+    srv, token, _ = portal_api
+    client = JobClient(srv.url, token)
+    [channel] = client.add_notification_channel("generic", receiver.url)["channels"]
+    assert channel["confirmed"]  # a webhook needs no confirmation; an e-mail address does
+    for _ in range(5):
+        client.send_test_notification(channel["id"])
+    answer = httpx.post(f"{srv.url}/api/v1/notifications/channels/{channel['id']}/test",
+                        headers={"Authorization": f"Bearer {token}", "Origin": srv.url})
+    assert answer.status_code == 429, answer.text
+    assert answer.json()["error"] == ("You have sent 5 test or confirmation messages in the last hour, the most this "
+                                      "portal allows (PORTAL_NOTIFY_TEST_PER_HOUR = 5); try again in 60 min.")
+    assert 3500 <= int(answer.headers["Retry-After"]) <= 3600
+    with pytest.raises(PortalError) as refused:  # the client says the same sentence
+        client.send_test_notification(channel["id"])
+    assert refused.value.status_code == 429 and "try again in 60 min" in str(refused.value)
+    wait_until(lambda: len(receiver.delivered()) == 5, timeout=30)
+    assert len(receiver.requests) == 5
