@@ -27,6 +27,7 @@ from services.store.orm import Job, JobTotals
 
 if TYPE_CHECKING:
     from services.portal import Portal
+    from services.sync import SyncLoop
 
 # From a local process start (milliseconds) to a cluster's slow admission webhook (seconds).
 SUBMIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,21 +41,11 @@ def submit_latency_histogram() -> Histogram:
                      buckets=SUBMIT_BUCKETS, registry=None)
 
 
-class SyncProgress:
-    """When the sync loop last completed a tick, as seen from the scrapes: the loop keeps a count of its ticks,
-    not their times, so a scrape that finds the count grown dates the latest tick to now (at most one scrape
-    interval late; a loop that stalls shows its lag growing from the last scrape that saw it move)."""
-
-    def __init__(self, started: float):
-        self.ticks = 0
-        self.at = started
-        self._lock = threading.Lock()
-
-    def lag(self, ticks: int, now: float) -> float:
-        with self._lock:
-            if ticks != self.ticks:
-                self.ticks, self.at = ticks, now
-            return max(0.0, now - self.at)
+def sync_lag(sync: SyncLoop, now: float) -> float:
+    """Seconds since the loop's last pass completed (since it started, before its first): dated by the loop itself,
+    so a scrape after a stall sees the whole stall, however long since the previous scrape."""
+    last = sync.last_tick_at if sync.last_tick_at is not None else sync.started_at.timestamp()
+    return max(0.0, now - last)
 
 
 class PortalCollector:
@@ -62,7 +53,6 @@ class PortalCollector:
 
     def __init__(self, portal: Portal):
         self.portal = portal
-        self.progress = SyncProgress(time.monotonic())
 
     def collect(self) -> Iterator[Metric]:
         portal = self.portal
@@ -104,7 +94,7 @@ class PortalCollector:
                                 value=1 if sync.last_error else 0)
         if leading:  # a replica that does not lead has no loop to lag: alert on the leader's value
             yield GaugeMetricFamily("portal_sync_lag_seconds", "Seconds since the sync loop last completed a pass.",
-                                    value=self.progress.lag(sync.ticks, time.monotonic()))
+                                    value=sync_lag(sync, time.time()))
 
     def _backend(self) -> Iterator[Metric]:
         backend = self.portal.jobs.backend

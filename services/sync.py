@@ -54,6 +54,8 @@ class SyncLoop(PendingWork):
         self._thread: threading.Thread | None = None
         self.ticks = 0
         self.started_at = utcnow()
+        # time.time() at the end of the last pass without an error: what the sync lag is measured from.
+        self.last_tick_at: float | None = None
         self._log_waits: dict[int, float] = {}  # job id -> when reading its logs first failed
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -228,6 +230,7 @@ class SyncLoop(PendingWork):
                 log.exception("could not refresh the chart cache")
             self.refresh_statistics()
             self.ticks += 1
+            self.last_tick_at = time.time()
 
     def refresh_statistics(self, now: float | None = None) -> list[str]:
         """The planner's statistics of the tables that grew or shrank a lot, every CHECK_EVERY_SECONDS."""

@@ -5,6 +5,7 @@ or an admin may read it."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,28 @@ def test_the_sync_loop_and_the_build_are_described(server: PortalServer) -> None
     assert value(later, "portal_notifications_pending") == 0
     build = [labels for (name, labels) in later if name == "portal_build_info"]
     assert len(build) == 1 and ("backend", "local") in build[0] and ("auth_mode", "single") in build[0]
+
+
+def test_the_sync_lag_counts_from_the_last_pass_while_passes_stop(tmp_path: Path) -> None:
+    """A loop that stops completing passes shows the whole stall at the next scrape, however long since the
+    previous scrape (here there was none), and more at each scrape after: what an alert on the lag needs."""
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(SCRAPER_TOKEN)
+    # One pass at start-up, then none for an hour: as a loop stuck in a pass.
+    env = {"PORTAL_METRICS_TOKEN_FILE": str(token_file), "PORTAL_SYNC_INTERVAL_SECONDS": "3600"}
+    stalled = PortalServer(tmp_path / "portal-data", env=env).start()
+    try:
+        wait_until(lambda: httpx.get(f"{stalled.url}/healthz").json()["sync"]["ticks"] == 1, timeout=30)
+        passed = time.monotonic()
+        time.sleep(4)
+        first = scrape(stalled)
+        since = time.monotonic() - passed
+        assert value(first, "portal_sync_ticks_total") == 1
+        assert since - 0.5 <= value(first, "portal_sync_lag_seconds") <= since + 30, since
+        time.sleep(2)
+        assert value(scrape(stalled), "portal_sync_lag_seconds") >= value(first, "portal_sync_lag_seconds") + 2
+    finally:
+        stalled.stop()
 
 
 def test_only_the_scraper_and_admins_may_read_the_metrics(server: PortalServer, ada: str) -> None:
