@@ -34,7 +34,7 @@ from services.models import ACTIVE_STATUSES, Conflict, JobStatus, NotFound, User
 from services.store.orm import Job, JobEvent, MetricPoint, utcnow
 from services.store.sweep_tables import Sweep
 from services.sweep_spec import SweepSpec
-from services.sweep_study import OUTCOME, REASON, StudyTrial, distributions, make_storage, open_study, study_trials
+from services.sweep_study import JOB, OUTCOME, REASON, StudyTrial, distributions, make_storage, open_study, study_trials
 from services.sweeps import SweepService, best_of, jobs_by_trial, trials_of
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class SweepRunner:
             trials.append(StudyTrial(trial._trial_id, trial.number, "RUNNING"))
             busy += 1
         if len(trials) >= spec.budget and not busy:
-            self._finish(sweep_id, "done", self._summary(sweep_id, spec))
+            self._finish(sweep_id, "done", self._summary(sweep_id, spec), budget=spec.budget)
 
     def _follow(self, row: Sweep, spec: SweepSpec, study: optuna.Study, user: User, t: StudyTrial,
                 jobs: list[Job], stopping: bool) -> None:
@@ -188,6 +188,8 @@ class SweepRunner:
         if last is None:
             if stopping:
                 self._tell_fail(study, t, "stopped", "The sweep was stopped before this trial started.")
+            elif t.attrs.get(JOB):
+                self._tell_fail(study, t, "stopped", f"Its job {t.attrs[JOB]} was deleted.")
             else:  # asked for, then the portal stopped before its job was written: the job now, same trial
                 self._submit(row, spec, user, t.number, t.params)
             return
@@ -225,7 +227,9 @@ class SweepRunner:
         data = spec.trial_request(fixed | params).model_dump(mode="json") | {"name": f"{spec.name}-t{number}"}
         try:
             with trial_of_next_job(row.id, number):
-                self.jobs.submit(user, data)
+                job_id = self.jobs.submit(user, data)
+            # Only to tell a deleted job from one never written (the link itself is on the job, from its insert).
+            self.storage.set_trial_user_attr(self._trial_id(row, number), JOB, job_id)
         except (ValidationProblem, ValueError) as exc:  # e.g. the script was removed from the workspace
             self.storage.set_trial_user_attr(self._trial_id(row, number), OUTCOME, "failed")
             self.storage.set_trial_user_attr(self._trial_id(row, number), REASON, f"Could not be submitted: {exc}")
@@ -299,10 +303,11 @@ class SweepRunner:
             row.state, row.stop_reason = state, reason
         return state == "stopping"
 
-    def _finish(self, sweep_id: int, state: str, reason: str | None) -> None:
+    def _finish(self, sweep_id: int, state: str, reason: str | None, budget: int | None = None) -> None:
+        """`budget`: the one this tick saw spent; extended meanwhile, the sweep goes on instead."""
         with self.sessions.begin() as s:
             row = s.get_one(Sweep, sweep_id)
-            if row.state not in ("running", "stopping"):
+            if row.state not in ("running", "stopping") or (budget is not None and row.spec.get("budget") != budget):
                 return
             row.state, row.ended_at = state, utcnow()
             if reason is not None or row.stop_reason is None:

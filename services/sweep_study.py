@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # User attributes the portal keeps on an Optuna trial.
 OUTCOME = "portal_outcome"  # "failed" (counts against max_failed) or "stopped" (by hand): both are Optuna FAIL
 REASON = "portal_reason"  # the sentence: why it was pruned, failed or stopped
+JOB = "portal_job"  # the trial's first job, once submitted
 # Early stopping waits for this many finished trials to compare with, and for each trial's first report.
 PRUNE_STARTUP_TRIALS = 2
 
@@ -104,34 +105,44 @@ class StudyTrial:
 
 def study_trials(s: Session, study_name: str) -> list[StudyTrial]:
     """The study's trials in number order ([] before the runner has made the study)."""
-    study_id = s.scalar(select(om.StudyModel.study_id).where(om.StudyModel.study_name == study_name))
-    if study_id is None:
-        return []
-    rows = s.execute(select(om.TrialModel.trial_id, om.TrialModel.number, om.TrialModel.state)
-                     .where(om.TrialModel.study_id == study_id).order_by(om.TrialModel.number)).all()
-    ids = [r.trial_id for r in rows]
-    if not ids:
-        return []
+    return studies_trials(s, [study_name]).get(study_name, [])
+
+
+def studies_trials(s: Session, names: list[str], steps: bool = True) -> dict[str, list[StudyTrial]]:
+    """The trials of several studies, one query per Optuna table whatever their number (a listing of sweeps).
+    `steps`: with the objective's reported values by step (not needed for a listing's progress and best)."""
+    studies = dict(s.execute(select(om.StudyModel.study_id, om.StudyModel.study_name)
+                             .where(om.StudyModel.study_name.in_(names))).all())
+    if not studies:
+        return {}
+    t = om.TrialModel
+    mine = t.study_id.in_(list(studies))
+    rows = s.execute(select(t.trial_id, t.number, t.state, t.study_id).where(mine).order_by(t.study_id, t.number))
+    rows = rows.all()
     params: dict[int, dict[str, Value]] = {}
-    for p in s.execute(select(om.TrialParamModel.trial_id, om.TrialParamModel.param_name,
-                              om.TrialParamModel.param_value, om.TrialParamModel.distribution_json)
-                       .where(om.TrialParamModel.trial_id.in_(ids))):
+    tp = om.TrialParamModel
+    for p in s.execute(select(tp.trial_id, tp.param_name, tp.param_value, tp.distribution_json)
+                       .join(t, t.trial_id == tp.trial_id).where(mine)):
         params.setdefault(p.trial_id, {})[p.param_name] = json_to_distribution(p.distribution_json).to_external_repr(
             p.param_value)
-    values = {v.trial_id: om.TrialValueModel.stored_repr_to_value(v.value, v.value_type)
-              for v in s.execute(select(om.TrialValueModel.trial_id, om.TrialValueModel.value,
-                                        om.TrialValueModel.value_type)
-                                 .where(om.TrialValueModel.trial_id.in_(ids), om.TrialValueModel.objective == 0))}
-    steps: dict[int, dict[int, float]] = {}
+    tv = om.TrialValueModel
+    values = {v.trial_id: tv.stored_repr_to_value(v.value, v.value_type)
+              for v in s.execute(select(tv.trial_id, tv.value, tv.value_type).join(t, t.trial_id == tv.trial_id)
+                                 .where(mine, tv.objective == 0))}
+    reported: dict[int, dict[int, float]] = {}
     iv = om.TrialIntermediateValueModel
-    for r in s.execute(select(iv.trial_id, iv.step, iv.intermediate_value, iv.intermediate_value_type)
-                       .where(iv.trial_id.in_(ids)).order_by(iv.step)):
-        steps.setdefault(r.trial_id, {})[r.step] = iv.stored_repr_to_intermediate_value(r.intermediate_value,
-                                                                                        r.intermediate_value_type)
+    if steps:
+        for r in s.execute(select(iv.trial_id, iv.step, iv.intermediate_value, iv.intermediate_value_type)
+                           .join(t, t.trial_id == iv.trial_id).where(mine).order_by(iv.step)):
+            reported.setdefault(r.trial_id, {})[r.step] = iv.stored_repr_to_intermediate_value(
+                r.intermediate_value, r.intermediate_value_type)
     attrs: dict[int, dict[str, Any]] = {}
     ua = om.TrialUserAttributeModel
-    for r in s.execute(select(ua.trial_id, ua.key, ua.value_json).where(ua.trial_id.in_(ids))):
+    for r in s.execute(select(ua.trial_id, ua.key, ua.value_json).join(t, t.trial_id == ua.trial_id).where(mine)):
         attrs.setdefault(r.trial_id, {})[r.key] = json.loads(r.value_json)
-    return [StudyTrial(trial_id=r.trial_id, number=r.number, state=r.state.name, params=params.get(r.trial_id, {}),
-                       value=values.get(r.trial_id), intermediate=steps.get(r.trial_id, {}),
-                       attrs=attrs.get(r.trial_id, {})) for r in rows]
+    out: dict[str, list[StudyTrial]] = {name: [] for name in studies.values()}
+    for r in rows:
+        out[studies[r.study_id]].append(StudyTrial(
+            trial_id=r.trial_id, number=r.number, state=r.state.name, params=params.get(r.trial_id, {}),
+            value=values.get(r.trial_id), intermediate=reported.get(r.trial_id, {}), attrs=attrs.get(r.trial_id, {})))
+    return out

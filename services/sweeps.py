@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from services.auth import may_act, may_see
 from services.config import Settings
@@ -24,7 +24,7 @@ from services.models import ACTIVE_STATUSES, Conflict, JobStatus, NotFound, User
 from services.store.orm import Job, utcnow
 from services.store.sweep_tables import Sweep
 from services.sweep_spec import MAX_TRIALS, SweepSpec, Value
-from services.sweep_study import StudyTrial, study_trials
+from services.sweep_study import StudyTrial, studies_trials
 from services.validation import validation_problems
 
 TrialState = Literal["waiting", "running", "complete", "pruned", "failed", "stopped"]
@@ -172,7 +172,9 @@ class SweepService:
             stmt = select(Sweep).order_by(Sweep.id.desc()).limit(limit)
             if not (everyone and (user.reads_all or self.settings.show_others_jobs)):
                 stmt = stmt.where(Sweep.owner == user.name)
-            return [self._view(s, row, trials_of(s, row)) for row in s.scalars(stmt)]
+            rows = list(s.scalars(stmt))
+            trials = trials_of_many(s, rows, steps=False)
+            return [self._view(s, row, trials[row.id]) for row in rows]
 
     def trials(self, user: User, sweep_id: int) -> list[TrialView]:
         with self.sessions.begin() as s:
@@ -221,7 +223,6 @@ class SweepService:
             if row.state == "stopping":
                 raise Conflict(f"Sweep {row.name} is stopping; extend it once it has stopped.")
             spec = SweepSpec.model_validate(row.spec)
-            started = trial_count(s, row)
             budget = spec.budget + n
             if budget > MAX_TRIALS:
                 raise ValidationProblem({"trials": f"a sweep has at most {MAX_TRIALS} trials; it has {spec.budget}"})
@@ -233,27 +234,40 @@ class SweepService:
             row.spec = spec.model_dump(mode="json") | {"budget": budget}
             if row.state != "running":
                 row.state, row.stop_reason, row.ended_at = "running", None, None
-            del started
         return self.get(user, sweep_id)
 
 
 # Reading a sweep's trials: its jobs (portal tables) joined with its Optuna trials, in one session ---------------
-def trial_count(s: Session, row: Sweep) -> int:
-    return len(study_trials(s, row.study_name))
+# What a trial's view and the runner read of its jobs (a sweep page at 200 trials loads no job's metrics or request).
+JOB_COLUMNS = (Job.id, Job.sweep_id, Job.sweep_trial, Job.status, Job.reason, Job.backend_ref, Job.final_metrics,
+               Job.created_at, Job.finished_at)
 
 
 def jobs_by_trial(s: Session, sweep_id: int) -> dict[int, list[Job]]:
-    out: dict[int, list[Job]] = {}
-    for job in s.scalars(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.id)):
-        out.setdefault(job.sweep_trial or 0, []).append(job)
+    return jobs_by_sweep_trial(s, [sweep_id]).get(sweep_id, {})
+
+
+def jobs_by_sweep_trial(s: Session, sweep_ids: list[int]) -> dict[int, dict[int, list[Job]]]:
+    """Each sweep's jobs by trial number, oldest first (a retried trial has several)."""
+    out: dict[int, dict[int, list[Job]]] = {i: {} for i in sweep_ids}
+    stmt = select(Job).options(load_only(*JOB_COLUMNS)).where(Job.sweep_id.in_(sweep_ids)).order_by(Job.id)
+    for job in s.scalars(stmt):
+        out[job.sweep_id or 0].setdefault(job.sweep_trial or 0, []).append(job)
     return out
 
 
 def trials_of(s: Session, row: Sweep) -> list[TrialView]:
-    spec = SweepSpec.model_validate(row.spec)
-    jobs = jobs_by_trial(s, row.id)
-    fixed = {n: p.value for n, p in spec.params.items() if p.kind == "fixed"}
-    return [_trial_view(t, jobs.get(t.number, []), fixed) for t in study_trials(s, row.study_name)]
+    return trials_of_many(s, [row])[row.id]
+
+
+def trials_of_many(s: Session, rows: list[Sweep], steps: bool = True) -> dict[int, list[TrialView]]:
+    found = studies_trials(s, [r.study_name for r in rows], steps=steps)
+    jobs = jobs_by_sweep_trial(s, [r.id for r in rows])
+    out = {}
+    for row in rows:
+        fixed = {n: p["value"] for n, p in row.spec.get("params", {}).items() if p.get("kind") == "fixed"}
+        out[row.id] = [_trial_view(t, jobs[row.id].get(t.number, []), fixed) for t in found.get(row.study_name, [])]
+    return out
 
 
 def _trial_view(t: StudyTrial, jobs: list[Job], fixed: dict[str, Any]) -> TrialView:
