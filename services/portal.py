@@ -68,7 +68,7 @@ def build_portal(settings: Settings) -> Portal:
     # With replicas only the Lease's holder runs the loop and its workers; pages and the API run on every one.
     sync.leadership = make_leadership(settings, service.backend)
     sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
-    sync.workers.append(sweeps := SweepRunner.of(settings, sessions, service))  # asks for and follows trials
+    sync.workers.append(sweeps := SweepRunner.of(settings, sessions, service, sync))  # asks for, follows trials
     return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
                   HistoryService(service), NotificationService(settings, sessions), sweeps.sweeps)
 

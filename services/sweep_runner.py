@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -72,8 +72,11 @@ def _fmt(value: float) -> str:
 
 
 class SweepRunner:
-    def __init__(self, sweeps: SweepService, interval: float = 1.0):
+    def __init__(self, sweeps: SweepService, interval: float = 1.0, leads: Callable[[], bool] = lambda: True):
         self.sweeps = sweeps
+        # With replicas, whether this one still holds the Lease: checked before each sweep's writes, so a replica
+        # that lost it mid-tick starts no trial the new leader would start too.
+        self.leads = leads
         self.jobs = sweeps.jobs
         self.sessions = sweeps.sessions
         self.interval = interval
@@ -94,9 +97,10 @@ class SweepRunner:
         self._thread.start()
 
     @classmethod
-    def of(cls, settings: Settings, sessions: sessionmaker[Session], jobs: JobService) -> SweepRunner:
-        """The runner and its service (`runner.sweeps`), as the portal builds them."""
-        return cls(SweepService(settings, sessions, jobs), settings.sync_interval_seconds)
+    def of(cls, settings: Settings, sessions: sessionmaker[Session], jobs: JobService, sync: Any) -> SweepRunner:
+        """The runner and its service (`runner.sweeps`), as the portal builds them, fenced by the sync loop's lease."""
+        return cls(SweepService(settings, sessions, jobs), settings.sync_interval_seconds,
+                   leads=lambda: sync.leadership.held())
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -121,7 +125,7 @@ class SweepRunner:
                                           .order_by(Sweep.id)))
             errors = []
             for sweep_id in open_ids:
-                if self._stop.is_set():
+                if self._stop.is_set() or not self.leads():
                     break
                 try:
                     self.advance(sweep_id)
@@ -166,7 +170,7 @@ class SweepRunner:
             if not busy:
                 self._finish(sweep_id, "failed" if len(failed) >= spec.max_failed else "stopped", None)
             return
-        while len(trials) < spec.budget and busy < spec.parallel:
+        while len(trials) < spec.budget and busy < spec.parallel and self.leads():
             trial = study.ask(distributions(spec))
             self._submit(row, spec, user, trial.number, trial.params)
             trials.append(StudyTrial(trial._trial_id, trial.number, "RUNNING"))
