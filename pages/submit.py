@@ -11,7 +11,7 @@ from pages.common import JOB_PAGE, me, money, plain, portal
 from services.jobs import machine_gpus_problem
 from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
 from services.notifications_settings import CHOICE_LABELS
-from services.queue_model import DEFAULT_PRIORITY, PRIORITIES
+from services.priority_choice import offered as offered_priorities
 from services.templates import TEMPLATE_FIELDS
 
 P = portal()
@@ -26,7 +26,7 @@ FIELD_LABELS = {"learning_rate": "Learning rate", "epochs": "Epochs", "batch_siz
 DEFAULTS: dict[str, Any] = {
     "name": "", "learning_rate": 0.001, "epochs": 10, "batch_size": 32, "dataset_path": "", "extra_args": "",
     "gpus": 0, "nodes": 1, "mixed_precision": False, "gradient_checkpointing": False, "checkpoint_every": 0,
-    "max_runtime_hours": S.default_runtime_hours, "priority": DEFAULT_PRIORITY,
+    "max_runtime_hours": S.default_runtime_hours, "priority": "",  # "": the backend's default, drawn below
 }
 
 
@@ -224,7 +224,11 @@ with r3:
     except (TypeError, ValueError):
         st.metric("Estimated cost", "–")
 
-st.radio("Priority", list(PRIORITIES), key="f_priority", horizontal=True, captions=list(PRIORITIES.values()),
+PRIORITY_OPTIONS, PRIORITY_DEFAULT = offered_priorities(P.jobs.backend, S, me())  # the admin's, and theirs
+if st.session_state.get("f_priority") not in dict(PRIORITY_OPTIONS):  # a clone's or the first draw's
+    st.session_state["f_priority"] = PRIORITY_DEFAULT
+st.radio("Priority", [n for n, _ in PRIORITY_OPTIONS], key="f_priority", horizontal=True,
+         captions=[text for _, text in PRIORITY_OPTIONS],
          help="When the GPUs a job needs are taken it waits; waiting jobs start by priority, then in the order "
               "they were submitted.")
 field_error("priority")

@@ -18,6 +18,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from services.models import Role
+
 
 def _config_file() -> Path | None:
     raw = os.environ.get("PORTAL_CONFIG_FILE")
@@ -235,6 +237,11 @@ class Settings(BaseSettings):
         default_factory=dict, description='Group -> Kueue LocalQueue, e.g. {"team-a": "team-a"}: a user\'s jobs go '
         "to the queue of the first group listed here that they are in, else to kueue_default_queue.",
     )
+    priority_limits: dict[str, list[str]] = Field(
+        default_factory=dict, description='Who may use which priorities, e.g. {"group:interns": ["low", "normal"], '
+        '"role:researcher": ["low", "normal", "urgent"]}: a user in a listed group may use what their listed groups '
+        "allow, else what their role's entry allows; no entry, or an admin: every priority.",
+    )
     leader_election: Literal["auto", "on", "off"] = Field(
         default="auto", description="More than one portal replica on one store: the one holding a Kubernetes Lease "
         "runs the sync loop and its workers, the others serve pages and the API. auto: on with the kubernetes "
@@ -268,6 +275,17 @@ class Settings(BaseSettings):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"failure pattern {pattern!r} is not a regular expression: {exc}") from None
+        return v
+
+    @field_validator("priority_limits")
+    @classmethod
+    def _limit_keys(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        roles = tuple(r.value for r in Role)
+        for key in v:
+            kind, _, name = key.partition(":")
+            if not name or kind not in ("group", "role") or (kind == "role" and name not in roles):
+                raise ValueError(f"priority_limits: {key!r} is neither 'group:NAME' nor 'role:' followed by one of "
+                                 f"{', '.join(roles)}")
         return v
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import local_queue
+from services import local_queue, priority_choice
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
@@ -125,6 +125,9 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             )
         if hours is not None and hours > st.max_runtime_hours:
             problems["max_runtime_hours"] = f"at most {st.max_runtime_hours:g} hours are allowed"
+        priority = priority_choice.problem(self.backend, st, user, data.get("priority"))  # the backend's, the limits
+        if priority:
+            problems["priority"] = priority
         script = data.get("script")
         if user is not None and isinstance(script, str) and script.endswith(".py"):
             try:
@@ -135,6 +138,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
 
     def validate(self, data: dict[str, Any], user: User | None = None) -> JobRequest:
         """Every problem with a submission at once, one sentence per field (the script's for `user`)."""
+        data = priority_choice.with_default(self.backend, self.settings, user, data)  # e.g. the admin's Kueue default
         limits = self.limit_problems(data, user)
         try:
             req = parse_request(data)
@@ -284,7 +288,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         return job
 
     def stop(self, user: User, job_id: int) -> None:
-        with self.session() as s:
+        with local_queue.no_start_meanwhile(), self.session() as s:  # never across the start of a waiting job
             job = self._owned(s, user, job_id)
             if JobStatus(job.status) not in ACTIVE_STATUSES:
                 raise Conflict(f"Job {job.name} has already finished ({job.status}).")

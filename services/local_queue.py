@@ -13,6 +13,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,8 @@ ETA_SPREAD = (0.8, 1.25)  # a running job's ETA, as the range its end falls in
 HISTORY_RUNS = 5  # earlier runs of the same name that say how long a waiting job takes
 _cache: dict[int, tuple[object, float, dict[int, QueueStatus]]] = {}
 CACHE_SECONDS = 1.0  # a dashboard draws many cards in one render: the queue is read once for them
-_lock = threading.Lock()  # one admission at a time (the sync loop and a page's submit), so GPUs are never lent twice
+# One admission at a time (the sync loop and a page's submit), so GPUs are never lent twice; a Stop waits for it.
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,16 @@ def _free_indices(snap: Snapshot) -> list[int]:
     for h in snap.holders:
         taken.update(h.ref.get("gpu_indices", range(h.gpus)))
     return [i for i in range(snap.limits.capacity) if i not in taken]
+
+
+@contextmanager
+def no_start_meanwhile() -> Iterator[None]:
+    """Held by Stop while it reads and marks a job. A start is then wholly before it (Stop reads the runner's handle
+    and signals it) or wholly after it (the queue sees stop_requested and skips the job), never across it: a Stop
+    whose read came before a start's commit and its write after put back the "waiting" handle, so the job was
+    recorded Stopped while its runner ran on, and one in between was overwritten by the start and lost."""
+    with _lock:
+        yield
 
 
 def admit(service: JobService) -> list[int]:

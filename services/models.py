@@ -114,9 +114,11 @@ class JobRequest(BaseModel):
 
     @field_validator("priority")
     @classmethod
-    def _known_priority(cls, v: str) -> str:
-        if v not in PRIORITIES:
-            raise ValueError(f"choose one of {', '.join(PRIORITIES)}")
+    def _priority_name(cls, v: str) -> str:
+        # Which names exist is the backend's (Kueue's classes on a cluster): JobService.validate checks that, and
+        # who may use them. Here only the form of a name a Kubernetes label can carry.
+        if not DNS1123_LABEL.match(v) or len(v) > NAME_MAX:
+            raise ValueError(f"choose a priority by its name, for example {', '.join(PRIORITIES)}")
         return v
 
     @field_validator("extra_args")

@@ -16,6 +16,7 @@ from services.backends.unreachable import BackendUnreachable
 from services.jobs import SUBMIT_WHEN_BACK, JobService, parse_request, set_status
 from services.models import JobStatus, ValidationProblem
 from services.provenance import submitted_values
+from services.store.notification_tables import NotificationMember
 from services.store.orm import Job, JobEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,10 @@ class PendingWork:
         except ValidationProblem as exc:  # recorded by an older portal with values this one refuses
             svc._submit_failed(row.id, BackendError(f"The job's values are no longer valid: {exc}"))
             return True
-        return svc.hand_over(JobSubmission(row.id, row.owner, request, script, row.submission_id))
+        with svc.session() as s:  # the owner's groups, as their latest submit gave them: their team's Kueue queue
+            groups = tuple(sorted(s.scalars(select(NotificationMember.group).where(
+                NotificationMember.owner == row.owner))))
+        return svc.hand_over(JobSubmission(row.id, row.owner, request, script, row.submission_id, groups))
 
     def carry_out_stops(self, jobs: list[ActiveJob]) -> None:
         """Stops asked for while the backend could not be reached, carried out now that it may be back."""

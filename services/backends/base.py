@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.models import JobRequest, JobStatus
-from services.queue_model import QueueStatus, QueueSummary
+from services.queue_model import DEFAULT_PRIORITY, PRIORITIES, QueueStatus, QueueSummary
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,9 @@ class Backend(Protocol):
     # its waiting jobs stand. Read during page renders, so both answer from what the sync loop already fetched.
     #   def queue_statuses(self, jobs: list[ActiveJob]) -> dict[int, QueueStatus]: ...
     #   def queue_summaries(self) -> list[QueueSummary]: ...
+    # Optional (see priorities below): a backend whose admin defines the priorities (Kueue's classes).
+    #   def priorities(self, fresh: bool = False) -> list[tuple[str, str]]: ...
+    #   def default_priority(self) -> str: ...
 
 
 def queue_statuses(backend: Backend, jobs: list[ActiveJob]) -> dict[int, QueueStatus]:
@@ -101,6 +104,18 @@ def queue_summaries(backend: Backend) -> list[QueueSummary]:
     """The backend's queues with their quotas and waiting jobs; [] from a backend that does not say."""
     method = getattr(backend, "queue_summaries", None)
     return method() if method is not None else []
+
+
+def priorities(backend: Backend, fresh: bool = False) -> list[tuple[str, str]]:
+    """The priorities a job may ask for here as (name, sentence), lowest first: the backend's own, else the portal's
+    low / normal / urgent. Kept by the backend for page renders; `fresh`: read again now (a submit's check)."""
+    method = getattr(backend, "priorities", None)
+    return method(fresh) if method is not None else list(PRIORITIES.items())
+
+
+def default_priority(backend: Backend) -> str:
+    method = getattr(backend, "default_priority", None)
+    return method() if method is not None else DEFAULT_PRIORITY
 
 
 class BackendError(Exception):

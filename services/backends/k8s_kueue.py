@@ -20,13 +20,12 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from services.backends.base import BackendError, Observation
+from services.backends.k8s_priorities import GROUP, VERSION, ClassList, PriorityClasses
 from services.config import Settings
 from services.models import JobStatus
-from services.queue_model import QueueStatus, QueueSummary
+from services.queue_model import DEFAULT_PRIORITY, PRIORITIES, QueueStatus, QueueSummary
 
 log = logging.getLogger(__name__)
-GROUP = "kueue.x-k8s.io"
-VERSION = "v1beta2"
 VISIBILITY = "/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/{namespace}/localqueues/{name}/pendingworkloads"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 LABEL_PRIORITY = "kueue.x-k8s.io/priority-class"
@@ -141,6 +140,7 @@ class Kueue:
         self.settings = settings
         self.custom = client.CustomObjectsApi(api)
         self._count = counter
+        self.classes = PriorityClasses(self.custom, settings, counter)
         self._installed: tuple[float, bool] | None = None
         self._read_at = 0.0
         self._queues_read_at = -QUEUES_EVERY_SECONDS
@@ -192,7 +192,7 @@ class Kueue:
             raise
         labels = manifest["metadata"].setdefault("labels", {})
         labels[LABEL_QUEUE] = queue
-        classes = self.priority_classes() if priority else {}
+        classes = self.classes.read() if priority else {}
         if classes and priority not in classes:
             raise BackendError(f"The cluster has no priority '{priority}' (a Kueue WorkloadPriorityClass); "
                                "ask your admin to create it, or submit with another priority.")
@@ -202,19 +202,29 @@ class Kueue:
         manifest["spec"]["suspend"] = True
         return queue
 
-    def priority_classes(self) -> dict[str, int] | None:
-        """The cluster's WorkloadPriorityClasses by name, with their values; None when the portal may not list them."""
-        self._count()
-        try:
-            body = self.custom.list_cluster_custom_object(
-                GROUP, VERSION, "workloadpriorityclasses", _request_timeout=self.settings.kube_request_timeout_seconds)
-        except ApiException as exc:
-            if exc.status != 403:
-                raise
-            # Not granted (the kueue component's ClusterRole is not applied): Kueue then judges the label itself.
-            log.info("may not list Kueue's WorkloadPriorityClasses: the priority label is sent unchecked")
+    def _queued_here(self) -> bool:
+        return bool(self.settings.kueue_default_queue or self.settings.kueue_group_queues)
+
+    def _class_list(self, fresh: bool = False) -> ClassList | None:
+        """The cluster's classes when jobs are queued through Kueue here; None: the portal's own priorities."""
+        if not self._queued_here():
             return None
-        return {item["metadata"]["name"]: int(item.get("value", 0)) for item in body.get("items") or []}
+        try:
+            if not self.installed():
+                return None
+        except Exception as exc:  # cannot be reached: the form draws with the portal's own list
+            log.info("could not ask whether Kueue is installed: %s", exc)
+            return None
+        return self.classes.offered(fresh)
+
+    def priorities(self, fresh: bool = False) -> list[tuple[str, str]]:
+        """What the submit form offers: the admin's WorkloadPriorityClasses, else low / normal / urgent."""
+        listed = self._class_list(fresh)
+        return listed.options if listed else list(PRIORITIES.items())
+
+    def default_priority(self) -> str:
+        listed = self._class_list()
+        return listed.default if listed else DEFAULT_PRIORITY
 
     # Read (sync loop) ---------------------------------------------------------------------------
     def refresh(self, queued: bool) -> None:

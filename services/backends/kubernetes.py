@@ -321,6 +321,12 @@ class KubernetesBackend(PodLogArchive):
     def queue_summaries(self) -> list[QueueSummary]:
         return self.kueue.summaries()
 
+    def priorities(self, fresh: bool = False) -> list[tuple[str, str]]:
+        return self.kueue.priorities(fresh)  # the admin's WorkloadPriorityClasses where jobs queue through Kueue
+
+    def default_priority(self) -> str:
+        return self.kueue.default_priority()
+
     def _confirmed_gone(self, name: str, uid: str | None) -> bool:
         """A job missing from the cache is lost only if a direct read agrees (404, or another object now)."""
         try:
