@@ -187,14 +187,21 @@ def metric_text(value: float | None) -> str:
 
 
 def health_banner() -> None:
-    """One clear banner when the cluster cannot be used; the history stays browsable underneath."""
+    """One clear banner when the cluster cannot be used; the history stays browsable underneath.
+
+    A follower replica starts no watches, so its backend learns of an outage only when one of its own requests fails;
+    its campaign for the Lease reads the cluster every few seconds (services/leader.py) and knows sooner."""
     p = portal()
     problem = p.jobs.backend.health()
+    lease = p.sync.leadership.error  # "the cluster cannot be reached (...)", or what it refused
+    if not problem and lease and ("cannot be reached" in lease or " refused " in lease):
+        problem = f"{lease[0].upper()}{lease[1:]}."
+        lease = None
     if problem:
         st.warning(f"**The cluster is not available:** {plain(problem)} Your job history is still here; new jobs "
                    "cannot start until it is back.", icon=":material/cloud_off:")
-    elif p.sync.last_error:
-        st.warning(f"Job updates are delayed: {plain(p.sync.last_error)}", icon=":material/sync_problem:")
+    elif p.sync.last_error or lease:  # the Role lacks leases: no replica can apply job changes
+        st.warning(f"Job updates are delayed: {plain(p.sync.last_error or lease)}", icon=":material/sync_problem:")
 
 
 def flash(message: str, kind: str = "success") -> None:
