@@ -151,21 +151,26 @@ def test_too_many_failures_end_the_sweep_with_a_sentence(any_portal, me):
     assert len(sweep_jobs(any_portal, sweep.id)) <= 3  # it did not go on to spend the budget
 
 
-def test_median_early_stopping_prunes_the_clearly_worse_trial(any_portal, me):
+@pytest.mark.parametrize("rule", ["median", "halving"])
+def test_early_stopping_prunes_the_clearly_worse_trial(any_portal, me, rule):
     # All four start at once; three good ones finish fast, the bad one (lr 3) is slow and far worse at each epoch.
     sweep = any_portal.sweeps.create(me, spec(
-        name="prune", method="grid", parallel=4, early_stopping="median", base={"epochs": 8, "extra_args":
-                                                                             "--slow-above 1"},
+        name="prune", method="grid", parallel=4, early_stopping=rule, base={"epochs": 8, "extra_args":
+                                                                         "--slow-above 1"},
         params={"learning_rate": {"kind": "list", "values": [0.01, 0.012, 0.014, 3.0]}}))
     view = drive(any_portal, me, sweep.id)
     trials = {t.params["learning_rate"]: t for t in any_portal.sweeps.trials(me, sweep.id)}
     bad = trials[3.0]
     assert bad.state == "pruned" and bad.reason.startswith("Pruned: loss ")
-    assert [t.state for lr, t in trials.items() if lr != 3.0] == ["complete"] * 3
     job = any_portal.jobs.get(me, bad.job_id)
     assert job.status is JobStatus.STOPPED and job.reason == bad.reason
     assert job.epoch is not None and job.epoch < 8  # stopped early, not run to its end
-    assert (view.state, view.progress.pruned, view.progress.done) == ("done", 1, 3)
+    if rule == "median":  # the median rule waits for two finished trials: the fast good ones all finish
+        assert [t.state for lr, t in trials.items() if lr != 3.0] == ["complete"] * 3
+        assert (view.state, view.progress.pruned, view.progress.done) == ("done", 1, 3)
+    else:  # successive halving keeps the best third at each rung: the best good one always finishes
+        assert trials[0.01].state == "complete" and view.best.params == {"learning_rate": 0.01}
+        assert view.state == "done"
 
 
 def test_an_optuna_trial_without_its_job_gets_one_job_not_a_new_trial(any_portal, me):
