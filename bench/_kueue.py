@@ -68,10 +68,11 @@ def start_cluster() -> Cluster:
     return Cluster(Path(kubeconfig), Path(bin_dir))
 
 
-def apiserver_requests(cluster: Cluster) -> dict[tuple[str, str], float]:
-    """The apiserver's own counters (apiserver_request_total) summed by (verb, resource[/subresource])."""
+def request_counts(metrics: str) -> dict[tuple[str, str], float]:
+    """An API server's own counters (apiserver_request_total, in the Prometheus text of its /metrics) summed by
+    (verb, resource[/subresource]): the kube-apiserver's, or Kueue's visibility server's (the same library)."""
     out: dict[tuple[str, str], float] = {}
-    for line in cluster.kubectl("get", "--raw", "/metrics").splitlines():
+    for line in metrics.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))

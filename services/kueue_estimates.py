@@ -3,12 +3,18 @@
 reports, against the queue's GPU quota, with the admitted jobs' expected ends (their ETA, max runtime and earlier
 runs of the same name) from the store.
 
+Two things are Kueue's own. Its default queueing strategy (BestEffortFIFO) lets a job that fits start ahead of an
+earlier one that does not, so the replay does too unless the ClusterQueue says StrictFIFO. And a job that has never
+run before still has a basis once the queue has some history: how much of their max runtime the backend's latest
+finished jobs used (their 10th to 90th percentile), applied to its own max runtime. Without either, "unknown".
+
 Only the portal's own jobs are known: other workloads in the same ClusterQueue, or a cohort lending quota, make
 the truth differ, and the estimate is a range for that reason. A queue without a GPU quota gets no estimate.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,6 +24,7 @@ from sqlalchemy import select
 
 from services import local_queue
 from services.backends.base import ActiveJob, queue_statuses, queue_summaries
+from services.models import JobStatus
 from services.queue_model import QueueStatus
 from services.queue_plan import Limits
 from services.store.orm import Job
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
 
 CACHE_SECONDS = 1.0  # a dashboard draws many cards in one render: each queue is simulated once for them
 _cache: dict[int, tuple[float, dict[int, QueueStatus]]] = {}
+LEARN_FROM = 40  # the latest finished jobs whose share of their max runtime is the basis for a never-run name
+LEARN_AT_LEAST = 5
 
 
 def _rows(service: JobService, ids: list[int]) -> dict[int, local_queue.Row]:
@@ -39,6 +48,28 @@ def _rows(service: JobService, ids: list[int]) -> dict[int, local_queue.Row]:
             for j in jobs}
 
 
+def _used_share(service: JobService) -> tuple[float, float] | None:
+    """The 10th and 90th percentile of the share of their max runtime the backend's latest successful jobs ran."""
+    with service.session() as s:
+        done = s.execute(select(Job.runtime_seconds, Job.request).where(
+            Job.backend == service.backend.name, Job.status == JobStatus.SUCCEEDED.value,
+            Job.runtime_seconds.is_not(None)).order_by(Job.id.desc()).limit(LEARN_FROM)).all()
+    shares = sorted(min(1.0, float(d.runtime_seconds) / (float((d.request or {}).get("max_runtime_hours", 8)) * 3600))
+                    for d in done)
+    if len(shares) < LEARN_AT_LEAST:
+        return None
+    return shares[int(0.1 * (len(shares) - 1))], shares[math.ceil(0.9 * (len(shares) - 1))]
+
+
+def _strict_order(service: JobService, queue: str) -> bool:
+    """Whether the LocalQueue's ClusterQueue keeps StrictFIFO (a job that does not fit holds up those behind)."""
+    view = getattr(getattr(service.backend, "kueue", None), "view", None)
+    if view is None:
+        return True
+    cq = ((view.local_queues.get(queue) or {}).get("spec") or {}).get("clusterQueue") or queue
+    return ((view.cluster_queues.get(cq) or {}).get("spec") or {}).get("queueingStrategy") == "StrictFIFO"
+
+
 def _estimated(service: JobService) -> dict[int, QueueStatus]:
     """Every waiting job of the backend's queues, with its start range where there is a basis for one."""
     summaries = queue_summaries(service.backend)
@@ -48,13 +79,17 @@ def _estimated(service: JobService) -> dict[int, QueueStatus]:
     statuses = queue_statuses(service.backend, [ActiveJob(i, {}, 8.0) for i in waiting_ids])
     now = datetime.now(UTC)
     out = dict(statuses)
+    share = _used_share(service)
     for q in summaries:
         if q.quota_gpus is None or not q.waiting:
             continue
         rows = _rows(service, [*q.running, *q.waiting])
-        snap = local_queue.Snapshot(Limits(q.quota_gpus), [rows[i] for i in q.running if i in rows],
+        limits = Limits(q.quota_gpus, strict_order=_strict_order(service, q.name))
+        snap = local_queue.Snapshot(limits, [rows[i] for i in q.running if i in rows],
                                     [rows[i] for i in q.waiting if i in rows])
-        for job_id, est in local_queue.estimates(service, snap, now).items():
+        learned = {r.name: [share[0] * r.max_runtime_s, share[1] * r.max_runtime_s] for r in rows.values()} \
+            if share else None
+        for job_id, est in local_queue.estimates(service, snap, now, learned).items():
             if job_id in out:
                 out[job_id] = replace(out[job_id], estimate=est)
     return out

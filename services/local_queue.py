@@ -265,9 +265,11 @@ def _duration(r: Row, runs: list[float]) -> tuple[float, float]:
     return math.inf, r.max_runtime_s
 
 
-def estimates(service: JobService, snap: Snapshot, now: datetime) -> dict[int, StartEstimate]:
-    """Each waiting job's start range: the queue replayed with every job ending soonest, then latest."""
-    runs = _finished_runtimes(service, {r.name for r in snap.holders + snap.waiting})
+def estimates(service: JobService, snap: Snapshot, now: datetime,
+              learned: dict[str, list[float]] | None = None) -> dict[int, StartEstimate]:
+    """Each waiting job's start range: the queue replayed with every job ending soonest, then latest. `learned`:
+    runtimes (seconds) to take for a name with no successful run of its own (services/kueue_estimates.py)."""
+    runs = (learned or {}) | _finished_runtimes(service, {r.name for r in snap.holders + snap.waiting})
     ends = {r.id: _remaining(r, now, runs.get(r.name, [])) for r in snap.holders}
     takes = {r.id: _duration(r, runs.get(r.name, [])) for r in snap.waiting}
     # A job holds its GPUs a little longer than it runs: its process starts, and its end is seen on a tick.

@@ -18,6 +18,9 @@ class Limits:
     capacity: int  # GPUs the queue shares
     gpus_per_user: int = 0  # 0: no limit
     jobs_per_user: int = 0
+    # False: a job that does not fit holds up nobody behind it (Kueue's BestEffortFIFO, its default); True: it holds
+    # up every GPU job behind it (this machine's queue, Kueue's StrictFIFO).
+    strict_order: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def startable(limits: Limits, holders: list[Holder], waiting: list[Waiter]) -> l
     for w in waiting:
         if user_limit_hit(w, held, limits) or w.gpus > limits.capacity:
             continue  # an over-capacity job (the machine's count lowered since) never starts: it holds up nobody
-        if w.gpus and (gpu_blocked or w.gpus > free):
+        if w.gpus and ((gpu_blocked and limits.strict_order) or w.gpus > free):
             gpu_blocked = True
             continue
         free -= w.gpus
