@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
+from api import checkpoints as checkpoints_api
 from api import metrics_route, v1
 from api import notifications as notifications_api
 from api import queues as queues_api
@@ -230,6 +231,7 @@ API_ROUTES = [
     *tokens_api.ROUTES,
     *queues_api.ROUTES,
     *sweeps_api.ROUTES,
+    *checkpoints_api.ROUTES,
 ]
 ROUTES = [
     Route("/healthz", healthz),

@@ -23,6 +23,7 @@ from services import local_queue, priority_choice
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
+from services.checkpoints import resume_problem
 from services.config import Settings
 from services.job_charts import MAX_CHART_POINTS as MAX_CHART_POINTS  # the chart names, re-exported for pages
 from services.job_charts import MAX_COMPARED as MAX_COMPARED
@@ -125,6 +126,9 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             )
         if hours is not None and hours > st.max_runtime_hours:
             problems["max_runtime_hours"] = f"at most {st.max_runtime_hours:g} hours are allowed"
+        # Another job's checkpoint: this user's to use, and only plain files.
+        if data.get("resume_from") and (resume := resume_problem(self, user, data["resume_from"])):
+            problems["resume_from"] = resume
         priority = priority_choice.problem(self.backend, st, user, data.get("priority"))  # the backend's, the limits
         if priority:
             problems["priority"] = priority

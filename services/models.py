@@ -85,6 +85,9 @@ class JobRequest(BaseModel):
         default="", description="Notify me when it ends ('end'), only if it fails ('failure') or 'never'; "
         "empty: the owner's default (Notifications settings)")
     priority: str = Field(default=DEFAULT_PRIORITY, description="low, normal or urgent: the order waiting jobs start")
+    resume_from: str = Field(default="", max_length=300,
+                             description="'<job id>/<checkpoint>': an earlier job's checkpoint to resume from "
+                             "(Retry from checkpoint); the script gets its path as --resume-from")
 
     @field_validator("name")
     @classmethod
@@ -119,6 +122,15 @@ class JobRequest(BaseModel):
         # who may use them. Here only the form of a name a Kubernetes label can carry.
         if not DNS1123_LABEL.match(v) or len(v) > NAME_MAX:
             raise ValueError(f"choose a priority by its name, for example {', '.join(PRIORITIES)}")
+        return v
+
+    @field_validator("resume_from")
+    @classmethod
+    def _checkpoint_reference(cls, v: str) -> str:
+        job, _, name = v.partition("/")
+        if v and not (job.isascii() and job.isdigit() and len(job) < 19 and name not in ("", ".", "..")
+                      and not any(c in name for c in "/\\\x00") and all(ord(c) >= 32 for c in name)):
+            raise ValueError("give a checkpoint as '<job id>/<name>' (a file or folder in its checkpoints/ folder)")
         return v
 
     @field_validator("extra_args")

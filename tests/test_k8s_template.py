@@ -91,7 +91,8 @@ def test_data_volume_replaces_configmap_and_empty_dir(tmp_path):
     job = build_job(settings, job_id=7, owner="alice", submission_id="s", request=req,
                     script_file="train.py", configmap="unused")
     pod = job["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "portal-data"}}]
+    assert pod["volumes"][0] == {"name": "data", "persistentVolumeClaim": {"claimName": "portal-data"}}
+    assert [v["name"] for v in pod["volumes"]] == ["data", "podinfo"]  # podinfo: the pod's own annotations
     ctr = pod["containers"][0]
     assert ctr["args"][0] == "/portal/data/jobs/7/script/train.py"
     assert ctr["workingDir"] == "/portal/data/jobs/7/output"
@@ -99,7 +100,8 @@ def test_data_volume_replaces_configmap_and_empty_dir(tmp_path):
     # The script read-only and the output: never the job folder, where the portal keeps this job's log archive.
     assert ctr["volumeMounts"] == [
         {"name": "data", "mountPath": "/portal/data/jobs/7/script", "subPath": "jobs/7/script", "readOnly": True},
-        {"name": "data", "mountPath": "/portal/data/jobs/7/output", "subPath": "jobs/7/output"}]
+        {"name": "data", "mountPath": "/portal/data/jobs/7/output", "subPath": "jobs/7/output"},
+        {"name": "podinfo", "mountPath": "/portal/podinfo", "readOnly": True}]
     # Kubernetes would expand $(HOME): the user's text is escaped so it arrives as typed.
     assert ctr["args"][-3:] == ["--tag", "$$(HOME)", "$$$$x"]
 

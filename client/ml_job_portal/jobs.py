@@ -164,6 +164,19 @@ class Job:
         """Submit this job again with the same values."""
         return Job(self._client, self._client._json("POST", f"{self._path}/retry"))
 
+    def save_checkpoint(self) -> dict[str, Any]:
+        """Ask the running script to save a checkpoint now (SIGUSR1); the request, with when it was delivered."""
+        return self._client._json("POST", f"{self._path}/checkpoint")
+
+    def checkpoints(self) -> dict[str, Any]:
+        """The job's checkpoints (its checkpoints/ folder) and its checkpoint requests, newest first."""
+        return self._client._json("GET", f"{self._path}/checkpoints")
+
+    def retry_from_checkpoint(self, checkpoint: str) -> Job:
+        """A new job (a retry of this one) that gets the checkpoint as --resume-from and PORTAL_RESUME_FROM."""
+        return Job(self._client, self._client._json("POST", f"{self._path}/checkpoints/retry",
+                                                    json_body={"checkpoint": checkpoint}))
+
     def script(self) -> str:
         """The script this job ran, as it was when the job was submitted."""
         return self._client._request("GET", f"{self._path}/script").text

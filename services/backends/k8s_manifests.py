@@ -20,6 +20,10 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 SCRIPT_DIR = "/portal/script"
 OUTPUT_DIR = "/portal/output"
 DATA_DIR = "/portal/data"
+PODINFO_DIR = "/portal/podinfo"  # the pod's own annotations, projected by the Downward API (Save checkpoint)
+RESUME_DIR = "/portal/resume"  # the checkpoint a retry resumes from, read-only
+LAUNCHER = "portal_launch.py"  # services/scriptkit/: turns a checkpoint request into SIGUSR1 for the script
+CHECKPOINT_REQUEST = "portal.ml/checkpoint-request"  # the pod annotation the launcher watches
 MASTER_PORT = 29500
 CONFIGMAP_MAX_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB in all
 
@@ -71,9 +75,20 @@ def build_job(
         volumes = [{"name": "script", "configMap": {"name": configmap}}, {"name": "output", "emptyDir": {}}]
         mounts = [{"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True},
                   {"name": "output", "mountPath": OUTPUT_DIR}]
+    # The kubelet rewrites this file when the portal annotates the pod: no pods/exec needed to ask for a checkpoint.
+    volumes.append({"name": "podinfo", "downwardAPI": {"items": [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}})
+    mounts.append({"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True})
+    resume_path = ""
+    if request.resume_from and settings.job_data_volume_claim:
+        # Only the one checkpoint, read-only: the parent's other files are not the new job's to read or change.
+        parent_id, name = request.resume_from.split("/", 1)
+        resume_path = f"{RESUME_DIR}/{name}"
+        mounts.append({"name": "data", "mountPath": resume_path, "readOnly": True,
+                       "subPath": f"jobs/{int(parent_id)}/output/checkpoints/{name}"})
     script_path = f"{script_dir}/{script_file}"
-    user_args = [k8s_literal(a) for a in script_argv(request, script_path)[1:]]
-    env = script_env(job_id, request, output_dir)
+    user_args = [k8s_literal(a) for a in script_argv(request, script_path, resume_path)[1:]]
+    env = script_env(job_id, request, output_dir, resume_path)
     env.update({"PYTHONUNBUFFERED": "1", "PYTHONPATH": script_dir, "HOME": output_dir})
     env_list: list[dict[str, Any]] = [{"name": k, "value": k8s_literal(v)} for k, v in sorted(env.items())]
     if request.nodes > 1:
@@ -92,6 +107,9 @@ def build_job(
     else:
         command = ["python", "-u"]
         args = [script_path, *user_args]
+    # torchrun dies of SIGUSR1: its workers get the signal, not it.
+    command = ["python", "-u", f"{script_dir}/{LAUNCHER}", "--watch", f"{PODINFO_DIR}/annotations",
+               *(["--spare-leader"] if request.nodes > 1 else []), "--", *command]
 
     limits: dict[str, str] = {"memory": settings.default_memory}
     if request.gpus:

@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
+from services.backends.k8s_checkpoint import PodCheckpoints
 from services.backends.k8s_kueue import Kueue
 from services.backends.k8s_logs import PodLogArchive
 from services.backends.k8s_manifests import (
@@ -40,6 +41,7 @@ from services.queue_model import QueueStatus, QueueSummary
 
 log = logging.getLogger(__name__)
 SCRIPTKIT = Path(__file__).resolve().parent.parent / "scriptkit" / "portal_metrics.py"
+LAUNCHER = SCRIPTKIT.with_name("portal_launch.py")  # the pod's command runs the script under it (Save checkpoint)
 
 
 def load_api_client(settings: Settings) -> tuple[client.ApiClient, str]:
@@ -96,7 +98,7 @@ def backend_error(exc: Exception) -> BackendError:
     return BackendError(describe_api_error(exc))
 
 
-class KubernetesBackend(PodLogArchive):
+class KubernetesBackend(PodLogArchive, PodCheckpoints):
     name = "kubernetes"
     # A Job is created under a fixed name carrying its submission id: asking twice never makes two.
     idempotent_submit = True
@@ -196,9 +198,11 @@ class KubernetesBackend(PodLogArchive):
             if job.script_source != script_dir / job.script_source.name:  # usually kept there by the job service
                 shutil.copyfile(job.script_source, script_dir / job.script_source.name)
             shutil.copyfile(SCRIPTKIT, script_dir / SCRIPTKIT.name)
+            shutil.copyfile(LAUNCHER, script_dir / LAUNCHER.name)
         created = self._create_job_idempotent(manifest, submission_id)
         labels = manifest["metadata"]["labels"]
-        files = {job.script_source.name: source, "portal_metrics.py": SCRIPTKIT.read_text()}
+        files = {job.script_source.name: source, "portal_metrics.py": SCRIPTKIT.read_text(),
+                 LAUNCHER.name: LAUNCHER.read_text()}
         try:
             if not on_volume:
                 self._create_ignore_exists(self.core.create_namespaced_config_map,
@@ -381,9 +385,6 @@ class KubernetesBackend(PodLogArchive):
             self._delete_job(name)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
-    def signal_checkpoint(self, job_id: int, ref: dict[str, Any]) -> None:
-        raise BackendError("Saving a checkpoint on demand is not available for cluster jobs yet; "
-                           "use 'Save checkpoints every N epochs' when you submit.")
 
 
 def _submission_of(kjob: dict[str, Any]) -> str | None:

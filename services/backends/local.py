@@ -114,8 +114,11 @@ class LocalBackend:
         os.close(safe_files.open_append(*safe_files.split(jdir / "job.log", 2)))
 
         python = self.settings.python_executable or sys.executable
-        argv = [python, "-u", *script_argv(req, str(snapshot))]
-        portal_env = script_env(job.job_id, req, str(out_dir))
+        # A retry from a checkpoint reads it where the parent wrote it (checked by services/checkpoints.py).
+        resume = str(self.output_dir(int(req.resume_from.split("/", 1)[0])) / "checkpoints" /
+                     req.resume_from.split("/", 1)[1]) if req.resume_from else ""
+        argv = [python, "-u", *script_argv(req, str(snapshot), resume)]
+        portal_env = script_env(job.job_id, req, str(out_dir), resume)
         sandbox: dict[str, Any] | None = None
         helpers = SCRIPTKIT  # portal_metrics, for scripts that report exact metrics
         if isolated(self.settings):

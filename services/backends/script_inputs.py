@@ -9,8 +9,9 @@ from services.models import JobRequest
 CHECKPOINT_SIGNAL = "SIGUSR1"
 
 
-def script_argv(request: JobRequest, script: str) -> list[str]:
-    """How the form's values reach the script as flags (documented in docs/scripts.md)."""
+def script_argv(request: JobRequest, script: str, resume_path: str = "") -> list[str]:
+    """How the form's values reach the script as flags (documented in docs/scripts.md); `resume_path` is where the
+    job sees the checkpoint it resumes from (Retry from checkpoint)."""
     argv = [
         script,
         "--learning-rate", repr(request.learning_rate),
@@ -25,10 +26,12 @@ def script_argv(request: JobRequest, script: str) -> list[str]:
         argv.append("--gradient-checkpointing")
     if request.checkpoint_every:
         argv += ["--checkpoint-every", str(request.checkpoint_every)]
+    if resume_path:
+        argv += ["--resume-from", resume_path]
     return argv + request.extra_argv()
 
 
-def script_env(job_id: int, request: JobRequest, output_dir: str) -> dict[str, str]:
+def script_env(job_id: int, request: JobRequest, output_dir: str, resume_path: str = "") -> dict[str, str]:
     """The same values as environment variables, for scripts that prefer them."""
     return {
         "PORTAL_JOB_ID": str(job_id),
@@ -44,4 +47,4 @@ def script_env(job_id: int, request: JobRequest, output_dir: str) -> dict[str, s
         "PORTAL_NODES": str(request.nodes),
         "PORTAL_OUTPUT_DIR": output_dir,
         "PORTAL_CHECKPOINT_SIGNAL": CHECKPOINT_SIGNAL,
-    }
+    } | ({"PORTAL_RESUME_FROM": resume_path} if resume_path else {})

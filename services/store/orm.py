@@ -335,3 +335,4 @@ class ResourceSample(Base):
 # The notification tables live in their own module, on the same metadata (the migrations compare all of it).
 from services.store import notification_tables as _notification_tables  # noqa: E402, F401
 from services.store import sweep_tables as _sweep_tables  # noqa: E402, F401
+from services.store import checkpoint_tables as _checkpoint_tables  # noqa: E402, F401
