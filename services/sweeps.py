@@ -24,7 +24,7 @@ from services.models import ACTIVE_STATUSES, Conflict, JobStatus, NotFound, User
 from services.store.orm import Job, utcnow
 from services.store.sweep_tables import Sweep
 from services.sweep_spec import MAX_TRIALS, SweepSpec, Value
-from services.sweep_study import StudyTrial, studies_trials
+from services.sweep_study import REASON, StudyTrial, studies_trials
 from services.validation import validation_problems
 
 TrialState = Literal["waiting", "running", "complete", "pruned", "failed", "stopped"]
@@ -109,7 +109,9 @@ class SweepService:
         first = spec.first_values()
         problems: dict[str, str] = {}
         for name, param in spec.params.items():
-            for value in param.grid_values() or [param.low, param.high]:
+            ends = [param.low, param.high] if param.kind in ("uniform", "loguniform") else None
+            ends = [int(param.low), int(param.high)] if param.kind == "int" else ends  # type: ignore[arg-type]
+            for value in ends or param.grid_values() or []:
                 try:
                     data = spec.trial_request(first | {name: value}).model_dump(mode="json")  # type: ignore[dict-item]
                     self.jobs.validate(data, user)
@@ -279,14 +281,16 @@ def _trial_view(t: StudyTrial, jobs: list[Job], fixed: dict[str, Any]) -> TrialV
     elif t.state == "PRUNED":
         state = "pruned"
     elif t.state == "FAIL":
-        state = "stopped" if status is JobStatus.STOPPED and not t.failed else "failed"
+        state = "failed" if t.failed else "stopped"
     elif status is None or status in (JobStatus.SUBMITTING, JobStatus.QUEUED):
         state = "waiting"
     elif status in ACTIVE_STATUSES:
         state = "running"
     else:
         state = "running"  # ended, and the runner has not told Optuna yet (its next tick)
-    reason = t.pruned_reason if state == "pruned" and t.pruned_reason else (last.reason if last else None)
+    # The runner's sentence for an ended trial (pruned, failed after retries, job deleted), else its job's reason.
+    said = t.attrs.get(REASON) if t.state in ("PRUNED", "FAIL") else None
+    reason = said or (last.reason if last else None)
     return TrialView(number=t.number, params=fixed | t.params, state=state, value=t.value,
                      job_id=last.id if last else None, job_ids=[j.id for j in jobs],
                      job_status=status.value if status else None, reason=reason, intermediate=t.intermediate)

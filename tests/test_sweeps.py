@@ -235,3 +235,18 @@ def test_bad_sweeps_are_refused_with_a_sentence_per_field(any_portal, me):
         any_portal.sweeps.create(me, spec(method="grid", params={
             "learning_rate": {"kind": "uniform", "low": 0.001, "high": 0.1}}))
     assert "grid" in str(exc.value)
+
+
+def test_a_trial_whose_job_is_deleted_ends_and_is_not_run_again(any_portal, me):
+    sweep = any_portal.sweeps.create(me, spec(name="gone", method="grid", parallel=2, base={
+        "epochs": 100, "extra_args": "--slow-above 1"}, params={"learning_rate": {"kind": "list",
+                                                                                  "values": [0.01, 3.0]}}))
+    runner = runner_of(any_portal)
+    runner.tick()
+    slow = next(t for t in any_portal.sweeps.trials(me, sweep.id) if t.params["learning_rate"] == 3.0)
+    any_portal.jobs.delete(me, slow.job_id)
+    view = drive(any_portal, me, sweep.id)
+    assert len(sweep_jobs(any_portal, sweep.id)) == 1  # the fast one; the deleted trial got no second job
+    gone = next(t for t in any_portal.sweeps.trials(me, sweep.id) if t.number == slow.number)
+    assert (gone.state, gone.reason, gone.job_id) == ("stopped", f"Its job {slow.job_id} was deleted.", None)
+    assert (view.state, view.progress.done, view.progress.stopped) == ("done", 1, 1)
