@@ -6,7 +6,6 @@ A real SMTP server (aiosmtpd) and HTTP receiver on 127.0.0.1; the page under App
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +14,11 @@ from streamlit.testing.v1 import AppTest
 from services.models import User, ValidationProblem
 from services.notifications_confirm import TooManyMessages
 from tests.conftest import run_to_end
-from tests.notification_receivers import SmtpServer, WebhookReceiver, parts
+from tests.notification_receivers import WebhookReceiver, parts
+from tests.test_notifications import notify_env, smtp  # noqa: F401 (the real SMTP server and the portal's settings)
 
 APP = str(Path(__file__).resolve().parent.parent / "portal_app.py")
 ADDRESS = "ada@example.com"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def mail_env(monkeypatch: pytest.MonkeyPatch, smtp: SmtpServer, data_dir) -> None:
-    monkeypatch.setenv("PORTAL_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("PORTAL_SMTP_PORT", str(smtp.port))
-    monkeypatch.setenv("PORTAL_SMTP_STARTTLS", "false")
-    monkeypatch.setenv("PORTAL_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
-    monkeypatch.setenv("PORTAL_PUBLIC_URL", "https://portal.example.com")
 
 
 def deliver(portal) -> None:
@@ -51,8 +36,8 @@ def fail_a_job(portal, user, workspace_script, name: str = "boom") -> None:
     run_to_end(portal, user, portal.jobs.submit(user, {"name": name, "script": "boom.py", "epochs": 1}))
 
 
-def test_an_address_gets_only_its_confirmation_until_its_link_is_opened(mail_env, portal, user, workspace_script,
-                                                                         smtp) -> None:
+def test_an_address_gets_only_its_confirmation_until_its_link_is_opened(
+        notify_env, portal, user, workspace_script, smtp) -> None:  # noqa: F811
     notes = portal.notifications
     channel, _ = notes.add_channel(user, "email", ADDRESS)
     assert not channel.confirmed
@@ -77,7 +62,7 @@ def test_an_address_gets_only_its_confirmation_until_its_link_is_opened(mail_env
     assert notes.unread_count(user) == 2  # the two failures; confirmations and tests are not news in the portal
 
 
-def test_a_forged_or_someone_elses_code_is_refused_with_a_sentence(mail_env, portal, user, smtp) -> None:
+def test_a_forged_or_someone_elses_code_is_refused_with_a_sentence(notify_env, portal, user, smtp) -> None:  # noqa: F811
     notes = portal.notifications
     notes.add_channel(user, "email", ADDRESS)
     deliver(portal)
@@ -91,7 +76,7 @@ def test_a_forged_or_someone_elses_code_is_refused_with_a_sentence(mail_env, por
     assert not notes.channels(user)[0].confirmed
 
 
-def test_test_messages_are_limited_per_hour_with_a_sentence(mail_env, monkeypatch, data_dir) -> None:
+def test_test_messages_are_limited_per_hour_with_a_sentence(notify_env, monkeypatch, data_dir) -> None:  # noqa: F811
     monkeypatch.setenv("PORTAL_NOTIFY_TEST_PER_HOUR", "2")
     from services.auth import local_user
     from services.portal import get_portal
@@ -114,7 +99,7 @@ def test_test_messages_are_limited_per_hour_with_a_sentence(mail_env, monkeypatc
     assert [c.kind for c in portal.notifications.channels(user)] == ["generic"]
 
 
-def test_the_link_confirms_on_the_notifications_page(mail_env, portal, user, smtp) -> None:
+def test_the_link_confirms_on_the_notifications_page(notify_env, portal, user, smtp) -> None:  # noqa: F811
     at = AppTest.from_file(APP, default_timeout=30)
     at.run()
     at.switch_page("pages/notifications.py").run()
