@@ -33,6 +33,7 @@ from pages.common import (
 # The tabs live in modules of their own. Streamlit imports those once per process while it reruns this script,
 # so they ask for portal() when they draw, never at import.
 from pages.job_charts import metric_charts
+from pages.job_checkpoints import requests_strip, save_checkpoint
 from pages.job_config import config_tab as config_tab_body
 from pages.job_files import files_tab as files_tab_body
 from pages.job_logs import logs_tab as logs_tab_body
@@ -106,17 +107,13 @@ def status_strip() -> None:
 status_strip()
 
 
-def save_checkpoint() -> None:
-    run_action(lambda: P.jobs.save_checkpoint(me(), job.id), "Checkpoint requested: the script saves it shortly.")
-
-
 # A row sized by its buttons' labels (six equal columns cut "Save checkpoint" off).
 actions = st.container(horizontal=True, gap="small")
 if not can_act(job):
     actions.caption(f"{plain(job.owner)}'s job: read-only.")
 elif active:
     actions.button("Stop job", key="stop", icon=":material/stop:", type="primary", on_click=stop_job, args=(job,))
-    actions.button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint,
+    actions.button("Save checkpoint", key="checkpoint", icon=":material/save:", on_click=save_checkpoint, args=(job,),
                    disabled=job.status is not JobStatus.RUNNING,
                    help=None if job.status is JobStatus.RUNNING else "Possible once the job is running.")
 else:
@@ -124,6 +121,7 @@ else:
     actions.button("Delete", key="delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
 actions.button("Clone", key="clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
 delete_confirmation(job, "job")
+requests_strip(job)  # each Save checkpoint: asked, delivered, written
 
 
 def save_tags_note() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.common import download_url, portal
+from pages.job_checkpoints import checkpoints_section
 from services.models import JobView
 
 
@@ -17,6 +18,7 @@ def files_tab(job: JobView) -> None:
     if not files:
         st.info("The job has not written any files yet. Scripts write results to `$PORTAL_OUTPUT_DIR`.")
         return
+    checkpoints_section(job)  # by folder convention, each with Retry from checkpoint
     zip_url = download_url(job, "zip")
     if zip_url:
         st.link_button("Download all as .zip", zip_url, icon=":material/download:")
