@@ -30,6 +30,7 @@ MANY = 20
 BEST = "#e15759"  # the best trial, on every chart
 DONE, STOPPED = "rgba(78,121,167,0.45)", "rgba(150,150,150,0.45)"  # a finished trial; a pruned or failed one
 GOOD, BAD = (31, 78, 121), (242, 196, 139)  # parallel lines from the best objective (dark blue) to the worst
+SHADES = 8  # of the parallel lines, best to worst: one trace each
 STATE_LABEL = {"waiting": "waiting", "running": "running", "complete": "done", "pruned": "pruned (stopped early)",
                "failed": "failed", "stopped": "stopped"}
 
@@ -63,23 +64,46 @@ def objective_figure(spec: SweepSpec, trials: list[TrialView]) -> go.Figure:
     return fig
 
 
-def curves_figure(spec: SweepSpec, trials: list[TrialView], best: int | None) -> go.Figure:
-    """Every trial's objective by step, as reported to the search (what early stopping compares), the best on top."""
-    lines: list[Line] = []
-    for t in sorted(trials, key=lambda t: t.number == best):
-        if not t.intermediate:
-            continue
+def _joined(trials: list[TrialView]) -> tuple[Series, np.ndarray]:
+    """Several trials' curves as one line broken by gaps (NaN), and the trial number of each point: one Plotly
+    trace for many trials (a trace each cost about 1 ms to build and as much to send, per trial, per redraw)."""
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    numbers: list[np.ndarray] = []
+    for t in trials:
         steps = sorted(t.intermediate)
         x, y = lttb(np.asarray(steps, dtype=np.float64),
                     np.asarray([t.intermediate[s] for s in steps], dtype=np.float64), CURVE_POINTS)
-        colour = BEST if t.number == best else DONE if t.state in ("complete", "running") else STOPPED
-        lines.append(Line(f"trial {t.number}", Series(x, y, "step"), colour,
-                          dash="dot" if t.state == "pruned" else "solid"))
-    fig, _ = figure(f"{spec.objective} of every trial", lines, "step")
-    if len(lines) > MANY:
+        xs += [x, np.array([np.nan])]
+        ys += [y, np.array([np.nan])]
+        numbers.append(np.full(len(x) + 1, t.number, dtype=np.int32))
+    if not xs:
+        return Series(np.zeros(0), np.zeros(0), "step"), np.zeros(0)
+    return Series(np.concatenate(xs), np.concatenate(ys), "step"), np.concatenate(numbers)
+
+
+def curves_figure(spec: SweepSpec, trials: list[TrialView], best: int | None) -> go.Figure:
+    """Every trial's objective by step, as reported to the search (what early stopping compares): the finished and
+    running ones, the pruned and failed ones fainter, the best on top."""
+    with_curve = [t for t in trials if t.intermediate]
+    groups = (("finished or running", DONE, [t for t in with_curve if t.number != best and t.state in
+                                             ("complete", "running", "waiting")]),
+              ("pruned, failed or stopped", STOPPED, [t for t in with_curve if t.number != best and t.state in
+                                                      ("pruned", "failed", "stopped")]),
+              (f"best: trial {best}", BEST, [t for t in with_curve if t.number == best]))
+    lines, numbers = [], []
+    for label, colour, members in groups:
+        if members:
+            series, of = _joined(members)
+            lines.append(Line(label, series, colour))
+            numbers.append(of)
+    fig, _ = figure(f"{spec.objective} of every trial", lines, "step", legend=True)
+    for trace, of in zip(fig.data, numbers, strict=True):
+        trace.customdata = of
+        trace.hovertemplate = "trial %{customdata}, step %{x}: %{y:.4g}<extra></extra>"
+    if len(with_curve) > MANY:
         fig.update_traces(mode="lines", line_width=1)
-        if best is not None:
-            fig.update_traces(line_width=3, selector={"name": f"trial {best}"})
+        fig.update_traces(line_width=3, selector={"name": chart_text(f"best: trial {best}")})
     return fig
 
 
@@ -91,30 +115,43 @@ def _rgb(share: float) -> str:
 def parallel(spec: SweepSpec, trials: list[TrialView]) -> tuple[go.Figure | None, list[str]]:
     """Parallel coordinates of the varied numeric parameters and the objective over the finished trials, coloured
     from the best objective to the worst; and the parameters left out (words, such as an optimiser's name)."""
+    import plotly.graph_objects as go
+
     done = scored(trials)
     varied = [n for n, p in spec.params.items() if p.kind != "fixed"]
     numeric = [n for n in varied if all(isinstance(t.params.get(n), int | float) for t in done)]
+    left_out = [n for n in varied if n not in numeric]
     if len(done) < 2 or not numeric:
-        return None, [n for n in varied if n not in numeric]
+        return None, left_out
     columns: dict[str, list[float | None]] = {n: [float(t.params[n]) for t in done] for n in numeric}
-    columns[spec.objective] = [t.value for t in done]
-    values = [t.value for t in done]
-    lo, hi = min(values), max(values)  # type: ignore[type-var]
-    span = (hi - lo) or 1.0  # type: ignore[operator]
-
-    def badness(v: float) -> float:
-        share = (v - lo) / span  # type: ignore[operator]
-        return share if spec.direction == "minimize" else 1 - share
-
-    # The best drawn last, on top of the rest.
-    order = sorted(range(len(done)), key=lambda i: -badness(values[i]))  # type: ignore[arg-type]
-    axes = parallel_axes({k: [v[i] for i in order] for k, v in columns.items()})
-    runs = [(f"trial {done[i].number}", _rgb(badness(values[i]))) for i in order]  # type: ignore[arg-type]
-    fig = parallel_figure(axes, runs)
+    values = [float(t.value) for t in done]  # type: ignore[arg-type]
+    columns[spec.objective] = list(values)
+    axes = parallel_axes(columns)
+    fig = parallel_figure(axes, [])  # the axes, their names and ends; the trials' lines are drawn here
+    lo, hi = min(values), max(values)
+    k = len(axes)
+    # Worst first, best last (on top); trials of one shade in one trace, each a line broken from the next by a gap.
+    ranked = sorted(range(len(done)), key=lambda i: values[i], reverse=spec.direction == "minimize")
+    for band in range(SHADES):
+        members = [i for i in ranked if _band(values[i], lo, hi, spec.direction) == band]
+        if not members:
+            continue
+        x = [j for _ in members for j in (*range(k), None)]
+        y = [v for i in members for v in (*(a.scaled[i] for a in axes), None)]
+        text = [f"trial {done[i].number}: " + ", ".join(f"{chart_text(a.label)} {a.values[i]:.4g}" for a in axes)
+                for i in members for _ in range(k + 1)]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines" if len(done) > MANY else "lines+markers", text=text,
+                                 line={"color": _rgb(1 - band / (SHADES - 1)), "width": 1 if len(done) > MANY else 2},
+                                 hovertemplate="%{text}<extra></extra>", showlegend=False))
     fig.update_layout(showlegend=False, height=420, margin={"l": 30, "r": 30, "b": 30})
-    if len(runs) > MANY:
-        fig.update_traces(mode="lines", line_width=1)
-    return fig, [n for n in varied if n not in numeric]
+    return fig, left_out
+
+
+def _band(value: float, lo: float, hi: float, direction: str) -> int:
+    """The shade of a trial's line: SHADES - 1 for the best objective, 0 for the worst."""
+    share = (value - lo) / (hi - lo) if hi > lo else 1.0
+    good = 1 - share if direction == "minimize" else share
+    return min(SHADES - 1, int(good * SHADES))
 
 
 def objective_column(spec: SweepSpec) -> str:
