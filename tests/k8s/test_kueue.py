@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
 
+import services.portal
 from services.backends.base import ActiveJob, queue_statuses, queue_summaries
 from services.backends.k8s_kueue import PREEMPTED
 from services.models import JobStatus, Role, User
@@ -90,7 +92,7 @@ def preempted_in_cluster(cluster: Cluster, namespace: str) -> set[str]:
 
 
 def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_portal, cluster, namespace,
-                                                                        team_queues):
+                                                                        team_queues, monkeypatch):
     portal = queued_portal
     a = submit(portal, "first", 4, "low")
     b = submit(portal, "second", 4, "low")
@@ -149,6 +151,18 @@ def test_team_quota_positions_blockers_and_preemption_as_kueue_decides(queued_po
                         and victim in p and p[victim].position > 0 and p, timeout=30, interval=0.5)
     assert [f"mlp-{j}" for j in sorted((c, d, victim), key=lambda j: places[j].position)] == order
     assert places[victim].blocker == PREEMPTED
+    # Its card's line and its page say so, in those words (the card draws waiting_line; the page under AppTest).
+    line = waiting_line(waiting_status(portal.jobs, portal.jobs.get(ME, victim)))
+    assert line.endswith(f" · {PREEMPTED} · Estimated start: unknown"), line
+    monkeypatch.setattr(services.portal, "_portal", portal)
+    page = AppTest.from_file(str(ROOT / "portal_app.py"), default_timeout=30).run()
+    page.switch_page("pages/job.py")
+    page.query_params["id"] = str(victim)
+    page.run()
+    assert not page.exception
+    shown = [i.value for i in page.info] + [c.value for c in page.caption] + [m.value for m in page.markdown]
+    assert any(PREEMPTED in text for text in shown), shown
+    assert not any("Failed" in text for text in shown), shown
     for job_id in ids:  # nothing failed along the way
         assert portal.jobs.get(ME, job_id).status in (JobStatus.RUNNING, JobStatus.QUEUED)
 
