@@ -38,6 +38,7 @@ from services.sweep_study import JOB, OUTCOME, REASON, StudyTrial, distributions
 from services.sweeps import SweepService, best_of, jobs_by_trial, trials_of
 
 log = logging.getLogger(__name__)
+GIVE_UP_AFTER_FAILED_TICKS = 30
 
 # The (sweep id, trial number) of the job the runner is submitting in this thread, written by the job's insert.
 _submitting: ContextVar[tuple[int, int] | None] = ContextVar("sweep_trial_of_submitted_job", default=None)
@@ -82,6 +83,7 @@ class SweepRunner:
         self.interval = interval
         self._storage: optuna.storages.RDBStorage | None = None
         self._studies: dict[int, optuna.Study] = {}
+        self._failures: dict[int, int] = {}  # sweep id -> ticks in a row that failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -129,10 +131,24 @@ class SweepRunner:
                     break
                 try:
                     self.advance(sweep_id)
+                    self._failures.pop(sweep_id, None)
                 except Exception as exc:  # one sweep's trouble must not hold up the others
                     log.exception("sweep %s: the tick failed", sweep_id)
                     errors.append(f"sweep {sweep_id}: {type(exc).__name__}: {exc}")
+                    self._give_up_after_failures(sweep_id, exc)
             self.last_error = "; ".join(errors) or None
+
+    def _give_up_after_failures(self, sweep_id: int, exc: Exception) -> None:
+        """A sweep that fails tick after tick (a database that refuses it, a spec no longer valid) ends, saying why,
+        instead of stalling silently; a passing hiccup (a locked database) is retried."""
+        self._failures[sweep_id] = self._failures.get(sweep_id, 0) + 1
+        if self._failures[sweep_id] < GIVE_UP_AFTER_FAILED_TICKS:
+            return
+        self._failures.pop(sweep_id, None)
+        try:
+            self._finish(sweep_id, "failed", f"The sweep could not go on: {type(exc).__name__}: {exc}"[:2000])
+        except Exception:
+            log.exception("sweep %s: could not be marked failed", sweep_id)
 
     # One sweep ----------------------------------------------------------------------------------
     def _study(self, row: Sweep, spec: SweepSpec, started: int) -> optuna.Study:

@@ -12,7 +12,8 @@ from services.auth import local_user
 from services.models import JobStatus, NotFound, User, ValidationProblem
 from services.portal import Portal
 from services.store.orm import Job
-from services.sweep_runner import SweepRunner
+from services.store.sweep_tables import Sweep
+from services.sweep_runner import GIVE_UP_AFTER_FAILED_TICKS, SweepRunner
 from services.sweep_study import distributions, study_trials
 from tests.conftest import wait_until
 
@@ -250,3 +251,18 @@ def test_a_trial_whose_job_is_deleted_ends_and_is_not_run_again(any_portal, me):
     gone = next(t for t in any_portal.sweeps.trials(me, sweep.id) if t.number == slow.number)
     assert (gone.state, gone.reason, gone.job_id) == ("stopped", f"Its job {slow.job_id} was deleted.", None)
     assert (view.state, view.progress.done, view.progress.stopped) == ("done", 1, 1)
+
+
+def test_a_sweep_the_runner_cannot_carry_on_ends_saying_why(any_portal, me):
+    sweep = any_portal.sweeps.create(me, spec(method="random", params={
+        "learning_rate": {"kind": "uniform", "low": 0.001, "high": 0.1}}))
+    with any_portal.jobs.session() as s:  # as a spec an older portal wrote might read to this one
+        row = s.get(Sweep, sweep.id)
+        row.spec = row.spec | {"objective": ""}
+    runner = runner_of(any_portal)
+    for _ in range(GIVE_UP_AFTER_FAILED_TICKS):
+        runner.tick()
+    with any_portal.jobs.session() as s:
+        row = s.get(Sweep, sweep.id)
+        assert row.state == "failed" and row.stop_reason.startswith("The sweep could not go on: ")
+    assert sweep_jobs(any_portal, sweep.id) == []
