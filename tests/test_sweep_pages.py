@@ -64,14 +64,22 @@ def sweep_form(curve: str) -> AppTest:
     return at
 
 
-def test_bad_values_get_a_sentence_by_their_own_parameter_and_nothing_is_submitted(portal, curve, user):
-    at = sweep_form(curve)
+def vary(at: AppTest, lr: tuple[str, str], batch_sizes: str, add: str) -> AppTest:
+    """A log-uniform learning rate between these ends (an empty one left as it is), a list of batch sizes, and an
+    extra parameter added by name."""
     at.selectbox(key="sw_learning_rate_kind").select("loguniform").run()
-    at.text_input(key="sw_learning_rate_low").input("0").run()
+    for end, text in zip(("low", "high"), lr, strict=True):
+        if text:
+            at.text_input(key=f"sw_learning_rate_{end}").input(text).run()
     at.selectbox(key="sw_batch_size_kind").select("list").run()
-    at.text_input(key="sw_batch_size_values").input("16, big").run()
-    at.text_input(key="sw_new_name").input("Weight Decay").run()
+    at.text_input(key="sw_batch_size_values").input(batch_sizes).run()
+    at.text_input(key="sw_new_name").input(add).run()
     at.button(key="sw_add").click().run()
+    return at
+
+
+def test_bad_values_get_a_sentence_by_their_own_parameter_and_nothing_is_submitted(portal, curve, user):
+    at = vary(sweep_form(curve), ("0", ""), "16, big", add="Weight Decay")
     assert "name the script's argument, e.g. 'weight_decay' for --weight_decay (lower-case letters, digits and '_')" \
         in errors(at)
     at.button(key="submit").click().run()
@@ -113,14 +121,7 @@ def test_the_objective_suggests_the_metrics_past_runs_of_the_script_reported(por
 
 
 def test_submitting_the_form_creates_the_sweep_and_opens_its_page(portal, curve, user):
-    at = sweep_form(curve)
-    at.selectbox(key="sw_learning_rate_kind").select("loguniform").run()
-    at.text_input(key="sw_learning_rate_low").input("0.001").run()
-    at.text_input(key="sw_learning_rate_high").input("0.1").run()
-    at.selectbox(key="sw_batch_size_kind").select("list").run()
-    at.text_input(key="sw_batch_size_values").input("16, 32").run()
-    at.text_input(key="sw_new_name").input("warmup").run()
-    at.button(key="sw_add").click().run()
+    at = vary(sweep_form(curve), ("0.001", "0.1"), "16, 32", add="warmup")
     at.text_input(key="sw_warmup_value").input("5").run()
     at.number_input(key="sw_budget").set_value(4).run()
     at.radio(key="sw_early_stopping").set_value("halving").run()
