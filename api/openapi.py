@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from api.openapi_checkpoints import checkpoint_paths
 from api.openapi_sweeps import sweep_paths, sweep_schemas
 from services.history import SORT_KEYS
 from services.models import JobRequest, StatusGroup
@@ -339,6 +340,7 @@ def openapi_document() -> dict[str, Any]:
         **_token_paths(),
         **_notification_paths(),
         **sweep_paths(_op, _q),
+        **checkpoint_paths(_op, _ref("Job")),
         "/api/v1/queues": {"get": _op("Each queue's GPUs, running jobs and waiting jobs in the order they start",
                                       (200, QUEUES), tag="queues")},
     }

@@ -7,7 +7,8 @@ import streamlit as st
 
 from pages.charts import DASH_OF_ROLE, PALETTE, Line, chart_options, draw, primary_first
 from pages.charts import chart as chart  # the resource graphs draw with it
-from pages.common import portal
+from pages.common import me, portal
+from services.checkpoints import continued_series
 from services.metric_groups import group_metrics
 from services.models import JobView
 
@@ -40,6 +41,7 @@ def _metric_charts(job: JobView) -> None:
     options = chart_options("chart", [len(ser.x) for ser in series.values()])
     if options.smoothing > 0:
         series = portal().jobs.with_means(job.id, series)
+    series = continued_series(portal().jobs, me(), job, series)  # a retry from a checkpoint: the parent's first
     groups = {g.title: g for g in group_metrics({n: series[n].axis for n in sorted(series)})}
     cols = st.columns(2)
     for i, title in enumerate(primary_first(groups)):

@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from sqlalchemy import select
 
 from services.auth import may_act
 from services.backends.base import BackendError
+from services.job_charts import Series
 from services.models import ACTIVE_STATUSES, Conflict, JobStatus, JobView, NotFound, User
 from services.safe_files import UnsafeFile, open_dir
 from services.store.checkpoint_tables import CheckpointRequest
@@ -193,3 +195,32 @@ def resume_problem(jobs: JobService, user: User | None, value: object) -> str | 
     except (NotFound, Forbidden, Conflict) as exc:
         return str(exc).rstrip(".")
     return None
+
+
+def continued_series(jobs: JobService, user: User, job: JobView, series: dict[str, Series]) -> dict[str, Series]:
+    """A resumed job's curves continue its parent's: each series is the parent's points before the resumed
+    job's first x, then its own (a script that counts its steps on from the checkpoint's joins them seamlessly;
+    one that starts again at 0 shows its own curve only). A parent this user may not see adds nothing."""
+    source = str(job.request.get("resume_from") or "")
+    if not source.split("/", 1)[0].isdigit() or not series:
+        return series
+    try:
+        jobs.get(user, int(source.split("/", 1)[0]))
+    except NotFound:
+        return series
+    parent = jobs.metric_series(int(source.split("/", 1)[0]))
+    out = dict(series)
+    for name, own in series.items():
+        before = parent.get(name)
+        if before is None or before.axis != own.axis or not len(own.x):
+            continue
+        keep = before.x < own.x[0]
+        if not keep.any():
+            continue
+        mean = None
+        if own.mean is not None or before.mean is not None:  # what smoothing averages: y where not downsampled
+            mean = np.concatenate([(before.y if before.mean is None else before.mean)[keep],
+                                   own.y if own.mean is None else own.mean])
+        out[name] = Series(np.concatenate([before.x[keep], own.x]), np.concatenate([before.y[keep], own.y]),
+                           own.axis, mean)
+    return out

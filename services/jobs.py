@@ -23,7 +23,7 @@ from services import local_queue, priority_choice
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
-from services.checkpoints import resume_problem
+from services.checkpoints import CheckpointService, resume_problem
 from services.config import Settings
 from services.job_charts import MAX_CHART_POINTS as MAX_CHART_POINTS  # the chart names, re-exported for pages
 from services.job_charts import MAX_COMPARED as MAX_COMPARED
@@ -325,13 +325,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
                 s.add(JobEvent(job_id=job_id, ts=utcnow(), status=job.status, message=message))
 
     def save_checkpoint(self, user: User, job_id: int) -> None:
-        with self.session() as s:
-            job = self._owned(s, user, job_id)
-            if job.status != JobStatus.RUNNING.value:
-                raise Conflict("Only a running job can save a checkpoint.")
-            ref = dict(job.backend_ref or {})
-            s.add(JobEvent(job_id=job.id, ts=utcnow(), status=job.status, message="Checkpoint requested"))
-        self.backend.signal_checkpoint(job_id, ref)
+        """Ask the running script to save a checkpoint now (recorded with when it was delivered and written)."""
+        CheckpointService(self).request(user, job_id)
 
     def delete(self, user: User, job_id: int) -> None:
         with self.session() as s:

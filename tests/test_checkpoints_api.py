@@ -96,5 +96,7 @@ def test_save_checkpoint_and_retry_from_it(live: tuple[PortalServer, JobClient, 
     assert f"resume-from: {path}" in logs and f"env resume: {path}" in logs
     assert f"resumed state: epoch {name.removeprefix('manual-epoch')}" in logs
     assert resumed.request["resume_from"] == f"{job.id}/{name}"
+    paths = httpx.get(f"{server.url}/api/v1/openapi.json").json()["paths"]
+    assert {"/api/v1/jobs/{job_id}/checkpoint", "/api/v1/jobs/{job_id}/checkpoints/retry"} <= set(paths)
     detail = client._json("GET", f"jobs/{resumed.id}")
     assert (detail["parent_id"], detail["parent_kind"]) == (job.id, "retry")

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.backends.k8s_manifests import CHECKPOINT_REQUEST
+from services.checkpoints import CheckpointService
 from services.models import JobStatus, User
 from services.portal import build_portal
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 from tests.k8s.conftest import Cluster, k8s_settings, render_manifests
 from tests.k8s.test_kubernetes_backend import finished, until
 from tests.test_deploy_manifests import role_permissions
@@ -123,6 +125,14 @@ def test_portal_with_only_its_service_account_token_runs_jobs(cluster: Cluster, 
         two = portal.jobs.submit(ALICE, {"name": "sa-multi", "gpus": 2, "nodes": 2, "script": "train_example.py"})
         until(portal, two, lambda j: j.status is JobStatus.RUNNING)
         assert cluster.kubectl("-n", namespace, "get", "service", f"mlp-{two}", "-o", "name").strip()
+        # Save checkpoint with the Role's pods patch alone: each running pod of the job carries the request.
+        wait_until(lambda: json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-l", f"ml-portal/job-id={two}",
+                                                      "-o", "json"))["items"][-1]["status"].get("phase") == "Running",
+                   timeout=30)
+        assert CheckpointService(portal.jobs).request(ALICE, two).delivered_at is not None
+        pods = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-l", f"ml-portal/job-id={two}",
+                                          "-o", "json"))["items"]
+        assert len(pods) == 2 and all(CHECKPOINT_REQUEST in p["metadata"]["annotations"] for p in pods)
         portal.jobs.stop(ALICE, two)
         assert finished(portal, two).status is JobStatus.STOPPED
         portal.jobs.delete(ALICE, one)
