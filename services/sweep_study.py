@@ -4,6 +4,7 @@ pages' way, instead of Optuna's per-trial reads)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -103,6 +104,12 @@ class StudyTrial:
         return self.attrs.get(REASON) if self.state == "PRUNED" else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _distribution(text: str) -> BaseDistribution:
+    """Every trial of a sweep stores the same few distributions: parsed once, not once per trial and parameter."""
+    return json_to_distribution(text)
+
+
 def study_trials(s: Session, study_name: str) -> list[StudyTrial]:
     """The study's trials in number order ([] before the runner has made the study)."""
     return studies_trials(s, [study_name]).get(study_name, [])
@@ -123,7 +130,7 @@ def studies_trials(s: Session, names: list[str], steps: bool = True) -> dict[str
     tp = om.TrialParamModel
     for p in s.execute(select(tp.trial_id, tp.param_name, tp.param_value, tp.distribution_json)
                        .join(t, t.trial_id == tp.trial_id).where(mine)):
-        params.setdefault(p.trial_id, {})[p.param_name] = json_to_distribution(p.distribution_json).to_external_repr(
+        params.setdefault(p.trial_id, {})[p.param_name] = _distribution(p.distribution_json).to_external_repr(
             p.param_value)
     tv = om.TrialValueModel
     values = {v.trial_id: tv.stored_repr_to_value(v.value, v.value_type)

@@ -166,7 +166,7 @@ class SweepService:
     def get(self, user: User, sweep_id: int) -> SweepView:
         with self.sessions.begin() as s:
             row = self._row(s, user, sweep_id)
-            return self._view(s, row, trials_of(s, row))
+            return self._view(s, row, trials_of_many(s, [row], steps=False)[row.id])
 
     def list(self, user: User, everyone: bool = False, limit: int = 100) -> list[SweepView]:
         """Newest first: the user's own, or with `everyone` all they may see."""
