@@ -9,6 +9,7 @@ offered to resume from (the new job would read wherever it points).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -224,3 +225,36 @@ def continued_series(jobs: JobService, user: User, job: JobView, series: dict[st
         out[name] = Series(np.concatenate([before.x[keep], own.x]), np.concatenate([before.y[keep], own.y]),
                            own.axis, mean)
     return out
+
+
+def copy_checkpoint(source: Path, dest: Path, gid: int) -> Path:
+    """A copy of a checkpoint for a sandboxed job (its own UID cannot read the parent's 0700 output): the portal's,
+    readable by the job's group only; only plain files and folders, no link followed (one switched in since the
+    check is left out)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.chown(dest.parent, -1, gid)
+    os.chmod(dest.parent, 0o750)  # noqa: S103 - this job's group only
+
+    def copy_file(src: Path, to: Path) -> None:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return
+            with open(to, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+        os.chown(to, -1, gid)
+        os.chmod(to, 0o640)
+
+    if not source.is_dir() or source.is_symlink():
+        copy_file(source, dest)
+        return dest
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        target = dest / Path(folder).relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        os.chown(target, -1, gid)
+        os.chmod(target, 0o750)  # noqa: S103 - this job's group only
+        for name in files:
+            if stat.S_ISREG(os.lstat(Path(folder) / name).st_mode):
+                copy_file(Path(folder) / name, target / name)
+        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+    return dest

@@ -27,6 +27,7 @@ from services.backends.local_sandbox import (
     sandbox_problem,
 )
 from services.backends.script_inputs import CHECKPOINT_SIGNAL, script_argv, script_env
+from services.checkpoints import copy_checkpoint
 from services.config import Settings
 from services.logs import failure_tail
 from services.models import JobStatus
@@ -114,9 +115,15 @@ class LocalBackend:
         os.close(safe_files.open_append(*safe_files.split(jdir / "job.log", 2)))
 
         python = self.settings.python_executable or sys.executable
-        # A retry from a checkpoint reads it where the parent wrote it (checked by services/checkpoints.py).
-        resume = str(self.output_dir(int(req.resume_from.split("/", 1)[0])) / "checkpoints" /
-                     req.resume_from.split("/", 1)[1]) if req.resume_from else ""
+        # A retry from a checkpoint reads it where the parent wrote it (checked by services/checkpoints.py); a
+        # sandboxed job, whose UID cannot read the parent's output, a copy in its own folder.
+        resume = ""
+        if req.resume_from:
+            parent, name = req.resume_from.split("/", 1)
+            source = self.output_dir(int(parent)) / "checkpoints" / name
+            isolated_gid = job_ids(self.settings, job.job_id)[1] if isolated(self.settings) else None
+            resume = str(source if isolated_gid is None else copy_checkpoint(source, jdir / "resume" / name,
+                                                                             isolated_gid))
         argv = [python, "-u", *script_argv(req, str(snapshot), resume)]
         portal_env = script_env(job.job_id, req, str(out_dir), resume)
         sandbox: dict[str, Any] | None = None
