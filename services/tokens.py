@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.auth import role_for
 from services.config import Settings
 from services.models import NotFound, User, ValidationProblem
+from services.store.notification_tables import NotificationMember
 from services.store.orm import ApiToken, utcnow
 
 PREFIX = "mlp_"
@@ -145,5 +146,8 @@ class TokenService:
             owner, last = token.owner, token.last_used_at
             if last is None or now - last > LAST_USED_GRANULARITY:
                 s.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
-        # By name only: groups saved with the token would keep a role its owner has since lost.
-        return User(name=owner, role=role_for(self.settings, owner))
+            # A token carries no identity provider's groups; the owner's, as their latest signed-in submit gave
+            # them, choose their team's queue and priority limits (and a token submit no longer erases them).
+            groups = tuple(sorted(s.scalars(select(NotificationMember.group).where(NotificationMember.owner == owner))))
+        # The role by name only: groups saved with the token would keep a role its owner has since lost.
+        return User(name=owner, role=role_for(self.settings, owner), groups=groups)

@@ -220,3 +220,16 @@ def test_other_users_token_names_reach_the_admin_as_plain_text(portal, page_as):
     at = page_as(ADA)
     cards = "\n".join(m.value for m in at.markdown)
     assert "mallory" in cards and "](https://" not in cards and "](http" not in cards
+
+
+def test_a_token_submit_goes_as_its_owner_with_the_groups_their_login_gave(portal: Portal) -> None:
+    # Before: a token user had no groups, so API submits went to the default queue and erased the owner's groups,
+    # the record a resubmission after an outage and the team channels read.
+    signed_in = User("grace", groups=("team-b",))
+    portal.jobs.submit(signed_in, {"name": "first", "script": "train_example.py", "epochs": 1})
+    _view, secret = portal.tokens.create(signed_in, "notebook")
+    by_token = portal.tokens.authenticate(secret)
+    assert by_token is not None and by_token.groups == ("team-b",)
+    portal.jobs.submit(by_token, {"name": "second", "script": "train_example.py", "epochs": 1})
+    again = portal.tokens.authenticate(secret)
+    assert again is not None and again.groups == ("team-b",)
