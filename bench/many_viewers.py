@@ -63,20 +63,21 @@ class Session:
     answered: int = 0
     cut: int = 0  # fragment runs stopped early for the next request
     gaps: list[float] = field(default_factory=list)
+    late: list[float] = field(default_factory=list)  # each gap less its fragment's run_every: 0 is on schedule
     log_ages: list[float] = field(default_factory=list)
     first_render: float | None = None
     saw_end: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
-def seed(data_dir: Path, history: int) -> str:
+def seed(data_dir: Path, history: int, database_url: str | None = None) -> str:
     """A history of finished jobs by another owner, the live job's script, and an API token of the local user."""
     from services.auth import local_user
     from services.config import Settings
     from services.portal import build_portal
     from services.store.seed import seed_jobs
 
-    settings = Settings(data_dir=data_dir, backend="local")
+    settings = Settings(data_dir=data_dir, backend="local", **({"database_url": database_url} if database_url else {}))
     portal = build_portal(settings)
     try:
         seed_jobs(portal.jobs.sessions.kw["bind"], history, owner=OWNER_HISTORY)
@@ -116,6 +117,7 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
     running: list[str] = []  # the fragments of the run in progress
     drawn = 0  # elements that run has sent
     last_done: dict[str, float] = {}
+    intervals: dict[str, float] = {}  # each fragment's run_every
     page_hash = ""
     t_open = time.monotonic()
     async with websockets.connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
@@ -138,49 +140,54 @@ async def watch(port: int, page: str, query: str, s: Session, stop_at: list[floa
                 await rerun(fragment_id)
 
         await rerun()
-        while True:
-            if time.monotonic() > stop_at[0] and (s.saw_end is not None or time.monotonic() > stop_at[0] + 15):
-                break
-            try:
-                data = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
-            now, wall = time.monotonic(), time.time()
-            msg = ForwardMsg()
-            msg.ParseFromString(data)
-            kind = msg.WhichOneof("type")
-            if kind == "navigation":  # the page's own hash (new_session's is the entry script's)
-                page_hash = msg.navigation.page_script_hash
-            elif kind == "new_session":
-                running, drawn = list(msg.metadata.run.fragment_ids), 0
-                if not running:  # a full run: the browser drops the old timers
-                    for t in timers.values():
-                        t.cancel()
-                    timers.clear()
-            elif kind == "auto_rerun" and msg.auto_rerun.fragment_id not in timers:
-                timers[msg.auto_rerun.fragment_id] = asyncio.create_task(
-                    every(msg.auto_rerun.interval, msg.auto_rerun.fragment_id))
-            elif kind == "script_finished":
-                if s.first_render is None and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
-                    s.first_render = now - t_open
-                # A run cut short because the next timer's request arrived still drew what it sent before.
-                elif s.first_render is not None and running and drawn:
-                    s.cut += msg.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN
-                    s.answered += len(running)  # one run may answer several fragments' timers
-                    for fid in running:  # how long the screen went without this part changing
-                        if fid in last_done:
-                            s.gaps.append(now - last_done[fid])
-                        last_done[fid] = now
-            elif kind == "delta":
-                drawn += 1
-                text = texts_of(msg.delta)
-                ticks = TICK.findall(text)
-                if ticks and job_end[0] == 0:
-                    s.log_ages.append(wall - float(ticks[-1]))
-                if job_end[0] and s.saw_end is None and end_marker in text:
-                    s.saw_end = wall - job_end[0]
-        for t in timers.values():
-            t.cancel()
+        try:
+            while True:
+                if time.monotonic() > stop_at[0] and (s.saw_end is not None or time.monotonic() > stop_at[0] + 15):
+                    break
+                try:
+                    data = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                now, wall = time.monotonic(), time.time()
+                msg = ForwardMsg()
+                msg.ParseFromString(data)
+                kind = msg.WhichOneof("type")
+                if kind == "navigation":  # the page's own hash (new_session's is the entry script's)
+                    page_hash = msg.navigation.page_script_hash
+                elif kind == "new_session":
+                    running, drawn = list(msg.metadata.run.fragment_ids), 0
+                    if not running:  # a full run: the browser drops the old timers
+                        for t in timers.values():
+                            t.cancel()
+                        timers.clear()
+                elif kind == "auto_rerun" and msg.auto_rerun.fragment_id not in timers:
+                    intervals[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
+                    timers[msg.auto_rerun.fragment_id] = asyncio.create_task(
+                        every(msg.auto_rerun.interval, msg.auto_rerun.fragment_id))
+                elif kind == "script_finished":
+                    if s.first_render is None and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+                        s.first_render = now - t_open
+                    # A run cut short because the next timer's request arrived still drew what it sent before.
+                    elif s.first_render is not None and running and drawn:
+                        s.cut += msg.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN
+                        s.answered += len(running)  # one run may answer several fragments' timers
+                        for fid in running:  # how long the screen went without this part changing
+                            if fid in last_done:
+                                s.gaps.append(now - last_done[fid])
+                                s.late.append(now - last_done[fid] - intervals.get(fid, 0.0))
+                            last_done[fid] = now
+                elif kind == "delta":
+                    drawn += 1
+                    text = texts_of(msg.delta)
+                    ticks = TICK.findall(text)
+                    if ticks and job_end[0] == 0:
+                        s.log_ages.append(wall - float(ticks[-1]))
+                    if s.saw_end is None and end_marker and end_marker in text:
+                        # Drawn before the end's instant was taken (it is taken by polling): at once.
+                        s.saw_end = max(0.0, wall - job_end[0]) if job_end[0] else 0.0
+        finally:  # also when the portal went away (a killed replica): no timer writes to a closed socket
+            for t in timers.values():
+                t.cancel()
 
 
 async def browser_tabs(port: int, job_id: int, n: int, until: list[float]) -> list[list[float]]:
@@ -219,6 +226,15 @@ def job_status(port: int, token: str, job_id: int) -> str:
     return r.json()["status"]
 
 
+def session_plan(n: int, job_id: int, job_marker: str, dashboard_marker: str) -> list[tuple[str, str, str]]:
+    """(page, query, what its screen shows once the job ended) per session: 60 % on the live job's page, 25 % on
+    the dashboard, the rest on History."""
+    n_job = max(1, round(n * 0.6))
+    n_dash = max(0, round(n * 0.25)) if n > 1 else 0
+    return ([("job", f"id={job_id}", job_marker)] * n_job + [("dashboard", "", dashboard_marker)] * n_dash
+            + [("history", "", "")] * (n - n_job - n_dash))
+
+
 def run(n: int, window: float, browsers: int, history: int, gc_after_runs: bool,
         profile: tuple[str, str] | None) -> None:
     from tests.conftest import free_port, wait_until
@@ -239,11 +255,7 @@ def run(n: int, window: float, browsers: int, history: int, gc_after_runs: bool,
         time.sleep(10)
         idle_cpu = (cpu_seconds(proc) - cpu0) / (time.monotonic() - t0)
         rss_before = proc.memory_info().rss
-        n_job = max(1, round(n * 0.6))
-        n_dash = max(0, round(n * 0.25)) if n > 1 else 0
-        n_hist = n - n_job - n_dash
-        plan = ([("job", f"id={job_id}", "Status: ✅ Succeeded")] * n_job
-                + [("dashboard", "", f"{StatusGroup.SUCCEEDED.value} (1)")] * n_dash + [("history", "", "")] * n_hist)
+        plan = session_plan(n, job_id, "Status: ✅ Succeeded", f"{StatusGroup.SUCCEEDED.value} (1)")
         sessions = [Session(page) for page, _, _ in plan]
         stop_at = [float("inf")]
         job_end = [0.0]
@@ -257,7 +269,7 @@ def run(n: int, window: float, browsers: int, history: int, gc_after_runs: bool,
             tabs = asyncio.create_task(browser_tabs(port, job_id, browsers, tabs_until))
             await asyncio.sleep(8)  # warm-up: every session rendered once and its timers running
             for s in sessions:
-                s.asked, s.answered, s.cut, s.gaps, s.log_ages = 0, 0, 0, [], []
+                s.asked, s.answered, s.cut, s.gaps, s.late, s.log_ages = 0, 0, 0, [], [], []
             cpu0, t0 = cpu_seconds(proc), time.monotonic()
             rss_loaded = proc.memory_info().rss
             spy = (subprocess.Popen([profile[0], "record", "-p", str(server.pid), "-d", str(int(window)), "-f", "raw",
@@ -338,7 +350,7 @@ def report(n: int, sessions: list[Session], stats: dict[str, float], rss_before:
     if os.environ.get("VB_DEBUG"):
         for i, s in enumerate(sessions):
             print(f"  session {i} {s.page}: asked {s.asked} answered {s.answered} gaps {len(s.gaps)} "
-                  f"max {max(s.gaps, default=0):.1f} first {s.first_render}")
+                  f"max {max(s.gaps, default=0):.1f} first {s.first_render} end {s.saw_end}")
     if errors:
         print(f"{len(errors)} sessions failed, e.g. {errors[0]}")
     for i, t in enumerate(tab_ages):
