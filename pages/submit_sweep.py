@@ -214,10 +214,16 @@ def read_params() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
 
 # The search -----------------------------------------------------------------------------------------------------
 def metric_suggestions(script: str | None) -> list[str]:
-    """The metrics this user's past jobs of this script reported (the newest one's every series), loss first."""
+    return _metric_suggestions(portal().settings.sqlalchemy_url, me().name, script or "")
+
+
+@st.cache_data(ttl=60, show_spinner=False)  # a search over the owner's jobs: not on every keystroke of the form
+def _metric_suggestions(database: str, owner: str, script: str) -> list[str]:
+    """The metrics this owner's last 50 jobs of this script reported (the newest one's every series), loss first.
+    `database` is part of the cache's key only: another portal (a test's) is another store."""
     names = {"loss"}
     if script:
-        own = [j for j in portal().jobs.list_jobs(limit=50, search=script, owner=me().name)
+        own = [j for j in portal().jobs.list_jobs(limit=50, search=script, owner=owner)
                if j.request.get("script") == script]
         for job in own:
             names |= set(job.final_metrics) | set(job.latest_metrics)

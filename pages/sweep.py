@@ -73,9 +73,8 @@ def stop_sweep() -> None:
 
 
 def extend_sweep() -> None:
-    n = st.session_state.get("sweep_extend_n")
-    run_action(lambda: P.sweeps.extend(me(), SWEEP_ID, int(n) if isinstance(n, int | float) and n == int(n) else n),
-               f"Added {n} trials to sweep {view.name}.")
+    n = int(st.session_state.get("sweep_extend_n") or 0)
+    run_action(lambda: P.sweeps.extend(me(), SWEEP_ID, n), f"Added {n} trials to sweep {view.name}.")
 
 
 def submit_best() -> None:
@@ -101,12 +100,13 @@ if view.stop_reason:
 
 cols = st.columns(5)
 for col, (label, n) in zip(cols, (("Done", progress.done), ("Running", progress.running),
-                                  ("Pruned", progress.pruned), ("Failed", progress.failed + progress.stopped),
+                                  ("Pruned", progress.pruned), ("Failed", progress.failed),
                                   ("Left", progress.left)), strict=True):
     col.metric(label, n)
 ended = progress.done + progress.pruned + progress.failed + progress.stopped
+stopped = f", {progress.stopped} stopped with the sweep" if progress.stopped else ""
 st.progress(min(1.0, ended / spec.budget) if spec.budget else 0.0,
-            text=f"{ended} of {spec.budget} trials ended (budget {spec.budget}, {spec.parallel} at once)")
+            text=f"{ended} of {spec.budget} trials ended{stopped} ({spec.parallel} at once)")
 
 with st.container(border=True, key="sweep_best"):
     if best is None:
