@@ -78,6 +78,8 @@ def job_json(job: JobView) -> dict[str, Any]:
         "request": job.request, "url": f"/job?id={job.id}",
         # Provenance: the job this one was cloned from ("clone") or is a retry of ("retry"); null kind: not recorded.
         "parent_id": job.parent_id, "parent_kind": job.parent_kind,
+        # A sweep's trial: its sweep and trial number (null for a single job).
+        "sweep_id": job.sweep_id, "sweep_trial": job.sweep_trial,
         # A waiting job's place in its queue: position, blocker, estimated start (null otherwise, or not known).
         "queue": status.to_json() if (status := queues.waiting_status(jobs(), job)) is not None else None,
     }

@@ -190,6 +190,8 @@ def openapi_document() -> dict[str, Any]:
         "parent_id": {**NULLABLE_INT, "description": "The job this one was cloned from or is a retry of."},
         "parent_kind": {"type": ["string", "null"], "enum": ["clone", "retry", None],
                         "description": "How it came from parent_id (null: not recorded, or no parent)."},
+        "sweep_id": {**NULLABLE_INT, "description": "The sweep this job is a trial of (null: a single job)."},
+        "sweep_trial": {**NULLABLE_INT, "description": "Its trial number in that sweep."},
         "queue": {"oneOf": [{"type": "null"}, _ref("QueueStatus")],
                   "description": "A waiting job's place in its queue (null: not waiting, or not known)."}}}
     files = {"type": "object", "required": ["files"], "properties": {"files": {"type": "array", "items": {

@@ -51,6 +51,9 @@ def test_a_notebook_sweeps_a_learning_rate_range_and_two_batch_sizes_then_runs_t
     trials = sweep.trials()
     assert [t["number"] for t in trials] == list(range(6)) and {t["state"] for t in trials} <= {"complete", "pruned"}
     best = sweep.best()
+    listed = httpx.get(f"{server.url}/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}).json()["jobs"]
+    assert sorted(j["sweep_trial"] for j in listed if j["sweep_id"] == sweep.id) == sorted(t["number"] for t in trials)
+    assert client.get_job(trials[0]["job_id"]).sweep_id == sweep.id
     assert best["value"] == min(t["value"] for t in trials if t["state"] == "complete")
     assert sweep.stop_reason == f"All 6 trials ran; the best is trial {best['number']} (loss {best['value']:.4g})."
     job = sweep.submit_best().wait(timeout=60, poll=0.3)

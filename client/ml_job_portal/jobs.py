@@ -53,6 +53,8 @@ class Job:
     request: dict[str, Any]
     parent_id: int | None
     parent_kind: str | None
+    sweep_id: int | None
+    sweep_trial: int | None
     queue: dict[str, Any] | None
     url: str
     data: dict[str, Any]
@@ -88,6 +90,7 @@ class Job:
         # The job this one was cloned from ("clone") or is a retry of ("retry").
         self.parent_id = d.get("parent_id")
         self.parent_kind = d.get("parent_kind")
+        self.sweep_id, self.sweep_trial = d.get("sweep_id"), d.get("sweep_trial")  # a sweep's trial; None otherwise
         # A waiting job's place: {"queue", "position", "ahead", "blocker", "estimated_start", "priority"}; else None.
         self.queue = d.get("queue")
         # The job's page in the portal, as an address to open in a browser.
