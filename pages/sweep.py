@@ -112,7 +112,8 @@ with st.container(border=True, key="sweep_best"):
     if best is None:
         st.markdown("**Best trial so far:** none yet (a trial counts once it has finished with a value).")
     else:
-        values = " · ".join(f"{plain(charts.param_column(n))} = {plain(v)}" for n, v in best.params.items())
+        values = " · ".join(f"{plain(charts.param_column(n))} = {plain(f'{v:.4g}' if isinstance(v, float) else v)}"
+                            for n, v in best.params.items())
         st.markdown(f"**Best trial so far: #{best.number}**, {plain(spec.objective)} = **{metric_text(best.value)}**"
                     f"  \n{values}")
         if best.job_id is not None:

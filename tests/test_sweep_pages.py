@@ -237,3 +237,13 @@ def test_history_filters_by_sweep(portal, curve, user):
     names = at.dataframe(key="hist_table").value["name"].tolist()
     assert len(names) == 6 and all("#lr-grid-t" in n for n in names)
     assert {m.label: m.value for m in at.metric}["Jobs"] == "6"
+
+
+def test_the_sweeps_page_lists_your_sweeps_with_their_progress(portal, curve, user):
+    at = app("pages/sweep.py")
+    assert any("No sweeps yet." in i.value for i in at.info)
+    sweep_id = grid_sweep(portal, user, curve)
+    at = app("pages/sweep.py")
+    [link] = [pl for pl in at.get("page_link") if "lr-grid" in pl.label]
+    assert link.proto.query_string == f"id={sweep_id}"
+    assert "6 done, 0 running, 0 pruned, 0 failed, 0 left · best loss 0.3" in link.label
