@@ -157,6 +157,24 @@ def test_a_finished_sweeps_page_shows_its_progress_best_trial_and_every_trial(po
     assert set(table(at, "importance")["parameter"]) == {"learning_rate", "batch_size"}
 
 
+def test_a_pruned_trial_is_counted_said_and_drawn_apart(portal, curve, user):
+    # Three good learning rates finish fast; lr 3 is slow and far worse at every epoch: the median rule stops it.
+    view = portal.sweeps.create(user, {
+        "name": "prune", "base": {"name": "prune", "script": curve, "epochs": 8, "extra_args": "--slow-above 1"},
+        "params": {"learning_rate": {"kind": "list", "values": [0.01, 0.012, 0.014, 3.0]}},
+        "method": "grid", "budget": 4, "parallel": 4, "early_stopping": "median"})
+    drive(portal, user, view.id)
+    at = app("pages/sweep.py", id=str(view.id))
+    assert {m.label: m.value for m in at.metric} == {"Done": "3", "Running": "0", "Pruned": "1", "Failed": "0",
+                                                     "Left": "0"}
+    rows = table(at, "trial")
+    bad = rows[rows["learning_rate"] == 3.0].iloc[0]
+    assert bad["state"] == "pruned (stopped early)" and bad["why"].startswith("Pruned: loss ")
+    assert rows.iloc[-1]["trial"] == bad["trial"]  # best first: a trial without a value comes last
+    curves = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "every trial" in c.proto.spec)
+    assert [t["name"] for t in curves["data"]][:2] == ["finished or running", "pruned, failed or stopped"]
+
+
 def test_submit_the_best_makes_a_job_with_its_values(portal, curve, user):
     sweep_id = grid_sweep(portal, user, curve)
     best = portal.sweeps.best(user, sweep_id)
