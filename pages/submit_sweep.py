@@ -78,6 +78,7 @@ def _clone(prefill: Callable[[dict[str, Any]], None], sweep_id: str) -> None:
     name = (spec.name[: SWEEP_NAME_MAX - 6] + "-clone").strip("-")
     prefill(spec.base | {"name": name})
     _prefill(spec.base, spec.params, spec.model_dump())
+    st.session_state["_sw_seeded"] = {n: st.session_state.get(f"f_{n}") for n in FORM_PARAMS}
     st.session_state["f_mode"] = "Sweep"
 
 
@@ -94,8 +95,14 @@ def mode(prefill: Callable[[dict[str, Any]], None]) -> bool:
     for key in [*KEPT, *(k for k in ss if isinstance(k, str) and KEPT_SWEEP.match(k))]:
         if key in ss:
             ss[key] = ss[key]
+    single = {n: ss.get(f"f_{n}") for n in FORM_PARAMS}
     if "sw_method" not in ss:
-        _prefill({n: ss.get(f"f_{n}") for n in FORM_PARAMS}, {}, {})
+        _prefill(single, {}, {})
+    # A fixed row follows its single-job field when that changes (typed there, or filled by a clone or template).
+    seeded = ss.setdefault("_sw_seeded", dict(single))
+    for name, value in single.items():
+        if value != seeded.get(name):
+            ss[f"sw_{name}_value"], seeded[name] = _text(value), value
     ss.setdefault("f_mode", MODES[0])
     choice = st.segmented_control("What to submit", MODES, key="f_mode", required=True,
                                   label_visibility="collapsed",

@@ -265,3 +265,14 @@ def test_the_sweeps_page_lists_your_sweeps_with_their_progress(portal, curve, us
     [link] = [pl for pl in at.get("page_link") if "lr-grid" in pl.label]
     assert link.proto.query_string == f"id={sweep_id}"
     assert "6 done, 0 running, 0 pruned, 0 failed, 0 left · best loss 0.3" in link.label
+
+
+def test_a_fixed_row_starts_from_the_single_job_form(portal, curve):
+    at = app("pages/submit.py")
+    at.number_input(key="f_learning_rate").set_value(0.02).run()
+    at.number_input(key="f_epochs").set_value(4).run()
+    at.segmented_control(key="f_mode").set_value("Sweep").run()
+    assert (at.text_input(key="sw_learning_rate_value").value, at.text_input(key="sw_epochs_value").value) == \
+        ("0.02", "4")
+    at.segmented_control(key="f_mode").set_value("Single job").run()
+    assert at.number_input(key="f_learning_rate").value == 0.02  # kept while the sweep's rows were shown
