@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"],
         description="Host names the portal answers to (pages, their WebSocket, downloads, the API), comma-separated; "
+    team_groups: str = Field(
+        default="", description="Which identity groups count as teams (services/teams.py): a regular expression the "
+        "whole group name must match, e.g. 'team-.*'. Empty: every group is a team.",
+    )
         "'*.example.com' matches subdomains. Any other Host header gets a 400 (DNS rebinding).",
     )
     max_request_mb: float = Field(

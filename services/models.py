@@ -186,6 +186,10 @@ class Conflict(Exception):
     """The action does not fit the job's state (e.g. stopping a finished job)."""
 
 
+class Forbidden(Exception):
+    """The user may see this but not do that (e.g. a team member stopping a teammate's job): 403, with why."""
+
+
 class Role(StrEnum):
     RESEARCHER = "researcher"  # own jobs; others' read-only unless the admin hides them
     VIEWER = "viewer"  # reads every job and the history (data leads); acts on none but their own

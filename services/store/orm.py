@@ -145,9 +145,12 @@ class Job(Base):
     # A trial of a sweep (services/sweeps.py): the sweep and the Optuna trial number it runs (a retry keeps it).
     sweep_id: Mapped[int | None] = mapped_column(Integer)
     sweep_trial: Mapped[int | None] = mapped_column(Integer)
+    # The submitter's team it belongs to (services/teams.py): its members see it, its leads may stop it.
+    team: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
         Index("ix_jobs_group_id", "status_group", "id"),
+        Index("ix_jobs_team_id", "team", "id"),
         Index("ix_jobs_sweep", "sweep_id", "sweep_trial"),
         Index("ix_jobs_owner_group_id", "owner", "status_group", "id"),
         Index("ix_jobs_created_at", "created_at"),
@@ -285,6 +288,7 @@ class JobTemplate(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    team: Mapped[str | None] = mapped_column(String(100))  # shared with this team only; None: with everyone
 
 
 class SeriesCache(Base):
@@ -333,6 +337,7 @@ class ResourceSample(Base):
 
 
 # The notification tables live in their own module, on the same metadata (the migrations compare all of it).
+from services.store import checkpoint_tables as _checkpoint_tables  # noqa: E402, F401
 from services.store import notification_tables as _notification_tables  # noqa: E402, F401
 from services.store import sweep_tables as _sweep_tables  # noqa: E402, F401
-from services.store import checkpoint_tables as _checkpoint_tables  # noqa: E402, F401
+from services.store import team_tables as _team_tables  # noqa: E402, F401
