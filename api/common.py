@@ -25,7 +25,7 @@ from api.guard import host_allowed
 from services import queues
 from services.backends.base import BackendError
 from services.jobs import JobService
-from services.models import Conflict, JobView, NotFound, User, ValidationProblem
+from services.models import Conflict, Forbidden, JobView, NotFound, User, ValidationProblem
 from services.portal import get_portal
 from services.tokens import TokenExpired
 
@@ -80,6 +80,7 @@ def job_json(job: JobView) -> dict[str, Any]:
         "parent_id": job.parent_id, "parent_kind": job.parent_kind,
         # A sweep's trial: its sweep and trial number (null for a single job).
         "sweep_id": job.sweep_id, "sweep_trial": job.sweep_trial,
+        "team": job.team,  # the team it belongs to (services/teams.py); null for a job from before teams
         # A waiting job's place in its queue: position, blocker, estimated start (null otherwise, or not known).
         "queue": status.to_json() if (status := queues.waiting_status(jobs(), job)) is not None else None,
     }
@@ -181,6 +182,8 @@ def endpoint(*, mutation: bool = False, body: bool = True, raw: bool = False) ->
                 return error(404, str(exc))
             except Conflict as exc:
                 return error(409, str(exc))
+            except Forbidden as exc:
+                return error(403, str(exc))
             except BackendError as exc:
                 return error(503, str(exc))
             return result if isinstance(result, Response) else JSONResponse(result)

@@ -76,8 +76,8 @@ def submit(request: Request, user: User, data: dict[str, Any]) -> Response:
 @endpoint()
 def list_jobs(request: Request, user: User) -> dict[str, Any]:
     scope = request.query_params.get("scope", "mine")
-    if scope not in ("mine", "all"):
-        raise ApiError(400, "'scope' is 'mine' or 'all'.")
+    if scope not in ("mine", "team", "all"):
+        raise ApiError(400, "'scope' is 'mine', 'team' or 'all'.")
     group = request.query_params.get("group") or None
     if group is not None and group not in {g.value for g in StatusGroup}:
         raise ApiError(400, f"'group' is one of {', '.join(g.value for g in StatusGroup)}.")
@@ -86,9 +86,9 @@ def list_jobs(request: Request, user: User) -> dict[str, Any]:
     search = request.query_params.get("search", "")[:200]
     if any(unicodedata.category(c) == "Cc" for c in search):
         raise ApiError(400, "'search' must not hold control characters.")
-    owner = jobs().visible_owner(user, everyone=scope == "all")
-    rows = jobs().list_jobs(limit=limit + 1, offset=offset, search=search, owner=owner,
-                            group=StatusGroup(group) if group else None)
+    listing = jobs().listing(user, scope)  # whose jobs: services/teams.py decides
+    rows = jobs().list_jobs(limit=limit + 1, offset=offset, search=search, owner=listing.owner,
+                            group=StatusGroup(group) if group else None, where=listing.where)
     return {"jobs": [job_json(j) for j in rows[:limit]], "limit": limit, "offset": offset,
             "has_more": len(rows) > limit}
 

@@ -125,6 +125,11 @@ def can_act(job: JobView) -> bool:
     return may_act(me(), job.owner)
 
 
+def can_stop(job: JobView) -> bool:
+    """Its owner, an admin, or a lead of its team (services/teams.py)."""
+    return portal().jobs.teams.may_stop(me(), job.owner, job.team)
+
+
 def download_url(job: JobView, kind: str, **what: Any) -> str | None:
     """A signed link for a download from this job, or None if the user may not download it."""
     user = me()
@@ -355,7 +360,7 @@ def job_card(job: JobView, key_prefix: str = "card") -> None:
             st.page_link(JOB_PAGE, label="View logs", icon=":material/article:", query_params=ids | {"tab": "Logs"})
             st.page_link(JOB_PAGE, label="Metrics", icon=":material/show_chart:",
                          query_params=ids | {"tab": "Metrics"})
-            if mine and job.is_active:
+            if job.is_active and (mine or can_stop(job)):
                 st.button("Stop", key=f"{k}-stop", icon=":material/stop:", on_click=stop_job, args=(job,))
             elif mine:
                 st.button("Retry", key=f"{k}-retry", icon=":material/replay:", on_click=retry_job, args=(job,))

@@ -34,10 +34,13 @@ search_row = st.container(horizontal=True, vertical_alignment="center", key="das
 search = search_row.text_input("Search", key="dash_search", placeholder="Search by name, owner or script",
                                label_visibility="collapsed")
 # "My jobs" by default; "Everyone" when the user may see others' jobs (read-only unless an admin).
+# "My team": the jobs of the user's teams (services/teams.py), shown to members of at least one.
+team = bool(P.jobs.teams.teams_of(USER)) and search_row.toggle("My team", key="dash_team", value=False)
 everyone = P.jobs.may_see_others(USER) and search_row.toggle("Everyone", key="dash_everyone", value=False)
-owner = P.jobs.visible_owner(USER, everyone)
-head.title("All experiments" if owner is None else "My experiments")
-counts = P.jobs.counts(search=search, owner=owner)
+listing = P.jobs.listing(USER, "all" if everyone else "team" if team else "mine")
+owner, where = listing.owner, listing.where
+head.title("All experiments" if everyone else "My team's experiments" if team else "My experiments")
+counts = P.jobs.counts(search=search, owner=owner, where=where)
 count_note = search_count_note(search, counts)  # a search's counts stop early: say so, "1,000+" is no guess
 choice = st.segmented_control(
     "Filter", FILTERS, key="dash_filter", default="All", required=True,
@@ -63,7 +66,7 @@ def section(group: StatusGroup) -> None:
         st.caption("No jobs here.")
         return
     limit = max(PAGE, st.session_state.get(f"limit_{group.name}", PAGE))
-    page = P.jobs.list_group(group, limit, search=search, owner=owner)
+    page = P.jobs.list_group(group, limit, search=search, owner=owner, where=where)
     sweep_cards.cards(page.jobs, key_prefix=group.name)  # a sweep's trials in one collapsed box
     if page.has_more:
         st.button("Load more…", key=f"more_{group.name}", on_click=load_more, args=(group,))
@@ -73,7 +76,7 @@ def section(group: StatusGroup) -> None:
 def live(running_cards: bool) -> None:
     """The page's one timer, whatever it shows: the running cards redraw; a job that starts, ends or appears (from a
     notebook or another tab) redraws the whole page, and so does a minute gone by, so "Finished 3m ago" stays true."""
-    fresh = P.jobs.counts(search=search, owner=owner)
+    fresh = P.jobs.counts(search=search, owner=owner, where=where)
     if fresh != counts or time.monotonic() - DRAWN_AT > RELATIVE_TIMES_REFRESH:
         st.rerun(scope="app")
     if running_cards:

@@ -36,6 +36,7 @@ def prefill(values: dict[str, Any]) -> None:
     # A number left at 0 means "no periodic checkpoints"; the checkbox mirrors it.
     st.session_state["f_checkpoints_on"] = bool(values.get("checkpoint_every"))
     st.session_state["f_notify"] = values.get("notify") or ""  # a clone keeps its parent's choice
+    st.session_state["f_team"] = values.get("team") or ""  # and its team (if the cloner is in it)
     if values.get("script"):
         st.session_state["f_source"] = "Use from workspace"
         st.session_state["f_script"] = values["script"]
@@ -74,6 +75,7 @@ def collect() -> dict[str, Any]:
     data["script"] = ss.get("f_script") or ""
     data["template"] = ss.get("_from_template") or ""
     data["notify"] = ss.get("f_notify") or ""
+    data["team"] = ss.get("f_team") or ""
     return data
 
 
@@ -232,6 +234,14 @@ st.radio("Priority", [n for n, _ in PRIORITY_OPTIONS], key="f_priority", horizon
          help="When the GPUs a job needs are taken it waits; waiting jobs start by priority, then in the order "
               "they were submitted.")
 field_error("priority")
+
+MY_TEAMS = [t.name for t in P.jobs.teams.teams_of(me())]  # the job belongs to one of them (services/teams.py)
+if MY_TEAMS:
+    if st.session_state.get("f_team") not in MY_TEAMS:  # the first, or a clone's team the user is not in
+        st.session_state["f_team"] = MY_TEAMS[0]
+    st.selectbox("Team", MY_TEAMS, key="f_team",
+                 help="The team's members see this job and may clone it; its leads may stop it.")
+field_error("team")
 
 with st.expander("Advanced", expanded=True):
     st.checkbox("Use mixed precision", key="f_mixed_precision")

@@ -3,7 +3,7 @@ search, and the counts on the dashboard's tabs. A mixin of `JobService` (uses it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.auth import may_see
 from services.config import Settings
 from services.models import JobStatus, JobView, NotFound, StatusGroup, User
 from services.provenance import stored_parent_kind, submitted_values
 from services.store import search as text_search
 from services.store.orm import Job, JobTotals
 from services.store.search import NewestFirst
+from services.teams import Scope, TeamService
 
 # Counts of a search stop here ("1,000+" on the tab): each section reads at most this many matches.
 SEARCH_COUNT_CAP = 1000
@@ -63,6 +63,14 @@ def search_count_note(search: str, counts: dict[StatusGroup, Count]) -> str:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """Whose jobs a listing shows: one owner (counted from the running totals), or the conditions of a scope."""
+
+    owner: str | None
+    where: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
 class Page:
     jobs: list[JobView]
     has_more: bool
@@ -103,6 +111,7 @@ def to_view(job: Job) -> JobView:
         parent_kind=stored_parent_kind(job.parent_id, job.request),
         sweep_id=job.sweep_id,
         sweep_trial=job.sweep_trial,
+        team=job.team,
     )
 
 
@@ -113,6 +122,7 @@ class JobQueries:
     settings: Settings
     sessions: sessionmaker[Session]
     session: Callable[[], AbstractContextManager[Session]]
+    teams: TeamService
 
     def get(self, user: User, job_id: int) -> JobView:
         """The job if this user may see it; otherwise "not found", so ids do not reveal others' jobs."""
@@ -120,7 +130,7 @@ class JobQueries:
             raise NotFound(f"Job {job_id} was not found.")
         with self.session() as s:
             job = s.get(Job, job_id)
-            if job is None or not may_see(self.settings, user, job.owner):
+            if job is None or not self.teams.may_see(user, job.owner, job.team):
                 raise NotFound(f"Job {job_id} was not found.")
             return to_view(job)
 
@@ -133,10 +143,16 @@ class JobQueries:
     def may_see_others(self, user: User) -> bool:
         return user.reads_all or self.settings.show_others_jobs
 
+    def listing(self, user: User, scope: Scope | str) -> Listing:
+        """The jobs of "My jobs", "My team" or "Everyone" for this user (services/teams.py decides which)."""
+        if Scope(scope) is Scope.MINE:
+            return Listing(owner=user.name)
+        return Listing(owner=None, where=tuple(self.teams.scope_where(user, scope)))
+
     def _search(self, s: Session, search: str) -> NewestFirst | None:
         return NewestFirst(s, search.strip().lower()) if search.strip() else None
 
-    def counts(self, search: str = "", owner: str | None = None) -> dict[StatusGroup, Count]:
+    def counts(self, search: str = "", owner: str | None = None, where: Sequence[Any] = ()) -> dict[StatusGroup, Count]:
         """Jobs per section. With a search each section's count stops at SEARCH_COUNT_CAP (shown "1,000+"), so
         the answer costs the same at a million jobs as at ten thousand; the number is never more than there are."""
         with self.session() as s:
@@ -144,6 +160,8 @@ class JobQueries:
             stmt = select(JobTotals.status_group, func.sum(JobTotals.jobs)).group_by(JobTotals.status_group)
             if owner:
                 stmt = stmt.where(JobTotals.owner == owner)
+            if where:  # a team's jobs, or everyone's but hidden teams': no running totals for those
+                stmt = select(Job.status_group, func.count()).where(*where).group_by(Job.status_group)
             totals = {g: int(n) for g, n in s.execute(stmt).all()}
             found = self._search(s, search)
             if found is None:
@@ -153,14 +171,14 @@ class JobQueries:
                 if not totals.get(g.value):
                     out[g] = Count(0)
                     continue
-                hit = found.count(self._where(g, owner), SEARCH_COUNT_CAP + 1)
+                hit = found.count(self._where(g, owner, where), SEARCH_COUNT_CAP + 1)
                 out[g] = Count(min(hit.n, SEARCH_COUNT_CAP), more=hit.n > SEARCH_COUNT_CAP or not hit.complete)
             return out
 
     @staticmethod
-    def _where(group: StatusGroup | None, owner: str | None) -> list[Any]:
+    def _where(group: StatusGroup | None, owner: str | None, scope: Sequence[Any] = ()) -> list[Any]:
         where = [] if group is None else [Job.status_group == group.value]
-        return where + ([Job.owner == owner] if owner else [])
+        return where + ([Job.owner == owner] if owner else []) + list(scope)
 
     def _newest(self, s: Session, search: str, where: list[Any], need: int, bounded: bool,
                 skip: int = 0) -> tuple[list[Job], bool]:
@@ -175,20 +193,20 @@ class JobQueries:
         return list(rows), hit.complete
 
     def list_group(
-        self, group: StatusGroup, limit: int, search: str = "", owner: str | None = None
+        self, group: StatusGroup, limit: int, search: str = "", owner: str | None = None, where: Sequence[Any] = ()
     ) -> Page:
         """The section's newest `limit` jobs; with a search, read newest first until `limit` + 1 are found."""
         with self.session() as s:
-            rows, complete = self._newest(s, search, self._where(group, owner), limit + 1, True)
+            rows, complete = self._newest(s, search, self._where(group, owner, where), limit + 1, True)
             views = [to_view(j) for j in rows[:limit]]
         return Page(views, has_more=len(rows) > limit, searched_all=complete)
 
     def list_jobs(
         self, limit: int = 50, offset: int = 0, search: str = "", owner: str | None = None,
-        group: StatusGroup | None = None,
+        group: StatusGroup | None = None, where: Sequence[Any] = (),
     ) -> list[JobView]:
         """Newest first. A search reads only as far as offset + limit matches; unlike the dashboard, a 1–2
         character one looks through every job (a script expects every match)."""
         with self.session() as s:
-            rows, _ = self._newest(s, search, self._where(group, owner), offset + limit, False, skip=offset)
+            rows, _ = self._newest(s, search, self._where(group, owner, where), offset + limit, False, skip=offset)
             return [to_view(j) for j in rows]

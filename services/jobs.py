@@ -40,6 +40,7 @@ from services.models import (
     Conflict,
     JobRequest,
     JobStatus,
+    Forbidden,
     JobView,
     NotFound,
     StatusGroup,
@@ -53,6 +54,7 @@ from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
 from services.validation import validation_problems as validation_problems  # re-exported: the history uses it
 from services.workspace import Workspace
+from services.teams import TeamService
 
 # The end of a waiting job's reason, after what cannot be reached; the sync loop carries these out when it can.
 SUBMIT_WHEN_BACK = "; the job will be submitted when it is back."
@@ -93,6 +95,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         self.workspace = Workspace(settings)
         self.submit_latency = submit_latency_histogram()  # exported on /metrics (services/prom_metrics.py)
 
+        self.teams = TeamService(settings, sessions)  # who sees a job and who may stop it (services/teams.py)
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions.begin() as s:
@@ -131,6 +134,11 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             problems["resume_from"] = resume
         priority = priority_choice.problem(self.backend, st, user, data.get("priority"))  # the backend's, the limits
         if priority:
+        if user is not None:  # the job's team: one of the submitter's (the first when none is chosen)
+            try:
+                self.teams.choose(user, data.get("team") or None)
+            except ValidationProblem as exc:
+                problems |= exc.problems
             problems["priority"] = priority
         script = data.get("script")
         if user is not None and isinstance(script, str) and script.endswith(".py"):
@@ -169,6 +177,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         req = self.validate(data, user)
         began = time.monotonic()
         script_source = self.workspace.resolve(user, req.script)
+        req = req.model_copy(update={"team": self.teams.choose(user, req.team or None) or ""})  # clones keep it
         now = utcnow()
         with self.session() as s:
             job = Job(
@@ -195,6 +204,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             s.flush()
             submission_id = job.submission_id
             s.add(JobEvent(job_id=job.id, ts=now, status=job.status, message="Submitted"))
+                team=req.team or None,
             remember_groups(s, user.name, user.groups)  # whose team channels hear of its failure
             s.add(
                 JobLog(job_id=job.id, path=str(self.backend.log_path(job.id)), offset=0, lines=0,
@@ -280,6 +290,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             try:
                 values["script"] = self.workspace.adopt(user, snapshot, job.id)
             except (FileNotFoundError, NotADirectoryError):
+        if values.get("team") and values["team"] not in self.teams.team_names(user):
+            values.pop("team")  # a clone of another team's job goes to the cloner's own team
                 raise NotFound(f"The script that job {job.id} ran is no longer kept, so it cannot be re-run.") from None
         return values
 
@@ -293,9 +305,20 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
 
     def stop(self, user: User, job_id: int) -> None:
         with local_queue.no_start_meanwhile(), self.session() as s:  # never across the start of a waiting job
-            job = self._owned(s, user, job_id)
+            job = self._stoppable(s, user, job_id)
             if JobStatus(job.status) not in ACTIVE_STATUSES:
                 raise Conflict(f"Job {job.name} has already finished ({job.status}).")
+    def _stoppable(self, s: Session, user: User, job_id: int) -> Job:
+        """The job if this user may stop it: its owner, an admin or a lead of its team; a job they may only see
+        is refused saying who may (403), one they may not see is "not found"."""
+        job = s.get(Job, job_id) if 0 < job_id < 2**62 else None
+        if job is None or not self.teams.may_see(user, job.owner, job.team):
+            raise NotFound(f"Job {job_id} was not found.")
+        if not self.teams.may_stop(user, job.owner, job.team):
+            lead = f" or a lead of the team {job.team}" if job.team else ""
+            raise Forbidden(f"Only {job.owner}{lead} may stop job {job.name}.")
+        return job
+
             if job.backend_ref is None and (job.reason or "").endswith(SUBMIT_WHEN_BACK):
                 # Never reached the backend: nothing to stop there (a submission the sync loop has in flight
                 # right now is stopped by it when it sees this).

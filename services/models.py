@@ -85,6 +85,8 @@ class JobRequest(BaseModel):
         default="", description="Notify me when it ends ('end'), only if it fails ('failure') or 'never'; "
         "empty: the owner's default (Notifications settings)")
     priority: str = Field(default=DEFAULT_PRIORITY, description="low, normal or urgent: the order waiting jobs start")
+    team: str = Field(default="", max_length=100,
+                      description="The team the job belongs to, one of yours (empty: your first); its members see it")
     resume_from: str = Field(default="", max_length=300,
                              description="'<job id>/<checkpoint>': an earlier job's checkpoint to resume from "
                              "(Retry from checkpoint); the script gets its path as --resume-from")
@@ -108,7 +110,7 @@ class JobRequest(BaseModel):
             raise ValueError("pick a script inside the workspace")
         return v
 
-    @field_validator("dataset_path", "template")
+    @field_validator("dataset_path", "template", "team")
     @classmethod
     def _no_control_chars(cls, v: str) -> str:
         if any(ord(c) < 32 for c in v):
@@ -247,6 +249,7 @@ class JobView:
     parent_kind: str | None = None  # "clone" or "retry"; None when unknown (made before it was recorded)
     sweep_id: int | None = None  # the sweep this job is a trial of (services/sweeps.py)
     sweep_trial: int | None = None  # its trial number in that sweep (a retry runs the same trial again)
+    team: str | None = None  # the submitter's team it belongs to (services/teams.py)
 
     def gpus_idle(self, now: float, idle_minutes: float) -> bool:
         """The "idle GPUs" badge: a running job holding GPUs that have been nearly unused for a while."""
