@@ -112,12 +112,27 @@ def content_security_policy() -> str:
     ])
 
 
+def tensorboard_policy() -> str:
+    # /tensorboard/ only (api/tensorboard_proxy.py): TensorBoard's compiled UI builds functions at run time, so its
+    # own policy allows 'unsafe-eval', and this one must too. Still no inline script: a tag or run name a job wrote
+    # into its event files that TensorBoard would draw as HTML runs nothing. Its dynamic plugins are iframes of
+    # itself, hence frames of the same origin (the pages stay unframeable).
+    return CSP.replace("script-src 'self' ", "script-src 'self' 'unsafe-eval' ").replace(
+        "frame-ancestors 'none'", "frame-ancestors 'self'")
+
+
 CSP = content_security_policy()
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
+]
+TENSORBOARD_PATH = "/tensorboard/"
+TENSORBOARD_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"content-security-policy", tensorboard_policy().encode()),
+    *SECURITY_HEADERS[2:],
 ]
 
 
@@ -239,7 +254,8 @@ class RequestGuard:
                 started = True
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                ours = TENSORBOARD_HEADERS if scope["path"].startswith(TENSORBOARD_PATH) else SECURITY_HEADERS
+                headers += [(k, v) for k, v in ours if k not in names]
                 if unread and b"connection" not in names:
                     headers.append((b"connection", b"close"))
                 message["headers"] = headers

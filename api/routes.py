@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Match, Route
 
 from api import checkpoints as checkpoints_api
-from api import metrics_route, v1
+from api import metrics_route, tensorboard_proxy, v1
 from api import notifications as notifications_api
 from api import queues as queues_api
 from api import sweeps as sweeps_api
@@ -239,5 +239,6 @@ ROUTES = [
     Route("/download/{token}", download),
     *API_ROUTES,
     Route("/api/{rest:anypath}", api_fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+    *tensorboard_proxy.ROUTES,
                                                      "TRACE"]),
 ]

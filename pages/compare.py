@@ -9,6 +9,7 @@ import streamlit as st
 
 from pages.charts import DASH_OF_ROLE, PALETTE, Line, chart_options, draw, parallel_figure, primary_first
 from pages.common import JOB_PAGE, STATUS_ICON, me, metric_text, plain, portal
+from pages.job_tensorboard import tensorboard_button
 from services.jobs import MAX_COMPARED
 from services.metric_groups import group_metrics
 from services.parallel_coords import parallel_axes
@@ -64,6 +65,7 @@ cols = st.columns(len(jobs))
 for col, j in zip(cols, jobs, strict=True):
     col.page_link(JOB_PAGE, label=f"**{plain(j.name)}**", query_params={"id": str(j.id)})
     col.caption(f"{STATUS_ICON[j.status]} {j.status.value} · #{j.id} · {plain(j.owner)}")
+tensorboard_button(st, jobs)
 
 finals: dict[str, dict[str, Any]] = {}
 for j in jobs:

@@ -39,6 +39,7 @@ from pages.job_files import files_tab as files_tab_body
 from pages.job_logs import logs_tab as logs_tab_body
 from pages.job_resources import resource_charts
 from pages.job_script import script_tab as script_tab_body
+from pages.job_tensorboard import tensorboard_button
 from services import queues
 from services.models import JobStatus, NotFound
 from services.provenance import parent_of
@@ -120,6 +121,7 @@ else:
     actions.button("Retry", key="retry", icon=":material/replay:", on_click=retry_job, args=(job,))
     actions.button("Delete", key="delete", icon=":material/delete:", on_click=ask_delete, args=(job,))
 actions.button("Clone", key="clone", icon=":material/content_copy:", on_click=clone_job, args=(job,))
+tensorboard_button(actions, [job])
 delete_confirmation(job, "job")
 requests_strip(job)  # each Save checkpoint: asked, delivered, written
 

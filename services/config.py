@@ -282,6 +282,14 @@ class Settings(BaseSettings):
         return v
 
     @field_validator("priority_limits")
+    tensorboard_idle_minutes: float = Field(
+        default=30.0, gt=0, le=24 * 60, description="A TensorBoard the portal started for a job (or a set of jobs) is "
+        "stopped after this many minutes without a request through the portal.",
+    )
+    tensorboard_max_sessions: int = Field(
+        default=4, ge=1, le=64, description="TensorBoards running at once at most (each is a process of a few hundred "
+        "MB): one more stops the one idle longest.",
+    )
     @classmethod
     def _limit_keys(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         roles = tuple(r.value for r in Role)

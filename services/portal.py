@@ -21,7 +21,9 @@ from services.reasons import use_admin_patterns
 from services.store.db import make_engine, make_sessionmaker, migrate
 from services.sweep_runner import SweepRunner
 from services.sync import SyncLoop
+from services.tb_scalars import EventScalarScanner
 from services.templates import TemplateService
+from services.tensorboard import TensorBoards
 from services.tokens import TokenService
 from services.workspace import seed_workspace
 
@@ -37,8 +39,11 @@ class Portal:
     history: Any = None  # services/history.py
     notifications: Any = None  # services/notifications_settings.py: settings, channels, the in-portal list
     sweeps: Any = None  # services/sweeps.py: hyperparameter sweeps (their runner is a worker of the sync loop)
+    tensorboards: Any = None  # services/tensorboard.py: TensorBoards started on demand, served by the proxy
 
     def close(self) -> None:
+        if self.tensorboards is not None:
+            self.tensorboards.stop_all()  # its processes are this portal's children
         self.sync.stop()
         self.jobs.backend.close()
         self.jobs.sessions.kw["bind"].dispose()
@@ -69,8 +74,10 @@ def build_portal(settings: Settings) -> Portal:
     sync.leadership = make_leadership(settings, service.backend)
     sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
     sync.workers.append(sweeps := SweepRunner.of(settings, sessions, service, sync))  # asks for, follows trials
+    sync.workers.append(EventScalarScanner(service))  # TensorBoard event files' scalars into the charts
     return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
-                  HistoryService(service), NotificationService(settings, sessions), sweeps.sweeps)
+                  HistoryService(service), NotificationService(settings, sessions), sweeps.sweeps,
+                  TensorBoards(settings, service))
 
 
 _lock = threading.Lock()
