@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     node_price_per_hour: float = Field(
         default=0.40, ge=0, description="Price of one node's CPU and memory for one hour."
     )
+    prices: list[dict[str, Any]] = Field(
+        default_factory=list, description='Prices seeded before the admin\'s own (services/costs.py), e.g. [{"gpu_type": '
+        '"a100", "gpu_hour": 3.2, "node_hour": 0.5, "effective_from": "2026-01-01"}] or {"node": "gpu-7", ...}.',
+    )
+    default_gpu_type: str = Field(
+        default="gpu", description="The GPU type a cluster job is priced as when its node says none "
+        "(the local backend's is 'local').",
+    )
     max_gpus_per_node: int = Field(default=8, ge=0)
     max_nodes: int = Field(default=4, ge=1)
     max_runtime_hours: float = Field(default=72.0, gt=0)
@@ -99,6 +107,10 @@ class Settings(BaseSettings):
     show_others_jobs: bool = Field(
         default=True, description="Researchers see others' jobs read-only. False: only their own (and 'not found')."
     )
+    team_groups: str = Field(
+        default="", description="Which identity groups count as teams (services/teams.py): a regular expression the "
+        "whole group name must match, e.g. 'team-.*'. Empty: every group is a team.",
+    )
     allow_insecure_bind: bool = Field(
         default=False,
         description="Let single mode (no login) listen on a non-loopback address. Only behind your own auth.",
@@ -107,10 +119,6 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"],
         description="Host names the portal answers to (pages, their WebSocket, downloads, the API), comma-separated; "
-    team_groups: str = Field(
-        default="", description="Which identity groups count as teams (services/teams.py): a regular expression the "
-        "whole group name must match, e.g. 'team-.*'. Empty: every group is a team.",
-    )
         "'*.example.com' matches subdomains. Any other Host header gets a 400 (DNS rebinding).",
     )
     max_request_mb: float = Field(
@@ -263,6 +271,14 @@ class Settings(BaseSettings):
         default="", description="Where Kueue's visibility API (positions in a queue) answers. Empty: through the "
         "Kubernetes API server (the APIService Kueue installs); a test control plane without it: Kueue's own port.",
     )
+    tensorboard_idle_minutes: float = Field(
+        default=30.0, gt=0, le=24 * 60, description="A TensorBoard the portal started for a job (or a set of jobs) is "
+        "stopped after this many minutes without a request through the portal.",
+    )
+    tensorboard_max_sessions: int = Field(
+        default=4, ge=1, le=64, description="TensorBoards running at once at most (each is a process of a few hundred "
+        "MB): one more stops the one idle longest.",
+    )
 
     @field_validator("admins", "viewers", "allowed_hosts", "webhook_allowed_hosts", mode="before")
     @classmethod
@@ -282,14 +298,6 @@ class Settings(BaseSettings):
         return v
 
     @field_validator("priority_limits")
-    tensorboard_idle_minutes: float = Field(
-        default=30.0, gt=0, le=24 * 60, description="A TensorBoard the portal started for a job (or a set of jobs) is "
-        "stopped after this many minutes without a request through the portal.",
-    )
-    tensorboard_max_sessions: int = Field(
-        default=4, ge=1, le=64, description="TensorBoards running at once at most (each is a process of a few hundred "
-        "MB): one more stops the one idle longest.",
-    )
     @classmethod
     def _limit_keys(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         roles = tuple(r.value for r in Role)

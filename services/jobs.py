@@ -23,8 +23,10 @@ from services import local_queue, priority_choice
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
+from services.budgets import refuse_over_budget
 from services.checkpoints import CheckpointService, resume_problem
 from services.config import Settings
+from services.costs import hourly_rate
 from services.job_charts import MAX_CHART_POINTS as MAX_CHART_POINTS  # the chart names, re-exported for pages
 from services.job_charts import MAX_COMPARED as MAX_COMPARED
 from services.job_charts import JobCharts
@@ -38,9 +40,9 @@ from services.models import (
     ACTIVE_STATUSES,
     GROUP_OF,
     Conflict,
+    Forbidden,
     JobRequest,
     JobStatus,
-    Forbidden,
     JobView,
     NotFound,
     StatusGroup,
@@ -52,9 +54,9 @@ from services.prom_metrics import submit_latency_histogram
 from services.provenance import ParentKind, submitted_values, with_parent_kind
 from services.script_names import save_upload
 from services.store.orm import GpuSample, Job, JobEvent, JobLog, MetricPoint, ResourceSample, SeriesCache, utcnow
+from services.teams import TeamService
 from services.validation import validation_problems as validation_problems  # re-exported: the history uses it
 from services.workspace import Workspace
-from services.teams import TeamService
 
 # The end of a waiting job's reason, after what cannot be reached; the sync loop carries these out when it can.
 SUBMIT_WHEN_BACK = "; the job will be submitted when it is back."
@@ -93,9 +95,9 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         self.sessions = sessions
         self.backend = backend
         self.workspace = Workspace(settings)
+        self.teams = TeamService(settings, sessions)  # who sees a job and who may stop it (services/teams.py)
         self.submit_latency = submit_latency_histogram()  # exported on /metrics (services/prom_metrics.py)
 
-        self.teams = TeamService(settings, sessions)  # who sees a job and who may stop it (services/teams.py)
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions.begin() as s:
@@ -132,13 +134,13 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         # Another job's checkpoint: this user's to use, and only plain files.
         if data.get("resume_from") and (resume := resume_problem(self, user, data["resume_from"])):
             problems["resume_from"] = resume
-        priority = priority_choice.problem(self.backend, st, user, data.get("priority"))  # the backend's, the limits
-        if priority:
         if user is not None:  # the job's team: one of the submitter's (the first when none is chosen)
             try:
                 self.teams.choose(user, data.get("team") or None)
             except ValidationProblem as exc:
                 problems |= exc.problems
+        priority = priority_choice.problem(self.backend, st, user, data.get("priority"))  # the backend's, the limits
+        if priority:
             problems["priority"] = priority
         script = data.get("script")
         if user is not None and isinstance(script, str) and script.endswith(".py"):
@@ -175,11 +177,14 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             data = dict(data)
             data["script"] = save_upload(self.workspace, user, upload[0], upload[1])
         req = self.validate(data, user)
+        req = req.model_copy(update={"team": self.teams.choose(user, req.team or None) or ""})  # clones keep it
         began = time.monotonic()
         script_source = self.workspace.resolve(user, req.script)
-        req = req.model_copy(update={"team": self.teams.choose(user, req.team or None) or ""})  # clones keep it
         now = utcnow()
         with self.session() as s:
+            # A ceiling past the team's or the user's budget is refused with the sentence that says both.
+            refuse_over_budget(s, self.settings, self.backend.name, user, req.team, req.gpus, req.nodes,
+                               req.max_runtime_hours)
             job = Job(
                 submission_id=str(uuid.uuid4()),
                 owner=user.name,
@@ -190,7 +195,7 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
                 request=with_parent_kind(req.model_dump(mode="json"), parent_id, parent_kind),
                 gpus=req.gpus,
                 nodes=req.nodes,
-                cost_per_hour=self.settings.cost_per_hour(req.gpus, req.nodes),
+                cost_per_hour=hourly_rate(s, self.settings, self.backend.name, req.gpus, req.nodes),
                 created_at=now,
                 updated_at=now,
                 total_epochs=req.epochs,
@@ -199,12 +204,12 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
                 parent_id=parent_id,
                 search_text=search_text(req.name, user.name, req.model_dump(mode="json"), [], ""),
                 template=req.template or None,
+                team=req.team or None,
             )
             s.add(job)
             s.flush()
             submission_id = job.submission_id
             s.add(JobEvent(job_id=job.id, ts=now, status=job.status, message="Submitted"))
-                team=req.team or None,
             remember_groups(s, user.name, user.groups)  # whose team channels hear of its failure
             s.add(
                 JobLog(job_id=job.id, path=str(self.backend.log_path(job.id)), offset=0, lines=0,
@@ -285,13 +290,13 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         """A job's values for a new job of `user`: someone else's script is not theirs to read in the workspace,
         so its snapshot is copied into their own folder and the new job runs that."""
         values = submitted_values(job.request)
+        if values.get("team") and values["team"] not in self.teams.team_names(user):
+            values.pop("team")  # a clone of another team's job goes to the cloner's own team
         if job.owner != user.name and self.workspace.multi_user:
             snapshot = self.settings.jobs_dir / str(job.id) / "script" / Path(str(values.get("script", ""))).name
             try:
                 values["script"] = self.workspace.adopt(user, snapshot, job.id)
             except (FileNotFoundError, NotADirectoryError):
-        if values.get("team") and values["team"] not in self.teams.team_names(user):
-            values.pop("team")  # a clone of another team's job goes to the cloner's own team
                 raise NotFound(f"The script that job {job.id} ran is no longer kept, so it cannot be re-run.") from None
         return values
 
@@ -303,11 +308,6 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             raise NotFound(f"Job {job_id} was not found.")
         return job
 
-    def stop(self, user: User, job_id: int) -> None:
-        with local_queue.no_start_meanwhile(), self.session() as s:  # never across the start of a waiting job
-            job = self._stoppable(s, user, job_id)
-            if JobStatus(job.status) not in ACTIVE_STATUSES:
-                raise Conflict(f"Job {job.name} has already finished ({job.status}).")
     def _stoppable(self, s: Session, user: User, job_id: int) -> Job:
         """The job if this user may stop it: its owner, an admin or a lead of its team; a job they may only see
         is refused saying who may (403), one they may not see is "not found"."""
@@ -319,6 +319,11 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             raise Forbidden(f"Only {job.owner}{lead} may stop job {job.name}.")
         return job
 
+    def stop(self, user: User, job_id: int) -> None:
+        with local_queue.no_start_meanwhile(), self.session() as s:  # never across the start of a waiting job
+            job = self._stoppable(s, user, job_id)
+            if JobStatus(job.status) not in ACTIVE_STATUSES:
+                raise Conflict(f"Job {job.name} has already finished ({job.status}).")
             if job.backend_ref is None and (job.reason or "").endswith(SUBMIT_WHEN_BACK):
                 # Never reached the backend: nothing to stop there (a submission the sync loop has in flight
                 # right now is stopped by it when it sees this).

@@ -243,7 +243,7 @@ class JobView:
     gpu_idle_since: float | None = None  # unix time since the GPUs have been below the idle threshold
     tags: list[str] = field(default_factory=list)
     note: str = ""
-    cost_total: float | None = None  # what the run cost, once it ended
+    cost_total: float | None = None  # what the run has cost: so far while it runs, final once it ended
     gpu_hours: float | None = None
     parent_id: int | None = None  # the job this one was cloned from or is a retry of
     parent_kind: str | None = None  # "clone" or "retry"; None when unknown (made before it was recorded)
@@ -278,5 +278,8 @@ class JobView:
         return max(0.0, ((self.finished_at or now) - self.started_at).total_seconds())
 
     def cost(self, now: datetime) -> float | None:
-        secs = self.runtime_seconds(now)
-        return None if secs is None else round(secs / 3600 * self.cost_per_hour, 2)
+        """What it has cost so far: accrued from its run time by the sync loop (services/costs.py), final once it
+        ended; None before it ran (time in the queue costs nothing)."""
+        if self.cost_total is None:
+            return None if self.started_at is None else 0.0
+        return round(self.cost_total, 2)

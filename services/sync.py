@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
 from services import local_queue
 from services.backends.base import ActiveJob, Observation
+from services.budgets import alert_thresholds
+from services.costs import accrue, team_of
 from services.gpu_telemetry import process_tree
 from services.jobs import JobService, set_status, to_view
 from services.leader import Leadership, SoleReplica
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
 FINAL_LOG_WAIT_SECONDS = 60.0  # how long a finished job waits for the last of its log that could not be read
 FOLLOW_EVERY_SECONDS = 2.0  # a follower's reads of Kueue's places in line (the leader's pace)
+ACCRUE_EVERY_SECONDS = 5.0  # a running job's cost so far is written this often (each write moves its totals)
 READ_LIMIT = 8 * 1024 * 1024  # bytes of log read per job per tick: one huge burst cannot stall the loop
 
 
@@ -64,6 +68,7 @@ class SyncLoop(PendingWork):
         self.leadership: Leadership = SoleReplica()  # with replicas, a Lease (services/leader.py)
         self._leading = False
         self._followed = 0.0  # when this replica, following, last read Kueue's view
+        self._accrued: dict[int, float] = {}  # job id -> when its cost was last accrued (time.monotonic())
 
     # Thread control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -276,6 +281,8 @@ class SyncLoop(PendingWork):
             ).get("stop_requested"):
                 obs = Observation(JobStatus.STOPPED, "Stopped by user", obs.exit_code, obs.started_at,
                                   obs.finished_at)
+            if obs.status is JobStatus.RUNNING and job.started_at is not None:
+                self._accrue(s, job, obs)
             if obs.status.value == job.status:
                 if obs.reason != job.reason:  # e.g. Queued: "Waiting for 4 GPUs", Running: "2/2 pods running"
                     job.reason = obs.reason
@@ -297,10 +304,20 @@ class SyncLoop(PendingWork):
                 job.final_loss = loss if loss is not None and math.isfinite(loss) else None
                 seconds = max(0.0, (job.finished_at - job.started_at).total_seconds()) if job.started_at else None
                 job.runtime_seconds = seconds
-                hours = (seconds or 0.0) / 3600
-                job.cost = round(job.cost_per_hour * max(0.0, hours), 4)
-                job.gpu_hours = round(job.gpus * job.nodes * max(0.0, hours), 4)
+                self._accrue(s, job, obs, final=True)  # its cost and GPU-hours, frozen
             set_status(s, job, obs.status, obs.reason or "")
+
+    def _accrue(self, s: Session, job: Job, obs: Observation, final: bool = False) -> None:
+        """The job's cost so far (live on its page and card), every ACCRUE_EVERY_SECONDS; at its end for good; then
+        the budget alerts that usage crossed."""
+        if not final and time.monotonic() - self._accrued.get(job.id, 0.0) < ACCRUE_EVERY_SECONDS:
+            return
+        self._accrued[job.id] = time.monotonic()
+        if final:
+            self._accrued.pop(job.id, None)
+        settings = self.service.settings
+        months = accrue(s, job, settings, final=final, pods=obs.extra.get("pods"))
+        alert_thresholds(s, settings, job.owner, team_of(s, job), months)
 
     def ingest_logs(self, job_id: int, final: bool = False) -> int:
         """Read new log bytes from the stored cursor; extract metrics; advance the cursor. Returns bytes read."""
