@@ -25,6 +25,7 @@ if __name__ == "__main__":
             st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
             st.Page("pages/queues.py", title="Queues", icon=":material/hourglass_top:", url_path="queues"),
             st.Page("pages/sweep.py", title="Sweeps", icon=":material/tune:", url_path="sweep"),
+            st.Page("pages/teams.py", title="Teams", icon=":material/groups:", url_path="teams"),
         ],
         "Account": [
             st.Page("pages/tokens.py", title="API tokens", icon=":material/key:", url_path="tokens"),

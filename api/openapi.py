@@ -7,6 +7,7 @@ from typing import Any
 
 from api.openapi_checkpoints import checkpoint_paths
 from api.openapi_sweeps import sweep_paths, sweep_schemas
+from api.openapi_teams import team_paths
 from services.history import SORT_KEYS
 from services.models import JobRequest, StatusGroup
 
@@ -192,6 +193,7 @@ def openapi_document() -> dict[str, Any]:
                         "description": "How it came from parent_id (null: not recorded, or no parent)."},
         "sweep_id": {**NULLABLE_INT, "description": "The sweep this job is a trial of (null: a single job)."},
         "sweep_trial": {**NULLABLE_INT, "description": "Its trial number in that sweep."},
+        "team": {**NULLABLE_STR, "description": "The submitter's team it belongs to (its members see it)."},
         "queue": {"oneOf": [{"type": "null"}, _ref("QueueStatus")],
                   "description": "A waiting job's place in its queue (null: not waiting, or not known)."}}}
     files = {"type": "object", "required": ["files"], "properties": {"files": {"type": "array", "items": {
@@ -212,6 +214,8 @@ def openapi_document() -> dict[str, Any]:
             _q("gpus_max", {"type": "integer", "minimum": 0, "maximum": 1024}),
             _q("metric_filter", {"type": "string", "maxLength": 500}, "Conditions on final metric values, combined "
                "with 'and': `accuracy > 0.9 and eval_loss < 0.3` (operators > >= < <= = !=)."),
+            _q("scope", {"type": "string", "enum": ["mine", "team", "all"]}, "Whose jobs: yours, your teams' or all "
+               "you may see (the default)."),
             _q("sort", {"type": "string", "enum": list(SORT_KEYS)}, "final_metric sorts by `metric`."),
             _q("metric", {"type": "string", "maxLength": 64}, "The final metric of sort=final_metric."),
             _q("descending", {"type": "boolean"})]
@@ -237,7 +241,8 @@ def openapi_document() -> dict[str, Any]:
                                                                          "limit": {"type": "integer"},
                                                                          "offset": {"type": "integer"},
                                                                          "has_more": {"type": "boolean"}}}), 400,
-                       params=[_q("scope", {"type": "string", "enum": ["mine", "all"]}),
+                       params=[_q("scope", {"type": "string", "enum": ["mine", "team", "all"]},
+                                       "mine (default), team (your teams' jobs) or all"),
                                _q("group", {"type": "string", "enum": [g.value for g in StatusGroup]}),
                                _q("search", {"type": "string", "maxLength": 200}),
                                _q("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
@@ -250,8 +255,9 @@ def openapi_document() -> dict[str, Any]:
         },
         f"{jobs_path}/status": {"get": _op("A job's status and progress", (200, {"type": "object"}), 404,
                                            params=[JOB_ID])},
-        f"{jobs_path}/stop": {"post": _op("Stop a running job", (202, _ref("Job")), 400, 403, 404, 409, 413, 415, 503,
-                                          params=[JOB_ID], body={"type": "object"})},
+        f"{jobs_path}/stop": {"post": _op(
+            "Stop a running job (its owner, an admin or a lead of its team; 403 for others who see it)",
+            (202, _ref("Job")), 400, 403, 404, 409, 413, 415, 503, params=[JOB_ID], body={"type": "object"})},
         f"{jobs_path}/clone": {"post": _or_later(_op(
             "Submit a copy with some values changed", (201, _ref("Job")), 400, 403, 404, 413, 415, 422,
             params=[JOB_ID], body=changes))},
@@ -343,6 +349,7 @@ def openapi_document() -> dict[str, Any]:
         **_notification_paths(),
         **sweep_paths(_op, _q),
         **checkpoint_paths(_op, _ref("Job")),
+        **team_paths(_op),
         "/api/v1/queues": {"get": _op("Each queue's GPUs, running jobs and waiting jobs in the order they start",
                                       (200, QUEUES), tag="queues")},
     }

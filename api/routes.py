@@ -24,6 +24,7 @@ from api import metrics_route, tensorboard_proxy, v1
 from api import notifications as notifications_api
 from api import queues as queues_api
 from api import sweeps as sweeps_api
+from api import teams as teams_api
 from api import tokens as tokens_api
 from api.file_responses import FdResponse
 from api.openapi import openapi_document
@@ -232,6 +233,7 @@ API_ROUTES = [
     *queues_api.ROUTES,
     *sweeps_api.ROUTES,
     *checkpoints_api.ROUTES,
+    *teams_api.ROUTES,
 ]
 ROUTES = [
     Route("/healthz", healthz),

@@ -33,7 +33,8 @@ MAX_PAGE = 200
 
 
 def template_json(t: TemplateView) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "owner": t.owner, "values": t.values, "created_at": iso(t.created_at)}
+    return {"id": t.id, "name": t.name, "owner": t.owner, "values": t.values, "created_at": iso(t.created_at),
+            "team": t.team}  # shared with that team only; null: with everyone
 
 
 # Who am I -----------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def _submit_values(user: User, data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(template, str):
             raise ValidationProblem({"template": "must be the name of a template"})
         # The job keeps the template's name: the history filters by it.
-        data = get_portal().templates.get_by_name(template).values | data | {"template": template}
+        data = get_portal().templates.get_by_name(template, user).values | data | {"template": template}
     return data
 
 
@@ -95,7 +96,7 @@ def list_jobs(request: Request, user: User) -> dict[str, Any]:
 
 # History ------------------------------------------------------------------------------------------
 HISTORY_PARAMS = ("search", "status", "owner", "tag", "template", "date_from", "date_to", "gpus_min", "gpus_max",
-                  "metric_filter", "sort", "metric", "descending", "page", "page_size")
+                  "metric_filter", "scope", "sort", "metric", "descending", "page", "page_size")
 
 
 def history_query(request: Request, paged: bool = True, extra: tuple[str, ...] = ()) -> HistoryQuery:
@@ -214,7 +215,7 @@ def job_metrics(request: Request, user: User) -> dict[str, Any]:
 # Templates ----------------------------------------------------------------------------------------
 @endpoint()
 def list_templates(request: Request, user: User) -> dict[str, Any]:
-    return {"templates": [template_json(t) for t in get_portal().templates.list()]}
+    return {"templates": [template_json(t) for t in get_portal().templates.list(user)]}
 
 
 @endpoint(mutation=True)
@@ -222,7 +223,10 @@ def save_template(request: Request, user: User, data: dict[str, Any]) -> Respons
     name = data.get("name")
     if not isinstance(name, str):
         raise ValidationProblem({"name": "give the template a name"})
-    t = get_portal().templates.save(user, name, data.get("values", {}))
+    team = data.get("team")
+    if team is not None and not isinstance(team, str):
+        raise ValidationProblem({"team": "is the name of one of your teams, or null (shared with everyone)"})
+    t = get_portal().templates.save(user, name, data.get("values", {}), team=team)
     return JSONResponse(template_json(t), status_code=201)
 
 

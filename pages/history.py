@@ -75,7 +75,7 @@ def from_url() -> HistoryQuery:
         "status": [s for s in qp.get("status", "").split(",") if s],
         "date_from": qp.get("from") or None, "date_to": qp.get("to") or None,
         "gpus_min": qp.get("gmin") or None, "gpus_max": qp.get("gmax") or None,
-        "page": qp.get("page") or 1,
+        "page": qp.get("page") or 1, "scope": qp.get("scope") or "all",
     }
     raw["sort"], raw["descending"], raw["metric"] = sort_of(qp.get("sort", "newest")) or sort_of("newest")
     try:
@@ -98,6 +98,9 @@ for name in metric_names:
 if sort_label not in sort_labels:  # a shared link's metric that none of this user's jobs reported (yet)
     sort_labels.append(sort_label)
 
+SCOPES = {"mine": "My jobs", "team": "My team", "all": "Everyone"}  # whose jobs (services/teams.py)
+scope = st.segmented_control("Whose jobs", list(SCOPES), format_func=SCOPES.get, default=query.scope,
+                             required=True, key="h_scope", label_visibility="collapsed") or "all"
 with st.container(border=True):
     a, b, c = st.columns([3, 2, 2])
     search = a.text_input("Search", value=query.search, key="h_q",
@@ -113,7 +116,7 @@ with st.container(border=True):
     owner = d.text_input("Owner", value=query.owner, key="h_owner")
     tag = e.text_input("Tag", value=query.tag, key="h_tag")
     # Jobs keep the name of the template they came from, also after the template is deleted.
-    template_names = sorted({tp.name for tp in P.templates.list()} | set(P.history.templates_used(USER))
+    template_names = sorted({tp.name for tp in P.templates.list(USER)} | set(P.history.templates_used(USER))
                             | ({query.template} if query.template else set()))
     template = t.selectbox("Template", template_names, index=template_names.index(query.template)
                            if query.template else None, placeholder="any", key="h_template") or ""
@@ -142,15 +145,16 @@ if bad_metrics:
 
 date_from, date_to = (dates[0], dates[1]) if isinstance(dates, tuple) and len(dates) == 2 else (None, None)
 changed = (search, status, owner, tag, template, sweep, date_from, date_to, gmin, gmax, sort,
-           metric_filter.strip()) != (query.search, [s.value for s in query.status], query.owner, query.tag,
-                                      query.template, query.sweep, query.date_from, query.date_to, query.gpus_min,
-                                      query.gpus_max, sort_label, url_metrics)
+           metric_filter.strip(), scope) != (query.search, [s.value for s in query.status], query.owner, query.tag,
+                                             query.template, query.sweep, query.date_from, query.date_to,
+                                             query.gpus_min, query.gpus_max, sort_label, url_metrics, query.scope)
 page_no = 1 if changed else query.page
 column, descending, metric = sort_of(sort) or sort_of("newest")
 try:
     query = HistoryQuery(search=search, status=status, owner=owner, tag=tag, template=template, sweep=sweep,
                          date_from=date_from, date_to=date_to, gpus_min=gmin, gpus_max=gmax, sort=column,
-                         descending=descending, metric=metric, metric_filter=metric_filter, page=page_no)
+                         descending=descending, metric=metric, metric_filter=metric_filter, page=page_no,
+                         scope=scope)
 except ValidationError as exc:
     for field, problem in validation_problems(exc).items():
         st.error(f"{FIELD_LABELS.get(field, field)}: {plain(problem)}.")
@@ -161,7 +165,8 @@ url: dict[str, str] = {"q": search, "status": ",".join(status), "owner": owner, 
                        "from": date_from.isoformat() if date_from else "", "to": date_to.isoformat() if date_to else "",
                        "gmin": "" if gmin is None else str(gmin), "gmax": "" if gmax is None else str(gmax),
                        "metrics": metric_filter.strip(),
-                       "sort": sort if sort != "newest" else "", "page": str(page_no) if page_no > 1 else ""}
+                       "sort": sort if sort != "newest" else "", "page": str(page_no) if page_no > 1 else "",
+                       "scope": scope if scope != "all" else ""}
 st.query_params.from_dict({k: v for k, v in url.items() if v})
 
 jobs, more = P.history.page_with_more(USER, query)

@@ -122,7 +122,7 @@ def start_from_template() -> None:
     if not name:
         return
     try:
-        values = P.templates.get_by_name(name).values
+        values = P.templates.get_by_name(name, me()).values
     except NotFound as exc:
         st.session_state["_problems"] = {"template": str(exc)}
         return
@@ -134,7 +134,8 @@ def save_as_template() -> None:
     ss = st.session_state
     values = {k: v for k, v in collect().items() if k in TEMPLATE_FIELDS}
     try:
-        saved = P.templates.save(me(), ss.get("f_template_name", ""), values)
+        team = (ss.get("f_team") or None) if ss.get("f_template_team_only") else None  # else: shared with everyone
+        saved = P.templates.save(me(), ss.get("f_template_name", ""), values, team=team)
     except ValidationProblem as exc:
         field, problem = next(iter(exc.problems.items()))
         label = FIELD_LABELS.get(field)
@@ -148,7 +149,7 @@ def save_as_template() -> None:
 
 st.title("Submit training job")
 SWEEP = submit_sweep.mode(prefill)  # "Sweep": a search over the parameters below, one job per trial
-templates = P.templates.list()
+templates = P.templates.list(me())  # everyone's, and the user's teams' own
 if templates:
     st.selectbox("Start from template", [t.name for t in templates], key="f_template", index=None,
                  placeholder="Choose a template to fill the form…", on_change=start_from_template,
@@ -284,6 +285,9 @@ right.page_link("pages/dashboard.py", label="Cancel")
 with st.expander("Save as template", key="template_box"):
     st.caption("Keep these values (everything but the experiment name) under a name your team can start from.")
     st.text_input("Template name", key="f_template_name", placeholder="e.g. llama-lora-8gpu", max_chars=100)
+    if MY_TEAMS:
+        st.checkbox(f"Only for my team ({plain(st.session_state.get('f_team') or MY_TEAMS[0])})",
+                    key="f_template_team_only", help="Otherwise everyone on this portal may start from it.")
     if "_template_problem" in st.session_state:
         st.error(st.session_state.pop("_template_problem"), icon=":material/error:")
     if "_template_saved" in st.session_state:

@@ -80,6 +80,8 @@ class HistoryQuery(BaseModel):
     tag: str = Field(default="", max_length=40)
     template: str = Field(default="", max_length=100)
     sweep: int | None = Field(default=None, ge=1, le=2**62, description="Only the trials of this sweep")
+    # Whose jobs: "mine", "team" (the user's teams') or "all" (every job the user may see; services/teams.py).
+    scope: Literal["mine", "team", "all"] = "all"
     sort: SortKey = "id"
     # The final metric a sort "final_metric" orders by (accuracy, eval_loss, ...).
     metric: str = Field(default="", max_length=64)
@@ -121,7 +123,7 @@ WALKED_SORTS = NULLABLE_SORTS
 
 
 FILTER_FIELDS = {"search", "status", "owner", "date_from", "date_to", "gpus_min", "gpus_max", "tag", "template",
-                 "metric_filter", "sweep"}
+                 "metric_filter", "sweep", "scope"}
 SUMMARY_CACHE_SECONDS = 120
 SUMMARY_CACHE_SIZE = 256
 # The final metrics a history can be sorted by: kept this long per viewer (new names appear as runs end).
@@ -158,13 +160,19 @@ class HistoryService:
     def __init__(self, jobs: JobService):
         self.jobs = jobs
         self.sessions: sessionmaker[Session] = jobs.sessions
-        self._scanned: OrderedDict[tuple[str | None, str], tuple[tuple[Any, ...], float, Summary]] = OrderedDict()
+        self._scanned: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], float, Summary]] = OrderedDict()
         self._metric_names: dict[str | None, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
     def _owners(self, user: User, q: HistoryQuery) -> set[str]:
         """The owner conditions of a view: the user's own name when others' jobs are hidden, and the filter."""
-        return {o for o in (self.jobs.visible_owner(user, everyone=True), q.owner or None) if o is not None}
+        mine = user.name if q.scope == "mine" else None
+        return {o for o in (self.jobs.visible_owner(user, everyone=True), q.owner or None, mine) if o is not None}
+
+    def _scope(self, user: User, q: HistoryQuery) -> list[Any]:
+        """The team conditions of a view (a team's jobs; everyone's but hidden teams'): on the jobs only, as the
+        running totals and final-metric rows have no team."""
+        return [] if q.scope == "mine" else self.jobs.teams.scope_where(user, q.scope)
 
     def _common_filters(self, table: Any, user: User, q: HistoryQuery, in_sort_index: bool = False) -> list[Any]:
         """Conditions on owner, status group, GPUs and template: on the jobs, on the final-metric rows or on the
@@ -190,7 +198,7 @@ class HistoryService:
         reads along the view's order (None: all of it); skip_metric: a metric whose conditions the caller tests;
         job_id: the column the metric conditions test (a walked index's copy of the id, tested before the row is
         read)."""
-        stmt = select(Job)
+        stmt = select(Job).where(*self._scope(user, q))
         conditions = [c for c in q.conditions() if c.name != skip_metric]
         if conditions:
             everyone = int(s.scalar(select(func.sum(JobTotals.jobs))) or 0)
@@ -261,7 +269,7 @@ class HistoryService:
         if s.get_bind().dialect.name != "sqlite":
             return False  # PostgreSQL tests filters only after fetching each row, and plans from its own statistics
         owners = self._owners(user, q)
-        if q.sort not in WALKED_SORTS or _needs_jobs(q) or not (owners or q.template):
+        if q.sort not in WALKED_SORTS or _needs_jobs(q) or self._scope(user, q) or not (owners or q.template):
             return False
         matching = self._totals(s, user, q).jobs
         everyone = int(s.scalar(select(func.sum(JobTotals.jobs))) or 0)
@@ -273,14 +281,17 @@ class HistoryService:
         """Jobs, successes, GPU-hours and cost of the whole filtered set. Filters on owner, status, GPUs and
         template are answered from the running totals (a few hundred rows, whatever the number of jobs);
         text search, tags and dates need the jobs themselves."""
-        if not _needs_jobs(q):
+        scoped = self._scope(user, q)
+        if not _needs_jobs(q) and not scoped:
             with self.sessions.begin() as s:
                 return self._totals(s, user, q)
         # Adding up the jobs of a text search can take a second at a million jobs, and a page reruns on every
         # click (a selected row, the next page, another sort): keep the answer while the jobs are unchanged.
         # Any new, deleted, finished or re-costed job moves the totals of some status group; a tag or note edited
         # here clears the cache; one edited by another portal process shows within SUMMARY_CACHE_SECONDS.
-        key = (self.jobs.visible_owner(user, everyone=True), q.model_dump_json(include=FILTER_FIELDS))
+        # A scoped view's answer depends on the viewer's teams too.
+        teams = tuple(self.jobs.teams.team_names(user)) if scoped else ()
+        key = (self.jobs.visible_owner(user, everyone=True), teams, q.model_dump_json(include=FILTER_FIELDS))
         with self.sessions.begin() as s:
             mark = tuple(tuple(row) for row in s.execute(
                 select(JobTotals.status_group, func.sum(JobTotals.jobs), func.sum(JobTotals.succeeded),

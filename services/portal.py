@@ -75,7 +75,8 @@ def build_portal(settings: Settings) -> Portal:
     sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
     sync.workers.append(sweeps := SweepRunner.of(settings, sessions, service, sync))  # asks for, follows trials
     sync.workers.append(EventScalarScanner(service))  # TensorBoard event files' scalars into the charts
-    return Portal(settings, service, sync, TokenService(settings, sessions), TemplateService(sessions), telemetry,
+    templates = TemplateService(sessions, service.teams)  # a team's templates are its members'
+    return Portal(settings, service, sync, TokenService(settings, sessions), templates, telemetry,
                   HistoryService(service), NotificationService(settings, sessions), sweeps.sweeps,
                   TensorBoards(settings, service))
 

@@ -266,6 +266,12 @@ class JobClient(HistoryMixin, NotificationsMixin, SweepsMixin):
         "estimated_start"}``; name, owner and blocker are null for others' jobs you may not see)."""
         return self._json("GET", "queues")["queues"]
 
+    def teams(self) -> list[dict[str, Any]]:
+        """Your teams (an admin: every team): ``{"name", "lead", "source", "everyone_visible", "default_queue",
+        "notify_channel", "members", "leads"}``. ``submit_job(..., team=...)`` picks the job's team (default: your
+        first); ``list_jobs(scope="team")`` lists your teams' jobs."""
+        return self._json("GET", "teams")["teams"]
+
     # Jobs ------------------------------------------------------------------------------------------
     def submit_job(self, name: str, script: str, **values: Any) -> Job:
         """Submit a job. ``script`` is a workspace file: a name alone (``"train.py"``) is your newest upload of that
