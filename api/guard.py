@@ -113,10 +113,11 @@ def content_security_policy() -> str:
 
 
 def tensorboard_policy() -> str:
-    # /tensorboard/ only (api/tensorboard_proxy.py): TensorBoard's compiled UI builds functions at run time, so its
-    # own policy allows 'unsafe-eval', and this one must too. Still no inline script: a tag or run name a job wrote
-    # into its event files that TensorBoard would draw as HTML runs nothing. Its dynamic plugins are iframes of
-    # itself, hence frames of the same origin (the pages stay unframeable).
+    # /tensorboard/ only (api/tensorboard_proxy.py). TensorBoard's bundle builds functions at run time in a few
+    # places (d3-dsv's CSV parser, the debugger's Monaco loader: `new Function`, `eval`), which its own policy
+    # allows with 'unsafe-eval'; its scalars and time-series dashboards load without it (tests/e2e). Still no inline
+    # script: a tag or run name a job wrote into its event files that TensorBoard would draw as HTML runs nothing.
+    # Its dynamic plugins are iframes of itself, hence frames of the same origin (the pages stay unframeable).
     return CSP.replace("script-src 'self' ", "script-src 'self' 'unsafe-eval' ").replace(
         "frame-ancestors 'none'", "frame-ancestors 'self'")
 
