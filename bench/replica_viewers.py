@@ -129,6 +129,7 @@ def one_round(bench: Bench, n: int, replicas: int, window: float, idle_cpu: floa
     sessions = [Session(page) for page, _, _ in plan]
     stop_at, job_end = [float("inf")], [0.0]
     procs = bench.procs()
+    client = psutil.Process()  # the sessions' side: a browser's work, here in this one process
     rss_before = sum(p.memory_info().rss for p in procs)
     stats: dict[str, float] = {"idle_cpu": idle_cpu}
 
@@ -141,10 +142,11 @@ def one_round(bench: Bench, n: int, replicas: int, window: float, idle_cpu: floa
         await asyncio.sleep(WARM_UP)
         for s in sessions:
             s.asked, s.answered, s.cut, s.gaps, s.late, s.log_ages = 0, 0, 0, [], [], []
-        cpu0, t0 = cpu_of(procs), time.monotonic()
+        cpu0, t0, own0 = cpu_of(procs), time.monotonic(), cpu_seconds(client)
         stats["rss_loaded"] = sum(p.memory_info().rss for p in procs)
         await asyncio.sleep(window)
         stats["cpu"] = (cpu_of(procs) - cpu0) / (time.monotonic() - t0)
+        stats["client"] = (cpu_seconds(client) - own0) / (time.monotonic() - t0)
         job_end[0] = await asyncio.to_thread(bench.stop_job, bench.leader, job_id)
         stop_at[0] = time.monotonic()
         for s, result in zip(sessions, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
@@ -155,7 +157,8 @@ def one_round(bench: Bench, n: int, replicas: int, window: float, idle_cpu: floa
     print(f"\n-- {'1 process' if replicas == 1 else '2 replicas'} (CPU and RSS of both portal processes)", end="")
     report(n, sessions, stats, rss_before, [], window)
     ok, why = under_bar(sessions)
-    print(f"under the {BAR_SECONDS:g} s bar: {'yes' if ok else 'no'} ({why})")
+    print(f"under the {BAR_SECONDS:g} s bar: {'yes' if ok else 'no'} ({why}); this script's sessions used "
+          f"{stats['client'] * 100:.0f} % of a core, the machine's load average was {os.getloadavg()[0]:.1f}")
     return ok
 
 
