@@ -24,6 +24,7 @@ if __name__ == "__main__":
             st.Page("pages/history.py", title="History", icon=":material/history:", url_path="history"),
             st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
             st.Page("pages/queues.py", title="Queues", icon=":material/hourglass_top:", url_path="queues"),
+            st.Page("pages/usage.py", title="Usage", icon=":material/payments:", url_path="usage"),
             st.Page("pages/sweep.py", title="Sweeps", icon=":material/tune:", url_path="sweep"),
             st.Page("pages/teams.py", title="Teams", icon=":material/groups:", url_path="teams"),
         ],

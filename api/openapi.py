@@ -8,6 +8,7 @@ from typing import Any
 from api.openapi_checkpoints import checkpoint_paths
 from api.openapi_sweeps import sweep_paths, sweep_schemas
 from api.openapi_teams import team_paths
+from api.openapi_usage import usage_paths
 from services.history import SORT_KEYS
 from services.models import JobRequest, StatusGroup
 
@@ -350,6 +351,7 @@ def openapi_document() -> dict[str, Any]:
         **sweep_paths(_op, _q),
         **checkpoint_paths(_op, _ref("Job")),
         **team_paths(_op),
+        **usage_paths(_op, _q),
         "/api/v1/queues": {"get": _op("Each queue's GPUs, running jobs and waiting jobs in the order they start",
                                       (200, QUEUES), tag="queues")},
     }

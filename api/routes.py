@@ -26,6 +26,7 @@ from api import queues as queues_api
 from api import sweeps as sweeps_api
 from api import teams as teams_api
 from api import tokens as tokens_api
+from api import usage as usage_api
 from api.file_responses import FdResponse
 from api.openapi import openapi_document
 from services.auth import LinkRefused, may_download, open_link, user_from_claims, user_from_headers
@@ -232,6 +233,7 @@ API_ROUTES = [
     *tokens_api.ROUTES,
     *queues_api.ROUTES,
     *sweeps_api.ROUTES,
+    *usage_api.ROUTES,
     *checkpoints_api.ROUTES,
     *teams_api.ROUTES,
 ]

@@ -266,6 +266,15 @@ class JobClient(HistoryMixin, NotificationsMixin, SweepsMixin):
         "estimated_start"}``; name, owner and blocker are null for others' jobs you may not see)."""
         return self._json("GET", "queues")["queues"]
 
+    def usage(self, start: str | None = None, end: str | None = None, by: str | list[str] = "month"
+              ) -> list[dict[str, Any]]:
+        """GPU-hours and cost of your jobs and your teams' (an admin: everyone's) from month ``start`` to ``end``
+        (``"2026-12"``; default this year), one row per ``by`` of user, team, month, gpu_type:
+        ``{"month", ..., "jobs", "gpu_hours", "cost"}``."""
+        params = {"by": by if isinstance(by, str) else ",".join(by)} | {
+            k: v for k, v in (("from", start), ("to", end)) if v}
+        return self._json("GET", "usage", params=params)["rows"]
+
     def teams(self) -> list[dict[str, Any]]:
         """Your teams (an admin: every team): ``{"name", "lead", "source", "everyone_visible", "default_queue",
         "notify_channel", "members", "leads"}``. ``submit_job(..., team=...)`` picks the job's team (default: your

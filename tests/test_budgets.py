@@ -1,0 +1,90 @@
+"""Budgets on SQLite and PostgreSQL with real local runs: a submit whose ceiling is past what the team has left is
+refused with the sentence saying both (allowed with overdraft), a spent budget refuses every new job, and the 80 %
+and 100 % alerts reach the user and the team's lead through the real outbox, once each."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from services.models import JobStatus, Role, User, ValidationProblem
+from services.store.notification_tables import Notification
+from services.usage import UsageService
+from tests.conftest import portal_on, run_to_end, wait_until
+from tests.test_costs import SLEEP
+
+ADMIN = User("ada", Role.ADMIN, groups=("vision",))
+RESEARCHER = User("rita", groups=("vision",))
+
+
+@pytest.fixture
+def p(database_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTAL_LOCAL_GPUS", "4")
+    with portal_on(database_url, tmp_path) as portal:
+        (portal.settings.workspace_dir / "sleep.py").write_text(SLEEP)
+        yield portal
+
+
+def budget(p, **values) -> dict:
+    return UsageService.of(p.jobs).set_budget(ADMIN, {"scope": "team", "name": "vision", **values})
+
+
+def submit(p, user: User, hours: float = 2, seconds: float = 0.2) -> int:
+    return p.jobs.submit(user, {"name": "job", "script": "sleep.py", "gpus": 1, "max_runtime_hours": hours,
+                                "extra_args": f"--seconds {seconds}"})
+
+
+def test_a_submit_past_the_team_budget_is_refused_with_the_sentence_and_overdraft_lets_it_in(p):
+    budget(p, unit="money", monthly_limit=5.0)  # 2 h × (1 GPU at $2.50 + the node's $0.40) = $5.80 at most
+    with pytest.raises(ValidationProblem) as refused:
+        submit(p, ADMIN)
+    assert str(refused.value) == ("This job may cost up to $5.80 (2 h × 1 GPU); your team vision has $5.00 left this "
+                                  "month: the job is refused, since it may cost more than is left.")
+    note, why = UsageService.of(p.jobs).submit_note("local", ADMIN, "vision", 1, 1, 2)
+    assert note == "This job may cost up to $5.80 (2 h × 1 GPU); your team vision has $5.00 left this month."
+    assert why == str(refused.value)
+    assert run_to_end(p, ADMIN, submit(p, ADMIN, hours=1)).status is JobStatus.SUCCEEDED  # $2.90 fits
+    budget(p, unit="money", monthly_limit=5.0, overdraft=True)
+    assert run_to_end(p, ADMIN, submit(p, ADMIN)).status is JobStatus.SUCCEEDED
+
+
+def test_a_spent_budget_refuses_every_new_job_even_with_overdraft(p):
+    budget(p, unit="gpu_hours", monthly_limit=0.0, overdraft=True, at_limit="refuse")
+    with pytest.raises(ValidationProblem) as refused:
+        submit(p, ADMIN, hours=0.1)
+    assert str(refused.value).endswith("your team vision has 0.0 GPU-hours left this month: the budget is spent, so "
+                                       "new jobs are refused until next month.")
+
+
+def test_the_80_and_100_percent_alerts_reach_the_user_and_the_lead_once_each(p):
+    usage = UsageService.of(p.jobs)
+    with p.jobs.session() as s:
+        from services.costs import set_price
+
+        set_price(s, "ada", {"gpu_type": "local", "gpu_hour": 3600.0, "node_hour": 0.0, "effective_from": "2020-01"
+                             "-01"})  # $1 a GPU-second
+    p.jobs.teams.save(ADMIN, "vision", source="identity")
+    p.jobs.teams.set_member(ADMIN, "vision", "lena", lead=True)
+    budget(p, unit="money", monthly_limit=4.0, overdraft=True)
+    job = submit(p, RESEARCHER, hours=1, seconds=60)
+
+    def alerts() -> list[tuple[str, int]]:
+        p.sync._accrued.clear()  # accrue on every tick here, not every 5 s
+        p.sync.tick()
+        with p.jobs.session() as s:
+            return sorted((n.owner, n.payload["threshold"]) for n in s.scalars(
+                select(Notification).where(Notification.event == "budget")))
+
+    wait_until(lambda: alerts(), timeout=30, interval=0.05)
+    assert alerts() == [("lena", 80), ("rita", 80)]  # at $3.20 of $4 (the next tick is 0.8 s away at most)
+    wait_until(lambda: len(alerts()) == 4, timeout=30, interval=0.05)
+    for _ in range(10):
+        alerts()
+    assert alerts() == [("lena", 80), ("lena", 100), ("rita", 80), ("rita", 100)]
+    with p.jobs.session() as s:
+        texts = {n.payload["text"] for n in s.scalars(select(Notification).where(Notification.owner == "rita"))}
+    assert any(t.startswith("Team vision's budget for ") and "is 100 % spent" in t for t in texts)
+    assert [b["name"] for b in usage.budgets(RESEARCHER)] == ["vision"]
+    p.jobs.stop(RESEARCHER, job)
+    run_to_end(p, RESEARCHER, job)
+    assert len(alerts()) == 4
