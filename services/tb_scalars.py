@@ -13,11 +13,9 @@ from the log.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import struct
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -28,8 +26,7 @@ from sqlalchemy import insert, select, update
 from services.models import JobStatus
 from services.safe_files import read_bytes, write_replace
 from services.store.orm import Job, MetricPoint, SeriesCache, utcnow
-
-log = logging.getLogger(__name__)
+from services.worker_thread import PeriodicWorker
 
 EVENT_MARK = "events.out.tfevents."
 MAX_TAG = 64  # the store's series names
@@ -93,36 +90,17 @@ def scalars(record: bytes, initial_metadata: dict[str, Any]) -> list[Scalar]:
     return found
 
 
-class EventScalarScanner:
+class EventScalarScanner(PeriodicWorker):
     """The sync loop's worker that feeds event files' scalars into the metric store (see the module's doc)."""
 
+    thread_name = "portal-tb-scalars"
+
     def __init__(self, service: Any, interval: float = SCAN_SECONDS):
+        super().__init__(interval)
         self.service = service
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._running: set[int] = set()
         self._since = utcnow() - timedelta(minutes=10)  # after a restart: the jobs that ended just before
         self._metadata: dict[int, dict[str, Any]] = {}  # per job: a tag's first SummaryMetadata (compat layer)
-
-    def start(self) -> None:
-        if self._thread and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="portal-tb-scalars", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:  # the database away: tried again next time
-                log.exception("reading TensorBoard event files failed")
 
     def tick(self) -> int:
         """One pass: the running jobs, and those that ended since the last pass (their last records). Returns the

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ COPY_CHUNK = 1 << 20
 MIRROR_EVERY_SECONDS = 3.0
 START_SECONDS = 60.0
 _KEY = re.compile(r"^[0-9]{1,12}(?:-[0-9]{1,12}){0,9}$")
+_LISTENING = re.compile(r"TensorBoard \S+ at http://127\.0\.0\.1:([0-9]{1,5})/")
 
 
 class TensorBoardError(Exception):
@@ -79,12 +79,6 @@ def _die_with_parent() -> None:
     # the fork: between fork and exec only this one call runs.
     if _LIBC is not None:
         _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -169,22 +163,21 @@ class TensorBoards:
             shutil.rmtree(mirror, ignore_errors=True)
             raise TensorBoardError("These jobs wrote no TensorBoard event files (events.out.tfevents.*).")
         self._make_room()
-        port = _free_port()
         # Run names: "<id>-<job name>", each pointing at its job's mirror (names kept to characters the spec
         # cannot misread: its separators are ':' and ',').
         names = {j: re.sub(r"[^A-Za-z0-9_.-]+", "_", self._name(j))[:40] for j in job_ids}
         spec = ",".join(f"{j}-{names[j]}:{mirror / str(j)}" for j in job_ids)
         cmd = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec, "--host", "127.0.0.1",
-               "--port", str(port), "--path_prefix", f"{PREFIX}/{key}", "--reload_interval", "5",
+               "--port", "0", "--path_prefix", f"{PREFIX}/{key}", "--reload_interval", "5",
                "--load_fast", "false", "--window_title", f"TensorBoard: jobs {key}"]
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ")}
-        logfile = open(mirror.parent / f"{key}.log", "ab")  # noqa: SIM115 (the child keeps it)
+        logfile = open(mirror.parent / f"{key}.log", "wb")  # noqa: SIM115 (the child keeps it)
         try:
             proc = subprocess.Popen(cmd, cwd=mirror, env=env, stdout=logfile, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         finally:
             logfile.close()
-        session = Session(key, job_ids, port, mirror, proc, copied=probe.copied, mirrored_at=time.monotonic())
+        session = Session(key, job_ids, 0, mirror, proc, copied=probe.copied, mirrored_at=time.monotonic())
         if not self._ready(session):
             self._kill(session)
             raise TensorBoardError("TensorBoard did not start (see the portal's data folder, "
@@ -192,7 +185,7 @@ class TensorBoards:
         with self._lock:
             self._sessions[key] = session
         self._ensure_reaper()
-        log.info("started TensorBoard for jobs %s on port %s", key, port)
+        log.info("started TensorBoard for jobs %s on port %s", key, session.port)
         return session
 
     def _name(self, job_id: int) -> str:
@@ -203,14 +196,19 @@ class TensorBoards:
             return job.name if job is not None else "job"
 
     def _ready(self, session: Session) -> bool:
+        """Whether it came up: the port it bound (port 0: the kernel's choice, so no other process can take it
+        between a probe and the bind), read from the line it prints, then its first answer."""
         deadline = time.monotonic() + START_SECONDS
-        url = f"{session.base}{PREFIX}/{session.key}/data/plugins_listing"
-        while time.monotonic() < deadline:
-            if not session.alive():
-                return False
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return True
+        logfile = session.mirror.parent / f"{session.key}.log"
+        while time.monotonic() < deadline and session.alive():
+            if not session.port:
+                with contextlib.suppress(OSError):
+                    found = _LISTENING.search(logfile.read_text(errors="replace"))
+                    session.port = int(found.group(1)) if found else 0
+            if session.port:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{session.base}{PREFIX}/{session.key}/data/plugins_listing", timeout=2).is_success:
+                        return True
             time.sleep(0.2)
         return False
 
