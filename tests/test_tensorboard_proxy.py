@@ -40,7 +40,12 @@ def start(tmp_path, env: dict[str, str]) -> PortalServer:
 def test_the_owner_opens_tensorboard_through_the_portal_with_its_runs_and_policy(tmp_path):
     srv = start(tmp_path, {})
     try:
-        job_id = run_tb_job(srv, create_token(srv.data_dir, "me"))
+        token = create_token(srv.data_dir, "me")
+        job_id = run_tb_job(srv, token)
+        # The running portal's own worker read the event files: the job's curves, through the API too.
+        series = wait_until(lambda: httpx.get(f"{srv.url}/api/v1/jobs/{job_id}/metrics",
+                                              headers=bearer(token)).json()["series"].get("loss"), timeout=30)
+        assert series["x"] == [0, 10, 20, 30, 40]
         base = f"{srv.url}/tensorboard/{job_id}"
         r = httpx.get(base)  # single mode: whoever reaches the loopback portal is its one user
         assert r.status_code == 307 and r.headers["location"] == f"/tensorboard/{job_id}/"

@@ -143,3 +143,18 @@ def test_tensorboard_opens_only_for_who_may_read_the_jobs_files(portal, user, wo
     with pytest.raises(NotFound):
         portal.tensorboards.open(user, [job_id, job_id + 1])
     assert portal.tensorboards.running() == []
+
+
+def test_compare_offers_one_tensorboard_for_the_picked_runs(portal, user, workspace_script):
+    first = submit_tb_job(portal, user, workspace_script, steps=3)
+    second = portal.jobs.submit(user, {"name": "plain", "script": "train_example.py", "epochs": 1,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    run_to_end(portal, user, first)
+    run_to_end(portal, user, second)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/compare.py")
+    at.query_params.update({"ids": f"{second},{first}"})
+    at.run()
+    assert not at.exception
+    (button,) = [b for b in at.get("link_button") if b.proto.label == "Open TensorBoard"]
+    assert button.proto.url == f"/tensorboard/{first}-{second}/", "one TensorBoard with both runs"
