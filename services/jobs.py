@@ -312,11 +312,12 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         """The job if this user may stop it: its owner, an admin or a lead of its team; a job they may only see
         is refused saying who may (403), one they may not see is "not found"."""
         job = s.get(Job, job_id) if 0 < job_id < 2**62 else None
-        if job is None or not self.teams.may_see(user, job.owner, job.team):
+        if job is not None and not self.teams.may_stop(user, job.owner, job.team):
+            if job.team and job.team in self.teams.team_names(user):
+                raise Forbidden(f"Only {job.owner} or a lead of the team {job.team} may stop job {job.name}.")
+            job = None
+        if job is None:
             raise NotFound(f"Job {job_id} was not found.")
-        if not self.teams.may_stop(user, job.owner, job.team):
-            lead = f" or a lead of the team {job.team}" if job.team else ""
-            raise Forbidden(f"Only {job.owner}{lead} may stop job {job.name}.")
         return job
 
     def stop(self, user: User, job_id: int) -> None:
