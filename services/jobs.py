@@ -309,8 +309,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         return job
 
     def _stoppable(self, s: Session, user: User, job_id: int) -> Job:
-        """The job if this user may stop it: its owner, an admin or a lead of its team; a job they may only see
-        is refused saying who may (403), one they may not see is "not found"."""
+        """The job if this user may stop it: its owner, an admin or a lead of its team. A member of its team is
+        told who may (403); to anyone else it is "not found", as every action on another's job."""
         job = s.get(Job, job_id) if 0 < job_id < 2**62 else None
         if job is not None and not self.teams.may_stop(user, job.owner, job.team):
             if job.team and job.team in self.teams.team_names(user):
