@@ -241,8 +241,8 @@ ROUTES = [
     Route("/healthz", healthz),
     Route("/metrics", metrics_route.metrics, methods=["GET"]),
     Route("/download/{token}", download),
+    *tensorboard_proxy.ROUTES,
     *API_ROUTES,
     Route("/api/{rest:anypath}", api_fallback, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
-    *tensorboard_proxy.ROUTES,
                                                      "TRACE"]),
 ]
