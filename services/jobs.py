@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         be reached: the job then stays Submitting, saying so, and the sync loop asks again (the same submission,
         so the job starts once)."""
         job_id = submission.job_id
+        if submission.request.team and (queue := self.teams.queue_of(submission.request.team)):
+            submission = replace(submission, queue=queue)  # the team's Kueue queue (also for a later hand-over)
         try:
             result = self.backend.submit(submission)
         except BackendUnreachable as exc:

@@ -88,6 +88,8 @@ def job_ended(s: Session, job: Job, status: JobStatus) -> None:
     if event in FAILURE_EVENTS:  # the team hears of every failure of its members, whatever each job chose
         groups = [f"{TEAM}{g}" for g in s.scalars(select(NotificationMember.group).where(
             NotificationMember.owner == job.owner))]
+        if job.team and f"{TEAM}{job.team}" not in groups:  # the job's own team's channel (services/teams.py)
+            groups.append(f"{TEAM}{job.team}")
         for team in s.scalars(select(NotificationChannel).where(
                 NotificationChannel.owner.in_(groups), NotificationChannel.enabled.is_(True))) if groups else []:
             record(s, team.owner, event, job_facts(job, event), job_id=job.id, key=f"job:{job.id}:end:{team.owner}",

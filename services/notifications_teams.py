@@ -17,6 +17,7 @@ from services.notifications_outbox import FAILURE_EVENTS, TEAM
 from services.notifications_settings import WEBHOOK_KINDS, host_on_list, webhook_problem
 from services.store.notification_tables import NotificationChannel
 from services.store.orm import utcnow
+from services.store.team_tables import Team
 
 log = logging.getLogger(__name__)
 GONE = "Not in PORTAL_TEAM_WEBHOOKS any more."
@@ -52,7 +53,9 @@ def sync_team_channels(s: Session, settings: Settings) -> None:
     teams = select(NotificationChannel).where(NotificationChannel.owner.startswith(TEAM))
     rows = {c.owner: c for c in s.scalars(teams)}
     secret = team_secret(settings)
-    for group, spec in settings.team_webhooks.items():
+    # The teams' own channels (the Teams page), then the settings', which win for a team in both.
+    channels = dict(s.execute(select(Team.name, Team.notify_channel).where(Team.notify_channel.is_not(None))).all())
+    for group, spec in (channels | settings.team_webhooks).items():
         kind, url = kind_and_url(spec)
         row = rows.pop(TEAM + group, None)
         if row is None:

@@ -191,11 +191,11 @@ class TeamService:
         if queue and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", queue):
             raise ValidationProblem({"default_queue": "is a Kueue LocalQueue name: lower-case letters, digits, -, ."})
         channel = (notify_channel or "").strip() or None
-        if channel:
-            # Imported here: the notification modules import the job store, which imports this module.
-            from services.notifications_settings import webhook_problem
-            from services.notifications_teams import kind_and_url
+        # Imported here: the notification modules import the job store, which imports this module.
+        from services.notifications_settings import webhook_problem
+        from services.notifications_teams import kind_and_url, sync_team_channels
 
+        if channel:
             problem = webhook_problem(kind_and_url(channel)[1], self.settings.webhook_allowed_hosts)
             if problem:
                 raise ValidationProblem({"notify_channel": problem})
@@ -207,6 +207,7 @@ class TeamService:
             row.source, row.everyone_visible = source, bool(everyone_visible)
             row.default_queue, row.notify_channel = queue, channel
             s.flush()
+            sync_team_channels(s, self.settings)  # its channel hears of failures from now on, not after a restart
             return _view(row, name, source=row.source)
 
     def set_member(self, user: User, team: str, member: str, *, lead: bool = False, remove: bool = False) -> None:

@@ -19,6 +19,7 @@ class JobSubmission:
     script_source: Path
     submission_id: str = ""
     groups: tuple[str, ...] = ()  # the owner's groups when submitted: which Kueue queue the job goes to
+    queue: str = ""  # the job's team's default Kueue queue (services/teams.py): before the groups' if set
 
 
 @dataclass

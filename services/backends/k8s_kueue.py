@@ -174,10 +174,12 @@ class Kueue:
                 return queue
         return self.settings.kueue_default_queue
 
-    def prepare(self, manifest: dict[str, Any], groups: tuple[str, ...], priority: str) -> str | None:
+    def prepare(self, manifest: dict[str, Any], groups: tuple[str, ...], priority: str,
+                team_queue: str = "") -> str | None:
         """Make the Job one Kueue queues (suspended, labelled), after checking its queue and priority class
-        exist. Returns the queue, or None when jobs are not queued through Kueue here (today's behaviour)."""
-        queue = self.queue_for(groups)
+        exist. Returns the queue, or None when jobs are not queued through Kueue here (today's behaviour).
+        `team_queue`: the job's team's own queue (set on the Teams page), which wins over the settings'."""
+        queue = team_queue or self.queue_for(groups)
         if not queue or not self.installed():
             return None
         self._count()

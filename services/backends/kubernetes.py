@@ -187,7 +187,7 @@ class KubernetesBackend(PodLogArchive, PodCheckpoints):
             }
             manifest = apply_template(self.settings.job_template, manifest, values)
         try:
-            queue = self.kueue.prepare(manifest, job.groups, req.priority)
+            queue = self.kueue.prepare(manifest, job.groups, req.priority, team_queue=job.queue)
         except Exception as exc:
             raise backend_error(exc) from exc
         self.job_dir(job.job_id).mkdir(parents=True, exist_ok=True)
