@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from api.openapi_checkpoints import checkpoint_paths
+from api.openapi_registry import registry_paths
 from api.openapi_sweeps import sweep_paths, sweep_schemas
 from api.openapi_teams import team_paths
 from api.openapi_usage import usage_paths
@@ -350,6 +351,7 @@ def openapi_document() -> dict[str, Any]:
         **_notification_paths(),
         **sweep_paths(_op, _q),
         **checkpoint_paths(_op, _ref("Job")),
+        **registry_paths(_op),
         **team_paths(_op),
         **usage_paths(_op, _q),
         "/api/v1/queues": {"get": _op("Each queue's GPUs, running jobs and waiting jobs in the order they start",

@@ -23,6 +23,7 @@ from api import checkpoints as checkpoints_api
 from api import metrics_route, tensorboard_proxy, v1
 from api import notifications as notifications_api
 from api import queues as queues_api
+from api import registry as registry_api
 from api import sweeps as sweeps_api
 from api import teams as teams_api
 from api import tokens as tokens_api
@@ -235,6 +236,7 @@ API_ROUTES = [
     *sweeps_api.ROUTES,
     *usage_api.ROUTES,
     *checkpoints_api.ROUTES,
+    *registry_api.ROUTES,
     *teams_api.ROUTES,
 ]
 ROUTES = [

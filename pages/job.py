@@ -37,6 +37,7 @@ from pages.job_checkpoints import requests_strip, save_checkpoint
 from pages.job_config import config_tab as config_tab_body
 from pages.job_files import files_tab as files_tab_body
 from pages.job_logs import logs_tab as logs_tab_body
+from pages.job_registry import register_section
 from pages.job_resources import resource_charts
 from pages.job_script import script_tab as script_tab_body
 from pages.job_tensorboard import tensorboard_button
@@ -124,6 +125,7 @@ actions.button("Clone", key="clone", icon=":material/content_copy:", on_click=cl
 tensorboard_button(actions, [job])
 delete_confirmation(job, "job")
 requests_strip(job)  # each Save checkpoint: asked, delivered, written
+register_section(job)  # its registered model versions, and Register model once it has finished
 
 
 def save_tags_note() -> None:

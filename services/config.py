@@ -222,6 +222,17 @@ class Settings(BaseSettings):
     notify_test_per_hour: int = Field(
         default=5, ge=1, le=1000, description="Test and e-mail confirmation messages a user may send per hour.")
 
+    # Model registry (services/model_registry.py, docs/registry.md) ------------------------------------
+    mlflow_tracking_uri: str = Field(default="", description="The team's MLflow tracking server, where Register "
+                                     "model puts a job's model. Empty: none, unless mlflow_group_uris has one.")
+    mlflow_group_uris: dict[str, str] = Field(default_factory=dict, description='Group -> MLflow tracking server, '
+                                              'e.g. {"team-a": "https://mlflow-a.example.com"}: the first group of '
+                                              "the job's owner listed here wins, else mlflow_tracking_uri.")
+    mlflow_token_file: str = Field(default="", description="File holding the bearer token sent to MLflow, read at "
+                                   "each registration. Empty: mlflow_username and its password file, or no login.")
+    mlflow_username: str = Field(default="", description="MLflow login (basic auth) when there is no token file.")
+    mlflow_password_file: str = Field(default="", description="File holding mlflow_username's password.")
+
     # Kubernetes backend -------------------------------------------------------------------------
     kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
     namespace: str = Field(default="", description="Namespace for jobs. Empty: the pod's own, or the context's.")

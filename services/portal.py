@@ -18,6 +18,7 @@ from services.leader import make_leadership
 from services.notifications_sender import NotificationSender
 from services.notifications_settings import NotificationService
 from services.reasons import use_admin_patterns
+from services.registry_worker import RegistryWorker
 from services.store.db import make_engine, make_sessionmaker, migrate
 from services.sweep_runner import SweepRunner
 from services.sync import SyncLoop
@@ -75,6 +76,7 @@ def build_portal(settings: Settings) -> Portal:
     sync.workers.append(NotificationSender(settings, sessions))  # delivers the outbox; runs with the sync loop
     sync.workers.append(sweeps := SweepRunner.of(settings, sessions, service, sync))  # asks for, follows trials
     sync.workers.append(EventScalarScanner(service))  # TensorBoard event files' scalars into the charts
+    sync.workers.append(RegistryWorker(service))  # Register model: uploads to MLflow, after a restart too
     templates = TemplateService(sessions, service.teams)  # a team's templates are its members'
     return Portal(settings, service, sync, TokenService(settings, sessions), templates, telemetry,
                   HistoryService(service), NotificationService(settings, sessions), sweeps.sweeps,

@@ -180,6 +180,17 @@ class Job:
         return Job(self._client, self._client._json("POST", f"{self._path}/checkpoints/retry",
                                                     json_body={"checkpoint": checkpoint}))
 
+    def register_model(self, name: str, paths: list[str] | str, alias: str | None = None) -> dict[str, Any]:
+        """Register files or folders of this finished job's output as a version of the MLflow model ``name`` (with
+        ``alias`` set on it): uploaded in the background; the registration, ``status`` "pending" until "done"
+        (``version``, ``model_url``) or "failed" (``error``). See ``models()``."""
+        body = {"name": name, "paths": [paths] if isinstance(paths, str) else list(paths), "alias": alias}
+        return self._client._json("POST", f"{self._path}/register-model", json_body=body)
+
+    def models(self) -> list[dict[str, Any]]:
+        """The job's model registrations, newest first: ``name``, ``version``, ``alias``, ``status``, ``model_url``."""
+        return self._client._json("GET", f"{self._path}/models")["models"]
+
     def script(self) -> str:
         """The script this job ran, as it was when the job was submitted."""
         return self._client._request("GET", f"{self._path}/script").text

@@ -1,0 +1,192 @@
+"""The registry worker: a worker of the sync loop (it runs where the loop runs, the leader) that carries out pending
+model registrations one at a time, after a restart too.
+
+For each: the chosen files are copied, without following any link, into a folder of the portal's own (what is
+uploaded is what was checked, whatever the job's files become meanwhile), then services/registry_upload.py, a
+child process, talks to MLflow: the credentials go into that child's environment only, never into the portal's,
+whose local jobs inherit it. A portal killed mid-upload leaves the row pending; the next start runs it again and the
+child finds the run and the version tagged with the registration's id before making any. A failure MLflow can
+recover from (not reachable, 5xx) is retried with a growing wait, up to MAX_ATTEMPTS; one it cannot (a refused
+login, a bad name) fails at once, each with a sentence on the job page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import select
+
+from services.jobs import JobService, to_view
+from services.model_registry import output_root, selected_files
+from services.models import JobView
+from services.safe_files import UnsafeFile, open_read
+from services.store.orm import Job, utcnow
+from services.store.registry_tables import DONE, FAILED, PENDING, ModelRegistration
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+RETRY_SECONDS = 15.0
+UPLOAD_TIMEOUT_SECONDS = 6 * 3600.0  # a model of many GB over a slow link; MLflow's own requests time out sooner
+ARTIFACT_PATH = "model"
+ROOT = Path(__file__).resolve().parent.parent
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY",
+              "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def _read(path: str) -> str:
+    return Path(path).expanduser().read_text().strip() if path else ""
+
+
+def child_env(settings: Any, home: Path) -> dict[str, str]:
+    """The upload's environment: the login read from its files now (a rotated token needs no restart)."""
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
+               MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_TIMEOUT="120")
+    if settings.mlflow_token_file:
+        env["MLFLOW_TRACKING_TOKEN"] = _read(settings.mlflow_token_file)
+    elif settings.mlflow_username:
+        env["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_username
+        env["MLFLOW_TRACKING_PASSWORD"] = _read(settings.mlflow_password_file)
+    return env
+
+
+def _params(job: JobView) -> dict[str, str]:
+    """The submitted values as MLflow params (strings, keys MLflow accepts, values within its 6,000 characters)."""
+    out: dict[str, str] = {}
+    for key, value in sorted(job.request.items()):
+        if value is None or value == "" or value == [] or value == {}:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        safe_key = "".join(c if c.isalnum() or c in "_-. /" else "_" for c in str(key))[:250]
+        out[safe_key] = text[:6000]
+    return out
+
+
+def plan(row: ModelRegistration, job: JobView, staged: Path, public_url: str) -> dict[str, Any]:
+    link = f"{public_url.rstrip('/')}/job?id={job.id}" if public_url else f"/job?id={job.id}"
+    tags = {"portal.registration": row.key, "portal.job_id": str(job.id), "portal.owner": job.owner,
+            "portal.job_url": link, "portal.job_name": job.name, "portal.registered_by": row.requested_by}
+    return {
+        "tracking_uri": row.tracking_uri, "key": row.key, "experiment": job.name, "run_name": f"{job.name} #{job.id}",
+        "model_name": row.model_name, "alias": row.alias, "staged": str(staged), "artifact_path": ARTIFACT_PATH,
+        "params": _params(job), "tags": tags,
+        "metrics": {k: float(v) for k, v in job.final_metrics.items()
+                    if isinstance(v, int | float) and math.isfinite(v)},
+        "description": f"From the ML Job Portal's job #{job.id} ({job.name}) of {job.owner}: {link}",
+    }
+
+
+def stage(jobs: JobService, job_id: int, paths: list[str], dest: Path) -> None:
+    """Copy the chosen files into dest, checked again now and opened without following links."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True, mode=0o700)
+    root, prefix = output_root(jobs, job_id)
+    for path in paths:
+        for rel in selected_files(root, prefix, path):
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(open_read(root, prefix / PurePosixPath(rel)), "rb") as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+class RegistryWorker:
+    def __init__(self, jobs: JobService, interval: float = 1.0):
+        self.jobs = jobs
+        self.settings = jobs.settings
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="portal-registry", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while not self._stop.is_set() and self.run_due():
+                    pass
+            except Exception:  # a locked database: the next round tries again
+                log.exception("model registration failed")
+            self._stop.wait(self.interval)
+
+    def run_due(self) -> bool:
+        """Carry out the oldest due registration; False when none is due."""
+        with self.jobs.session() as s:
+            row = s.scalars(select(ModelRegistration).where(ModelRegistration.status == PENDING,
+                                                            ModelRegistration.next_attempt_at <= utcnow())
+                            .order_by(ModelRegistration.id).limit(1)).first()
+            if row is None:
+                return False
+            reg_id = row.id
+            row.attempts += 1
+            job_row = s.get(Job, row.job_id)
+            job = to_view(job_row) if job_row is not None else None
+            s.expunge(row)
+        outcome = self._attempt(row, job)
+        with self.jobs.session() as s:
+            current = s.get(ModelRegistration, reg_id)
+            if current is None:  # the job was deleted meanwhile
+                return True
+            if outcome.get("ok"):
+                current.status, current.error, current.finished_at = DONE, None, utcnow()
+                current.run_id, current.version = outcome.get("run_id"), str(outcome.get("version"))
+                current.model_url = outcome.get("model_url")
+            elif outcome.get("transient") and current.attempts < MAX_ATTEMPTS:
+                current.error = outcome.get("error")
+                current.next_attempt_at = utcnow() + timedelta(seconds=RETRY_SECONDS * 2 ** (current.attempts - 1))
+            else:
+                current.status, current.finished_at = FAILED, utcnow()
+                current.error = outcome.get("error") or "MLflow did not register the model."
+                if outcome.get("transient"):
+                    current.error = f"{current.error.rstrip('.')} (tried {current.attempts} times)."
+        return True
+
+    def _attempt(self, row: ModelRegistration, job: JobView | None) -> dict[str, Any]:
+        if job is None:
+            return {"error": "The job was deleted."}
+        staged = self.settings.data_dir / "tmp" / f"registry-{row.key}"
+        try:
+            stage(self.jobs, job.id, list(row.paths), staged / "files")
+        except UnsafeFile as exc:
+            return {"error": f"{str(exc)[0].upper()}{str(exc)[1:]}."}
+        except OSError as exc:
+            return {"error": f"The job's files could not be read: {exc.strerror or exc}.", "transient": True}
+        try:
+            return self._upload(plan(row, job, staged / "files", self.settings.public_url), staged)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    def _upload(self, the_plan: dict[str, Any], staged: Path) -> dict[str, Any]:
+        try:
+            env = child_env(self.settings, staged)
+        except OSError as exc:
+            return {"error": f"The MLflow login could not be read: {exc.strerror or exc}.", "transient": True}
+        try:
+            done = subprocess.run([sys.executable, "-m", "services.registry_upload"], input=json.dumps(the_plan),
+                                  capture_output=True, text=True, env=env, cwd=ROOT, timeout=UPLOAD_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            return {"error": "The upload to MLflow took longer than 6 hours.", "transient": True}
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            log.warning("the MLflow upload ended with %s: %s", done.returncode, done.stderr[-2000:])
+            return {"error": "The upload to MLflow ended unexpectedly (see the portal's log).", "transient": True}
+        return json.loads(lines[-1])
