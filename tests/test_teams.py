@@ -130,3 +130,15 @@ def test_only_admins_define_teams(vision):
     assert vision.jobs.teams.queue_of("vision") == "vision-q"
     # A viewer reads every job but a hidden team's: admins only.
     assert not vision.jobs.teams.may_see(VERA, "bob", "vision")
+
+
+def test_a_sweeps_trials_belong_to_the_team_of_its_base(any_portal):
+    from tests.test_sweeps import SCRIPT, drive, spec, sweep_jobs
+
+    p = any_portal
+    (p.settings.workspace_dir / "lr_sweep.py").write_text(SCRIPT)
+    dora = User("dora", groups=("nlp", "staff"))
+    sweep = p.sweeps.create(dora, spec(method="grid", budget=2, parallel=2, base={"team": "staff"}, params={
+        "learning_rate": {"kind": "list", "values": [0.01, 0.1]}}))
+    drive(p, dora, sweep.id)
+    assert [j.team for j in sweep_jobs(p, sweep.id)] == ["staff", "staff"]
