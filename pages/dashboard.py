@@ -40,7 +40,7 @@ everyone = P.jobs.may_see_others(USER) and search_row.toggle("Everyone", key="da
 listing = P.jobs.listing(USER, "all" if everyone else "team" if team else "mine")
 owner, where = listing.owner, listing.where
 head.title("All experiments" if everyone else "My team's experiments" if team else "My experiments")
-counts = P.jobs.counts(search=search, owner=owner, where=where)
+counts = P.jobs.counts(search=search, owner=owner, where=where, minus=listing.minus)
 count_note = search_count_note(search, counts)  # a search's counts stop early: say so, "1,000+" is no guess
 choice = st.segmented_control(
     "Filter", FILTERS, key="dash_filter", default="All", required=True,
@@ -76,7 +76,7 @@ def section(group: StatusGroup) -> None:
 def live(running_cards: bool) -> None:
     """The page's one timer, whatever it shows: the running cards redraw; a job that starts, ends or appears (from a
     notebook or another tab) redraws the whole page, and so does a minute gone by, so "Finished 3m ago" stays true."""
-    fresh = P.jobs.counts(search=search, owner=owner, where=where)
+    fresh = P.jobs.counts(search=search, owner=owner, where=where, minus=listing.minus)
     if fresh != counts or time.monotonic() - DRAWN_AT > RELATIVE_TIMES_REFRESH:
         st.rerun(scope="app")
     if running_cards:

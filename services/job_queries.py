@@ -68,6 +68,8 @@ class Listing:
 
     owner: str | None
     where: tuple[Any, ...] = ()
+    # Everyone's jobs but hidden teams': those teams' jobs, which counts() takes off the running totals.
+    minus: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,16 @@ class JobQueries:
         """The jobs of "My jobs", "My team" or "Everyone" for this user (services/teams.py decides which)."""
         if Scope(scope) is Scope.MINE:
             return Listing(owner=user.name)
-        return Listing(owner=None, where=tuple(self.teams.scope_where(user, scope)))
+        where = tuple(self.teams.scope_where(user, scope))
+        if Scope(scope) is Scope.EVERYONE and self.may_see_others(user) and (hidden := self.teams.hidden_from(user)):
+            return Listing(owner=None, where=where, minus=(Job.team.in_(hidden), Job.owner != user.name))
+        return Listing(owner=None, where=where)
 
     def _search(self, s: Session, search: str) -> NewestFirst | None:
         return NewestFirst(s, search.strip().lower()) if search.strip() else None
 
-    def counts(self, search: str = "", owner: str | None = None, where: Sequence[Any] = ()) -> dict[StatusGroup, Count]:
+    def counts(self, search: str = "", owner: str | None = None, where: Sequence[Any] = (),
+               minus: Sequence[Any] = ()) -> dict[StatusGroup, Count]:
         """Jobs per section. With a search each section's count stops at SEARCH_COUNT_CAP (shown "1,000+"), so
         the answer costs the same at a million jobs as at ten thousand; the number is never more than there are."""
         with self.session() as s:
@@ -160,9 +166,13 @@ class JobQueries:
             stmt = select(JobTotals.status_group, func.sum(JobTotals.jobs)).group_by(JobTotals.status_group)
             if owner:
                 stmt = stmt.where(JobTotals.owner == owner)
-            if where:  # a team's jobs, or everyone's but hidden teams': no running totals for those
+            if where and not minus:  # a team's jobs (through the jobs' team index): no running totals for those
                 stmt = select(Job.status_group, func.count()).where(*where).group_by(Job.status_group)
             totals = {g: int(n) for g, n in s.execute(stmt).all()}
+            if minus:  # everyone's but hidden teams': the totals less those teams' jobs, not a count of every job
+                less = s.execute(select(Job.status_group, func.count()).where(*minus).group_by(Job.status_group))
+                for g, n in less.all():
+                    totals[g] = totals.get(g, 0) - int(n)
             found = self._search(s, search)
             if found is None:
                 return {g: Count(totals.get(g.value, 0)) for g in StatusGroup}

@@ -148,15 +148,20 @@ class TeamService:
             return []
         if not (user.reads_all or self.settings.show_others_jobs):
             return [or_(Job.owner == user.name, Job.team.in_(mine))] if mine else [Job.owner == user.name]
-        if s is None:
-            with self.sessions.begin() as own:
-                hidden = self.hidden_teams(own)
-        else:
-            hidden = self.hidden_teams(s)
-        hidden -= set(mine)
+        hidden = self.hidden_from(user, mine, s)
         if not hidden:
             return []
         return [or_(Job.team.is_(None), Job.team.notin_(hidden), Job.owner == user.name)]
+
+    def hidden_from(self, user: User, mine: list[str] | None = None, s: Session | None = None) -> set[str]:
+        """The hidden teams this user is not in (their jobs are not theirs to see, unless their own)."""
+        if user.is_admin:
+            return set()
+        mine = self.team_names(user) if mine is None else mine
+        if s is None:
+            with self.sessions.begin() as own:
+                return self.hidden_teams(own) - set(mine)
+        return self.hidden_teams(s) - set(mine)
 
     def may_see(self, user: User, owner: str, team: str | None) -> bool:
         """One job: as `scope_where(EVERYONE)` would list it."""
