@@ -14,7 +14,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -33,7 +32,9 @@ from tests.k8s.kueue_env import (
     _free_port,
     _self_signed,
     _signed_by_cluster_ca,
-    kueue_binary,
+    stop,
+    wait_ready,
+    with_crds,
 )
 
 CLUSTER_NAME = os.environ.setdefault("PORTAL_TESTENV_CLUSTER", "qbench")
@@ -86,12 +87,9 @@ def request_counts(metrics: str) -> dict[tuple[str, str], float]:
 def kueue_queue(cluster: Cluster, gpus: int, *, strategy: str = "BestEffortFIFO") -> Iterator[QueueEnv]:
     """Kueue running, a ClusterQueue of `gpus` GPUs (the flavor and priorities of manifests/components/kueue),
     a fresh namespace with its LocalQueue; all removed again afterwards."""
-    built = kueue_binary()
+    built = with_crds(cluster)
     workdir = cluster.kubeconfig.parent / "kueue-bench"
     workdir.mkdir(exist_ok=True)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(built / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(built / "crds"))
-    cluster.kubectl("create", "namespace", "kueue-system", check=False)
     _self_signed(workdir / "webhook-certs")
     _self_signed(workdir / "metrics-certs")
     _signed_by_cluster_ca(workdir / "visibility-certs", cluster.kubeconfig.parent / "pki")
@@ -109,17 +107,7 @@ def kueue_queue(cluster: Cluster, gpus: int, *, strategy: str = "BestEffortFIFO"
     ns = f"qbench-{uuid.uuid4().hex[:6]}"
     cq = f"qbench-{uuid.uuid4().hex[:4]}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Kueue did not become ready: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_ready(proc, ports["health"], log)
         for path in (FLAVOR, PRIORITIES):
             cluster.kubectl("apply", "-f", str(path))
         cluster.kubectl("create", "namespace", ns)
@@ -140,9 +128,4 @@ def kueue_queue(cluster: Cluster, gpus: int, *, strategy: str = "BestEffortFIFO"
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         cluster.kubectl("delete", "clusterqueue", cq, "--wait=false", check=False)
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -111,6 +111,13 @@ def report(seen: dict[int, Seen], started: dict[int, float], hour: float) -> Non
             by_gpus.setdefault(s.gpus, []).append(abs(started[j] - (r[1] + r[2]) / 2))
     print("first known estimate's error by job size: " + ", ".join(
         f"{g} GPU: median {statistics.median(v):.1f} s (n={len(v)})" for g, v in sorted(by_gpus.items())))
+    late: dict[int, list[bool]] = {}
+    for j, s in waited.items():
+        for r in s.reads:
+            if r is not None:
+                late.setdefault(s.gpus, []).append(started[j] > r[2] + 1)
+    print("every estimate read, started after the range, by job size: " + ", ".join(
+        f"{g} GPU: {100 * sum(v) / len(v):.0f} % of {len(v)}" for g, v in sorted(late.items())))
 
 
 def main() -> None:

@@ -85,14 +85,20 @@ def kueue_binary() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def kueue(cluster: Cluster) -> Iterator[KueueEnv]:
+def with_crds(cluster: Cluster) -> Path:
+    """The built Kueue, its CRDs applied to the cluster and established: the folder of both."""
     built = kueue_binary()
-    workdir = cluster.kubeconfig.parent / "kueue"
-    workdir.mkdir(exist_ok=True)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(built / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(built / "crds"))
     cluster.kubectl("create", "namespace", "kueue-system", check=False)
+    return built
+
+
+@pytest.fixture(scope="module")
+def kueue(cluster: Cluster) -> Iterator[KueueEnv]:
+    built = with_crds(cluster)
+    workdir = cluster.kubeconfig.parent / "kueue"
+    workdir.mkdir(exist_ok=True)
     try:
         _self_signed(workdir / "webhook-certs")
         _self_signed(METRICS_CERTS)
@@ -107,25 +113,35 @@ def kueue(cluster: Cluster) -> Iterator[KueueEnv]:
                                  f"--config={_config(workdir, ports)}"], stdout=out, stderr=out,
                                 start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Kueue did not become ready: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_ready(proc, ports["health"], log)
         yield KueueEnv(visibility_url=f"https://127.0.0.1:{ports['visibility']}", log=log)
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kueue ended as a Deployment's rollout ends it (SIGTERM), killed if it does not stop within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], health_port: int, log: Path) -> None:
+    """Until Kueue's readiness probe answers (its caches synced, its controllers started)."""
+    deadline = time.monotonic() + 120
+    while True:
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"Kueue did not become ready: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
 
 
 def pending_in_kueue(cluster: Cluster, env: KueueEnv, namespace: str, queue: str) -> list[str]:
