@@ -13,9 +13,11 @@ from services.models import NAME_MAX, Conflict, NotFound, ValidationProblem
 from services.notifications_settings import CHOICE_LABELS
 from services.priority_choice import offered as offered_priorities
 from services.templates import TEMPLATE_FIELDS
+from services.usage import UsageService
 
 P = portal()
 S = P.settings
+COSTS = UsageService.of(P.jobs)  # prices and budgets (services/usage.py)
 FIELDS = ["name", "script", "upload", "learning_rate", "epochs", "batch_size", "dataset_path", "extra_args",
           "gpus", "nodes", "mixed_precision", "gradient_checkpointing", "checkpoint_every", "max_runtime_hours",
           "priority"]
@@ -60,6 +62,21 @@ elif "f_name" not in st.session_state:
     prefill({})
 
 problems: dict[str, str] = st.session_state.get("_problems", {})
+
+
+def budget_note() -> None:
+    """The job's ceiling from its max runtime, and what its team (or its owner) has left this month: "this job may
+    cost up to $X (8 h × 4 GPUs); your team has $Y left this month", a warning when the submit would be refused."""
+    ss = st.session_state
+    try:
+        gpus, nodes, hours = max(0, int(ss["f_gpus"])), max(1, int(ss["f_nodes"])), float(ss["f_max_runtime_hours"])
+    except (TypeError, ValueError):
+        return
+    note, refusal = COSTS.submit_note(P.jobs.backend.name, me(), ss.get("f_team") or "", gpus, nodes, hours)
+    if refusal:
+        st.warning(refusal, icon=":material/savings:")
+    else:
+        st.caption(note)
 
 
 def field_error(field: str) -> None:
@@ -222,7 +239,7 @@ with r3:
         gpus = max(0, int(st.session_state["f_gpus"]))
         if MACHINE_GPUS is not None and gpus > MACHINE_GPUS:
             raise ValueError("GPUs this machine does not have have no price")
-        cost = S.cost_per_hour(gpus, max(1, int(st.session_state["f_nodes"])))
+        cost = COSTS.hourly(P.jobs.backend.name, gpus, max(1, int(st.session_state["f_nodes"])))
         st.metric("Estimated cost", f"{money(cost)}/hour")
     except (TypeError, ValueError):
         st.metric("Estimated cost", "–")
@@ -255,6 +272,7 @@ with st.expander("Advanced", expanded=True):
 st.number_input("Max runtime (hours)", key="f_max_runtime_hours", step=1.0, format="%g",
                 help=f"The job is stopped after this long; at most {S.max_runtime_hours:g} hours.")
 field_error("max_runtime_hours")
+budget_note()
 
 MY_DEFAULT = CHOICE_LABELS[P.notifications.default_notify(me())].lower()
 st.selectbox("Notify me", ["", *CHOICE_LABELS], key="f_notify",

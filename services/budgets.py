@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.costs import ceiling_sentence, hourly_rate, month_of
-from services.models import User, ValidationProblem
+from services.models import Forbidden, User, ValidationProblem
 from services.notifications_messages import SENTENCES
 from services.notifications_outbox import record
-from services.store.cost_tables import Budget, JobUsage
+from services.store.cost_tables import Budget, UsageTotal
 from services.store.notification_tables import NotificationChannel
 from services.store.orm import utcnow
 from services.store.team_tables import Team, TeamMember
@@ -53,9 +53,10 @@ def amount(settings: Settings, unit: str, value: float) -> str:
 
 
 def used(s: Session, scope: str, name: str, month: str, unit: str) -> float:
-    col = JobUsage.cost if unit == "money" else JobUsage.gpu_seconds / 3600.0
-    who = JobUsage.team if scope == "team" else JobUsage.owner
-    return float(s.scalar(select(func.coalesce(func.sum(col), 0.0)).where(JobUsage.month == month, who == name)) or 0)
+    col = UsageTotal.cost if unit == "money" else UsageTotal.gpu_seconds / 3600.0
+    who = UsageTotal.team if scope == "team" else UsageTotal.owner
+    return float(s.scalar(select(func.coalesce(func.sum(col), 0.0)).where(UsageTotal.month == month, who == name))
+                 or 0)
 
 
 def standing(s: Session, scope: str, name: str, month: str) -> Standing | None:
@@ -159,7 +160,7 @@ def set_budget(s: Session, user: User, data: dict[str, Any]) -> Budget:
     if problems:
         raise ValidationProblem(problems)
     if not may_set(s, user, scope, name):
-        raise PermissionError("Only admins, and a team's leads for their team, set budgets.")
+        raise Forbidden("Only admins, and a team's leads for their team, set budgets.")
     row = s.scalar(select(Budget).where(Budget.scope == scope, Budget.name == name))
     if row is None:
         row = Budget(scope=scope, name=name)

@@ -53,8 +53,9 @@ class Settings(BaseSettings):
         default=0.40, ge=0, description="Price of one node's CPU and memory for one hour."
     )
     prices: list[dict[str, Any]] = Field(
-        default_factory=list, description='Prices seeded before the admin\'s own (services/costs.py), e.g. [{"gpu_type": '
-        '"a100", "gpu_hour": 3.2, "node_hour": 0.5, "effective_from": "2026-01-01"}] or {"node": "gpu-7", ...}.',
+        default_factory=list, description="Prices seeded under the admin's own (services/costs.py), e.g. "
+        '[{"gpu_type": "a100", "gpu_hour": 3.2, "node_hour": 0.5, "effective_from": "2026-01-01"}] or '
+        '{"node": "gpu-7", ...}.',
     )
     default_gpu_type: str = Field(
         default="gpu", description="The GPU type a cluster job is priced as when its node says none "

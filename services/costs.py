@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.models import ValidationProblem
-from services.store.cost_tables import JobUsage, Price
+from services.store.cost_tables import JobUsage, Price, UsageTotal
 from services.store.orm import Job, utcnow
 
 LOCAL_GPU_TYPE = "local"  # the embedded backend's one GPU type
@@ -176,17 +176,43 @@ def accrue(s: Session, job: Job, settings: Settings, now: datetime | None = None
     kind = gpu_type_of(job, settings)
     priced = price_intervals(book, job_intervals(job, now, pods), kind)
     team = team_of(s, job)
+    old = list(s.scalars(select(JobUsage).where(JobUsage.job_id == job.id)))
     s.execute(delete(JobUsage).where(JobUsage.job_id == job.id))
-    s.add_all(JobUsage(job_id=job.id, month=m, gpu_type=t, owner=job.owner, team=team, gpu_seconds=gs, cost=c,
-                       final=final) for (m, t), (gs, c) in priced.items())
+    new = [JobUsage(job_id=job.id, month=m, gpu_type=t, owner=job.owner, team=team, gpu_seconds=gs, cost=c,
+                    final=final) for (m, t), (gs, c) in priced.items()]
     if not priced and final:  # a job that never ran: frozen at nothing
-        s.add(JobUsage(job_id=job.id, month=month_of(now), gpu_type=kind, owner=job.owner, team=team,
-                       gpu_seconds=0.0, cost=0.0, final=True))
+        new.append(JobUsage(job_id=job.id, month=month_of(now), gpu_type=kind, owner=job.owner, team=team,
+                            gpu_seconds=0.0, cost=0.0, final=True))
+    s.add_all(new)
+    _move_totals(s, old, new)
     job.cost = round(sum(c for _, c in priced.values()), 4)
     job.gpu_hours = round(sum(gs for gs, _ in priced.values()) / 3600, 4)
     job.cost_per_hour = round(book.rate(kind, None, now).per_hour(job.gpus, job.nodes), 2)
     s.flush()
     return sorted({m for m, _ in priced})
+
+
+def _move_totals(s: Session, old: list[JobUsage], new: list[JobUsage]) -> None:
+    """`usage_totals` in step with the job's usage rows: its old rows out, its new ones in (the sync loop is the
+    only writer, on the leader, so a read-then-write per bucket is safe)."""
+    delta: dict[tuple[str, str, str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    for sign, rows in ((-1, old), (1, new)):
+        for r in rows:
+            d = delta[(r.month, r.owner, r.team, r.gpu_type)]
+            d[0] += sign
+            d[1] += sign * r.gpu_seconds
+            d[2] += sign * r.cost
+    for (month, owner, team, gpu_type), (jobs, secs, cost) in delta.items():
+        if not (jobs or secs or cost):
+            continue
+        row = s.get(UsageTotal, (month, owner, team, gpu_type))
+        if row is None:
+            s.add(UsageTotal(month=month, owner=owner, team=team, gpu_type=gpu_type, jobs=int(jobs), gpu_seconds=secs,
+                             cost=cost))
+        elif row.jobs + jobs <= 0:
+            s.delete(row)
+        else:
+            row.jobs, row.gpu_seconds, row.cost = row.jobs + int(jobs), row.gpu_seconds + secs, row.cost + cost
 
 
 def hourly_rate(s: Session, settings: Settings, backend: str, gpus: int, nodes: int) -> float:

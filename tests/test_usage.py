@@ -10,7 +10,7 @@ import pytest
 
 from services.costs import month_of
 from services.models import Role, User, ValidationProblem
-from services.store.cost_tables import JobUsage
+from services.store.cost_tables import JobUsage, UsageTotal
 from services.store.orm import utcnow
 from services.usage import UsageService, parse_query
 from tests.conftest import portal_on, run_to_end
@@ -34,6 +34,8 @@ def ran(database_url, tmp_path, monkeypatch):
         with p.jobs.session() as s:
             s.add(JobUsage(job_id=10**9, month="2025-01", gpu_type="local", owner="rita", team="vision",
                            gpu_seconds=7200.0, cost=5.0, final=True))
+            s.add(UsageTotal(month="2025-01", gpu_type="local", owner="rita", team="vision", jobs=1,
+                             gpu_seconds=7200.0, cost=5.0))
         yield p, jobs
 
 

@@ -46,3 +46,22 @@ def test_usage_page_shows_charts_table_csv_and_budget(portal, user, workspace_sc
     at.text_input[0].set_value("2026-13")
     at.button[[b.label for b in at.button].index("Show")].click().run()
     assert [e.value for e in at.error] == ["From month: a month like 2026-12 (or a date like 2026-12-01)"]
+
+
+def test_submit_form_says_the_ceiling_and_what_is_left_and_refuses_past_it(portal, user):
+    usage = UsageService.of(portal.jobs)
+    usage.set_budget(user, {"scope": "user", "name": user.name, "monthly_limit": 5})
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.switch_page("pages/submit.py").run()
+    hours = portal.settings.default_runtime_hours
+    ceiling = hours * portal.settings.node_price_per_hour  # no GPU on this machine: the node's price alone
+    assert f"This job may cost up to {money(ceiling)} ({hours:g} h × 0 GPUs); you have $5.00 left this month." in [
+        c.value for c in at.caption]
+    at.number_input(key="f_max_runtime_hours").set_value(20.0).run()
+    sentence = (f"This job may cost up to {money(20 * portal.settings.node_price_per_hour)} (20 h × 0 GPUs); you have "
+                "$5.00 left this month: the job is refused, since it may cost more than is left.")
+    assert [w.value for w in at.warning] == [sentence]
+    at.text_input(key="f_name").set_value("too-long").run()
+    at.button(key="submit").click().run()
+    assert sentence in [e.value for e in at.error]
+    assert portal.jobs.list_jobs() == []  # nothing was submitted

@@ -3,7 +3,7 @@
 `prices`: what a GPU type (or one node) costs per hour from the date each row takes effect; `job_usage`: each job's
 GPU-seconds and cost per month and GPU type, accrued by the sync loop while it runs and frozen (`final`) when it
 ends, so the Usage page and budgets sum a small indexed table instead of the jobs; `budgets`: a team's or a
-user's monthly limit in money or GPU-hours."""
+user's monthly limit in money or GPU-hours; `usage_totals`: the usage per month, owner, team and GPU type."""
 
 from __future__ import annotations
 
@@ -43,6 +43,21 @@ class JobUsage(Base):
     gpu_seconds: Mapped[float] = mapped_column(Float, nullable=False)
     cost: Mapped[float] = mapped_column(Float, nullable=False)
     final: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class UsageTotal(Base):
+    """`job_usage` summed per month, owner, team and GPU type, kept in step by each accrual (services/costs.py):
+    the Usage page reads a year of a team's usage as a few hundred rows, whatever the number of jobs."""
+
+    __tablename__ = "usage_totals"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    team: Mapped[str] = mapped_column(String(100), primary_key=True)
+    gpu_type: Mapped[str] = mapped_column(String(100), primary_key=True)
+    jobs: Mapped[int] = mapped_column(BIG_INT, nullable=False)  # jobs that ran in the month (usage rows)
+    gpu_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    cost: Mapped[float] = mapped_column(Float, nullable=False)
 
 
 class Budget(Base):

@@ -1,5 +1,6 @@
 """What it costs (issue 20): prices per GPU type and node from the date each takes effect, each job's usage per
-month and GPU type (accrued from its run time, frozen when it ends), and monthly budgets per team and user.
+month and GPU type (accrued from its run time, frozen when it ends) with its sums per month, owner, team and GPU
+type, and monthly budgets per team and user.
 
 Revision ID: 0025
 Revises: 0024
@@ -44,6 +45,16 @@ def upgrade() -> None:
     op.create_index("ix_job_usage_month_owner", "job_usage", ["month", "owner"])
     op.create_index("ix_job_usage_month_team", "job_usage", ["month", "team"])
     op.create_table(
+        "usage_totals",
+        sa.Column("month", sa.String(7), primary_key=True),
+        sa.Column("owner", sa.String(255), primary_key=True),
+        sa.Column("team", sa.String(100), primary_key=True),
+        sa.Column("gpu_type", sa.String(100), primary_key=True),
+        sa.Column("jobs", BIG_INT, nullable=False),
+        sa.Column("gpu_seconds", sa.Float, nullable=False),
+        sa.Column("cost", sa.Float, nullable=False),
+    )
+    op.create_table(
         "budgets",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("scope", sa.String(10), nullable=False),
@@ -61,6 +72,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("budgets")
+    op.drop_table("usage_totals")
     op.drop_index("ix_job_usage_month_team", table_name="job_usage")
     op.drop_index("ix_job_usage_month_owner", table_name="job_usage")
     op.drop_table("job_usage")
