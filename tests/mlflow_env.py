@@ -39,7 +39,8 @@ class MlflowServer:
     log: Path
 
 
-def start_mlflow(folder: Path) -> MlflowServer:
+def start_mlflow(folder: Path, admin_password: str | None = None) -> MlflowServer:
+    """The server; with `admin_password`, behind MLflow's basic-auth app (user admin)."""
     exe = mlflow_executable()
     if exe is None:
         pytest.skip("no MLflow server here: python3 -m venv .venv/mlflow-server && "
@@ -49,10 +50,14 @@ def start_mlflow(folder: Path) -> MlflowServer:
     log = folder / "mlflow-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PORTAL_"))}
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+    auth = []
+    if admin_password is not None:
+        env.update(MLFLOW_AUTH_ADMIN_PASSWORD=admin_password, MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())
+        auth = ["--app-name", "basic-auth"]
     proc = subprocess.Popen(
         [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
-         str(folder / "artifacts")],
+         str(folder / "artifacts"), *auth],
         cwd=folder, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True,
     )

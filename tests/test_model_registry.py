@@ -21,7 +21,7 @@ from services.model_registry import ModelRegistry
 from services.registry_worker import RegistryWorker
 from services.store.registry_tables import DONE, PENDING, ModelRegistration
 from tests.conftest import PortalServer, create_token, run_to_end, wait_until
-from tests.mlflow_env import MlflowServer, mlflow_server  # noqa: F401 - the fixture
+from tests.mlflow_env import MlflowServer, mlflow_server, start_mlflow, stop_mlflow  # noqa: F401 - the fixture
 from tests.test_client import local_user_name
 
 pytest.importorskip("mlflow", reason="mlflow-skinny (requirements.txt) is the portal's MLflow client")
@@ -186,3 +186,33 @@ def test_a_version_made_but_not_recorded_is_found_again_not_made_twice(
     mlflow = client_for(mlflow_server.url)
     assert [v.version for v in mlflow.search_model_versions("name = 'twice-model'")] == ["1"]
     assert mlflow.get_model_version_by_alias("twice-model", "staging").version == "1"
+
+
+@pytest.mark.timeout(300)
+def test_the_login_comes_from_its_files_and_a_refused_one_fails_at_once_with_a_sentence(
+        portal, user, workspace_script, tmp_path: Path, monkeypatch) -> None:
+    secured = start_mlflow(tmp_path / "mlflow-auth", admin_password="s3cret-Passw0rd!")
+    try:
+        password = tmp_path / "mlflow-password"
+        password.write_text("not-the-password\n")
+        for name, value in (("mlflow_tracking_uri", secured.url), ("mlflow_username", "admin"),
+                            ("mlflow_password_file", str(password))):
+            monkeypatch.setattr(portal.settings, name, value)
+        job_id = portal.jobs.submit(user, {"name": "login-demo", "script": workspace_script("reg.py", SCRIPT),
+                                           "epochs": 1})
+        run_to_end(portal, user, job_id)
+        registry, worker = ModelRegistry(portal.jobs), RegistryWorker(portal.jobs)
+        registry.register(user, job_id, ["model"], "secured-model")
+        assert worker.run_due()
+        refused = registry.registrations(user, job_id)[0]
+        assert refused.status == "failed" and f"MLflow at {secured.url} refused it" in refused.error, refused
+        assert "Traceback" not in refused.error and "not-the-password" not in refused.error
+        assert "MLFLOW_TRACKING_PASSWORD" not in os.environ  # the login went to the upload's process only
+
+        password.write_text("s3cret-Passw0rd!\n")  # read again at the next registration: no restart needed
+        registry.register(user, job_id, ["model"], "secured-model", "prod")
+        assert worker.run_due()
+        done = registry.registrations(user, job_id)[0]
+        assert (done.status, done.version) == (DONE, "1"), done
+    finally:
+        stop_mlflow(secured)
