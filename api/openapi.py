@@ -218,6 +218,7 @@ def openapi_document() -> dict[str, Any]:
                "with 'and': `accuracy > 0.9 and eval_loss < 0.3` (operators > >= < <= = !=)."),
             _q("scope", {"type": "string", "enum": ["mine", "team", "all"]}, "Whose jobs: yours, your teams' or all "
                "you may see (the default)."),
+            _q("sweep", {"type": "integer", "minimum": 1}, "Only the trials of this sweep (its id)."),
             _q("sort", {"type": "string", "enum": list(SORT_KEYS)}, "final_metric sorts by `metric`."),
             _q("metric", {"type": "string", "maxLength": 64}, "The final metric of sort=final_metric."),
             _q("descending", {"type": "boolean"})]

@@ -34,7 +34,8 @@ def sweep_schemas() -> dict[str, Any]:
                  "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": "string"},
                  "state": {"type": "string", "enum": ["running", "stopping", "done", "stopped", "failed"]},
                  "finished": {"type": "boolean"},
-                 "stop_reason": {**NULLABLE_STR, "description": "Why it ended (or is ending), in a sentence."},
+                 "stop_reason": {**NULLABLE_STR, "description": "Why it ended (or is ending), in a sentence; a "
+                                 "sweep whose stored settings no longer validate is failed, saying what is wrong."},
                  "created_at": {"type": "string"}, "ended_at": NULLABLE_STR,
                  "spec": {"$ref": "#/components/schemas/SweepSpec"}, "progress": PROGRESS,
                  "best": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Trial"}]},
@@ -70,6 +71,12 @@ def sweep_paths(op: Any, q: Any) -> dict[str, Any]:
             "The best trial's job values: POST them to /api/v1/jobs to run it as a single job",
             (200, {"type": "object", "required": ["values"], "properties": {"values": {"type": "object"}}}), 404, 409,
             tag="sweeps", params=[SWEEP_ID])},
+        f"{base}/importances": {"get": op(
+            "How much each varied parameter mattered to the objective (Optuna's PED-ANOVA over the finished trials; "
+            "they add up to 1, largest first; {} until four trials have a value and two parameters vary)",
+            (200, {"type": "object", "required": ["importances"], "properties": {"importances": {
+                "type": "object", "additionalProperties": {"type": "number"}}}}), 404, tag="sweeps",
+            params=[SWEEP_ID])},
         f"{base}/stop": {"post": op("Stop a sweep: no new trials, its running trials are stopped", (202, sweep), 400,
                                     403, 404, 409, 413, 415, tag="sweeps", params=[SWEEP_ID],
                                     body={"type": "object"})},

@@ -102,6 +102,12 @@ def extend(request: Request, user: User, data: dict[str, Any]) -> dict[str, Any]
 
 
 @endpoint()
+def importances(request: Request, user: User) -> dict[str, Any]:
+    """How much each varied parameter mattered to the objective ({} until a few trials have finished)."""
+    return {"importances": service().importances(user, path_int(request, "sweep_id"))}
+
+
+@endpoint()
 def best_values(request: Request, user: User) -> dict[str, Any]:
     """The best trial's job values: POST them to /api/v1/jobs to run it as a single job."""
     return {"values": service().best_values(user, path_int(request, "sweep_id"))}
@@ -114,6 +120,7 @@ ROUTES = [
     Route("/api/v1/sweeps/{sweep_id}", get_sweep, methods=["GET"]),
     Route("/api/v1/sweeps/{sweep_id}/trials", list_trials, methods=["GET"]),
     Route("/api/v1/sweeps/{sweep_id}/best", best_values, methods=["GET"]),
+    Route("/api/v1/sweeps/{sweep_id}/importances", importances, methods=["GET"]),
     Route("/api/v1/sweeps/{sweep_id}/stop", stop, methods=["POST"]),
     Route("/api/v1/sweeps/{sweep_id}/extend", extend, methods=["POST"]),
 ]

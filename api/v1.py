@@ -96,7 +96,7 @@ def list_jobs(request: Request, user: User) -> dict[str, Any]:
 
 # History ------------------------------------------------------------------------------------------
 HISTORY_PARAMS = ("search", "status", "owner", "tag", "template", "date_from", "date_to", "gpus_min", "gpus_max",
-                  "metric_filter", "scope", "sort", "metric", "descending", "page", "page_size")
+                  "metric_filter", "scope", "sweep", "sort", "metric", "descending", "page", "page_size")
 
 
 def history_query(request: Request, paged: bool = True, extra: tuple[str, ...] = ()) -> HistoryQuery:

@@ -4,7 +4,8 @@ A sweep of a log-uniform learning rate, a batch-size list and a weight-decay ran
 tenth pruned) and 50 reported steps each, written straight into the store: the trials' jobs as seeded jobs,
 their Optuna trials through Optuna's own storage on the portal's database (the runner's way), so the page reads
 what a real sweep leaves. Each figure is one full script run of /sweep?id=N on a warm process (queries, importances,
-three charts, the trials table); also the bytes of the charts' Plotly specs, which the browser receives.
+three charts, the trials table); also the bytes of the charts' Plotly specs, which the browser receives, and the
+running page's check every 5 s (`SweepService.progress`; before it, the whole `get`).
 
     .venv/bin/python bench/sweep_page.py [--trials 20,200] [--steps 50] [--runs 20]
 """
@@ -93,6 +94,12 @@ def main() -> None:
               f"{summary(timer.take())}")
         print(f"{'':>4}  AppTest round trip: {summary(round_trip)}   table rows {rows}, charts' specs "
               f"{spec_bytes / 1024:.0f} KiB in {traces} traces")
+        who = local_user(portal.settings)
+        checks = {"get (the check before)": lambda i=sweep_id, u=who: portal.sweeps.get(u, i)}
+        if hasattr(portal.sweeps, "progress"):
+            checks["progress (the 5 s check)"] = lambda i=sweep_id, u=who: portal.sweeps.progress(u, i)
+        for label, check in checks.items():
+            print(f"{'':>4}  {label}: {summary(time_runs(check, args.runs))}")
     portal.close()
 
 

@@ -120,8 +120,13 @@ with st.container(border=True):
                             | ({query.template} if query.template else set()))
     template = t.selectbox("Template", template_names, index=template_names.index(query.template)
                            if query.template else None, placeholder="any", key="h_template") or ""
-    sweep = w.number_input("Sweep", min_value=1, value=query.sweep, step=1, key="h_sweep", placeholder="any",
-                           help="A sweep's number (on its page): only its trials.")
+    # Your sweeps by name, and the one a shared link names (someone else's you may see, or "#N" if none).
+    sweeps = P.sweeps.names(USER)
+    if query.sweep and query.sweep not in sweeps:
+        sweeps[query.sweep] = P.sweeps.names(USER, [query.sweep]).get(query.sweep, "")
+    sweep = w.selectbox("Sweep", list(sweeps), index=list(sweeps).index(query.sweep) if query.sweep else None,
+                        format_func=lambda i: f"{sweeps[i]} (#{i})" if sweeps[i] else f"#{i}", placeholder="any",
+                        key="h_sweep", help="Only the trials of this sweep.")
     dates = f.date_input("Created between", value=(query.date_from, query.date_to) if query.date_from and
                          query.date_to else (), key="h_dates")
     gmin = g.number_input("GPUs ≥", min_value=0, value=query.gpus_min, key="h_gmin")

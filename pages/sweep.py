@@ -24,9 +24,7 @@ from pages.common import (
 from pages.submit_sweep import EARLY, METHODS
 from services.auth import may_act
 from services.models import NotFound
-from services.sweep_importance import param_importances
 from services.sweep_spec import MAX_TRIALS
-from services.sweeps import SweepView, TrialView
 
 SWEEP_PAGE = "pages/sweep.py"
 STATE_ICON = {"running": "🟢", "stopping": "⏹️", "stopped": "⏹️", "done": "✅", "failed": "❌"}
@@ -55,12 +53,14 @@ if not raw_id:
 
 try:
     SWEEP_ID = int(raw_id)
-    view: SweepView = P.sweeps.get(me(), SWEEP_ID)
-except (ValueError, NotFound):
+except ValueError:
+    SWEEP_ID = 0  # not a number: not found, as an unknown id
+try:
+    view, trials = P.sweeps.get_with_trials(me(), SWEEP_ID)
+except NotFound:
     st.error(f"Sweep {plain(raw_id)} was not found.")
     st.page_link(SWEEP_PAGE, label="Your sweeps", icon=":material/tune:")
     st.stop()
-trials: list[TrialView] = P.sweeps.trials(me(), SWEEP_ID)
 spec, progress, best = view.spec, view.progress, view.best
 MINE = may_act(me(), view.owner)
 DRAWN_AT = time.monotonic()
@@ -158,7 +158,7 @@ else:
                        + (f" Not drawn (not numbers): {plain(', '.join(words))}." if words else ""))
     with imp_col:
         st.markdown("**Parameter importances**")
-        importances = param_importances(spec, trials)
+        importances = P.sweeps.importances(me(), SWEEP_ID, trials)
         if not importances:
             st.caption("Shown once a few trials have finished and two or more parameters vary.")
         else:
@@ -191,8 +191,8 @@ def live() -> None:
     """A running sweep's page redraws when a trial starts or ends, or the sweep does (charts stay out of the timer)."""
     if view.finished:
         return
-    fresh = P.sweeps.get(me(), SWEEP_ID)
-    if (fresh.progress, fresh.state, fresh.best) != (progress, view.state, best) or \
+    # The counts alone (a trial that ends changes them, and so maybe the best): no trial's values or steps.
+    if P.sweeps.progress(me(), SWEEP_ID) != (view.state, progress) or \
             time.monotonic() - DRAWN_AT > RELATIVE_TIMES_REFRESH:
         st.rerun(scope="app")
 

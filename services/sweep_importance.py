@@ -1,7 +1,8 @@
 """How much each parameter of a sweep mattered to its objective: Optuna's `get_param_importances` over the
 finished trials (the sweep page's "Parameter importances").
 
-The trials are read as the sweep page already has them (services/sweeps.py's TrialView), copied into an in-memory
+The trials are read as the sweep page already has them (services/sweeps.py's TrialView; its
+`SweepService.importances` is what pages and the API call), copied into an in-memory
 study: nothing touches the sweep's own study in the portal's database, which its runner owns. The evaluator is
 PED-ANOVA, which needs nothing beyond Optuna (its default, fANOVA, needs scikit-learn, which the portal lacks).
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 
 from services.sweep_spec import SweepSpec
 from services.sweep_study import distributions
-from services.sweeps import TrialView
+
+if TYPE_CHECKING:  # services/sweeps.py calls this module
+    from services.sweeps import TrialView
 
 # Fewer finished trials than this say nothing about which parameter matters.
 MIN_TRIALS = 4

@@ -33,7 +33,7 @@ from services.jobs import JobService
 from services.models import ACTIVE_STATUSES, Conflict, JobStatus, NotFound, User, ValidationProblem
 from services.store.orm import Job, JobEvent, MetricPoint, utcnow
 from services.store.sweep_tables import Sweep
-from services.sweep_spec import SweepSpec
+from services.sweep_spec import SweepSpec, readable_spec
 from services.sweep_study import JOB, OUTCOME, REASON, StudyTrial, distributions, make_storage, open_study, study_trials
 from services.sweeps import SweepService, best_of, jobs_by_trial, trials_of
 
@@ -166,10 +166,13 @@ class SweepRunner:
             row = s.get_one(Sweep, sweep_id)
             trials = study_trials(s, row.study_name)
             jobs = jobs_by_trial(s, sweep_id)
-        spec = SweepSpec.model_validate(row.spec)
+        # A spec that no longer validates will not on the next tick either: its running trials stop, then it fails.
+        spec, problem = readable_spec(row.spec, row.name)
+        if problem and row.state == "running":
+            self._set_state(sweep_id, "stopping", problem)
         study = self._study(row, spec, len(trials))
         user = User(name=row.owner, groups=tuple(row.owner_groups or ()))
-        stopping = row.state == "stopping"
+        stopping = row.state == "stopping" or problem is not None
         for t in trials:
             self._follow(row, spec, study, user, t, jobs.get(t.number, []), stopping)
         with self.sessions.begin() as s:
@@ -184,7 +187,7 @@ class SweepRunner:
                 return  # its running trials are stopped next tick
         if stopping:
             if not busy:
-                self._finish(sweep_id, "failed" if len(failed) >= spec.max_failed else "stopped", None)
+                self._finish(sweep_id, "failed" if problem or len(failed) >= spec.max_failed else "stopped", problem)
             return
         while len(trials) < spec.budget and busy < spec.parallel and self.leads():
             trial = study.ask(distributions(spec))

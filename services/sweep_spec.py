@@ -10,12 +10,12 @@ import itertools
 import math
 import re
 import shlex
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from services.models import DNS1123_LABEL, JobRequest, split_args
-from services.validation import plain_error
+from services.validation import plain_error, validation_problems
 
 # Trials are named "<sweep>-t<n>" (n up to 4 digits), which must still be a Kubernetes name of at most 63.
 SWEEP_NAME_MAX = 57
@@ -137,3 +137,27 @@ class SweepSpec(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
             raise plain_error(exc) from None
+
+
+def readable_spec(data: dict[str, Any], name: str) -> tuple[SweepSpec, str | None]:
+    """A stored spec and None; or, for one that no longer validates (written before a rule was tightened, its
+    script's name since refused), what can still be read of it, each field that fails at its default, and the
+    sentence saying what is wrong. Pages and the API then show the sweep, failed, instead of an error."""
+    try:
+        return SweepSpec.model_validate(data), None
+    except ValidationError as exc:
+        problems = validation_problems(exc)
+    fields: dict[str, Any] = {"name": name, "base": {}, "params": {}}
+    for field, info in SweepSpec.model_fields.items():
+        if field in data and field != "params":
+            try:
+                fields[field] = TypeAdapter(Annotated[info.annotation, info]).validate_python(data[field])
+            except ValidationError:
+                continue
+    for param, raw in (data.get("params") or {}).items() if isinstance(data.get("params"), dict) else ():
+        try:
+            fields["params"][param] = ParamSpec.model_validate(raw)
+        except ValidationError:
+            continue  # a row the page cannot draw; the trials still carry their values
+    said = "; ".join(f"{field}: {problem}" if field else problem for field, problem in problems.items())
+    return SweepSpec.model_construct(**fields), f"This sweep's settings are no longer valid ({said}): it cannot go on."

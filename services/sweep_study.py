@@ -115,6 +115,17 @@ def study_trials(s: Session, study_name: str) -> list[StudyTrial]:
     return studies_trials(s, [study_name]).get(study_name, [])
 
 
+def study_states(s: Session, study_name: str) -> list[tuple[str, str | None]]:
+    """Each trial's Optuna state and the portal's outcome of a failed one, in number order: a sweep's counts
+    without its parameters, values or steps (two small queries)."""
+    t, ua, st = om.TrialModel, om.TrialUserAttributeModel, om.StudyModel
+    mine = t.study_id == select(st.study_id).where(st.study_name == study_name).scalar_subquery()
+    outcomes = {trial_id: json.loads(value) for trial_id, value in s.execute(
+        select(ua.trial_id, ua.value_json).join(t, t.trial_id == ua.trial_id).where(mine, ua.key == OUTCOME))}
+    return [(state.name, outcomes.get(trial_id))
+            for trial_id, state in s.execute(select(t.trial_id, t.state).where(mine).order_by(t.number))]
+
+
 def studies_trials(s: Session, names: list[str], steps: bool = True) -> dict[str, list[StudyTrial]]:
     """The trials of several studies, one query per Optuna table whatever their number (a listing of sweeps).
     `steps`: with the objective's reported values by step (not needed for a listing's progress and best)."""

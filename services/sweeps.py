@@ -9,6 +9,7 @@ Visibility follows the jobs' rules: whoever may see the owner's jobs sees their 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -20,14 +21,16 @@ from sqlalchemy.orm import Session, load_only, sessionmaker
 from services.auth import may_act, may_see
 from services.config import Settings
 from services.jobs import JobService
-from services.models import ACTIVE_STATUSES, Conflict, JobStatus, NotFound, User, ValidationProblem
+from services.models import Conflict, JobStatus, NotFound, User, ValidationProblem
 from services.store.orm import Job, utcnow
 from services.store.sweep_tables import Sweep
-from services.sweep_spec import MAX_TRIALS, SweepSpec, Value
-from services.sweep_study import REASON, StudyTrial, studies_trials
+from services.sweep_importance import param_importances
+from services.sweep_spec import MAX_TRIALS, SweepSpec, Value, readable_spec
+from services.sweep_study import OUTCOME, REASON, StudyTrial, studies_trials, study_states
 from services.validation import validation_problems
 
 TrialState = Literal["waiting", "running", "complete", "pruned", "failed", "stopped"]
+OPEN = ("running", "stopping")  # the sweep states its runner still carries on
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,15 @@ class SweepProgress:
     stopped: int = 0
 
 
+def count_progress(states: Iterable[TrialState], budget: int, open_: bool) -> SweepProgress:
+    """A sweep's counts from its trials' states; `left` is what an open (running) sweep has still to start."""
+    found = list(states)
+    count = {st: found.count(st) for st in ("complete", "pruned", "failed", "stopped")}
+    return SweepProgress(done=count["complete"], running=found.count("running") + found.count("waiting"),
+                         pruned=count["pruned"], failed=count["failed"], stopped=count["stopped"],
+                         left=max(0, budget - len(found)) if open_ else 0)
+
+
 @dataclass(frozen=True)
 class SweepView:
     id: int
@@ -76,6 +88,17 @@ class SweepView:
     @property
     def finished(self) -> bool:
         return self.state in ("done", "stopped", "failed")
+
+
+def sweep_state(row: Sweep, problem: str | None) -> tuple[str, str | None]:
+    """The state and reason a sweep shows. An open one whose stored spec no longer validates cannot go on: failed,
+    saying why (its runner ends it so too). One that ended keeps its state (its trials and best still stand), its
+    reason followed by the sentence (why Extend is refused)."""
+    if not problem:
+        return row.state, row.stop_reason
+    if row.state in OPEN:
+        return "failed", problem
+    return row.state, problem if row.stop_reason in (None, problem) else f"{row.stop_reason} {problem}"
 
 
 def parse_spec(data: dict[str, Any] | SweepSpec) -> SweepSpec:
@@ -168,6 +191,47 @@ class SweepService:
             row = self._row(s, user, sweep_id)
             return self._view(s, row, trials_of_many(s, [row], steps=False)[row.id])
 
+    def get_with_trials(self, user: User, sweep_id: int) -> tuple[SweepView, list[TrialView]]:
+        """The sweep and its trials with their reported steps (the sweep page's charts), from one read of them."""
+        with self.sessions.begin() as s:
+            row = self._row(s, user, sweep_id)
+            trials = trials_of(s, row)
+            return self._view(s, row, trials), trials
+
+    def progress(self, user: User, sweep_id: int) -> tuple[str, SweepProgress]:
+        """The sweep's state and counts only, for a page that follows a running sweep: its trials' states and no
+        parameters, values or steps (a trial's end changes the counts, and with them the best)."""
+        with self.sessions.begin() as s:
+            row = self._row(s, user, sweep_id)
+            spec, problem = readable_spec(row.spec, row.name)
+            states = [_state(state, outcome, "running") for state, outcome in study_states(s, row.study_name)]
+            state, _ = sweep_state(row, problem)
+            return state, count_progress(states, spec.budget, state == "running")
+
+    def names(self, user: User, ids: Iterable[int] | None = None, limit: int = 200) -> dict[int, str]:
+        """Sweep id -> name, of those the user may see: of these ids (the dashboard's trials), or with none given
+        the user's own sweeps, newest first (History's sweep filter)."""
+        with self.sessions.begin() as s:
+            stmt = select(Sweep.id, Sweep.name, Sweep.owner).order_by(Sweep.id.desc())
+            if ids is None:
+                stmt = stmt.where(Sweep.owner == user.name).limit(limit)
+            else:
+                wanted = sorted({i for i in ids if 0 < i < 2**62})
+                if not wanted:
+                    return {}
+                stmt = stmt.where(Sweep.id.in_(wanted))
+            return {i: name for i, name, owner in s.execute(stmt) if may_see(self.settings, user, owner)}
+
+    def importances(self, user: User, sweep_id: int, trials: list[TrialView] | None = None) -> dict[str, float]:
+        """Each varied parameter's share of the objective's variation, largest first (services/sweep_importance.py);
+        {} until enough trials have finished. `trials`: the sweep's, when the caller has read them already."""
+        with self.sessions.begin() as s:
+            row = self._row(s, user, sweep_id)
+            spec, _ = readable_spec(row.spec, row.name)
+            if trials is None:
+                trials = trials_of_many(s, [row], steps=False)[row.id]
+        return param_importances(spec, trials)
+
     def list(self, user: User, everyone: bool = False, limit: int = 100) -> list[SweepView]:
         """Newest first: the user's own, or with `everyone` all they may see."""
         with self.sessions.begin() as s:
@@ -195,14 +259,11 @@ class SweepService:
         return values
 
     def _view(self, s: Session, row: Sweep, trials: list[TrialView]) -> SweepView:
-        spec = SweepSpec.model_validate(row.spec)
-        count = {st: sum(1 for t in trials if t.state == st) for st in ("complete", "pruned", "failed", "stopped")}
-        running = sum(1 for t in trials if t.state in ("running", "waiting"))
-        left = 0 if row.state != "running" else max(0, spec.budget - len(trials))
-        progress = SweepProgress(done=count["complete"], running=running, pruned=count["pruned"],
-                                 failed=count["failed"], left=left, stopped=count["stopped"])
-        return SweepView(id=row.id, owner=row.owner, name=row.name, spec=spec, state=row.state,
-                         stop_reason=row.stop_reason, created_at=row.created_at, ended_at=row.ended_at,
+        spec, problem = readable_spec(row.spec, row.name)
+        state, reason = sweep_state(row, problem)
+        progress = count_progress((t.state for t in trials), spec.budget, state == "running")
+        return SweepView(id=row.id, owner=row.owner, name=row.name, spec=spec, state=state,
+                         stop_reason=reason, created_at=row.created_at, ended_at=row.ended_at,
                          study_name=row.study_name, progress=progress, best=best_of(trials, spec))
 
     # Acting -----------------------------------------------------------------------------------
@@ -224,7 +285,9 @@ class SweepService:
             row = self._owned(s, user, sweep_id)
             if row.state == "stopping":
                 raise Conflict(f"Sweep {row.name} is stopping; extend it once it has stopped.")
-            spec = SweepSpec.model_validate(row.spec)
+            spec, problem = readable_spec(row.spec, row.name)
+            if problem:
+                raise Conflict(problem)
             budget = spec.budget + n
             if budget > MAX_TRIALS:
                 raise ValidationProblem({"trials": f"a sweep has at most {MAX_TRIALS} trials; it has {spec.budget}"})
@@ -272,22 +335,23 @@ def trials_of_many(s: Session, rows: list[Sweep], steps: bool = True) -> dict[in
     return out
 
 
+def _state(optuna_state: str, outcome: str | None, running: TrialState) -> TrialState:
+    """A trial's state from Optuna's and the portal's outcome; `running`: what a trial Optuna still runs is."""
+    if optuna_state == "COMPLETE":
+        return "complete"
+    if optuna_state == "PRUNED":
+        return "pruned"
+    if optuna_state == "FAIL":
+        return "stopped" if outcome == "stopped" else "failed"
+    return running
+
+
 def _trial_view(t: StudyTrial, jobs: list[Job], fixed: dict[str, Any]) -> TrialView:
     last = jobs[-1] if jobs else None
     status = JobStatus(last.status) if last is not None else None
-    state: TrialState
-    if t.state == "COMPLETE":
-        state = "complete"
-    elif t.state == "PRUNED":
-        state = "pruned"
-    elif t.state == "FAIL":
-        state = "failed" if t.failed else "stopped"
-    elif status is None or status in (JobStatus.SUBMITTING, JobStatus.QUEUED):
-        state = "waiting"
-    elif status in ACTIVE_STATUSES:
-        state = "running"
-    else:
-        state = "running"  # ended, and the runner has not told Optuna yet (its next tick)
+    # An ended job whose trial Optuna still runs: the runner tells Optuna on its next tick; running until then.
+    waiting = status is None or status in (JobStatus.SUBMITTING, JobStatus.QUEUED)
+    state = _state(t.state, t.attrs.get(OUTCOME), "waiting" if waiting else "running")
     # The runner's sentence for an ended trial (pruned, failed after retries, job deleted), else its job's reason.
     said = t.attrs.get(REASON) if t.state in ("PRUNED", "FAIL") else None
     reason = said or (last.reason if last else None)

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.models import User
 from services.portal import Portal
+from services.store.sweep_tables import Sweep
 from tests.conftest import run_to_end
 from tests.test_sweeps import SCRIPT, drive, runner_of
 
@@ -277,3 +278,38 @@ def test_a_fixed_row_starts_from_the_single_job_form(portal, curve):
         ("0.02", "4")
     at.segmented_control(key="f_mode").set_value("Single job").run()
     assert at.number_input(key="f_learning_rate").value == 0.02  # kept while the sweep's rows were shown
+
+
+def test_the_dashboard_names_the_box_by_the_sweeps_own_name(portal, curve, user):
+    sweep_id = grid_sweep(portal, user, curve)
+    for trial in portal.sweeps.trials(user, sweep_id):  # trials not named "<sweep>-t<n>" (an older portal's)
+        portal.jobs.mark(trial.job_id, name=f"imported-run-{trial.number}")
+    [box] = app("pages/dashboard.py").expander
+    assert box.label.startswith("Sweep **lr-grid** · ") and "imported-run" not in box.label
+
+
+def test_historys_sweep_filter_offers_your_sweeps_by_name(portal, curve, user):
+    first = grid_sweep(portal, user, curve)
+    other = grid_sweep(portal, user, curve, name="other")
+    at = app("pages/history.py")
+    assert at.selectbox(key="h_sweep").options == [f"other (#{other})", f"lr-grid (#{first})"]
+    at.selectbox(key="h_sweep").select(first).run()
+    names = at.dataframe(key="hist_table").value["name"].tolist()
+    assert len(names) == 6 and all("#lr-grid-t" in n for n in names)
+    assert at.query_params["sweep"] == str(first)  # the view in the URL
+
+
+def test_a_sweep_whose_settings_no_longer_validate_shows_failed_saying_why(portal, curve, user):
+    view = portal.sweeps.create(user, {
+        "name": "renamed", "base": {"name": "renamed", "script": curve, "epochs": 3},
+        "params": {"learning_rate": {"kind": "list", "values": [0.001, 0.01]}}, "method": "grid"})
+    with portal.jobs.session() as s:  # its script's name one the portal refuses since
+        row = s.get(Sweep, view.id)
+        row.spec = row.spec | {"base": row.spec["base"] | {"script": "curve.txt"}}
+    at = app("pages/sweep.py", id=str(view.id))
+    assert errors(at) == [] and [t.value for t in at.title] == ["Sweep renamed"]
+    assert [w.value for w in at.warning] == [
+        "This sweep's settings are no longer valid (script: the training script must be a Python file (.py)): it "
+        "cannot go on."]
+    assert at.caption[0].value.startswith("❌ Failed · ")
+    assert all(b.key != "sweep_stop" for b in at.button)

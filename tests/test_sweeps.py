@@ -6,15 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from services.auth import local_user
-from services.models import JobStatus, NotFound, User, ValidationProblem
-from services.portal import Portal
+from services.config import Settings
+from services.models import Conflict, JobStatus, NotFound, User, ValidationProblem
+from services.portal import Portal, build_portal
+from services.store.backup import backup
 from services.store.orm import Job
 from services.store.sweep_tables import Sweep
 from services.sweep_runner import GIVE_UP_AFTER_FAILED_TICKS, SweepRunner
 from services.sweep_study import distributions, study_trials
+from services.sweeps import SweepService
 from tests.conftest import wait_until
 
 # Loss: far from the best learning rate (0.01) is worse at every epoch. --flaky-dir: each parameter set fails its
@@ -256,9 +259,8 @@ def test_a_trial_whose_job_is_deleted_ends_and_is_not_run_again(any_portal, me):
 def test_a_sweep_the_runner_cannot_carry_on_ends_saying_why(any_portal, me):
     sweep = any_portal.sweeps.create(me, spec(method="random", params={
         "learning_rate": {"kind": "uniform", "low": 0.001, "high": 0.1}}))
-    with any_portal.jobs.session() as s:  # as a spec an older portal wrote might read to this one
-        row = s.get(Sweep, sweep.id)
-        row.spec = row.spec | {"objective": ""}
+    with any_portal.jobs.session() as s:  # a database that refuses the sweep's reads tick after tick
+        s.execute(text("DROP TABLE trial_intermediate_values"))
     runner = runner_of(any_portal)
     for _ in range(GIVE_UP_AFTER_FAILED_TICKS):
         runner.tick()
@@ -266,3 +268,84 @@ def test_a_sweep_the_runner_cannot_carry_on_ends_saying_why(any_portal, me):
         row = s.get(Sweep, sweep.id)
         assert row.state == "failed" and row.stop_reason.startswith("The sweep could not go on: ")
     assert sweep_jobs(any_portal, sweep.id) == []
+
+
+def private(portal: Portal) -> SweepService:
+    """The portal's sweeps where users see only their own jobs (PORTAL_SHOW_OTHERS_JOBS=false)."""
+    return SweepService(portal.settings.model_copy(update={"show_others_jobs": False}), portal.sweeps.sessions,
+                        portal.jobs)
+
+
+def test_the_sweep_page_reads_its_trials_once_and_follows_it_by_its_counts(any_portal, me):
+    sweep = any_portal.sweeps.create(me, spec(method="grid", parallel=2, params={
+        "learning_rate": {"kind": "list", "values": [0.001, 0.01, 0.1]}}))
+    runner = runner_of(any_portal)
+    runner.tick()
+    state, progress = any_portal.sweeps.progress(me, sweep.id)
+    assert (state, progress.running, progress.left) == ("running", 2, 1)
+    assert progress == any_portal.sweeps.get(me, sweep.id).progress
+    done = drive(any_portal, me, sweep.id)
+    assert any_portal.sweeps.progress(me, sweep.id) == ("done", done.progress)
+    view, trials = any_portal.sweeps.get_with_trials(me, sweep.id)
+    assert (view.progress, view.best.number, view.best.value) == (done.progress, done.best.number, done.best.value)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert [t.intermediate for t in trials] == [t.intermediate for t in any_portal.sweeps.trials(me, sweep.id)]
+    with pytest.raises(NotFound):
+        private(any_portal).progress(User(name="mallory"), sweep.id)
+
+
+def test_sweep_names_for_the_cards_and_the_history_filter(any_portal, me):
+    first = any_portal.sweeps.create(me, spec(name="warm-t2", params={"learning_rate": {"kind": "fixed",
+                                                                                         "value": 0.01}}))
+    second = any_portal.sweeps.create(me, spec(name="second", params={"learning_rate": {"kind": "fixed",
+                                                                                         "value": 0.01}}))
+    theirs = any_portal.sweeps.create(User(name="mallory"), spec(name="theirs", params={
+        "learning_rate": {"kind": "fixed", "value": 0.01}}))
+    assert any_portal.sweeps.names(me, [first.id, second.id, 999]) == {first.id: "warm-t2", second.id: "second"}
+    assert any_portal.sweeps.names(me) == {second.id: "second", first.id: "warm-t2"}  # yours, newest first
+    assert any_portal.sweeps.names(User(name="eve"), [first.id, theirs.id]) == {first.id: "warm-t2",
+                                                                                theirs.id: "theirs"}
+    assert private(any_portal).names(User(name="eve"), [first.id, theirs.id]) == {}  # only the sweeps one may see
+
+
+def test_a_sweep_whose_stored_spec_no_longer_validates_reads_as_failed_saying_why(any_portal, me):
+    sweep = any_portal.sweeps.create(me, spec(method="grid", params={
+        "learning_rate": {"kind": "list", "values": [0.001, 0.01]}}))
+    with any_portal.jobs.session() as s:  # its script renamed to a name the portal refuses since
+        row = s.get(Sweep, sweep.id)
+        row.spec = row.spec | {"base": row.spec["base"] | {"script": "lr_sweep.txt"}}
+    said = ("This sweep's settings are no longer valid (script: the training script must be a Python file (.py)): "
+            "it cannot go on.")
+    view = any_portal.sweeps.get(me, sweep.id)
+    assert (view.state, view.stop_reason, view.finished) == ("failed", said, True)
+    assert view.spec.params["learning_rate"].values == [0.001, 0.01] and view.progress.left == 0
+    assert any_portal.sweeps.progress(me, sweep.id)[0] == "failed"
+    assert [v.state for v in any_portal.sweeps.list(me)] == ["failed"]
+    with pytest.raises(Conflict, match="no longer valid"):
+        any_portal.sweeps.extend(me, sweep.id, 1)
+    runner = runner_of(any_portal)
+    for _ in range(2):  # not 30 ticks of trying: it cannot get better
+        runner.tick()
+    with any_portal.jobs.session() as s:
+        row = s.get(Sweep, sweep.id)
+        assert (row.state, row.stop_reason) == ("failed", said)
+    assert sweep_jobs(any_portal, sweep.id) == []
+
+
+def test_a_backup_holds_the_sweeps_with_their_optuna_trials(portal, tmp_path):
+    (portal.settings.workspace_dir / "lr_sweep.py").write_text(SCRIPT)
+    me = local_user(portal.settings)
+    sweep = portal.sweeps.create(me, spec(method="grid", parallel=2, params={
+        "learning_rate": {"kind": "list", "values": [0.001, 0.01]}}))
+    done = drive(portal, me, sweep.id)
+    copy = backup(portal.settings, tmp_path / "backup.db")
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    copy.rename(restored / "portal.db")
+    again = build_portal(Settings(data_dir=restored, backend="local"))
+    try:
+        view, trials = again.sweeps.get_with_trials(me, sweep.id)
+    finally:
+        again.close()
+    assert (view.state, view.progress, view.best) == ("done", done.progress, done.best)
+    assert [(t.params, t.value) for t in trials] == [(t.params, t.value) for t in portal.sweeps.trials(me, sweep.id)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,41 @@ def test_the_notebook_example_runs_against_the_portal(running):
     assert len(re.findall(r"^trial \d: (complete|pruned) ", out, re.MULTILINE)) == 8, out
     assert re.search(r"^Best: trial \d with loss \d\.\d{4} at \{'", out, re.MULTILINE), out
     assert re.search(r"^lr-search-best: Succeeded, final loss \d\.\d{4}$", out, re.MULTILINE), out
+
+
+def test_a_sweeps_trials_in_history_its_importances_and_a_sweep_gone_invalid_through_the_api(running):
+    server, token = running
+    auth = {"Authorization": f"Bearer {token}"}
+    client = JobClient(server.url, token=token)
+    client.submit_job("on-its-own", "lr_sweep.py", epochs=1)
+    sweep = client.submit_sweep("grid", "lr_sweep.py", {"learning_rate": [0.001, 0.01, 0.3], "batch_size": [16, 64]},
+                                method="grid", parallel=3, early_stopping="none", epochs=2).wait(timeout=120, poll=0.3)
+    trial_ids = sorted(t["job_id"] for t in sweep.trials())
+    listed = httpx.get(f"{server.url}/api/v1/history", params={"sweep": sweep.id}, headers=auth)
+    assert listed.status_code == 200, listed.text
+    assert sorted(j["id"] for j in listed.json()["jobs"]) == trial_ids
+    assert sorted(j.id for j in client.history(sweep=sweep.id)) == trial_ids
+    assert client.history_summary(sweep=sweep.id)["jobs"] == 6
+    importances = sweep.importances()
+    assert set(importances) == {"learning_rate", "batch_size"} and abs(sum(importances.values()) - 1) < 1e-6
+    assert list(importances.values()) == sorted(importances.values(), reverse=True)  # largest first
+    doc = httpx.get(f"{server.url}/api/v1/openapi.json").json()
+    assert "/api/v1/sweeps/{sweep_id}/importances" in doc["paths"]
+    assert "sweep" in {p["name"] for p in doc["paths"]["/api/v1/history"]["get"]["parameters"]}
+    # Stored scripts renamed to one the portal refuses since: a running sweep reads as failed, with the sentence;
+    # the finished one keeps its result, and says why it cannot be extended.
+    slow = client.submit_sweep("slow", "lr_sweep.py", {"learning_rate": [0.001, 0.01]}, method="grid", epochs=50,
+                               extra_args="--slow-above 0")
+    with sqlite3.connect(server.data_dir / "portal.db") as db:
+        db.execute("UPDATE sweeps SET spec = json_set(spec, '$.base.script', 'lr_sweep.txt')")
+    said = ("This sweep's settings are no longer valid (script: the training script must be a Python file (.py)): "
+            "it cannot go on.")
+    answer = httpx.get(f"{server.url}/api/v1/sweeps/{slow.id}", headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["state"], answer.json()["stop_reason"]) == ("failed", said)
+    assert slow.wait(timeout=60, poll=0.3).state == "failed" and slow.stop_reason == said  # its trials stopped
+    assert {t["state"] for t in slow.trials()} <= {"stopped", "failed"}
+    assert [(s.state, s.stop_reason) for s in client.list_sweeps()] == [
+        ("failed", said), ("done", f"{sweep.refresh().stop_reason.split(' This')[0]} {said}")]
+    refused = httpx.post(f"{server.url}/api/v1/sweeps/{sweep.id}/extend", json={"trials": 1}, headers=auth)
+    assert (refused.status_code, refused.json()["error"]) == (409, said)

@@ -35,8 +35,9 @@ class HistoryMixin:
 
         ``view``: ``search`` (every word must match; ``"lr=0.001 lora"``), ``status`` (``"Completed"`` or a
         list of them), ``owner``, ``tag``, ``template``, ``date_from`` / ``date_to`` (dates), ``gpus_min``,
-        ``gpus_max``, ``metric_filter`` (final metric values, conditions joined by ``and``: ``"accuracy > 0.9 and
-        eval_loss < 0.3"``; operators > >= < <= = !=), ``sort`` (``"final_loss"``, ``"cost"``, ``"learning_rate"``,
+        ``gpus_max``, ``sweep`` (a sweep's id: only its trials), ``metric_filter`` (final metric values,
+        conditions joined by ``and``: ``"accuracy > 0.9 and eval_loss < 0.3"``; operators > >= < <= = !=),
+        ``sort`` (``"final_loss"``, ``"cost"``, ``"learning_rate"``,
         ... or ``"final_metric"`` with ``metric="accuracy"``) and ``descending``. A filter the portal cannot
         read raises ``ValidationError`` naming the field."""
         data = self._json("GET", "history", params={**_history_params(view), "page": page, "page_size": page_size})

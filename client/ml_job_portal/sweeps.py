@@ -88,6 +88,11 @@ class Sweep:
         value, job_id (its latest job), job_ids (a retried trial has several), reason."""
         return self._client._json("GET", f"{self._path}/trials")["trials"]
 
+    def importances(self) -> dict[str, float]:
+        """How much each varied parameter mattered to the objective, largest first, adding up to 1 (Optuna's
+        PED-ANOVA); ``{}`` until four trials have finished with a value and two parameters vary."""
+        return self._client._json("GET", f"{self._path}/importances")["importances"]
+
     def stop(self) -> Sweep:
         """No new trials; the running ones are stopped."""
         self._update(self._client._json("POST", f"{self._path}/stop", json_body={}))
