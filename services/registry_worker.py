@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,6 +31,7 @@ from services.models import JobView
 from services.safe_files import UnsafeFile, open_read
 from services.store.orm import Job, utcnow
 from services.store.registry_tables import DONE, FAILED, PENDING, ModelRegistration
+from services.worker_thread import PeriodicWorker
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -99,34 +99,20 @@ def stage(jobs: JobService, job_id: int, paths: list[str], dest: Path) -> None:
                 shutil.copyfileobj(src, out, 1 << 20)
 
 
-class RegistryWorker:
+class RegistryWorker(PeriodicWorker):
+    thread_name = "portal-registry"
+
     def __init__(self, jobs: JobService, interval: float = 1.0):
+        super().__init__(interval)
         self.jobs = jobs
         self.settings = jobs.settings
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="portal-registry", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                while not self._stop.is_set() and self.run_due():
-                    pass
-            except Exception:  # a locked database: the next round tries again
-                log.exception("model registration failed")
-            self._stop.wait(self.interval)
+    def tick(self) -> int:
+        """Every due registration, oldest first (one at a time: each is a long upload)."""
+        done = 0
+        while not self._stop.is_set() and self.run_due():
+            done += 1
+        return done
 
     def run_due(self) -> bool:
         """Carry out the oldest due registration; False when none is due."""

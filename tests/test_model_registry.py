@@ -54,6 +54,14 @@ def versions_tagged(url: str, key: str) -> list:
     return client_for(url).search_model_versions(f"tags.`portal.registration` = '{key}'")
 
 
+def local_job(portal, user, name: str) -> int:
+    """A finished local job that ran SCRIPT (in the `portal` fixture's process; its sync loop driven by hand)."""
+    (portal.settings.workspace_dir / "reg.py").write_text(SCRIPT)
+    job_id = portal.jobs.submit(user, {"name": name, "script": "reg.py", "epochs": 1})
+    assert run_to_end(portal, user, job_id).status.value == "Succeeded", portal.jobs.log_tail(job_id)
+    return job_id
+
+
 @pytest.fixture
 def live(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[tuple[PortalServer, JobClient, str, str]]:  # noqa: F811
     server = PortalServer(tmp_path / "portal-data", env={"PORTAL_MLFLOW_TRACKING_URI": mlflow_server.url,
@@ -168,11 +176,9 @@ def test_a_portal_killed_mid_upload_finishes_the_registration_without_a_second_v
 
 @pytest.mark.timeout(300)
 def test_a_version_made_but_not_recorded_is_found_again_not_made_twice(
-        portal, user, workspace_script, mlflow_server: MlflowServer, monkeypatch) -> None:  # noqa: F811
+        portal, user, mlflow_server: MlflowServer, monkeypatch) -> None:  # noqa: F811
     monkeypatch.setattr(portal.settings, "mlflow_tracking_uri", mlflow_server.url)
-    job_id = portal.jobs.submit(user, {"name": "twice-demo", "script": workspace_script("reg.py", SCRIPT),
-                                       "epochs": 1})
-    assert run_to_end(portal, user, job_id).status.value == "Succeeded"
+    job_id = local_job(portal, user, "twice-demo")
     registry, worker = ModelRegistry(portal.jobs), RegistryWorker(portal.jobs)
     made = registry.register(user, job_id, ["model/weights.bin"], "twice-model", "staging")
     assert worker.run_due() and registry.registrations(user, job_id)[0].version == "1"
@@ -190,7 +196,7 @@ def test_a_version_made_but_not_recorded_is_found_again_not_made_twice(
 
 @pytest.mark.timeout(300)
 def test_the_login_comes_from_its_files_and_a_refused_one_fails_at_once_with_a_sentence(
-        portal, user, workspace_script, tmp_path: Path, monkeypatch) -> None:
+        portal, user, tmp_path: Path, monkeypatch) -> None:
     secured = start_mlflow(tmp_path / "mlflow-auth", admin_password="s3cret-Passw0rd!")
     try:
         password = tmp_path / "mlflow-password"
@@ -198,9 +204,7 @@ def test_the_login_comes_from_its_files_and_a_refused_one_fails_at_once_with_a_s
         for name, value in (("mlflow_tracking_uri", secured.url), ("mlflow_username", "admin"),
                             ("mlflow_password_file", str(password))):
             monkeypatch.setattr(portal.settings, name, value)
-        job_id = portal.jobs.submit(user, {"name": "login-demo", "script": workspace_script("reg.py", SCRIPT),
-                                           "epochs": 1})
-        run_to_end(portal, user, job_id)
+        job_id = local_job(portal, user, "login-demo")
         registry, worker = ModelRegistry(portal.jobs), RegistryWorker(portal.jobs)
         registry.register(user, job_id, ["model"], "secured-model")
         assert worker.run_due()

@@ -10,9 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from services.registry_worker import RegistryWorker
-from tests.conftest import run_to_end
 from tests.mlflow_env import MlflowServer, mlflow_server  # noqa: F401 - the fixture
-from tests.test_model_registry import SCRIPT
+from tests.test_model_registry import local_job
 from tests.test_pages import texts
 
 pytest.importorskip("mlflow", reason="mlflow-skinny (requirements.txt) is the portal's MLflow client")
@@ -25,11 +24,9 @@ def link_buttons(at: AppTest) -> list[tuple[str, str]]:
 
 @pytest.mark.timeout(300)
 def test_register_model_on_the_job_page_shows_the_version_with_its_link(
-        portal, user, workspace_script, mlflow_server: MlflowServer, monkeypatch) -> None:  # noqa: F811
+        portal, user, mlflow_server: MlflowServer, monkeypatch) -> None:  # noqa: F811
     monkeypatch.setattr(portal.settings, "mlflow_tracking_uri", mlflow_server.url)
-    job_id = portal.jobs.submit(user, {"name": "page-demo", "script": workspace_script("reg.py", SCRIPT),
-                                       "epochs": 1})
-    run_to_end(portal, user, job_id)
+    job_id = local_job(portal, user, "page-demo")
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.query_params["id"] = str(job_id)
     at.switch_page("pages/job.py").run()
