@@ -11,7 +11,7 @@ import streamlit as st
 from pages.charts import PALETTE
 from pages.common import chart_text, me, money, plain, portal
 from services.models import Forbidden, ValidationProblem
-from services.usage import DIMENSIONS, UsageQuery, UsageService, parse_query
+from services.usage import DIMENSIONS, UsageQuery, UsageService, parse_query, to_csv
 
 P = portal()
 USER = me()
@@ -76,7 +76,7 @@ if q is not None:
                      column_config={"cost": st.column_config.NumberColumn(
                          "Cost", format=P.settings.currency.replace("%", "%%") + "%.2f"),
                          "gpu_hours": st.column_config.NumberColumn("GPU-hours", format="%.2f")})
-    st.download_button("Download CSV", SERVICE.csv(USER, q), file_name=f"usage-{q.start}-{q.end}.csv",
+    st.download_button("Download CSV", to_csv(rows, q.by), file_name=f"usage-{q.start}-{q.end}.csv",
                        mime="text/csv", key="usage-csv")
 
 st.subheader("Budgets this month")

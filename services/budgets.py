@@ -106,9 +106,11 @@ def leads_of(s: Session, team: str) -> list[str]:
                             .where(Team.name == team, TeamMember.lead.is_(True)))) if team else []
 
 
-def alert_thresholds(s: Session, settings: Settings, owner: str, team: str, months: list[str]) -> int:
-    """The 80 % and 100 % alerts this usage crossed, each recorded once. Returns how many were new."""
-    new = 0
+def alert_thresholds(s: Session, settings: Settings, owner: str, team: str, months: list[str]
+                     ) -> set[tuple[str, str]]:
+    """The 80 % and 100 % alerts this usage crossed, each recorded once. Returns the budgets ((scope, name)) that
+    reached 100 % just now."""
+    spent: set[tuple[str, str]] = set()
     for month in months:
         for scope, name in (("team", team), ("user", owner)):
             st = standing(s, scope, name, month)
@@ -130,8 +132,16 @@ def alert_thresholds(s: Session, settings: Settings, owner: str, team: str, mont
                         NotificationChannel.owner == who, NotificationChannel.enabled.is_(True)))
                         if c.kind != "email" or c.confirmed_at is not None]
                     key = f"budget:{st.budget.id}:{month}:{t}:{who}"
-                    new += record(s, who, EVENT, payload, key=key, channels=channels) is not None
-    return new
+                    if record(s, who, EVENT, payload, key=key, channels=channels) is not None and t == 100:
+                        spent.add((scope, name))
+    return spent
+
+
+def spent(s: Session, owner: str, team: str, month: str) -> bool:
+    """Whether the team's or the owner's budget for the month is used up (its running jobs are stopped when the
+    admin chose so)."""
+    return any(st is not None and st.left <= 0 for st in (standing(s, "team", team, month),
+                                                          standing(s, "user", owner, month)))
 
 
 # Setting budgets -----------------------------------------------------------------------------------

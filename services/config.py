@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         '[{"gpu_type": "a100", "gpu_hour": 3.2, "node_hour": 0.5, "effective_from": "2026-01-01"}] or '
         '{"node": "gpu-7", ...}.',
     )
+    budget_stops_running: bool = Field(
+        default=False, description="A budget spent to 100 % also stops its team's or user's running jobs. False: "
+        "they keep running; only new jobs are held back.",
+    )
     default_gpu_type: str = Field(
         default="gpu", description="The GPU type a cluster job is priced as when its node says none "
         "(the local backend's is 'local').",

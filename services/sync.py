@@ -18,14 +18,14 @@ from sqlalchemy.orm import Session
 
 from services import local_queue
 from services.backends.base import ActiveJob, Observation
-from services.budgets import alert_thresholds
-from services.costs import accrue, team_of
+from services.budgets import alert_thresholds, spent
+from services.costs import accrue, month_of, team_of
 from services.gpu_telemetry import process_tree
 from services.jobs import JobService, set_status, to_view
 from services.leader import Leadership, SoleReplica
 from services.logs import read_from
 from services.metrics import MetricExtractor, ParserState, eta_seconds
-from services.models import ACTIVE_STATUSES, JobStatus
+from services.models import ACTIVE_STATUSES, JobStatus, Role, User
 from services.notifications_alerts import scan as scan_alerts
 from services.resource_telemetry import ResourceSampler, cluster_pods, runner_pids, running_jobs
 from services.store import maintenance
@@ -69,6 +69,7 @@ class SyncLoop(PendingWork):
         self._leading = False
         self._followed = 0.0  # when this replica, following, last read Kueue's view
         self._accrued: dict[int, float] = {}  # job id -> when its cost was last accrued (time.monotonic())
+        self._over_budget: set[int] = set()  # running jobs to stop: their budget is spent
 
     # Thread control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -219,6 +220,7 @@ class SyncLoop(PendingWork):
                 if obs is not None:
                     self.apply(job.id, obs)
             self.fence()
+            self.stop_over_budget()
             try:
                 local_queue.admit(svc)  # in the same tick a job ended: its GPUs are free at once
             except Exception:
@@ -317,7 +319,19 @@ class SyncLoop(PendingWork):
             self._accrued.pop(job.id, None)
         settings = self.service.settings
         months = accrue(s, job, settings, final=final, pods=obs.extra.get("pods"))
-        alert_thresholds(s, settings, job.owner, team_of(s, job), months)
+        team = team_of(s, job)
+        alert_thresholds(s, settings, job.owner, team, months)
+        if not final and settings.budget_stops_running and spent(s, job.owner, team, month_of(utcnow())):
+            self._over_budget.add(job.id)  # stopped after this transaction, by stop_over_budget
+
+    def stop_over_budget(self) -> None:
+        """The running jobs whose budget is spent, when the admin chose so (budget_stops_running)."""
+        ids, self._over_budget = self._over_budget, set()
+        for job_id in sorted(ids):
+            try:
+                self.service.stop(User("portal", Role.ADMIN), job_id)
+            except Exception:  # ended meanwhile, or the backend away: asked again at its next accrual
+                log.exception("could not stop job %s over its budget", job_id)
 
     def ingest_logs(self, job_id: int, final: bool = False) -> int:
         """Read new log bytes from the stored cursor; extract metrics; advance the cursor. Returns bytes read."""

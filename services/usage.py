@@ -94,12 +94,7 @@ class UsageService:
         return sorted(out, key=lambda r: (-r["cost"], *(str(r[b]) for b in q.by)))
 
     def csv(self, user: User, q: UsageQuery) -> str:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=[*q.by, "jobs", "gpu_hours", "cost"], lineterminator="\n")
-        w.writeheader()
-        for r in self.rows(user, q):
-            w.writerow({k: (_safe_cell(v) if isinstance(v, str) else v) for k, v in r.items()})
-        return buf.getvalue()
+        return to_csv(self.rows(user, q), q.by)
 
     # Prices and budgets ----------------------------------------------------------------------------------
     def prices(self) -> list[dict[str, Any]]:
@@ -141,3 +136,13 @@ class UsageService:
 def _safe_cell(v: str) -> str:
     """A name that a spreadsheet would run as a formula is written as text."""
     return "'" + v if v[:1] in ("=", "+", "-", "@") else v
+
+
+def to_csv(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
+    """The rows as the CSV export writes them (the page reuses the rows it has drawn)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*by, "jobs", "gpu_hours", "cost"], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (_safe_cell(v) if isinstance(v, str) else v) for k, v in r.items()})
+    return buf.getvalue()

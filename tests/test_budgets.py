@@ -88,3 +88,29 @@ def test_the_80_and_100_percent_alerts_reach_the_user_and_the_lead_once_each(p):
     p.jobs.stop(RESEARCHER, job)
     run_to_end(p, RESEARCHER, job)
     assert len(alerts()) == 4
+
+
+def test_running_jobs_keep_running_at_100_percent_unless_the_admin_chose_to_stop_them(p, monkeypatch):
+    with p.jobs.session() as s:
+        from services.costs import set_price
+
+        set_price(s, "ada", {"gpu_type": "local", "gpu_hour": 3600.0, "node_hour": 0.0, "effective_from": "2020-01-01"})
+    budget(p, unit="money", monthly_limit=1.0, overdraft=True)
+    keeps = submit(p, RESEARCHER, hours=1, seconds=60)
+
+    def tick() -> JobStatus:
+        p.sync._accrued.clear()
+        p.sync.tick()
+        return p.jobs.get(RESEARCHER, keeps).status
+
+    wait_until(lambda: (p.jobs.get(RESEARCHER, keeps).cost_total or 0) > 1.5 if tick() else False, timeout=30)
+    assert tick() is JobStatus.RUNNING  # past 100 %, still running
+    p.jobs.stop(RESEARCHER, keeps)
+    run_to_end(p, RESEARCHER, keeps)
+
+    monkeypatch.setattr(p.settings, "budget_stops_running", True)
+    budget(p, unit="money", monthly_limit=p.jobs.get(RESEARCHER, keeps).cost_total + 1.0, overdraft=True)
+    p.sync._accrued.clear()
+    stopped = submit(p, RESEARCHER, hours=1, seconds=60)
+    done = run_to_end(p, RESEARCHER, stopped, timeout=30)
+    assert done.status is JobStatus.STOPPED and done.cost_total < 8.0  # at its first accrual past $1 (every 5 s)
