@@ -21,13 +21,20 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# The model registry tests' MLflow server, in an environment of its own (requirements-mlflow-server.txt says why).
+$(VENV)/mlflow-server/.requirements: requirements-mlflow-server.txt
+	@echo "Installing the MLflow server of the model registry tests into $(VENV)/mlflow-server (about a minute)..."
+	$(PYTHON) -m venv $(VENV)/mlflow-server
+	$(VENV)/mlflow-server/bin/pip install --disable-pip-version-check -q -r requirements-mlflow-server.txt
+	cp requirements-mlflow-server.txt $@
+
 ## Run the portal on this machine (jobs run as local processes, history in SQLite under portal-data/).
 run: $(VENV)/.runtime
 	$(BIN)/streamlit run portal_app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--browser.gatherUsageStats false --client.toolbarMode viewer
 
 ## Lint and run every test (browser tests need Debian's chromium: installed here when run as root).
-test: $(VENV)/.dev chromium prometheus postgresql
+test: $(VENV)/.dev $(VENV)/mlflow-server/.requirements chromium prometheus postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -2,7 +2,7 @@
 and a local artifact store, started once per test session.
 
 The server is full `mlflow` (Flask, scikit-learn, its UI) in an environment of its own, .venv/mlflow-server
-(`.ci/run` installs requirements-mlflow-server.txt there): it pins pyarrow<26 and the portal pyarrow 26, so the two
+(`make test` installs requirements-mlflow-server.txt there): it pins pyarrow<26 and the portal pyarrow 26, so the two
 cannot share one environment. The portal itself talks to it with `mlflow-skinny` (requirements.txt).
 """
 
