@@ -106,3 +106,20 @@ def test_an_interval_is_priced_by_month_and_by_the_price_in_effect(database_url,
     # A node's own price wins over its GPU type's.
     assert price_intervals(book, [Interval(mid, mid + timedelta(hours=1), 2, node="gpu-7")], "a100") == {
         ("2026-03", "a100"): (7200.0, 21.0)}
+
+
+def test_jobs_that_ended_before_the_upgrade_are_counted_as_usage(gpu_portal):
+    from alembic import command
+
+    from services.store.db import alembic_config, migrate
+    from services.usage import UsageService, parse_query
+
+    p, me = gpu_portal, admin()
+    done = run_to_end(p, me, submit(p, me, 1, 0.3))
+    engine = p.jobs.sessions.kw["bind"]
+    command.downgrade(alembic_config(engine), "0024")  # a store from before costs were tracked
+    migrate(engine)
+    month = done.started_at.strftime("%Y-%m")
+    rows = UsageService.of(p.jobs).rows(me, parse_query(month, month, "user,team,gpu_type"))
+    assert rows == [{"user": "ada", "team": "vision", "gpu_type": "local", "jobs": 1,
+                     "gpu_hours": pytest.approx(done.gpu_hours, abs=1e-4), "cost": pytest.approx(done.cost_total)}]

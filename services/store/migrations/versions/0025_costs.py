@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("gpu_seconds", sa.Float, nullable=False),
         sa.Column("cost", sa.Float, nullable=False),
     )
+    _backfill()
     op.create_table(
         "budgets",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -68,6 +69,21 @@ def upgrade() -> None:
         sa.UniqueConstraint("scope", "name", name="uq_budgets_scope_name"),
         sqlite_autoincrement=True,
     )
+
+
+def _backfill() -> None:
+    """The jobs that ended before this revision, as usage of the month they started in, with the cost they were
+    given then (a run over a month's end counts in its first month)."""
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    started = "coalesce(started_at, created_at)"
+    month = f"strftime('%Y-%m', {started})" if sqlite else f"to_char({started} AT TIME ZONE 'UTC', 'YYYY-MM')"
+    op.execute("INSERT INTO job_usage (job_id, month, gpu_type, owner, team, gpu_seconds, cost, final) "  # noqa: S608
+               f"SELECT id, {month}, CASE WHEN backend = 'local' THEN 'local' ELSE 'gpu' END, owner, "
+               "coalesce(team, ''), coalesce(gpu_hours, 0) * 3600, coalesce(cost, 0), TRUE FROM jobs "
+               "WHERE finished_at IS NOT NULL")
+    op.execute("INSERT INTO usage_totals (month, owner, team, gpu_type, jobs, gpu_seconds, cost) "
+               "SELECT month, owner, team, gpu_type, count(*), sum(gpu_seconds), sum(cost) FROM job_usage "
+               "GROUP BY month, owner, team, gpu_type")
 
 
 def downgrade() -> None:
