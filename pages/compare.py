@@ -10,6 +10,7 @@ import streamlit as st
 from pages.charts import DASH_OF_ROLE, PALETTE, Line, chart_options, draw, parallel_figure, primary_first
 from pages.common import JOB_PAGE, STATUS_ICON, me, metric_text, plain, portal
 from pages.job_tensorboard import tensorboard_button
+from services.checkpoints import continued_compare
 from services.jobs import MAX_COMPARED
 from services.metric_groups import group_metrics
 from services.parallel_coords import parallel_axes
@@ -108,6 +109,8 @@ st.subheader("Curves")
 by = st.segmented_control("X axis", ["step", "time"], key="cmp_x", default="step", required=True,
                           format_func=lambda v: "Step / epoch" if v == "step" else "Time since start")
 series = P.jobs.compare_series(jobs, by=by or "step")
+if by != "time":  # a run retried from a checkpoint continues its parent's curve, as on its job page
+    series = continued_compare(P.jobs, USER, jobs, series)
 if not series:
     st.info("None of these runs has metrics yet.")
 else:

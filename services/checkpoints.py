@@ -227,6 +227,19 @@ def continued_series(jobs: JobService, user: User, job: JobView, series: dict[st
     return out
 
 
+def continued_compare(jobs: JobService, user: User, picked: list[JobView],
+                      series: dict[str, dict[int, Series]]) -> dict[str, dict[int, Series]]:
+    """Compare's curves by step, each resumed run's continuing its parent's as on its job page (continued_series)."""
+    out = {name: dict(by_job) for name, by_job in series.items()}
+    for job in picked:
+        if not job.request.get("resume_from"):
+            continue
+        own = {name: by_job[job.id] for name, by_job in series.items() if job.id in by_job}
+        for name, joined in continued_series(jobs, user, job, own).items():
+            out[name][job.id] = joined
+    return out
+
+
 def copy_checkpoint(source: Path, dest: Path, gid: int) -> Path:
     """A copy of a checkpoint for a sandboxed job (its own UID cannot read the parent's 0700 output): the portal's,
     readable by the job's group only; only plain files and folders, no link followed (one switched in since the

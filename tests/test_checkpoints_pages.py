@@ -88,3 +88,22 @@ def values(encoded: dict | list) -> list[float]:
     if isinstance(encoded, list):
         return encoded
     return np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]).tolist()
+
+
+def test_compare_draws_a_resumed_runs_curve_continuing_its_parents(portal, user, workspace_script) -> None:
+    script = workspace_script("resumable.py", RESUMABLE)
+    parent = portal.jobs.submit(user, {"name": "resumable", "script": script, "epochs": 1})
+    run_to_end(portal, user, parent)
+    child = CheckpointService(portal.jobs).retry_from(user, parent, "step3")
+    assert run_to_end(portal, user, child).status is JobStatus.SUCCEEDED
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/compare.py")
+    at.query_params["ids"] = f"{parent},{child}"
+    at.run()
+    assert not at.exception
+    spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart") if '"loss"' in c.proto.spec))
+    by_name = {t["name"]: t for t in spec["data"]}
+    resumed = by_name[f"resumable #{child}"]
+    assert values(resumed["x"]) == [1, 2, 3, 4, 5, 6]  # the parent's steps before the checkpoint, then its own
+    assert [round(y, 3) for y in values(resumed["y"])] == [1.0, 0.5, 0.333, 14.0, 15.0, 16.0]
+    assert values(by_name[f"resumable #{parent}"]["x"]) == [1, 2, 3, 4, 5, 6]  # the parent's own, untouched
