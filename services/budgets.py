@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.config import Settings
-from services.costs import ceiling_sentence, hourly_rate, month_of
+from services.costs import ceiling_sentence, hourly_rate, month_of, month_start
 from services.models import Forbidden, User, ValidationProblem
 from services.notifications_messages import SENTENCES
 from services.notifications_outbox import record
@@ -79,7 +79,9 @@ def submit_check(s: Session, settings: Settings, user: User, team: str, cost: fl
         b = st.budget
         sentence = f"{head}; {whose} {amount(settings, b.unit, max(0.0, st.left))} left this month"
         notes.append(sentence + ".")
-        if refusal is None and st.left <= 0 and b.at_limit == "refuse":
+        if st.left <= 0 and b.at_limit == "wait":  # accepted: the queue holds it (hold_sentence)
+            notes[-1] = f"{sentence}: the budget is spent, so the job will wait until it is raised or next month."
+        elif refusal is None and st.left <= 0:
             refusal = f"{sentence}: the budget is spent, so new jobs are refused until next month."
         elif refusal is None and need[b.unit] > st.left and not b.overdraft:
             refusal = f"{sentence}: the job is refused, since it may cost more than is left."
@@ -123,8 +125,9 @@ def alert_thresholds(s: Session, settings: Settings, owner: str, team: str, mont
                 whose = f"Team {team}'s" if scope == "team" else f"{name}'s"
                 text_ = (f"{whose} budget for {month} is {t} % spent: {amount(settings, st.budget.unit, st.used)} of "
                          f"{amount(settings, st.budget.unit, st.budget.monthly_limit)}."
-                         + (" New jobs are refused until next month." if t == 100 and st.budget.at_limit == "refuse"
-                            else ""))
+                         + ({"refuse": " New jobs are refused until next month.",
+                             "wait": " New jobs wait until it is raised or next month."}[st.budget.at_limit]
+                            if t == 100 else ""))
                 payload: dict[str, Any] = {"event": EVENT, "text": text_, "path": "/usage", "threshold": t,
                                            "scope": scope, "name": name, "month": month}
                 for who in recipients:
@@ -142,6 +145,18 @@ def spent(s: Session, owner: str, team: str, month: str) -> bool:
     admin chose so)."""
     return any(st is not None and st.left <= 0 for st in (standing(s, "team", team, month),
                                                           standing(s, "user", owner, month)))
+
+
+def hold_sentence(s: Session, owner: str, team: str, month: str) -> str | None:
+    """Why a job of this owner and team may not start now: a budget of theirs that says "wait" at its limit is
+    spent. None: it may start. The queue asks on each tick, so a raised budget or a new month lets it start."""
+    for scope, name in (("team", team), ("user", owner)):
+        st = standing(s, scope, name, month)
+        if st is not None and st.budget.at_limit == "wait" and st.left <= 0:
+            whose, who = (f"team {name}'s", "an admin or lead") if scope == "team" else (f"{name}'s", "an admin")
+            return (f"{whose} budget for {month_start(month):%B} is spent; it starts when {who} raises it or "
+                    f"next month")
+    return None
 
 
 # Setting budgets -----------------------------------------------------------------------------------

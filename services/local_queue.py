@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from services.backends.base import BackendError
+from services.budgets import hold_sentence
+from services.costs import month_of
 from services.models import JobStatus
 from services.queue_model import QueueStatus, QueueSummary, StartEstimate, priority_rank
 from services.queue_plan import Holder, Limits, Waiter, simulate, startable, user_limit_hit
@@ -52,6 +54,7 @@ class Row:
     eta_seconds: float | None
     max_runtime_s: float
     ref: dict[str, Any]
+    team: str = ""
 
     @property
     def waiting(self) -> bool:
@@ -63,6 +66,9 @@ class Snapshot:
     limits: Limits
     holders: list[Row]  # admitted jobs, holding their GPUs
     waiting: list[Row]  # in queue order
+    # Waiting jobs whose team's or owner's budget is spent and says "wait": why, in a person's words. They start
+    # on the first tick after the budget is raised or the month turns, and hold up nobody meanwhile.
+    held: dict[int, str] = field(default_factory=dict)
 
 
 def uses_store_queue(service: JobService) -> bool:
@@ -79,17 +85,25 @@ def snapshot(service: JobService) -> Snapshot:
     with service.session() as s:
         jobs = s.execute(
             select(Job.id, Job.owner, Job.name, Job.gpus, Job.request, Job.created_at, Job.started_at,
-                   Job.eta_seconds, Job.backend_ref).where(
+                   Job.eta_seconds, Job.backend_ref, Job.team).where(
                 Job.backend == service.backend.name,
                 Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
             )
         ).all()
-    rows = [Row(j.id, j.owner, j.name, j.gpus, str((j.request or {}).get("priority", "normal")), j.created_at,
-                j.started_at, j.eta_seconds, float((j.request or {}).get("max_runtime_hours", 8)) * 3600,
-                dict(j.backend_ref or {})) for j in jobs if j.backend_ref is not None]
-    waiting = sorted((r for r in rows if r.waiting and not r.ref.get("stop_requested")),
-                     key=lambda r: (-priority_rank(r.priority), r.created_at, r.id))
-    return Snapshot(limits_of(service), [r for r in rows if not r.waiting], waiting)
+        rows = [Row(j.id, j.owner, j.name, j.gpus, str((j.request or {}).get("priority", "normal")), j.created_at,
+                    j.started_at, j.eta_seconds, float((j.request or {}).get("max_runtime_hours", 8)) * 3600,
+                    dict(j.backend_ref or {}), j.team or "") for j in jobs if j.backend_ref is not None]
+        waiting = sorted((r for r in rows if r.waiting and not r.ref.get("stop_requested")),
+                         key=lambda r: (-priority_rank(r.priority), r.created_at, r.id))
+        month = month_of(utcnow())
+        why = {key: hold_sentence(s, *key, month) for key in {(r.owner, r.team) for r in waiting}}
+    held = {r.id: text for r in waiting if (text := why[(r.owner, r.team)])}
+    return Snapshot(limits_of(service), [r for r in rows if not r.waiting], waiting, held)
+
+
+def _free(snap: Snapshot) -> list[Row]:
+    """The waiting jobs the queue's rule weighs: those no spent budget holds."""
+    return [w for w in snap.waiting if w.id not in snap.held]
 
 
 def _holder(r: Row) -> Holder:
@@ -126,7 +140,7 @@ def admit(service: JobService) -> list[int]:
         try:
             snap = snapshot(service)
             free = _free_indices(snap)
-            chosen = startable(snap.limits, [_holder(h) for h in snap.holders], [_waiter(w) for w in snap.waiting])
+            chosen = startable(snap.limits, [_holder(h) for h in snap.holders], [_waiter(w) for w in _free(snap)])
             rows = {w.id: w for w in snap.waiting}
             for w in chosen:
                 indices, free = free[: w.gpus], free[w.gpus:]
@@ -198,8 +212,11 @@ def _plural(n: int, word: str) -> str:
 
 def blocker(snap: Snapshot, row: Row) -> tuple[str, list[int]]:
     """Why this waiting job is not running, and the running jobs that hold what it needs."""
+    if row.id in snap.held:
+        return snap.held[row.id], []
     lim = snap.limits
-    ahead = snap.waiting[: snap.waiting.index(row)]
+    free = _free(snap)
+    ahead = free[: free.index(row)]
     mine = [h for h in snap.holders if h.owner == row.owner]
     if user_limit_hit(_waiter(row), [_holder(h) for h in snap.holders], lim):
         ids = [h.id for h in mine]
@@ -278,7 +295,7 @@ def estimates(service: JobService, snap: Snapshot, now: datetime,
     for k in (0, 1):
         extra = overhead * k  # the latest case only
         holders = [Holder(h.id, h.owner, h.gpus, ends[h.id][k] + extra) for h in snap.holders]
-        waiting = [Waiter(w.id, w.owner, w.gpus, takes[w.id][k] + extra) for w in snap.waiting]
+        waiting = [Waiter(w.id, w.owner, w.gpus, takes[w.id][k] + extra) for w in _free(snap)]
         starts.append(simulate(snap.limits, holders, waiting))
     slack = 2.0 + 3 * service.settings.sync_interval_seconds  # admission happens on the sync loop's ticks
     out: dict[int, StartEstimate] = {}

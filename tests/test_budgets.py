@@ -1,13 +1,18 @@
 """Budgets on SQLite and PostgreSQL with real local runs: a submit whose ceiling is past what the team has left is
-refused with the sentence saying both (allowed with overdraft), a spent budget refuses every new job, and the 80 %
-and 100 % alerts reach the user and the team's lead through the real outbox, once each."""
+refused with the sentence saying both (allowed with overdraft), a spent budget refuses every new job or, when it says
+"wait", holds them in the queue until it is raised or the month turns, and the 80 % and
+100 % alerts reach the user and the team's lead through the real outbox, once each."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import select
+from datetime import UTC, datetime
 
+import pytest
+from sqlalchemy import select, update
+
+from services import queues
 from services.models import JobStatus, Role, User, ValidationProblem
+from services.store.cost_tables import UsageTotal
 from services.store.notification_tables import Notification
 from services.usage import UsageService
 from tests.conftest import portal_on, run_to_end, wait_until
@@ -114,3 +119,36 @@ def test_running_jobs_keep_running_at_100_percent_unless_the_admin_chose_to_stop
     stopped = submit(p, RESEARCHER, hours=1, seconds=60)
     done = run_to_end(p, RESEARCHER, stopped, timeout=30)
     assert done.status is JobStatus.STOPPED and done.cost_total < 8.0  # at its first accrual past $1 (every 5 s)
+
+
+def test_a_spent_budget_that_says_wait_holds_new_jobs_until_it_is_raised_or_the_month_turns(p):
+    budget(p, unit="gpu_hours", monthly_limit=0.0, at_limit="wait")
+    note, why = UsageService.of(p.jobs).submit_note("local", RESEARCHER, "vision", 1, 1, 2)
+    assert why is None and note.endswith("0.0 GPU-hours left this month: the budget is spent, so the job will wait "
+                                         "until it is raised or next month.")
+    held = submit(p, RESEARCHER)
+    month = datetime.now(UTC)
+    sentence = (f"team vision's budget for {month:%B} is spent; it starts when an admin or lead raises it or next "
+                "month")
+
+    def blocker(job_id: int) -> str | None:
+        for _ in range(3):
+            p.sync.tick()
+        job = p.jobs.get(RESEARCHER, job_id)
+        place = queues.waiting_status(p.jobs, job)
+        return place.blocker if job.status is JobStatus.QUEUED and place else None
+
+    assert blocker(held) == sentence
+    other = User("olga", groups=("nlp",))  # another team's job is not held up by it
+    assert run_to_end(p, other, submit(p, other)).status is JobStatus.SUCCEEDED
+    assert blocker(held) == sentence
+    budget(p, unit="gpu_hours", monthly_limit=1.0, at_limit="wait")  # raised: it starts
+    done = run_to_end(p, RESEARCHER, held)
+    assert done.status is JobStatus.SUCCEEDED and done.gpu_hours > 0
+
+    budget(p, unit="gpu_hours", monthly_limit=done.gpu_hours / 2, at_limit="wait")  # spent again
+    next_one = submit(p, RESEARCHER)
+    assert blocker(next_one) == sentence
+    with p.jobs.session() as s:  # the month turns: what was spent is last month's
+        s.execute(update(UsageTotal).where(UsageTotal.month == f"{month:%Y-%m}").values(month="2000-01"))
+    assert run_to_end(p, RESEARCHER, next_one).status is JobStatus.SUCCEEDED
