@@ -218,6 +218,7 @@ class SyncLoop(PendingWork):
                 except Exception:  # one job's bad log must not stall every other job
                     log.exception("could not extract metrics of job %s", job.id)
                 if obs is not None:
+                    self.fence()  # the log reads above can outlast the lease (10 s timeouts on a cluster)
                     self.apply(job.id, obs)
             self.fence()
             self.stop_over_budget()
@@ -273,9 +274,10 @@ class SyncLoop(PendingWork):
 
     def apply(self, job_id: int, obs: Observation) -> None:
         with self.service.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                return
+            # Locked till commit: the status read here is still the stored one when this writes (PostgreSQL).
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or JobStatus(job.status) not in ACTIVE_STATUSES:
+                return  # ended already (by another replica, or a stop): a stale observation never reopens it
             if obs.started_at and job.started_at is None:
                 job.started_at = obs.started_at
             if obs.status is JobStatus.FAILED and (obs.reason or "").startswith("Lost") and (
@@ -391,7 +393,7 @@ class SyncLoop(PendingWork):
             job.total_steps = st.total_steps
             job.progress = st.progress(planned)
             job.eta_seconds = eta_seconds(st.marks, now)
-            job.latest_metrics = dict(st.latest)
+            job.latest_metrics = dict(job.latest_metrics or {}) | st.latest  # with the event files' (tb_scalars)
             job.updated_at = utcnow()
             # In this transaction: an alert is recorded with the bytes that caused it, once.
             scan_alerts(s, job, data, points)

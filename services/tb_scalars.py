@@ -22,8 +22,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
-from services.models import JobStatus
+from services.models import ACTIVE_STATUSES, JobStatus
+from services.notifications_alerts import scan as scan_alerts
 from services.safe_files import read_bytes, write_replace
 from services.store.orm import Job, MetricPoint, SeriesCache, utcnow
 from services.worker_thread import PeriodicWorker
@@ -152,8 +154,10 @@ class EventScalarScanner(PeriodicWorker):
         if not points:
             return
         with self.service.session() as s:
-            if s.get(Job, job_id) is None:
+            job = s.get(Job, job_id)
+            if job is None:
                 return
+            self._latest(s, job, points)
             s.execute(insert(MetricPoint), [
                 {"job_id": job_id, "name": tag, "step": step, "epoch": None, "value": value, "ts": wall, "rank": None}
                 for tag, step, wall, value in points])
@@ -164,6 +168,21 @@ class EventScalarScanner(PeriodicWorker):
             # An empty, dirty chart entry: the sync loop's refresh_series draws it in the background.
             s.add_all(SeriesCache(job_id=job_id, name=n, points=0, axis="step", x=[], y=[], dirty=True,
                                   updated_at=0.0) for n in names - known)
+
+    @staticmethod
+    def _latest(s: Session, job: Job, points: list[Scalar]) -> None:
+        """The tags' last values into the job's latest metrics (its card's latest loss, the dashboard), its final
+        ones once it ended (History: the scanner reads a job's last records after the end froze them), and the
+        owner's metric alert rules, as the log's values do."""
+        from services.jobs import to_view  # services.jobs builds the sync loop that holds this worker
+
+        last = {tag: value for tag, _step, _wall, value in points}  # in the order written: the last one wins
+        job.latest_metrics = dict(job.latest_metrics or {}) | last
+        if job.status not in {st.value for st in ACTIVE_STATUSES}:
+            job.final_metrics = dict(job.final_metrics or {}) | last
+            loss = to_view(job).loss
+            job.final_loss = loss if loss is not None and math.isfinite(loss) else None
+        scan_alerts(s, job, b"", [(tag, step, None, value, None) for tag, step, _wall, value in points])
 
     # The per-file offsets: a small JSON file a job, in the portal's own folder (no job writes there).
     def _offsets(self, job_id: int) -> dict[str, int]:

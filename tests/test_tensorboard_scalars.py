@@ -158,3 +158,25 @@ def test_compare_offers_one_tensorboard_for_the_picked_runs(portal, user, worksp
     assert not at.exception
     (button,) = [b for b in at.get("link_button") if b.proto.label == "Open TensorBoard"]
     assert button.proto.url == f"/tensorboard/{first}-{second}/", "one TensorBoard with both runs"
+
+
+def test_a_tensorboard_only_job_has_its_latest_loss_on_its_card_final_metrics_in_history_and_alerts(
+        portal, user, workspace_script):
+    portal.notifications.set_alerts(user, metric_rules="loss < 0.5")
+    job_id = submit_tb_job(portal, user, workspace_script)
+    run_with_scanner(portal, user, job_id)
+    job = portal.jobs.get(user, job_id)
+    # The last values written (step 190): loss 2/20, accuracy 19/20; the log said only "done".
+    assert job.final_metrics == {"loss": pytest.approx(0.1), "accuracy": pytest.approx(0.95)}
+    assert job.loss == pytest.approx(0.1)
+
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert "Final loss 0.1" in " ".join(m.value for m in at.markdown), "the dashboard card's loss"
+    at.switch_page("pages/history.py").run()
+    assert not at.exception
+    table = next(f.value for f in at.dataframe if "final loss" in f.value.columns)
+    assert list(table["final loss"]) == [pytest.approx(0.1)]
+
+    (alert,) = [n for n in portal.notifications.notifications(user) if n.event == "metric_threshold"]
+    assert alert.job_id == job_id and "loss < 0.5" in alert.sentence
