@@ -1,7 +1,11 @@
 """The sync loop: reads only new bytes, never half a line, and survives its own failures."""
 
+import pytest
+
+from services.backends.base import ActiveJob, Observation
 from services.models import JobStatus
-from services.store.orm import JobLog
+from services.store.orm import Job, JobLog
+from services.sync import NotLeading
 from tests.conftest import run_to_end, wait_until
 
 
@@ -138,3 +142,38 @@ def test_retention_deletes_old_logs_and_keeps_the_job_and_its_charts(portal, use
     at.query_params["id"] = str(job.id)
     at.run()
     assert any("log was deleted 30 days after it ended" in i.value for i in at.info)
+
+
+def test_a_stale_running_observation_never_reopens_a_finished_job(portal, user):
+    """A leader that lost its lease while reading logs may still hold 'Running' for a job the new leader ended."""
+    job_id = portal.jobs.submit(user, {"name": "done", "script": "train_example.py", "epochs": 1,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    before = run_to_end(portal, user, job_id)
+    assert before.status is JobStatus.SUCCEEDED
+    portal.sync.apply(job_id, Observation(JobStatus.RUNNING, "1/1 pods running"))
+    after = portal.jobs.get(user, job_id)
+    assert after.status is JobStatus.SUCCEEDED and after.finished_at == before.finished_at
+    assert after.reason == before.reason
+
+
+def test_a_leader_that_loses_its_lease_while_reading_logs_applies_nothing(portal, user, monkeypatch):
+    job_id = portal.jobs.submit(user, {"name": "lease", "script": "train_example.py", "epochs": 1,
+                                       "extra_args": "--seconds-per-epoch 0"})
+    wait_until(lambda: (portal.sync.tick(), portal.jobs.get(user, job_id).status is JobStatus.RUNNING)[1])
+    with portal.jobs.session() as s:
+        row = s.get(Job, job_id)
+        active = ActiveJob(job_id, dict(row.backend_ref), 8.0)
+    # The job has ended; this replica observes it so, but its lease runs out while it reads the last logs.
+    wait_until(lambda: portal.jobs.backend.observe([active])[job_id].status is JobStatus.SUCCEEDED)
+    real_pull = portal.jobs.backend.pull_logs
+    held = {"now": True}
+
+    def pull_then_lose(job):  # the k8s log read that outlasted the lease
+        real_pull(job)
+        held["now"] = False
+
+    monkeypatch.setattr(portal.jobs.backend, "pull_logs", pull_then_lose)
+    monkeypatch.setattr(portal.sync.leadership, "held", lambda: held["now"])
+    with pytest.raises(NotLeading):
+        portal.sync.tick()
+    assert portal.jobs.get(user, job_id).status is JobStatus.RUNNING
