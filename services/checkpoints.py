@@ -8,12 +8,13 @@ offered to resume from (the new job would read wherever it points).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +24,7 @@ from services.auth import may_act
 from services.backends.base import BackendError
 from services.job_charts import Series
 from services.models import ACTIVE_STATUSES, Conflict, JobStatus, JobView, NotFound, User
-from services.safe_files import UnsafeFile, open_dir
+from services.safe_files import UnsafeFile, open_dir, open_read, split
 from services.store.checkpoint_tables import CheckpointRequest
 from services.store.orm import Job, JobEvent, utcnow
 from services.workspace import list_files
@@ -160,7 +161,11 @@ class CheckpointService:
 
     def resume_source(self, user: User, job_id: int, name: str) -> str:
         """The checkpoint `name` of job `job_id` checked as one to resume from: '<job id>/<name>'."""
-        self._actable(user, job_id)
+        job = self._actable(user, job_id)
+        if job.status in ACTIVE_STATUSES:
+            # A running job could swap the checked checkpoint for a link before the new job reads it.
+            raise Conflict(f"Job {job_id} is still {job.status.value.lower()}; a checkpoint can be resumed from once "
+                           "its job has ended.")
         root = self.jobs.backend.output_dir(job_id)
         if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
             raise NotFound(f"Job {job_id} has no checkpoint named {name!r}.")
@@ -242,32 +247,43 @@ def continued_compare(jobs: JobService, user: User, picked: list[JobView],
 
 def copy_checkpoint(source: Path, dest: Path, gid: int) -> Path:
     """A copy of a checkpoint for a sandboxed job (its own UID cannot read the parent's 0700 output): the portal's,
-    readable by the job's group only; only plain files and folders, no link followed (one switched in since the
-    check is left out)."""
+    readable by the job's group only; only plain files and folders. `source` is <jobs dir>/<id>/output/checkpoints/
+    <name>: every component below the jobs folder is opened without following a link (the parent job owns them all,
+    one switched in since the check is left out, never read through)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.chown(dest.parent, -1, gid)
     os.chmod(dest.parent, 0o750)  # noqa: S103 - this job's group only
+    root, relative = split(source, 4)
 
-    def copy_file(src: Path, to: Path) -> None:
-        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return
-            with open(to, "wb") as out:
-                shutil.copyfileobj(f, out, 1 << 20)
+    def copy_file(fd: int, to: Path) -> None:
+        with os.fdopen(fd, "rb") as f, open(to, "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
         os.chown(to, -1, gid)
         os.chmod(to, 0o640)
 
-    if not source.is_dir() or source.is_symlink():
-        copy_file(source, dest)
-        return dest
-    for folder, dirs, files in os.walk(source, followlinks=False):
-        target = dest / Path(folder).relative_to(source)
+    def copy_dir(rel: PurePosixPath, target: Path) -> None:
+        try:
+            fd = open_dir(root, rel)
+        except OSError:  # gone or swapped for a link since the check
+            return
+        try:
+            kinds = {n: os.stat(n, dir_fd=fd, follow_symlinks=False).st_mode for n in os.listdir(fd)}
+        finally:
+            os.close(fd)
         target.mkdir(parents=True, exist_ok=True)
         os.chown(target, -1, gid)
         os.chmod(target, 0o750)  # noqa: S103 - this job's group only
-        for name in files:
-            if stat.S_ISREG(os.lstat(Path(folder) / name).st_mode):
-                copy_file(Path(folder) / name, target / name)
-        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+        for name, mode in sorted(kinds.items()):
+            if stat.S_ISDIR(mode):
+                copy_dir(rel / name, target / name)
+            elif stat.S_ISREG(mode):
+                with contextlib.suppress(OSError):
+                    copy_file(open_read(root, rel / name), target / name)
+
+    try:
+        copy_file(open_read(root, relative), dest)
+    except UnsafeFile:  # a folder (or a link, a FIFO: then copy_dir finds nothing to open)
+        copy_dir(relative, dest)
+    except OSError:
+        pass
     return dest
