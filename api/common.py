@@ -27,6 +27,7 @@ from services.backends.base import BackendError
 from services.jobs import JobService
 from services.models import Conflict, Forbidden, JobView, NotFound, User, ValidationProblem
 from services.portal import get_portal
+from services.store.orm import utcnow
 from services.tokens import TokenExpired
 
 
@@ -75,6 +76,8 @@ def job_json(job: JobView) -> dict[str, Any]:
         "total_epochs": job.total_epochs, "progress": job.progress, "eta_seconds": job.eta_seconds,
         "latest_metrics": finite(job.latest_metrics), "final_metrics": finite(job.final_metrics), "gpus": job.gpus,
         "nodes": job.nodes, "cost_per_hour": job.cost_per_hour, "exit_code": job.exit_code,
+        # What it has cost and its GPU-hours: accrued while it runs (every few seconds), final once it ended.
+        "cost": job.cost(utcnow()), "gpu_hours": None if job.gpu_hours is None else round(job.gpu_hours, 4),
         "request": job.request, "url": f"/job?id={job.id}",
         # Provenance: the job this one was cloned from ("clone") or is a retry of ("retry"); null kind: not recorded.
         "parent_id": job.parent_id, "parent_kind": job.parent_kind,

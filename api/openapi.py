@@ -189,6 +189,9 @@ def openapi_document() -> dict[str, Any]:
         "finished_at": NULLABLE_STR, "epoch": NULLABLE_INT, "total_epochs": NULLABLE_INT, "progress": NULLABLE_NUM,
         "eta_seconds": NULLABLE_NUM, "latest_metrics": METRICS, "final_metrics": METRICS, "gpus": {"type": "integer"},
         "nodes": {"type": "integer"}, "cost_per_hour": {"type": "number"}, "exit_code": NULLABLE_INT,
+        "cost": {**NULLABLE_NUM, "description": "What it has cost: so far while it runs, final once it ended (null: "
+                                                "it has not run)."},
+        "gpu_hours": {**NULLABLE_NUM, "description": "Its GPU-hours on every node, as cost (null: it has not run)."},
         "request": {"type": "object"}, "url": {"type": "string"},
         "parent_id": {**NULLABLE_INT, "description": "The job this one was cloned from or is a retry of."},
         "parent_kind": {"type": ["string", "null"], "enum": ["clone", "retry", None],

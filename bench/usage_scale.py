@@ -22,14 +22,14 @@ from services.usage import UsageService, parse_query
 USERS, TEAMS, TYPES = 50, 10, ("a100", "h100", "l4")
 
 
-def seed(engine, n_jobs: int) -> int:
+def seed(engine, n_jobs: int, teams: int = TEAMS) -> int:
     """One usage row per job for the month it ran in, a fifth of them a second row for the next month."""
     rng = np.random.default_rng(0)
     months = rng.integers(1, 13, n_jobs)
     users = rng.integers(0, USERS, n_jobs)
     types = rng.integers(0, len(TYPES), n_jobs)
     secs = rng.exponential(4 * 3600, n_jobs) * rng.integers(1, 9, n_jobs)
-    rows = [(i + 1, f"2026-{m:02d}", TYPES[t], f"user-{u:02d}", f"team-{u % TEAMS}", float(s), float(s) / 3600 * 2.5,
+    rows = [(i + 1, f"2026-{m:02d}", TYPES[t], f"user-{u:02d}", f"team-{u % teams}", float(s), float(s) / 3600 * 2.5,
              True) for i, (m, u, t, s) in enumerate(zip(months, users, types, secs, strict=True))]
     rows += [(r[0], f"2026-{int(r[1][5:]) + 1:02d}", *r[2:]) for r in rows[::5] if r[1] != "2026-12"]
     sql = ("INSERT INTO job_usage (job_id, month, gpu_type, owner, team, gpu_seconds, cost, final) "
@@ -52,6 +52,7 @@ def seed(engine, n_jobs: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--teams", type=int, default=TEAMS)
     ap.add_argument("--postgresql", default="", help="a postgresql+psycopg:// URL of an empty database, or 'start'")
     args = ap.parse_args()
     if args.postgresql == "start":
@@ -64,10 +65,10 @@ def main() -> None:
     p = fresh_portal()
     engine = p.jobs.sessions.kw["bind"]
     t = time.perf_counter()
-    n = seed(engine, args.jobs)
-    print(f"{engine.dialect.name}: {args.jobs:,} jobs, {n:,} usage rows seeded in {time.perf_counter() - t:.1f} s")
+    n = seed(engine, args.jobs, args.teams)
+    print(f"{engine.dialect.name}: {args.jobs:,} jobs, {args.teams} teams, {n:,} usage rows seeded in {time.perf_counter() - t:.1f} s")
     usage = UsageService.of(p.jobs)
-    admin, member = User("ada", Role.ADMIN), User("user-03", groups=("team-3",))
+    admin, member = User("ada", Role.ADMIN), User("user-03", groups=(f"team-{3 % args.teams}",))
     for who, user in (("admin", admin), ("team member", member)):
         for by in ("month,team", "user", "gpu_type,month", "user,team,month,gpu_type"):
             q = parse_query("2026-01", "2026-12", by)

@@ -49,6 +49,8 @@ class Job:
     gpus: int
     nodes: int
     cost_per_hour: float
+    cost: float | None
+    gpu_hours: float | None
     exit_code: int | None
     request: dict[str, Any]
     parent_id: int | None
@@ -85,6 +87,8 @@ class Job:
         self.gpus = d.get("gpus", 0)
         self.nodes = d.get("nodes", 1)
         self.cost_per_hour = d.get("cost_per_hour", 0.0)
+        # What it has cost (the portal's currency) and its GPU-hours: so far while it runs, final once it ended.
+        self.cost, self.gpu_hours = d.get("cost"), d.get("gpu_hours")
         self.exit_code = d.get("exit_code")
         self.request = dict(d.get("request") or {})
         # The job this one was cloned from ("clone") or is a retry of ("retry").
