@@ -110,10 +110,40 @@ def _restarted_after(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def pod_interval(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """When and where one pod held its GPUs, for its cost (services/costs.py): from when its node's kubelet took it
+    (its image pull holds the GPUs too) to its last container's end; `end` None while it runs. None: it never
+    reached a node."""
+    st = pod.get("status") or {}
+    start = parse_time(st.get("startTime"))
+    if start is None:
+        return None
+    end = None
+    if st.get("phase") in ("Succeeded", "Failed"):
+        ends = [parse_time(term.get("finishedAt")) for cs in st.get("containerStatuses") or []
+                if (term := (cs.get("state") or {}).get("terminated"))]
+        ends = [e for e in ends if e is not None]
+        ready = (_conditions(pod).get("Ready") or {}).get("lastTransitionTime")
+        end = max(ends) if ends else parse_time(ready) or start
+    return {"start": start, "end": max(end, start) if end else None, "node": (pod.get("spec") or {}).get("nodeName"),
+            "pod": pod["metadata"].get("name")}
+
+
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requested: bool,
             nodes: int, log_tail: Callable[[], str] = str) -> Observation | None:
     """log_tail is called only for a failed job: reading the log on every tick would be wasted work.
-    None: nothing a person should see changed (for example between a pod's end and the Job's verdict)."""
+    None: nothing a person should see changed (for example between a pod's end and the Job's verdict).
+    `extra["pods"]`: every pod's run interval and node (each pod of a multi-node job, and a retried one's
+    earlier pods, cost what they ran)."""
+    obs = _observe(job, pods, stop_requested=stop_requested, nodes=nodes, log_tail=log_tail)
+    intervals = [iv for p in pods if (iv := pod_interval(p)) is not None]
+    if obs is not None and intervals:
+        obs.extra["pods"] = intervals
+    return obs
+
+
+def _observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requested: bool,
+             nodes: int, log_tail: Callable[[], str]) -> Observation | None:
     now = datetime.now(UTC)
     if job is None or job["metadata"].get("deletionTimestamp"):
         if stop_requested:
