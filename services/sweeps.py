@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, load_only, sessionmaker
 
-from services.auth import may_act, may_see
+from services.auth import may_act
 from services.config import Settings
 from services.jobs import JobService
 from services.models import Conflict, JobStatus, NotFound, User, ValidationProblem
@@ -27,6 +27,7 @@ from services.store.sweep_tables import Sweep
 from services.sweep_importance import param_importances
 from services.sweep_spec import MAX_TRIALS, SweepSpec, Value, readable_spec
 from services.sweep_study import OUTCOME, REASON, StudyTrial, studies_trials, study_states
+from services.teams import TeamService
 from services.validation import validation_problems
 
 TrialState = Literal["waiting", "running", "complete", "pruned", "failed", "stopped"]
@@ -124,6 +125,7 @@ class SweepService:
         self.settings = settings
         self.sessions = sessions
         self.jobs = jobs
+        self.teams = TeamService(settings, sessions)  # who sees a sweep: as its base's team's jobs are seen
 
     # Creating ---------------------------------------------------------------------------------
     def validate(self, user: User, spec: SweepSpec | dict[str, Any]) -> SweepSpec:
@@ -152,6 +154,8 @@ class SweepService:
 
     def create(self, user: User, spec: SweepSpec | dict[str, Any]) -> SweepView:
         spec = self.validate(user, spec)
+        # The team its trials will belong to, kept with the sweep: who may see it follows that team's rule.
+        spec.base["team"] = self.teams.choose(user, spec.base.get("team") or None) or ""
         now = utcnow()
         with self.sessions.begin() as s:
             row = Sweep(owner=user.name, owner_groups=list(user.groups), name=spec.name,
@@ -176,9 +180,15 @@ class SweepService:
     # Reading ----------------------------------------------------------------------------------
     def _row(self, s: Session, user: User, sweep_id: int) -> Sweep:
         row = s.get(Sweep, sweep_id) if 0 < sweep_id < 2**62 else None
-        if row is None or not may_see(self.settings, user, row.owner):
+        if row is None or not self._may_see(user, row.owner, row.spec):
             raise NotFound(f"Sweep {sweep_id} was not found.")
         return row
+
+    def _may_see(self, user: User, owner: str, spec: object) -> bool:
+        """As the jobs of its base's team are seen (a hidden team's by its members only, teammates' by each other)."""
+        base = spec.get("base") if isinstance(spec, dict) else None
+        team = base.get("team") if isinstance(base, dict) else None
+        return self.teams.may_see(user, owner, str(team) if team else None)
 
     def _owned(self, s: Session, user: User, sweep_id: int) -> Sweep:
         row = self._row(s, user, sweep_id)
@@ -212,7 +222,7 @@ class SweepService:
         """Sweep id -> name, of those the user may see: of these ids (the dashboard's trials), or with none given
         the user's own sweeps, newest first (History's sweep filter)."""
         with self.sessions.begin() as s:
-            stmt = select(Sweep.id, Sweep.name, Sweep.owner).order_by(Sweep.id.desc())
+            stmt = select(Sweep.id, Sweep.name, Sweep.owner, Sweep.spec).order_by(Sweep.id.desc())
             if ids is None:
                 stmt = stmt.where(Sweep.owner == user.name).limit(limit)
             else:
@@ -220,7 +230,7 @@ class SweepService:
                 if not wanted:
                     return {}
                 stmt = stmt.where(Sweep.id.in_(wanted))
-            return {i: name for i, name, owner in s.execute(stmt) if may_see(self.settings, user, owner)}
+            return {i: name for i, name, owner, spec in s.execute(stmt) if self._may_see(user, owner, spec)}
 
     def importances(self, user: User, sweep_id: int, trials: list[TrialView] | None = None) -> dict[str, float]:
         """Each varied parameter's share of the objective's variation, largest first (services/sweep_importance.py);
@@ -233,12 +243,17 @@ class SweepService:
         return param_importances(spec, trials)
 
     def list(self, user: User, everyone: bool = False, limit: int = 100) -> list[SweepView]:
-        """Newest first: the user's own, or with `everyone` all they may see."""
+        """Newest first: the user's own, or with `everyone` all they may see (teammates' too, no hidden team's)."""
         with self.sessions.begin() as s:
-            stmt = select(Sweep).order_by(Sweep.id.desc()).limit(limit)
-            if not (everyone and (user.reads_all or self.settings.show_others_jobs)):
+            stmt = select(Sweep).order_by(Sweep.id.desc())
+            if not everyone:
                 stmt = stmt.where(Sweep.owner == user.name)
-            rows = list(s.scalars(stmt))
+            rows = []
+            for row in s.scalars(stmt.execution_options(yield_per=200)):
+                if row.owner == user.name or self._may_see(user, row.owner, row.spec):
+                    rows.append(row)
+                    if len(rows) >= limit:
+                        break
             trials = trials_of_many(s, rows, steps=False)
             return [self._view(s, row, trials[row.id]) for row in rows]
 
