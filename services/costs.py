@@ -152,6 +152,9 @@ def job_intervals(job: Job, now: datetime, pods: Sequence[dict[str, Any]] | None
     return [Interval(job.started_at, max(end, job.started_at), job.gpus) for _ in range(max(1, job.nodes))]
 
 
+TEAM_NAME_LENGTH = 100  # job_usage.team, usage_totals.team (and a team's name)
+
+
 def team_of(s: Session, job: Job) -> str:
     """The team a job's usage counts for: its own (issue 20's Teams), else the first of its owner's groups as the
     identity last gave them."""
@@ -162,7 +165,9 @@ def team_of(s: Session, job: Job) -> str:
 
     first = s.scalar(select(NotificationMember.group).where(NotificationMember.owner == job.owner)
                      .order_by(NotificationMember.group).limit(1))
-    return first or ""
+    # A longer group (an LDAP DN, say) is no team, and would not fit the usage rows: PostgreSQL refuses it and the
+    # job's end is never recorded.
+    return first if first and len(first) <= TEAM_NAME_LENGTH else ""
 
 
 def accrue(s: Session, job: Job, settings: Settings, now: datetime | None = None, final: bool = False,
