@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from api.common import ApiError, same_origin
 from services.auth import local_user
+from services.config import Settings
 from services.models import NotFound
 from services.portal import get_portal
 from services.tensorboard import PREFIX, TensorBoardError, parse_key
@@ -26,7 +27,8 @@ from services.tensorboard import PREFIX, TensorBoardError, parse_key
 # RFC 9110 7.6.1, plus what names the portal's user (TensorBoard needs none of it, and must not see it).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "host"})
-NOT_FORWARDED = frozenset({"cookie", "authorization", "content-length"})
+NOT_FORWARDED = frozenset({"cookie", "authorization", "content-length", "x-forwarded-access-token"})
+NOT_FORWARDED_PREFIXES = ("x-auth-request-",)  # oauth2-proxy's user, e-mail, groups and tokens
 NOT_RETURNED = frozenset({"content-security-policy", "x-frame-options", "set-cookie", "server"})
 METHODS = ["GET", "HEAD", "POST"]
 
@@ -39,6 +41,16 @@ def client() -> httpx.AsyncClient:
         # Long reads: TensorBoard answers a first scalars query only after loading the run.
         _client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
     return _client
+
+
+def forwarded(name: str, settings: Settings) -> bool:
+    """Whether a request header goes on to TensorBoard: none that names or signs in the portal's user (the sign-in
+    proxy's identity headers as configured, its tokens), none hop-by-hop."""
+    name = name.lower()
+    identity = {h.lower() for h in (settings.proxy_user_header, settings.proxy_email_header,
+                                    settings.proxy_groups_header) if h}
+    return not (name in HOP_BY_HOP or name in NOT_FORWARDED or name in identity
+                or name.startswith(NOT_FORWARDED_PREFIXES))
 
 
 def _text(status: int, sentence: str) -> Response:
@@ -69,7 +81,7 @@ async def proxy(request: Request) -> Response:
         return _text(404 if "no TensorBoard event files" in str(exc) else 503, str(exc))
     if request.url.path == f"{PREFIX}/{key}":
         return RedirectResponse(f"{PREFIX}/{key}/", status_code=307)
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | NOT_FORWARDED]
+    headers = [(k, v) for k, v in request.headers.items() if forwarded(k, portal.settings)]
     path = request.scope.get("raw_path") or request.url.path.encode()  # as sent: TensorBoard decodes it itself
     query = request.url.query
     upstream = client().build_request(
