@@ -165,9 +165,10 @@ class HistoryService:
         self._lock = threading.Lock()
 
     def _owners(self, user: User, q: HistoryQuery) -> set[str]:
-        """The owner conditions of a view: the user's own name when others' jobs are hidden, and the filter."""
+        """The owner conditions of a view: the filter's, and the user's own name under "My jobs". Whose jobs the
+        other scopes show, teammates' included where others' jobs are hidden, is scope_where's to say (_scope)."""
         mine = user.name if q.scope == "mine" else None
-        return {o for o in (self.jobs.visible_owner(user, everyone=True), q.owner or None, mine) if o is not None}
+        return {o for o in (q.owner or None, mine) if o is not None}
 
     def _scope(self, user: User, q: HistoryQuery) -> list[Any]:
         """The team conditions of a view (a team's jobs; everyone's but hidden teams'): on the jobs only, as the

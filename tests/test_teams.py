@@ -142,3 +142,18 @@ def test_a_sweeps_trials_belong_to_the_team_of_its_base(any_portal):
         "learning_rate": {"kind": "list", "values": [0.01, 0.1]}}))
     drive(p, dora, sweep.id)
     assert [j.team for j in sweep_jobs(p, sweep.id)] == ["staff", "staff"]
+
+
+def test_history_shows_teammates_jobs_where_others_jobs_are_hidden(vision, monkeypatch):
+    # Before: with PORTAL_SHOW_OTHERS_JOBS=false the History's "My team" and "Everyone" held only one's own jobs.
+    p = vision
+    monkeypatch.setattr(p.settings, "show_others_jobs", False)
+    bobs, alices, carols = seeded(p, "bob", "vision"), seeded(p, "alice", "vision"), seeded(p, "carol", None)
+    for scope in ("team", "all"):
+        assert {j.id for j in p.history.page(ALICE, HistoryQuery(scope=scope))} == {bobs, alices}
+        assert p.history.summary(ALICE, HistoryQuery(scope=scope)).jobs == 2
+    assert [j.id for j in p.history.page(ALICE, HistoryQuery(scope="mine"))] == [alices]
+    assert [j.id for j in p.history.page(CAROL, HistoryQuery(scope="all"))] == [carols]
+    assert p.history.summary(CAROL, HistoryQuery()).jobs == 1
+    assert {j.id for j in p.history.page(ADMIN, HistoryQuery())} == {bobs, alices, carols}
+
