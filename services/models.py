@@ -204,6 +204,9 @@ class User:
     role: Role = Role.RESEARCHER
     email: str = ""
     groups: tuple[str, ...] = ()
+    # True for a token's user: `groups` are those remembered from their last signed-in submit, not what the identity
+    # provider says now; they route jobs and name a job's team, but never widen what the user may see or ask for.
+    groups_remembered: bool = False
 
     @property
     def is_admin(self) -> bool:

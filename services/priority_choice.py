@@ -4,7 +4,9 @@ sentence naming them.
 
 A limit names a group ("group:interns") or a role ("role:researcher"). Groups are the narrower word: someone in a
 listed group may use what their listed groups allow together, whatever their role's entry says; otherwise their
-role's entry applies; with neither, every priority is theirs. Admins are never limited."""
+role's entry applies; with neither, every priority is theirs. Admins are never limited. A token's groups are only
+remembered from its owner's last signed-in submit (they may have left a group since), so there a group's entry only
+narrows the role's, never widens it."""
 
 from __future__ import annotations
 
@@ -25,12 +27,17 @@ def allowed(settings: Settings, user: User) -> tuple[set[str] | None, str]:
     if user.is_admin or not limits:
         return None, ""
     keys = [f"group:{g}" for g in user.groups if f"group:{g}" in limits]
-    if keys:
-        return {n for k in keys for n in limits[k]}, " and ".join(f"the {k.removeprefix('group:')} group" for k in keys)
     key = f"role:{user.role.value}"
-    if key in limits:
-        return set(limits[key]), f"the {user.role.value} role"
-    return None, ""
+    role = (set(limits[key]), f"the {user.role.value} role") if key in limits else (None, "")
+    if keys:
+        names = {n for k in keys for n in limits[k]}
+        whose = " and ".join(f"the {k.removeprefix('group:')} group" for k in keys)
+        if user.groups_remembered and role[0] is not None:
+            # A token's groups are remembered, perhaps left since: they may narrow the role's entry, never widen it.
+            narrowed = names & role[0]
+            return (narrowed, f"{whose} and {role[1]}") if narrowed else role
+        return names, whose
+    return role
 
 
 def offered(backend: Backend, settings: Settings, user: User) -> tuple[list[tuple[str, str]], str]:

@@ -67,21 +67,30 @@ class TeamService:
         pattern = self.settings.team_groups
         return [g for g in groups if not pattern or re.fullmatch(pattern, g)]
 
-    def teams_of(self, user: User) -> list[TeamView]:
-        """The user's teams: identity groups first (as the identity lists them), then admin-defined ones."""
-        names = self.identity_teams(user.groups)
+    def teams_of(self, user: User, *, remembered: bool = False) -> list[TeamView]:
+        """The user's teams: identity groups first (as the identity lists them), then admin-defined ones.
+
+        A token user's groups are only remembered from their last signed-in submit (`groups_remembered`): they may
+        have left a group since, so those count only where `remembered` asks for them (where a job goes and which
+        team it belongs to), never for what the user may see."""
+        groups = user.groups if remembered or not user.groups_remembered else ()
+        names = self.identity_teams(groups)
         with self.sessions.begin() as s:
             rows = s.execute(select(TeamMember, Team).join(Team, Team.id == TeamMember.team_id)
                              .where(TeamMember.user == user.name)).all()
             leads = {t.name for m, t in rows if m.lead}
+            admin = {t.name for m, t in rows if t.source == ADMIN}
+            wanted = set(names) | admin
+            settings = {t.name: t for t in s.scalars(select(Team).where(Team.name.in_(wanted)))} if wanted else {}
             # A membership row counts for an admin-defined team; for an identity team the identity decides who is
-            # in it, and a row there can only make a member a lead.
-            names += sorted(t.name for m, t in rows if t.source == ADMIN and t.name not in names)
-            settings = {t.name: t for t in s.scalars(select(Team).where(Team.name.in_(names)))} if names else {}
+            # in it, and a row there can only make a member a lead. A group named like an admin-defined team
+            # makes nobody a member of it: only the admin's list does (else the group would open its hidden jobs).
+            names = [n for n in names if n not in settings or settings[n].source != ADMIN or n in admin]
+            names += sorted(admin - set(names))
             return [_view(settings.get(n), n, n in leads) for n in names]
 
-    def team_names(self, user: User) -> list[str]:
-        return [t.name for t in self.teams_of(user)]
+    def team_names(self, user: User, *, remembered: bool = False) -> list[str]:
+        return [t.name for t in self.teams_of(user, remembered=remembered)]
 
     def members(self, team: str) -> list[str]:
         """Who is in the team: its admin-defined members, and for an identity group everyone whose last sign-in
@@ -124,7 +133,7 @@ class TeamService:
 
     def choose(self, user: User, team: str | None) -> str | None:
         """The team a new job of this user belongs to: the one asked for if they are in it, else the first."""
-        names = self.team_names(user)
+        names = self.team_names(user, remembered=True)
         if team is None or team == "":
             return names[0] if names else None
         if team not in names:

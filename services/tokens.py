@@ -147,7 +147,8 @@ class TokenService:
             if last is None or now - last > LAST_USED_GRANULARITY:
                 s.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
             # A token carries no identity provider's groups; the owner's, as their latest signed-in submit gave
-            # them, choose their team's queue and priority limits (and a token submit no longer erases them).
+            # them, choose their team's queue and their job's team (and a token submit no longer erases them); they
+            # may be stale, so they never widen what the owner sees or may ask for (groups_remembered).
             groups = tuple(sorted(s.scalars(select(NotificationMember.group).where(NotificationMember.owner == owner))))
         # The role by name only: groups saved with the token would keep a role its owner has since lost.
-        return User(name=owner, role=role_for(self.settings, owner), groups=groups)
+        return User(name=owner, role=role_for(self.settings, owner), groups=groups, groups_remembered=True)

@@ -144,6 +144,22 @@ def test_a_sweeps_trials_belong_to_the_team_of_its_base(any_portal):
     assert [j.team for j in sweep_jobs(p, sweep.id)] == ["staff", "staff"]
 
 
+def test_a_sign_in_group_named_like_an_admin_defined_team_does_not_make_its_holder_a_member(vision):
+    # Before: mallory's IdP group "vision" made her a member of the admin's hidden team, its jobs hers to see.
+    p = vision
+    bobs = seeded(p, "bob", "vision")
+    mallory = User("mallory", groups=("vision", "staff"))
+    assert p.jobs.teams.team_names(mallory) == ["staff"]
+    assert bobs not in ids(p, mallory, "all") and ids(p, mallory, "team") == set()
+    assert not p.jobs.teams.may_see(mallory, "bob", "vision")
+    with pytest.raises(ValidationProblem, match="You are not in the team 'vision'"):
+        p.jobs.validate({"name": "x", "script": "train_example.py", "team": "vision"}, mallory)
+    # On the admin's list she is in, whatever her groups say.
+    p.jobs.teams.set_member(ADMIN, "vision", "mallory")
+    assert p.jobs.teams.team_names(mallory) == ["vision", "staff"]
+    assert bobs in ids(p, mallory, "all")
+
+
 def test_history_shows_teammates_jobs_where_others_jobs_are_hidden(vision, monkeypatch):
     # Before: with PORTAL_SHOW_OTHERS_JOBS=false the History's "My team" and "Everyone" held only one's own jobs.
     p = vision

@@ -233,3 +233,39 @@ def test_a_token_submit_goes_as_its_owner_with_the_groups_their_login_gave(porta
     portal.jobs.submit(by_token, {"name": "second", "script": "train_example.py", "epochs": 1})
     again = portal.tokens.authenticate(secret)
     assert again is not None and again.groups == ("team-b",)
+
+
+def test_a_token_users_remembered_groups_route_their_job_but_open_no_hidden_team_nor_wider_priority(
+        portal: Portal, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the groups remembered from grace's last sign-in counted as her IdP's word, so after leaving team-b her
+    # token still showed its hidden jobs and gave her its wider priority limits.
+    from services.priority_choice import allowed
+
+    portal.jobs.teams.save(ADA, "team-b", source="identity", everyone_visible=False)
+    hank = User("hank", groups=("team-b",))
+    hanks = portal.jobs.submit(hank, {"name": "hidden", "script": "train_example.py", "epochs": 1})
+    signed_in = User("grace", groups=("team-b",))
+    portal.jobs.submit(signed_in, {"name": "first", "script": "train_example.py", "epochs": 1})
+    _view, secret = portal.tokens.create(signed_in, "notebook")
+    by_token = portal.tokens.authenticate(secret)
+    assert by_token is not None and by_token.groups_remembered
+
+    # Routing side: her token's job still goes to her team (its queue and channel follow).
+    mine = portal.jobs.submit(by_token, {"name": "second", "script": "train_example.py", "epochs": 1})
+    assert portal.jobs.get(by_token, mine).team == "team-b"
+    # Visibility side: the hidden team's jobs are not hers to see through the token.
+    listing = portal.jobs.listing(by_token, "all")
+    seen = {j.id for j in portal.jobs.list_jobs(limit=100, owner=listing.owner, where=listing.where)}
+    assert hanks not in seen and mine in seen
+    signed = portal.jobs.listing(signed_in, "all")
+    assert hanks in {j.id for j in portal.jobs.list_jobs(limit=100, owner=signed.owner, where=signed.where)}
+    assert not portal.jobs.teams.may_see(by_token, "hank", "team-b")
+    # Priorities: the group's wider entry is the signed-in grace's, not her token's.
+    limits = {"group:team-b": ["low", "normal", "urgent"], "role:researcher": ["low", "normal"]}
+    monkeypatch.setattr(portal.settings, "priority_limits", limits)
+    assert allowed(portal.settings, signed_in)[0] == {"low", "normal", "urgent"}
+    assert allowed(portal.settings, by_token)[0] == {"low", "normal"}
+    # A remembered group may still narrow: an intern's token keeps the intern's limit.
+    narrow = {"group:team-b": ["low"], "role:researcher": ["low", "normal"]}
+    monkeypatch.setattr(portal.settings, "priority_limits", narrow)
+    assert allowed(portal.settings, by_token)[0] == {"low"}
