@@ -213,7 +213,7 @@ class SweepRunner:
                 self._tell_fail(study, t, "stopped", "The sweep was stopped before this trial started.")
             elif t.attrs.get(JOB):
                 self._tell_fail(study, t, "stopped", f"Its job {t.attrs[JOB]} was deleted.")
-            else:  # asked for, then the portal stopped before its job was written: the job now, same trial
+            elif self.leads():  # asked for, then the portal stopped before its job was written: the job now
                 self._submit(row, spec, user, t.number, t.params)
             return
         if status in ACTIVE_STATUSES:
@@ -233,6 +233,8 @@ class SweepRunner:
             self._tell_fail(study, t, "stopped", last.reason or "Stopped")
             return
         if len(jobs) <= spec.retries and not stopping:
+            if not self.leads():  # the lease lost since the tick began: the next leader retries it, once
+                return
             try:
                 with trial_of_next_job(row.id, t.number):
                     self.jobs.retry(user, last.id)
