@@ -21,9 +21,9 @@ def service() -> TeamService:
     return jobs().teams
 
 
-def team_json(t: TeamView) -> dict[str, Any]:
+def team_json(t: TeamView, user: User) -> dict[str, Any]:
     teams = service()
-    return t.as_json() | {"members": teams.members(t.name), "leads": teams.leads(t.name)}
+    return t.as_json(full=user.is_admin) | {"members": teams.members(t.name), "leads": teams.leads(t.name)}
 
 
 def _names(data: dict[str, Any], field: str) -> list[str] | None:
@@ -45,24 +45,15 @@ def _apply(user: User, name: str, data: dict[str, Any], current: TeamView | None
         if data.get(field) is not None and not isinstance(data[field], str):
             raise ValidationProblem({field: "is a string"})
     members, leads = _names(data, "members"), _names(data, "leads")
-    base = current.as_json() if current else {}
+    base = current.as_json(full=True) if current else {}
     values = {k: data[k] if k in data else base.get(k) for k in SETTINGS}
     values = {k: v for k, v in values.items() if v is not None}
-    teams = service()
-    saved = teams.save(user, name, **values)
-    if members is not None or leads is not None:
-        wanted = dict.fromkeys(members if members is not None else teams.members(name), False)
-        wanted |= dict.fromkeys(leads if leads is not None else teams.leads(name), True)
-        for gone in set(teams.members(name)) - set(wanted):
-            teams.set_member(user, name, gone, remove=True)
-        for member, lead in wanted.items():
-            teams.set_member(user, name, member, lead=lead)
-    return saved
+    return service().define(user, name, members=members, leads=leads, **values)
 
 
 @endpoint()
 def list_teams(request: Request, user: User) -> dict[str, Any]:
-    return {"teams": [team_json(t) for t in service().listed(user)]}
+    return {"teams": [team_json(t, user) for t in service().listed(user)]}
 
 
 @endpoint(mutation=True)
@@ -79,7 +70,7 @@ def create_team(request: Request, user: User, data: dict[str, Any]) -> Response:
     else:
         raise Conflict(f"There is already a team named '{name.strip()}'; change it with PUT /api/v1/teams/{{name}}.")
     saved = _apply(user, name.strip(), data, None)
-    return JSONResponse(team_json(service().team(saved.name)), status_code=201)
+    return JSONResponse(team_json(service().team(saved.name), user), status_code=201)
 
 
 @endpoint(mutation=True)
@@ -91,7 +82,7 @@ def update_team(request: Request, user: User, data: dict[str, Any]) -> dict[str,
         raise ValidationProblem({"name": "a team keeps its name (its jobs carry it)"})
     current = service().team(name)
     _apply(user, name, {k: v for k, v in data.items() if k != "name"}, current)
-    return team_json(service().team(name))
+    return team_json(service().team(name), user)
 
 
 ROUTES = [

@@ -26,14 +26,9 @@ def save(key: str, team_name: str, source: str) -> None:
     ss = st.session_state
     name = team_name or (ss.get(f"{key}-name") or "").strip()  # a new team's, as typed before the click
     try:
-        TEAMS.save(USER, name, source=source, everyone_visible=ss[f"{key}-visible"],
-                   default_queue=ss[f"{key}-queue"], notify_channel=ss[f"{key}-channel"])
-        leads = names(ss[f"{key}-leads"])
-        wanted = dict.fromkeys(names(ss[f"{key}-members"]), False) | dict.fromkeys(leads, True)
-        for gone in set(TEAMS.members(name)) - set(wanted):
-            TEAMS.set_member(USER, name, gone, remove=True)
-        for member, lead in wanted.items():
-            TEAMS.set_member(USER, name, member, lead=lead)
+        TEAMS.define(USER, name, members=names(ss[f"{key}-members"]), leads=names(ss[f"{key}-leads"]),
+                     source=source, everyone_visible=ss[f"{key}-visible"], default_queue=ss[f"{key}-queue"],
+                     notify_channel=ss[f"{key}-channel"])
     except (ValidationProblem, Forbidden, NotFound) as exc:
         ss[f"{key}-problem"] = str(exc)
         return

@@ -43,17 +43,21 @@ def _serializer(settings: Settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(_secret_key(settings), salt=_SALT)
 
 
-def check_rate(s: Session, settings: Settings, owner: str) -> None:
-    """Raises TooManyMessages when `owner` may send no further test or confirmation message this hour."""
+def check_rate(s: Session, settings: Settings, owner: str, also: int = 0) -> None:
+    """Raises TooManyMessages when `owner` may send no further test or confirmation message this hour. also: the
+    messages the same request sends before this one (a PUT adding several addresses, checked before any goes)."""
     limit, now = settings.notify_test_per_hour, utcnow()
     sent = list(s.scalars(select(Notification.created_at).where(
         Notification.owner == owner, Notification.event.in_(QUIET_EVENTS),
         Notification.created_at >= now - timedelta(hours=1)).order_by(Notification.created_at)))
-    if len(sent) < limit:
+    if len(sent) + also < limit:
         return
-    wait = max(1, math.ceil((sent[len(sent) - limit] + timedelta(hours=1) - now).total_seconds()))
-    raise TooManyMessages(f"You have sent {len(sent)} test or confirmation messages in the last hour, the most this "
-                          f"portal allows (PORTAL_NOTIFY_TEST_PER_HOUR = {limit}); try again in "
+    oldest = len(sent) + also - limit  # the one whose hour must pass first
+    ends = sent[oldest] + timedelta(hours=1) if oldest < len(sent) else now + timedelta(hours=1)
+    wait = max(1, math.ceil((ends - now).total_seconds()))
+    more = f" and this would send {also} more" if also else ""
+    raise TooManyMessages(f"You have sent {len(sent)} test or confirmation messages in the last hour{more}, the most "
+                          f"this portal allows (PORTAL_NOTIFY_TEST_PER_HOUR = {limit}); try again in "
                           f"{math.ceil(wait / 60)} min.", wait)
 
 

@@ -281,6 +281,7 @@ class NotificationService:
                                      or not all(isinstance(c, dict) for c in channels)):
             problems["channels"] = f"a list of at most {MAX_CHANNELS} channel objects"
         mine = {c.id: c for c in self.channels(user)}
+        confirmations = 0  # each new address sends one: together within the hourly limit, or none is written
         for i, c in enumerate(channels if "channels" not in problems and channels else []):
             if "enabled" in c and not isinstance(c["enabled"], bool):
                 problems[f"channels[{i}].enabled"] = "enabled is true or false"
@@ -295,7 +296,8 @@ class NotificationService:
             if not found and c.get("kind") == "email":  # its confirmation must be allowed to go
                 try:
                     with self.sessions() as s:
-                        check_rate(s, self.settings, user.name)
+                        check_rate(s, self.settings, user.name, also=confirmations)
+                    confirmations += 1
                 except TooManyMessages as exc:
                     found["target"] = str(exc)
             problems |= {f"channels[{i}].{k}": v for k, v in found.items()}

@@ -43,10 +43,18 @@ class TeamView:
     default_queue: str | None = None
     notify_channel: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, full: bool) -> dict[str, Any]:
+        """full: the channel's whole URL (for admins); a webhook URL is a credential, so others see it masked."""
+        channel = self.notify_channel
+        if channel and not full:
+            # Imported here: the notification modules import the job store, which imports this module.
+            from services.notifications_settings import shown_target
+            from services.notifications_teams import kind_and_url
+
+            channel = shown_target(*kind_and_url(channel))
         return {"name": self.name, "lead": self.lead, "source": self.source,
                 "everyone_visible": self.everyone_visible, "default_queue": self.default_queue,
-                "notify_channel": self.notify_channel}
+                "notify_channel": channel}
 
 
 def _view(row: Team | None, name: str, lead: bool = False, source: str = IDENTITY) -> TeamView:
@@ -54,6 +62,13 @@ def _view(row: Team | None, name: str, lead: bool = False, source: str = IDENTIT
         return TeamView(name=name, lead=lead, source=source)
     return TeamView(name=row.name, lead=lead, source=row.source, everyone_visible=row.everyone_visible,
                     default_queue=row.default_queue, notify_channel=row.notify_channel)
+
+
+def _member_name(member: str) -> str:
+    member = (member or "").strip()
+    if not 1 <= len(member) <= 255:
+        raise ValidationProblem({"user": "name the member (1 to 255 characters)"})
+    return member
 
 
 class TeamService:
@@ -224,12 +239,28 @@ class TeamService:
             sync_team_channels(s, self.settings)  # its channel hears of failures from now on, not after a restart
             return _view(row, name, source=row.source)
 
+    def define(self, user: User, name: str, *, members: list[str] | None = None, leads: list[str] | None = None,
+               **settings: Any) -> TeamView:
+        """Save a team's settings (as `save`) and, when given, its whole list of members and of leads. Every name is
+        checked before anything is written: a refused one leaves the team as it was (the API and the Teams page)."""
+        self._admin(user)
+        for member in (*(members or ()), *(leads or ())):
+            _member_name(member)
+        saved = self.save(user, name, **settings)
+        if members is not None or leads is not None:
+            current = self.members(saved.name)
+            wanted = dict.fromkeys(members if members is not None else current, False)
+            wanted |= dict.fromkeys(leads if leads is not None else self.leads(saved.name), True)
+            for gone in set(current) - set(wanted):
+                self.set_member(user, saved.name, gone, remove=True)
+            for member, lead in wanted.items():
+                self.set_member(user, saved.name, member, lead=lead)
+        return saved
+
     def set_member(self, user: User, team: str, member: str, *, lead: bool = False, remove: bool = False) -> None:
         """Add a member (or lead) to a team, change their lead flag, or remove them (admins only)."""
         self._admin(user)
-        member = (member or "").strip()
-        if not 1 <= len(member) <= 255:
-            raise ValidationProblem({"user": "name the member (1 to 255 characters)"})
+        member = _member_name(member)
         with self.sessions.begin() as s:
             row = s.scalars(select(Team).where(Team.name == team)).one_or_none()
             if row is None:

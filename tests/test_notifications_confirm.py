@@ -124,3 +124,28 @@ def test_the_link_confirms_on_the_notifications_page(notify_env, portal, user, s
     at.run()
     assert not any(w.value.startswith("Not confirmed yet") for w in at.warning)
     assert at.button(key=f"n_test_{channel.id}").label == "Send a test message"
+
+
+def test_a_put_adding_more_addresses_than_the_hour_allows_changes_nothing(
+        notify_env, monkeypatch, data_dir) -> None:  # noqa: F811
+    # Before: each address was checked against the messages already sent, so the third one of three failed after
+    # the default was changed, the webhook removed and two addresses added.
+    monkeypatch.setenv("PORTAL_NOTIFY_TEST_PER_HOUR", "2")
+    from services.auth import local_user
+    from services.portal import get_portal
+
+    portal = get_portal()
+    notes = portal.notifications
+    user = local_user(portal.settings)
+    with WebhookReceiver() as receiver:
+        kept, _ = notes.add_channel(user, "generic", receiver.url)
+        before = notes.default_notify(user)
+        addresses = [{"kind": "email", "target": f"r{n}@example.org"} for n in range(3)]
+        with pytest.raises(ValidationProblem) as refused:
+            notes.replace(user, default="never", channels=addresses)
+    assert list(refused.value.problems) == ["channels[2].target"]
+    assert refused.value.problems["channels[2].target"].startswith(
+        "You have sent 0 test or confirmation messages in the last hour and this would send 2 more, the most this "
+        "portal allows (PORTAL_NOTIFY_TEST_PER_HOUR = 2)")
+    assert [(c.id, c.kind) for c in notes.channels(user)] == [(kept.id, "generic")]
+    assert notes.default_notify(user) == before != "never"

@@ -68,3 +68,29 @@ def test_team_visibility_and_stop_through_the_api(portal_server):
     client = JobClient(cluster_url=srv.url, token=alice.headers["Authorization"].split()[1])
     assert [(t["name"], t["lead"]) for t in client.teams()] == [("vision", True)]
     assert [j.id for j in client.list_jobs(scope="team")] == [job["id"]]
+
+
+def test_a_teams_webhook_is_shown_whole_to_admins_only_and_a_refused_put_changes_nothing(tmp_path):
+    # Before: every member read the team's webhook URL (a credential) in GET /teams; a PUT whose member name was
+    # refused (422) had already saved the team's settings and removed its members.
+    env = {"PORTAL_ADMINS": "root", "PORTAL_WEBHOOK_ALLOWED_HOSTS": "hooks.slack.com"}
+    srv = PortalServer(tmp_path / "portal-data", env=env).start()
+    try:
+        root, bob = (api(srv, create_token(srv.data_dir, n)) for n in ("root", "bob"))
+        url = "https://hooks.slack.com/services/T000/B000/SECRETTOKENabcd"
+        made = root.post("/teams", json={"name": "vision", "notify_channel": f"slack:{url}", "members": ["bob", "eve"],
+                                         "everyone_visible": False})
+        assert made.status_code == 201 and made.json()["notify_channel"] == f"slack:{url}"
+        (team,) = bob.get("/teams").json()["teams"]
+        assert team["notify_channel"] == "https://hooks.slack.com/…abcd" and "SECRET" not in str(team)
+        assert root.get("/teams").json()["teams"][0]["notify_channel"] == f"slack:{url}"
+
+        refused = root.put("/teams/vision", json={"everyone_visible": True, "members": ["bob", "x" * 300]})
+        assert refused.status_code == 422
+        assert refused.json()["problems"] == {"user": "name the member (1 to 255 characters)"}
+        (kept,) = root.get("/teams").json()["teams"]
+        assert (kept["everyone_visible"], sorted(kept["members"])) == (False, ["bob", "eve"])
+        # A PUT of settings alone keeps the whole channel (never the masked one).
+        assert root.put("/teams/vision", json={"default_queue": "vision-q"}).json()["notify_channel"] == f"slack:{url}"
+    finally:
+        srv.stop()

@@ -124,3 +124,17 @@ def test_an_admin_defines_a_team_on_the_teams_page(as_user, portal):
     at = as_user(User("frank"))
     at.switch_page("pages/teams.py").run()
     assert "audio" in names(at) and not [b for b in at.button if b.key and b.key.endswith("-save")]
+
+
+def test_a_refused_member_name_on_the_teams_page_leaves_the_team_as_it_was(as_user, portal, vision):
+    # Before: the settings were saved and members removed before the too-long name was refused.
+    at = as_user(ADMIN)
+    at.switch_page("pages/teams.py").run()
+    at.toggle(key="edit-0-visible").set_value(True)
+    at.text_area(key="edit-0-members").input("bob, " + "x" * 300)
+    at.button(key="edit-0-save").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["user: name the member (1 to 255 characters)"]
+    assert portal.jobs.teams.team("vision").everyone_visible is False
+    assert portal.jobs.teams.members("vision") == ["alice", "bob", "eve"]
+
