@@ -34,7 +34,8 @@ def parse_ids(raw: str | None) -> list[int]:
 
 st.title("Compare runs")
 chosen = P.jobs.compare(USER, parse_ids(st.query_params.get("ids")))
-recent = P.jobs.list_jobs(limit=200, owner=P.jobs.visible_owner(USER, everyone=True))
+LISTING = P.jobs.listing(USER, "all")  # hidden teams' jobs are not offered to non-members
+recent = P.jobs.list_jobs(limit=200, owner=LISTING.owner, where=LISTING.where)
 options = {j.id: j for j in [*chosen, *recent]}
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from services import local_queue
-from services.auth import may_see
 from services.backends.base import ActiveJob, queue_summaries
 from services.kueue_estimates import statuses_with_estimates
 from services.models import JobStatus, JobView, User
@@ -103,14 +102,15 @@ def queue_views(service: JobService, user: User) -> list[QueueView]:
         statuses = statuses_with_estimates(service, [ActiveJob(i, {}, 8.0) for i in ids]) if ids else {}
     ids = {i for q in summaries for i in (*q.waiting, *q.running)}
     with service.session() as s:
-        rows = {r.id: r for r in s.execute(select(Job.id, Job.name, Job.owner, Job.gpus, Job.request)
+        rows = {r.id: r for r in s.execute(select(Job.id, Job.name, Job.owner, Job.team, Job.gpus, Job.request)
                                            .where(Job.id.in_(ids)))} if ids else {}
+    may_see = service.teams.seeing(user)  # a hidden team's jobs are "another user's job" to non-members
 
     def line(job_id: int, status: QueueStatus | None) -> QueueLine | None:
         r = rows.get(job_id)
         if r is None:  # deleted meanwhile
             return None
-        seen = may_see(service.settings, user, r.owner)
+        seen = may_see(r.owner, r.team)
         priority = str((r.request or {}).get("priority", DEFAULT_PRIORITY))
         return QueueLine(r.id, r.name if seen else HIDDEN_NAME, r.owner if seen else None, r.gpus, priority, seen,
                          status)

@@ -10,6 +10,7 @@ see everything). The listing filters of the dashboard, the History and the API a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -201,6 +202,16 @@ class TeamService:
         with self.sessions.begin() as s:
             row = s.scalars(select(Team.everyone_visible).where(Team.name == team)).one_or_none()
         return row is None or bool(row)
+
+    def seeing(self, user: User) -> Callable[[str, str | None], bool]:
+        """`may_see` for many jobs at once (a queue's lines): the user's teams and the hidden ones read once."""
+        if user.is_admin:
+            return lambda owner, team: True
+        mine = self.team_names(user)
+        others = user.reads_all or self.settings.show_others_jobs
+        hidden = self.hidden_from(user, mine) if others else set()
+        return lambda owner, team: (owner == user.name or team in mine
+                                    or (others and (team is None or team not in hidden)))
 
     def may_stop(self, user: User, owner: str, team: str | None) -> bool:
         """Stop a job: its owner, admins, and the leads of its team."""

@@ -82,3 +82,30 @@ def test_the_submit_form_offers_the_priorities_with_a_sentence_each(portal, user
     (job,) = portal.jobs.list_jobs()
     assert job.request["priority"] == "urgent"
     run_to_end(portal, user, job.id)
+
+
+def test_a_hidden_teams_waiting_job_is_another_users_job_to_a_non_member(portal, queue, monkeypatch):
+    # Before: the Queues page named a hidden team's jobs, and linked them, for anyone who may see others' jobs.
+    from services.models import Role
+    from services.store.orm import Job
+
+    _, _, bob = queue
+    admin = User("root", Role.ADMIN)
+    portal.jobs.teams.save(admin, "vision", everyone_visible=False)
+    for member in ("bob", "eve"):
+        portal.jobs.teams.set_member(admin, "vision", member)
+    with portal.jobs.session() as s:
+        s.get(Job, bob).team = "vision"
+    who = {"user": User("carol")}
+    monkeypatch.setattr("pages.common.current_user", lambda *a, **k: who["user"])
+
+    def queue_lines() -> list[str]:
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        at.switch_page("pages/queues.py").run()
+        assert not at.exception
+        return [m.value for m in at.markdown if " · #" in m.value or "another user" in m.value]
+
+    carol_sees = "\n".join(queue_lines())
+    assert "bob" not in carol_sees and f"another user's job · #{bob}" in carol_sees
+    who["user"] = User("eve")
+    assert any(f"bob · #{bob}" in line for line in queue_lines())

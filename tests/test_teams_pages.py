@@ -138,3 +138,16 @@ def test_a_refused_member_name_on_the_teams_page_leaves_the_team_as_it_was(as_us
     assert portal.jobs.teams.team("vision").everyone_visible is False
     assert portal.jobs.teams.members("vision") == ["alice", "bob", "eve"]
 
+
+def test_compare_offers_no_hidden_teams_job_to_a_non_member(as_user, vision, portal):
+    # Before: the picker listed the 200 newest jobs of everyone, a hidden team's included.
+    seed_jobs(portal.jobs.sessions.kw["bind"], 1, owner="carol", status=JobStatus.SUCCEEDED, seed=2)
+    (carols,) = [j.id for j in portal.jobs.list_jobs(owner="carol")]
+    at = as_user(User("carol"))
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert at.multiselect(key="cmp_pick").options == [f"{portal.jobs.get(ADMIN, carols).name} · #{carols} · carol"]
+    at = as_user(User("eve"))
+    at.switch_page("pages/compare.py").run()
+    assert len(at.multiselect(key="cmp_pick").options) == 3  # a member is offered the team's jobs
+
