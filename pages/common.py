@@ -126,8 +126,14 @@ def can_act(job: JobView) -> bool:
 
 
 def can_stop(job: JobView) -> bool:
-    """Its owner, an admin, or a lead of its team (services/teams.py)."""
-    return portal().jobs.teams.may_stop(me(), job.owner, job.team)
+    """Its owner, an admin, or a lead of its team (services/teams.py); the lead's teams read once per script run,
+    not once per card."""
+    token = st.session_state.get("_run_token")
+    cached = st.session_state.get("_leads")
+    if cached is None or token is None or cached[0] is not token:
+        cached = (token, portal().jobs.teams.lead_teams(me()))
+        st.session_state["_leads"] = cached
+    return portal().jobs.teams.may_stop(me(), job.owner, job.team, leads=cached[1])
 
 
 def download_url(job: JobView, kind: str, **what: Any) -> str | None:

@@ -124,8 +124,11 @@ class TeamService:
                     .where(Team.name == team, TeamMember.lead.is_(True)))
             return sorted(s.scalars(stmt))
 
+    def lead_teams(self, user: User) -> set[str]:
+        return {t.name for t in self.teams_of(user) if t.lead}
+
     def is_lead(self, user: User, team: str | None) -> bool:
-        return bool(team) and any(t.name == team and t.lead for t in self.teams_of(user))
+        return bool(team) and team in self.lead_teams(user)
 
     def team(self, name: str) -> TeamView:
         """A team's settings (an identity group nobody configured has the defaults)."""
@@ -213,9 +216,12 @@ class TeamService:
         return lambda owner, team: (owner == user.name or team in mine
                                     or (others and (team is None or team not in hidden)))
 
-    def may_stop(self, user: User, owner: str, team: str | None) -> bool:
-        """Stop a job: its owner, admins, and the leads of its team."""
-        return user.is_admin or user.name == owner or self.is_lead(user, team)
+    def may_stop(self, user: User, owner: str, team: str | None, leads: set[str] | None = None) -> bool:
+        """Stop a job: its owner, admins, and the leads of its team. leads: the user's `lead_teams`, where the
+        caller read them once for many jobs (a dashboard's cards)."""
+        if user.is_admin or user.name == owner:
+            return True
+        return bool(team) and team in (self.lead_teams(user) if leads is None else leads)
 
     # Admin ------------------------------------------------------------------------------------------------------
     def save(self, user: User, name: str, *, source: str = ADMIN, everyone_visible: bool = True,

@@ -151,3 +151,30 @@ def test_compare_offers_no_hidden_teams_job_to_a_non_member(as_user, vision, por
     at.switch_page("pages/compare.py").run()
     assert len(at.multiselect(key="cmp_pick").options) == 3  # a member is offered the team's jobs
 
+
+def test_a_leads_dashboard_reads_their_teams_once_per_rerun_not_per_card(as_user, vision, portal):
+    # Before: each of a member's running cards asked for the lead's teams again (2 queries a card, each 2 s rerun).
+    from sqlalchemy import event
+
+    engine = portal.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 5, owner="bob", status=JobStatus.RUNNING, seed=3)
+    with portal.jobs.session() as s:
+        for job in s.query(Job).filter(Job.team.is_(None)):
+            job.team = "vision"
+    at = as_user(User("alice"))
+    at.toggle(key="dash_team").set_value(True).run()
+    reads: list[str] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if "team_members" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        at.run()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    assert not at.exception
+    stops = [b.key for b in at.button if b.key and b.key.startswith("ACTIVE-") and b.key.endswith("-stop")]
+    assert len(stops) >= 3, stops  # a Stop on each of the member's running cards shown
+    assert len(reads) <= 3, reads  # the dashboard's listing and the lead's teams, not once per card
