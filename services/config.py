@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default=False, description="A budget spent to 100 % also stops its team's or user's running jobs. False: "
         "they keep running; only new jobs are held back.",
     )
+    budget_holds_kueue_queues: bool = Field(
+        default=False, description="With Kueue: a team's budget that says 'wait' at its limit, once spent, holds "
+        "the team's ClusterQueue (stopPolicy Hold) until it is raised or the month turns. Needs the ClusterRole of "
+        "manifests/components/kueue-budget-hold (ClusterQueues are cluster-scoped).",
+    )
     default_gpu_type: str = Field(
         default="gpu", description="The GPU type a cluster job is priced as when its node says none "
         "(the local backend's is 'local').",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from services import budget_holds
 from services.backends.base import BackendError
 from services.budgets import hold_sentence
 from services.costs import month_of
@@ -134,6 +135,7 @@ def no_start_meanwhile() -> Iterator[None]:
 def admit(service: JobService) -> list[int]:
     """Start every waiting job the queue lets through now; returns their ids."""
     if not uses_store_queue(service):
+        budget_holds.reconcile(service)  # Kueue's queues are the cluster's: a spent team's is held there
         return []
     started: list[int] = []
     with _lock:

@@ -61,13 +61,21 @@ def kueue_cluster_permissions() -> set[Permission]:
     return _rules(next(d for d in docs if d["kind"] == "ClusterRole"))
 
 
+def budget_hold_permissions() -> set[Permission]:
+    """The opt-in kueue-budget-hold component's ClusterRole: patch of ClusterQueues only (stopPolicy: Hold)."""
+    docs = list(yaml.safe_load_all((MANIFESTS / "components" / "kueue-budget-hold" / "clusterrole.yaml").read_text()))
+    return _rules(next(d for d in docs if d["kind"] == "ClusterRole"))
+
+
 def documented_permissions() -> set[Permission]:
     rows = re.findall(r"^\| `([^`]*)` \| `([^`]+)` \| ([a-z, ]+) \|", (ROOT / "docs" / "admin.md").read_text(), re.M)
     return {(g, r, v.strip()) for g, r, verbs in rows for v in verbs.split(",")}
 
 
 def test_the_role_grants_exactly_what_the_code_calls() -> None:
-    code, role = permissions_the_code_uses(), role_permissions() | kueue_cluster_permissions()
+    code = permissions_the_code_uses()
+    role = role_permissions() | kueue_cluster_permissions() | budget_hold_permissions()
+    assert budget_hold_permissions() == {("kueue.x-k8s.io", "clusterqueues", "patch")}
     assert {r for _, r, _ in kueue_cluster_permissions()} <= {"clusterqueues", "workloadpriorityclasses"}
     assert {v for _, _, v in kueue_cluster_permissions()} == {"list"}, "cluster-wide: reads only"
     assert role - code == set(), f"the Role grants what the code never calls: {sorted(role - code)}"
@@ -77,7 +85,7 @@ def test_the_role_grants_exactly_what_the_code_calls() -> None:
 
 
 def test_docs_list_the_same_permissions() -> None:
-    assert documented_permissions() == role_permissions() | kueue_cluster_permissions()
+    assert documented_permissions() == role_permissions() | kueue_cluster_permissions() | budget_hold_permissions()
 
 
 @pytest.mark.parametrize("doc", ["admin.md", "configuration.md"])

@@ -20,6 +20,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from services.backends.base import BackendError, Observation
+from services.backends.k8s_kueue_hold import held_by_budget
 from services.backends.k8s_priorities import GROUP, VERSION, ClassList, PriorityClasses
 from services.config import Settings
 from services.models import JobStatus
@@ -317,7 +318,7 @@ class Kueue:
             return Observation(JobStatus.QUEUED, "Waiting for Kueue to queue it")
         queue = (wl.get("spec") or {}).get("queueName") or ""
         team, quota = self._team(queue, view)
-        return Observation(JobStatus.QUEUED, blocker(wl, team, quota))
+        return Observation(JobStatus.QUEUED, held_by_budget(view.cluster_queues.get(team)) or blocker(wl, team, quota))
 
     def statuses(self, names: dict[int, str]) -> dict[int, QueueStatus]:
         """Where each waiting job (id -> Job name) stands, from the last read."""
@@ -342,7 +343,8 @@ class Kueue:
             ahead = [other for pos, other in by_queue.get(queue, []) if pos < position - 1]
             priority = ((wl.get("spec") or {}).get("priorityClassRef") or {}).get("name") \
                 or (wl.get("spec") or {}).get("priorityClassName") or ""
-            out[jid] = QueueStatus(queue=queue, position=position, ahead=ahead, blocker=blocker(wl, team, quota),
+            why = held_by_budget(view.cluster_queues.get(team)) or blocker(wl, team, quota)
+            out[jid] = QueueStatus(queue=queue, position=position, ahead=ahead, blocker=why,
                                    estimate=None, priority=priority or "normal",
                                    holders=self._admitted_in(queue, view))
         return out

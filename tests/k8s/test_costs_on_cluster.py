@@ -1,15 +1,19 @@
 """What a cluster job costs, on the test control plane (KWOK pods): each pod of a multi-node job is costed from when
 its node took it to its end, on the node it ran, so pods that start at different times cost what they ran, not the
-Job's whole span on every node."""
+Job's whole span on every node; and with Kueue, a spent team budget that says "wait" holds the team's ClusterQueue
+until it is raised."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 from services.backends.k8s_status import parse_time
 from services.models import JobStatus, Role, User
 from tests.conftest import wait_until
+from tests.k8s.kueue_env import kueue  # noqa: F401 - the fixture
+from tests.k8s.test_kueue import team_queues  # noqa: F401 - the fixture
 
 ME = User(name="researcher", role=Role.ADMIN)
 
@@ -55,3 +59,54 @@ def test_a_multi_node_job_whose_pods_start_apart_costs_what_each_pod_ran(k8s_por
     assert done.gpu_hours * 3600 < 16 * whole_span - 8 * 2  # not the Job's whole span on both nodes
     rate = k8s_portal.settings.gpu_price_per_hour * 8 + k8s_portal.settings.node_price_per_hour
     assert abs(done.cost_total - rate * ran / 3600) < 0.05
+
+
+def test_a_spent_budget_that_says_wait_holds_the_teams_kueue_queue_until_it_is_raised(
+        cluster, namespace, tmp_path, team_queues):  # noqa: F811
+    from services.usage import UsageService
+    from tests.k8s.test_kueue import KUEUE_MANIFESTS, drain, kueue_portal
+
+    cluster.kubectl("-n", namespace, "apply", "-f", str(KUEUE_MANIFESTS / "localqueues.yaml"))
+    portal = kueue_portal(cluster, namespace, tmp_path, team_queues, kueue_default_queue="team-a",
+                          budget_holds_kueue_queues=True)
+    admin, bob = User("root", Role.ADMIN), User("bob")
+    portal.jobs.teams.save(admin, "vision", default_queue="team-b")
+    portal.jobs.teams.set_member(admin, "vision", "bob")
+    usage = UsageService.of(portal.jobs)
+    usage.set_budget(admin, {"scope": "team", "name": "vision", "unit": "gpu_hours", "monthly_limit": 0,
+                             "at_limit": "wait"})
+
+    def stop_policy() -> str:
+        return cluster.kubectl("get", "clusterqueues.kueue.x-k8s.io", "team-b", "-o",
+                               "jsonpath={.spec.stopPolicy}") or "None"
+
+    try:
+        # Spent: the next ticks hold the team's queue (a budget spent by running jobs is held the same way).
+        wait_until(lambda: (portal.sync.tick(), stop_policy())[1] == "Hold", timeout=30, interval=0.5)
+        job_id = portal.jobs.submit(bob, {"name": "held", "script": "train_example.py", "epochs": 3, "gpus": 1})
+        month = datetime.now(UTC)
+        sentence = (f"team vision's budget for {month:%B} is spent; it starts when an admin or lead raises it or "
+                    "next month")
+        def seen():
+            portal.sync.tick()
+            return portal.jobs.get(bob, job_id)
+
+        try:
+            held = wait_until(lambda: (j := seen()).reason == sentence and j, timeout=30, interval=0.5)
+        except AssertionError:
+            raise AssertionError(f"{seen()} {stop_policy()}") from None
+        assert held.status is JobStatus.QUEUED and stop_policy() == "Hold"
+        time.sleep(3)
+        portal.sync.tick()
+        assert portal.jobs.get(bob, job_id).status is JobStatus.QUEUED  # Kueue admits nothing from a held queue
+
+        usage.set_budget(admin, {"scope": "team", "name": "vision", "unit": "gpu_hours", "monthly_limit": 10,
+                                 "at_limit": "wait"})
+        wait_until(lambda: (portal.sync.tick(), portal.jobs.get(bob, job_id).status)[1] is JobStatus.RUNNING,
+                   timeout=60, interval=0.5)
+        assert stop_policy() == "None"
+    finally:
+        portal.close()
+        release = {"spec": {"stopPolicy": "None"}, "metadata": {"annotations": {"ml-portal/budget-hold": None}}}
+        cluster.kubectl("patch", "clusterqueues.kueue.x-k8s.io", "team-b", "--type=merge", "-p", json.dumps(release))
+        drain(cluster, namespace)
