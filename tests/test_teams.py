@@ -173,3 +173,38 @@ def test_history_shows_teammates_jobs_where_others_jobs_are_hidden(vision, monke
     assert p.history.summary(CAROL, HistoryQuery()).jobs == 1
     assert {j.id for j in p.history.page(ADMIN, HistoryQuery())} == {bobs, alices, carols}
 
+
+def test_team_counts_are_read_from_the_team_index_alone(vision):
+    """The dashboard's counts under "My team" (and the hidden teams' under "Everyone") on each 2 s refresh: before,
+    (team, id) led to every row of the team's jobs to read its status group."""
+    from sqlalchemy import event, text
+
+    p = vision
+    engine = p.jobs.sessions.kw["bind"]
+    seed_jobs(engine, 3, owner="bob", status=JobStatus.SUCCEEDED, seed=7)
+    seed_jobs(engine, 3, owner="dan", status=JobStatus.FAILED, seed=8)
+    with p.jobs.session() as s:
+        for job in s.query(Job).filter(Job.owner == "bob"):
+            job.team = "vision"
+    seen: list[tuple[str, object]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if "count(" in statement.lower() and "jobs.team" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        assert sum(p.jobs.counts(**vars(p.jobs.listing(ALICE, "team"))).values()) == 3
+        assert sum(p.jobs.counts(**vars(p.jobs.listing(CAROL, "all"))).values()) == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    assert len(seen) == 2
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            if engine.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+                assert "COVERING INDEX ix_jobs_team_group" in plan, plan
+            else:  # a few rows: the planner would read the table; the question is whether the index serves alone
+                conn.execute(text("SET enable_seqscan = off"))
+                plan = " ".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters))
+                assert "Index Only Scan using ix_jobs_team_group" in plan, plan

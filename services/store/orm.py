@@ -151,6 +151,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_group_id", "status_group", "id"),
         Index("ix_jobs_team_id", "team", "id"),
+        Index("ix_jobs_team_group", "team", "status_group", "owner"),  # team counts from the index alone (0027)
         Index("ix_jobs_sweep", "sweep_id", "sweep_trial"),
         Index("ix_jobs_owner_group_id", "owner", "status_group", "id"),
         Index("ix_jobs_created_at", "created_at"),
