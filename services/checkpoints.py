@@ -144,15 +144,20 @@ class CheckpointService:
         with self.jobs.session() as s:
             rows = list(s.scalars(select(CheckpointRequest).where(CheckpointRequest.job_id == job_id)
                                   .order_by(CheckpointRequest.id)))
-            claimed = {r.written_name for r in rows if r.written_name}
+            # A name matched before matches again once written again since (a script saving to latest.pt).
+            claimed: dict[str, datetime] = {}
+            for r in rows:
+                if r.written_name and r.written_at is not None:
+                    claimed[r.written_name] = max(r.written_at, claimed.get(r.written_name, r.written_at))
             for row in rows:
                 if row.written_at is not None or row.error:
                     continue
                 since = row.requested_at - CLOCK_SLACK
-                found = next((c for c in checkpoints if c.modified >= since and c.name not in claimed), None)
+                found = next((c for c in checkpoints if c.modified >= since
+                              and (c.name not in claimed or c.modified > claimed[c.name])), None)
                 if found is not None:
                     row.written_at, row.written_name = max(found.modified, row.requested_at), found.name
-                    claimed.add(found.name)
+                    claimed[found.name] = row.written_at
             return [_view(r) for r in reversed(rows)]
 
     def checkpoints(self, user: User, job_id: int) -> list[Checkpoint]:
