@@ -274,8 +274,7 @@ class SyncLoop(PendingWork):
 
     def apply(self, job_id: int, obs: Observation) -> None:
         with self.service.session() as s:
-            # Locked till commit: the status read here is still the stored one when this writes (PostgreSQL).
-            job = s.get(Job, job_id, with_for_update=True)
+            job = s.get(Job, job_id, with_for_update=True)  # its status stays the one read here till commit
             if job is None or JobStatus(job.status) not in ACTIVE_STATUSES:
                 return  # ended already (by another replica, or a stop): a stale observation never reopens it
             if obs.started_at and job.started_at is None:

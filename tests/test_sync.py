@@ -144,8 +144,11 @@ def test_retention_deletes_old_logs_and_keeps_the_job_and_its_charts(portal, use
     assert any("log was deleted 30 days after it ended" in i.value for i in at.info)
 
 
-def test_a_stale_running_observation_never_reopens_a_finished_job(portal, user):
+def test_a_stale_running_observation_never_reopens_a_finished_job(any_portal):
     """A leader that lost its lease while reading logs may still hold 'Running' for a job the new leader ended."""
+    from services.auth import local_user
+
+    portal, user = any_portal, local_user(any_portal.settings)
     job_id = portal.jobs.submit(user, {"name": "done", "script": "train_example.py", "epochs": 1,
                                        "extra_args": "--seconds-per-epoch 0"})
     before = run_to_end(portal, user, job_id)
