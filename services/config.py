@@ -242,6 +242,10 @@ class Settings(BaseSettings):
                                    "each registration. Empty: mlflow_username and its password file, or no login.")
     mlflow_username: str = Field(default="", description="MLflow login (basic auth) when there is no token file.")
     mlflow_password_file: str = Field(default="", description="File holding mlflow_username's password.")
+    mlflow_group_credentials: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description='Group -> its own MLflow login, e.g. {"team-a": {"token_file": '
+        '"/secrets/a/token"}} or {"team-b": {"username": "b", "password_file": "/secrets/b/pw"}}: for a job of a '
+        "member, sent only to that group's server (mlflow_group_uris, else mlflow_tracking_uri); else the one login.")
 
     # Kubernetes backend -------------------------------------------------------------------------
     kubeconfig: str = Field(default="", description="Path of a kubeconfig. Empty: KUBECONFIG, then ~/.kube/config.")
@@ -306,6 +310,16 @@ class Settings(BaseSettings):
     def _comma_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [item.strip() for item in v.split(",") if item.strip()]
+        return v
+
+    @field_validator("mlflow_group_credentials")
+    @classmethod
+    def _mlflow_logins(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for group, login in v.items():
+            unknown = set(login) - {"token_file", "username", "password_file"}
+            if unknown or not (login.get("token_file") or (login.get("username") and login.get("password_file"))):
+                raise ValueError(f"group {group!r}: give token_file, or username and password_file"
+                                 + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
         return v
 
     @field_validator("failure_patterns")

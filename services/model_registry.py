@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.auth import may_act
 from services.models import Conflict, Forbidden, JobView, User, ValidationProblem
@@ -166,6 +167,11 @@ def tracking_uri_for(settings: Any, groups: tuple[str, ...] | list[str]) -> str:
     return settings.mlflow_tracking_uri
 
 
+def remembered_groups(s: Session, owner: str) -> tuple[str, ...]:
+    """The owner's groups as of their last submit (what chose the server, and chooses the team's login)."""
+    return tuple(s.scalars(select(NotificationMember.group).where(NotificationMember.owner == owner)))
+
+
 class ModelRegistry:
     """Over the job service: its sessions, backend, settings and visibility rules."""
 
@@ -175,8 +181,8 @@ class ModelRegistry:
     def _owner_groups(self, user: User, owner: str) -> tuple[str, ...]:
         if user.name == owner:
             return user.groups
-        with self.jobs.session() as s:  # an admin registering another's job: the owner's groups at their last submit
-            return tuple(s.scalars(select(NotificationMember.group).where(NotificationMember.owner == owner)))
+        with self.jobs.session() as s:  # an admin registering another's job
+            return remembered_groups(s, owner)
 
     def configured(self, user: User, owner: str) -> bool:
         return bool(tracking_uri_for(self.jobs.settings, self._owner_groups(user, owner)))

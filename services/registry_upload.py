@@ -1,7 +1,8 @@
-"""One model registration's talk with MLflow, run as a child process of the portal (services/registry_worker.py):
-the plan as JSON on stdin, the login in this process's environment only (MLFLOW_TRACKING_TOKEN, or
-MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, as MLflow's client reads them), one JSON line on stdout:
-{"ok": true, "run_id", "version", "model_url"} or {"error": sentence, "transient": bool}.
+"""Model registrations' talk with MLflow, in a long-lived child process of the portal (services/registry_worker.py)
+that loads MLflow's client once: one JSON line per registration on stdin, {"plan": ..., "login": {...}}, answered by
+one JSON line on stdout: {"ok": true, "run_id", "version", "model_url"} or {"error": sentence, "transient": bool}.
+The login (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, as MLflow's client reads
+them at each request) is set in this process's environment for that registration only: never in the portal's.
 
 Idempotent by the registration's id, tagged on the run and the version: a version tagged with it is the answer (its
 alias set again); a run tagged with it is reused (its files uploaded again over the same names); only then is
@@ -11,6 +12,7 @@ anything made. So a portal killed anywhere in here makes no second version when 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -68,20 +70,39 @@ def _run(client: Any, plan: dict[str, Any], metric: Any, param: Any, run_tag: An
     return run_id
 
 
-def main() -> None:
-    plan = json.load(sys.stdin)
+LOGIN_VARS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def answer(plan: dict[str, Any], login: dict[str, str]) -> dict[str, Any]:
+    for var in LOGIN_VARS:  # the previous registration's login (another team's, perhaps) is gone first
+        os.environ.pop(var, None)
+    os.environ.update({k: v for k, v in login.items() if k in LOGIN_VARS})
     try:
-        result = register(plan)
+        return register(plan)
     except Exception as exc:  # every failure becomes a sentence on the job page, never a traceback
         code = getattr(exc, "error_code", "")
         message = str(getattr(exc, "message", "") or exc).strip().splitlines()[0][:500] if str(exc) else type(
             exc).__name__
         if code in PERMANENT:
-            result = {"error": f"MLflow at {plan['tracking_uri']} refused it: {message}", "transient": False}
-        else:
-            result = {"error": f"MLflow at {plan['tracking_uri']} could not be reached or failed: {message}",
-                      "transient": True}
-    print(json.dumps(result), flush=True)
+            return {"error": f"MLflow at {plan['tracking_uri']} refused it: {message}", "transient": False}
+        return {"error": f"MLflow at {plan['tracking_uri']} could not be reached or failed: {message}",
+                "transient": True}
+    finally:
+        for var in LOGIN_VARS:
+            os.environ.pop(var, None)
+
+
+def main() -> None:
+    import mlflow.entities  # noqa: F401 - MLflow loaded once, before the first registration
+    from mlflow import MlflowClient  # noqa: F401
+
+    out = sys.stdout
+    sys.stdout = sys.stderr  # whatever MLflow prints cannot be taken for an answer
+    print(json.dumps({"ready": True}), file=out, flush=True)
+    for line in sys.stdin:
+        if line.strip():
+            request = json.loads(line)
+            print(json.dumps(answer(request["plan"], request.get("login") or {})), file=out, flush=True)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,8 +24,9 @@ from typing import Any
 from sqlalchemy import select
 
 from services.jobs import JobService, to_view
-from services.model_registry import output_root, selected_files
+from services.model_registry import output_root, remembered_groups, selected_files
 from services.models import JobView
+from services.registry_process import UploadProcess
 from services.safe_files import UnsafeFile, open_read
 from services.store.orm import Job, utcnow
 from services.store.registry_tables import DONE, FAILED, PENDING, ModelRegistration
@@ -38,26 +37,28 @@ MAX_ATTEMPTS = 5
 RETRY_SECONDS = 15.0
 UPLOAD_TIMEOUT_SECONDS = 6 * 3600.0  # a model of many GB over a slow link; MLflow's own requests time out sooner
 ARTIFACT_PATH = "model"
-ROOT = Path(__file__).resolve().parent.parent
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY",
-              "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
 def _read(path: str) -> str:
     return Path(path).expanduser().read_text().strip() if path else ""
 
 
-def child_env(settings: Any, home: Path) -> dict[str, str]:
-    """The upload's environment: the login read from its files now (a rotated token needs no restart)."""
-    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-    env.update(HOME=str(home), PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
-               MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_TIMEOUT="120")
-    if settings.mlflow_token_file:
-        env["MLFLOW_TRACKING_TOKEN"] = _read(settings.mlflow_token_file)
-    elif settings.mlflow_username:
-        env["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_username
-        env["MLFLOW_TRACKING_PASSWORD"] = _read(settings.mlflow_password_file)
-    return env
+def login_for(settings: Any, uri: str, groups: tuple[str, ...]) -> dict[str, str]:
+    """The MLflow login for a registration to `uri`, as MLflow's variables, read from its files now (a rotated token
+    needs no restart): the first group of the job's owner with its own login (mlflow_group_credentials) whose
+    server this is, so that a team's login never goes to another server; else the portal's one login."""
+    source = {"token_file": settings.mlflow_token_file, "username": settings.mlflow_username,
+              "password_file": settings.mlflow_password_file}
+    for group, login in settings.mlflow_group_credentials.items():
+        if group in groups and settings.mlflow_group_uris.get(group, settings.mlflow_tracking_uri) == uri:
+            source = login
+            break
+    if source.get("token_file"):
+        return {"MLFLOW_TRACKING_TOKEN": _read(source["token_file"])}
+    if source.get("username"):
+        return {"MLFLOW_TRACKING_USERNAME": source["username"],
+                "MLFLOW_TRACKING_PASSWORD": _read(source.get("password_file", ""))}
+    return {}
 
 
 def _params(job: JobView) -> dict[str, str]:
@@ -106,6 +107,11 @@ class RegistryWorker(PeriodicWorker):
         super().__init__(interval)
         self.jobs = jobs
         self.settings = jobs.settings
+        self.uploads = UploadProcess(self.settings.data_dir / "tmp" / "registry-upload")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self.uploads.close()
 
     def tick(self) -> int:
         """Every due registration, oldest first (one at a time: each is a long upload)."""
@@ -157,22 +163,15 @@ class RegistryWorker(PeriodicWorker):
         except OSError as exc:
             return {"error": f"The job's files could not be read: {exc.strerror or exc}.", "transient": True}
         try:
-            return self._upload(plan(row, job, staged / "files", self.settings.public_url), staged)
+            return self._upload(plan(row, job, staged / "files", self.settings.public_url), job.owner)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
-    def _upload(self, the_plan: dict[str, Any], staged: Path) -> dict[str, Any]:
+    def _upload(self, the_plan: dict[str, Any], owner: str) -> dict[str, Any]:
         try:
-            env = child_env(self.settings, staged)
+            with self.jobs.session() as s:
+                groups = remembered_groups(s, owner)
+            login = login_for(self.settings, the_plan["tracking_uri"], groups)
         except OSError as exc:
             return {"error": f"The MLflow login could not be read: {exc.strerror or exc}.", "transient": True}
-        try:
-            done = subprocess.run([sys.executable, "-m", "services.registry_upload"], input=json.dumps(the_plan),
-                                  capture_output=True, text=True, env=env, cwd=ROOT, timeout=UPLOAD_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            return {"error": "The upload to MLflow took longer than 6 hours.", "transient": True}
-        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-        if not lines:
-            log.warning("the MLflow upload ended with %s: %s", done.returncode, done.stderr[-2000:])
-            return {"error": "The upload to MLflow ended unexpectedly (see the portal's log).", "transient": True}
-        return json.loads(lines[-1])
+        return self.uploads.ask(the_plan, login, UPLOAD_TIMEOUT_SECONDS)
