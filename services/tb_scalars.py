@@ -139,6 +139,10 @@ class EventScalarScanner(PeriodicWorker):
                     start = 0
                 fh.seek(start)
                 data = fh.read(READ_LIMIT)
+                if len(data) >= 12:  # a first frame longer than a pass (up to MAX_RECORD) is read whole
+                    need = 12 + min(struct.unpack("<Q", data[:8])[0], MAX_RECORD) + 4
+                    if len(data) < need <= size - start:
+                        data += fh.read(need - len(data))
             used = 0
             for end, record in records(data):
                 used = end
