@@ -21,9 +21,10 @@ from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.jobs import JobService, to_view
+from services.leader import election_wanted
 from services.model_registry import output_root, remembered_groups, selected_files
 from services.models import JobView
 from services.registry_process import UploadProcess
@@ -35,6 +36,7 @@ from services.worker_thread import PeriodicWorker
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 RETRY_SECONDS = 15.0
+CLAIM_SLACK_SECONDS = 60.0  # past the upload deadline, before a claim counts as its worker's death
 UPLOAD_TIMEOUT_SECONDS = 6 * 3600.0  # a model of many GB over a slow link; MLflow's own requests time out sooner
 ARTIFACT_PATH = "model"
 
@@ -113,6 +115,18 @@ class RegistryWorker(PeriodicWorker):
         super().stop(timeout)
         self.uploads.close()
 
+    def start(self) -> None:
+        if not election_wanted(self.settings):
+            self.recover_claims()
+        super().start()
+
+    def recover_claims(self) -> None:
+        """A sole replica starting: whatever was claimed was claimed by a process that is gone, due again now."""
+        with self.jobs.session() as s:
+            s.execute(update(ModelRegistration).where(ModelRegistration.status == PENDING,
+                                                      ModelRegistration.attempts > 0)
+                      .values(next_attempt_at=utcnow()))
+
     def tick(self) -> int:
         """Every due registration, oldest first (one at a time: each is a long upload)."""
         done = 0
@@ -130,6 +144,9 @@ class RegistryWorker(PeriodicWorker):
                 return False
             reg_id = row.id
             row.attempts += 1
+            # Claimed until the upload's own deadline: a replica that takes over meanwhile (its child may still run
+            # on the old leader) does not upload it a second time.
+            row.next_attempt_at = utcnow() + timedelta(seconds=UPLOAD_TIMEOUT_SECONDS + CLAIM_SLACK_SECONDS)
             job_row = s.get(Job, row.job_id)
             job = to_view(job_row) if job_row is not None else None
             s.expunge(row)

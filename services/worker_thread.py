@@ -18,9 +18,9 @@ class PeriodicWorker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()  # also for a thread still alive: a lease lost and regained mid-tick keeps it running
         if self._thread and self._thread.is_alive():
             return
-        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 

@@ -186,6 +186,7 @@ def test_a_version_made_but_not_recorded_is_found_again_not_made_twice(
     with portal.jobs.session() as s:
         row = s.get_one(ModelRegistration, made.id)
         row.status, row.version, row.run_id, row.model_url, row.finished_at = PENDING, None, None, None, None
+    worker.recover_claims()  # as the restarted portal's worker does when it starts
     assert worker.run_due()
     again = registry.registrations(user, job_id)[0]
     assert (again.status, again.version) == (DONE, "1")
