@@ -38,6 +38,7 @@ QUEUE_NAME = "this machine"
 ETA_SPREAD = (0.8, 1.25)  # a running job's ETA, as the range its end falls in
 HISTORY_RUNS = 5  # earlier runs of the same name that say how long a waiting job takes
 _cache: dict[int, tuple[object, float, dict[int, QueueStatus]]] = {}
+BUDGET_REASON = "Waiting: the budget is spent"
 CACHE_SECONDS = 1.0  # a dashboard draws many cards in one render: the queue is read once for them
 # One admission at a time (the sync loop and a page's submit), so GPUs are never lent twice; a Stop waits for it.
 _lock = threading.Lock()
@@ -148,7 +149,7 @@ def admit(service: JobService) -> list[int]:
                 indices, free = free[: w.gpus], free[w.gpus:]
                 if _start(service, rows[w.id], indices):
                     started.append(w.id)
-            _note_waiting(service, [w for w in snap.waiting if w.id not in started])
+            _note_waiting(service, [w for w in snap.waiting if w.id not in started], snap.held)
         except Exception:  # a locked database: the jobs stay queued and the next tick tries again
             log.exception("could not start the queue's next jobs")
         _cache.pop(id(service), None)  # a submit or a tick changed the queue: the next read sees it
@@ -189,7 +190,7 @@ def _start(service: JobService, row: Row, indices: list[int]) -> bool:
     return True
 
 
-def _note_waiting(service: JobService, rows: list[Row]) -> None:
+def _note_waiting(service: JobService, rows: list[Row], held: dict[int, str]) -> None:
     """A short, stable reason on each waiting row (its place and blocker change too often for the timeline)."""
     if not rows:
         return
@@ -197,7 +198,10 @@ def _note_waiting(service: JobService, rows: list[Row]) -> None:
         for r in rows:
             job = s.get(Job, r.id)
             reason = f"Waiting for {r.gpus} GPU{'s' if r.gpus != 1 else ''}" if r.gpus else "Waiting for its turn"
-            if job is not None and job.reason is None and job.status == JobStatus.QUEUED.value:
+            reason = BUDGET_REASON if r.id in held else reason
+            # Set once, but a budget's reason goes when the budget allows (the job may wait for GPUs then).
+            if job is not None and job.reason in (None, BUDGET_REASON) and job.reason != reason \
+                    and job.status == JobStatus.QUEUED.value:
                 job.reason = reason
                 s.add(JobEvent(job_id=r.id, ts=utcnow(), status=job.status, message=reason))
 

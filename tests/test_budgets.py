@@ -138,7 +138,7 @@ def test_a_spent_budget_that_says_wait_holds_new_jobs_until_it_is_raised_or_the_
         place = queues.waiting_status(p.jobs, job)
         return place.blocker if job.status is JobStatus.QUEUED and place else None
 
-    assert blocker(held) == sentence
+    assert blocker(held) == sentence and p.jobs.get(RESEARCHER, held).reason == "Waiting: the budget is spent"
     other = User("olga", groups=("nlp",))  # another team's job is not held up by it
     assert run_to_end(p, other, submit(p, other)).status is JobStatus.SUCCEEDED
     assert blocker(held) == sentence
@@ -152,3 +152,25 @@ def test_a_spent_budget_that_says_wait_holds_new_jobs_until_it_is_raised_or_the_
     with p.jobs.session() as s:  # the month turns: what was spent is last month's
         s.execute(update(UsageTotal).where(UsageTotal.month == f"{month:%Y-%m}").values(month="2000-01"))
     assert run_to_end(p, RESEARCHER, next_one).status is JobStatus.SUCCEEDED
+
+
+def test_the_queues_page_says_why_a_budget_holds_a_job(monkeypatch, portal, user, workspace_script):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(portal.jobs.backend, "machine_gpus", 2)
+    UsageService.of(portal.jobs).set_budget(user, {"scope": "user", "name": user.name, "unit": "money",
+                                                   "monthly_limit": 0, "at_limit": "wait"})
+    job = portal.jobs.submit(user, {"name": "held", "script": workspace_script("sleep.py", SLEEP), "gpus": 1,
+                                    "extra_args": "--seconds 0.1"})
+    portal.sync.tick()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "portal_app.py"), default_timeout=30).run()
+    at.switch_page("pages/queues.py").run()
+    assert not at.exception
+    sentence = (f"{user.name}'s budget for {datetime.now(UTC):%B} is spent; it starts when an admin raises it or "
+                "next month")
+    assert any(sentence in c.value for c in at.caption), [c.value for c in at.caption]
+    assert portal.jobs.get(user, job).status is JobStatus.QUEUED
+    portal.jobs.stop(user, job)
+    run_to_end(portal, user, job)
