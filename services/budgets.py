@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from services.config import Settings
 from services.costs import ceiling_sentence, hourly_rate, month_of, month_start
-from services.models import Forbidden, User, ValidationProblem
+from services.models import Forbidden, StatusGroup, User, ValidationProblem
 from services.notifications_messages import SENTENCES
 from services.notifications_outbox import record
 from services.store.cost_tables import Budget, UsageTotal
 from services.store.notification_tables import NotificationChannel
-from services.store.orm import utcnow
+from services.store.orm import Job, utcnow
 from services.store.team_tables import Team, TeamMember
 
 THRESHOLDS = (80, 100)
@@ -64,6 +64,23 @@ def standing(s: Session, scope: str, name: str, month: str) -> Standing | None:
     return None if b is None else Standing(b, used(s, scope, name, month, b.unit))
 
 
+def reserved(s: Session, scope: str, name: str, unit: str) -> float:
+    """What the scope's queued and running jobs may still cost: each one's ceiling (its max runtime at its hourly
+    rate) less what it has accrued so far. Held against what is left, so that jobs submitted together cannot each
+    fit a budget that holds only one of them."""
+    who = Job.team if scope == "team" else Job.owner
+    total = 0.0
+    for rate, request, gpus, nodes, cost, gpu_hours in s.execute(
+            select(Job.cost_per_hour, Job.request, Job.gpus, Job.nodes, Job.cost, Job.gpu_hours)
+            .where(Job.status_group == StatusGroup.ACTIVE.value, who == name)):
+        hours = float((request or {}).get("max_runtime_hours") or 0.0)
+        if unit == "money":
+            total += max(0.0, float(rate or 0.0) * hours - float(cost or 0.0))
+        else:
+            total += max(0.0, hours * (gpus or 0) * max(1, nodes or 1) - float(gpu_hours or 0.0))
+    return total
+
+
 def submit_check(s: Session, settings: Settings, user: User, team: str, cost: float, hours: float, gpus: int,
                  nodes: int, now: datetime | None = None) -> tuple[str, str | None]:
     """(the sentence the form shows, the reason a submit is refused or None)."""
@@ -77,13 +94,17 @@ def submit_check(s: Session, settings: Settings, user: User, team: str, cost: fl
         if st is None:
             continue
         b = st.budget
-        sentence = f"{head}; {whose} {amount(settings, b.unit, max(0.0, st.left))} left this month"
+        held = reserved(s, scope, name, b.unit)
+        free = st.left - held
+        sentence = f"{head}; {whose} {amount(settings, b.unit, max(0.0, free))} left this month"
+        if held > 0:
+            sentence += f" after {amount(settings, b.unit, held)} held for queued and running jobs"
         notes.append(sentence + ".")
         if st.left <= 0 and b.at_limit == "wait":  # accepted: the queue holds it (hold_sentence)
             notes[-1] = f"{sentence}: the budget is spent, so the job will wait until it is raised or next month."
         elif refusal is None and st.left <= 0:
             refusal = f"{sentence}: the budget is spent, so new jobs are refused until next month."
-        elif refusal is None and need[b.unit] > st.left and not b.overdraft:
+        elif refusal is None and need[b.unit] > free and not b.overdraft:
             refusal = f"{sentence}: the job is refused, since it may cost more than is left."
     return (notes[0] if notes else head + ".", refusal)
 
