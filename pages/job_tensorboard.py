@@ -15,8 +15,9 @@ from services.tensorboard import url_for
 
 
 @st.cache_data(ttl=15, show_spinner=False)
-def _has_event_files(job_id: int, _store: str) -> bool:
-    # Cached a little: the walk of a job's output is bounded, but the page reruns on every click.
+def _has_event_files(job_id: int, store: str) -> bool:
+    # Cached a little: the walk of a job's output is bounded, but the page reruns on every click. `store` is part of
+    # the key (no leading underscore, which Streamlit leaves out of it): job 1 of another data folder is another job.
     return portal().tensorboards.has_event_files(job_id)
 
 
