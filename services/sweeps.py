@@ -19,7 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from services.auth import may_act
+from services.budgets import submit_check
 from services.config import Settings
+from services.costs import hourly_rate
 from services.jobs import JobService
 from services.models import Conflict, JobStatus, NotFound, User, ValidationProblem
 from services.store.orm import Job, utcnow
@@ -158,6 +160,14 @@ class SweepService:
         spec.base["team"] = self.teams.choose(user, spec.base.get("team") or None) or ""
         now = utcnow()
         with self.sessions.begin() as s:
+            # The whole sweep's ceiling against the team's and the user's budgets, as one job's is at submit.
+            req = spec.trial_request(spec.first_values())
+            cost = spec.budget * req.max_runtime_hours * hourly_rate(s, self.settings, self.jobs.backend.name,
+                                                                     req.gpus, req.nodes)
+            _, refusal = submit_check(s, self.settings, user, spec.base["team"], cost,
+                                      spec.budget * req.max_runtime_hours, req.gpus, req.nodes)
+            if refusal:
+                raise ValidationProblem({"": refusal.replace("This job", f"This sweep of {spec.budget} trials", 1)})
             row = Sweep(owner=user.name, owner_groups=list(user.groups), name=spec.name,
                         spec=spec.model_dump(mode="json"), state="running", study_name=f"pending-{now.timestamp()}",
                         created_at=now)
@@ -174,8 +184,9 @@ class SweepService:
         spec = parse_spec(spec)
         req = spec.trial_request(spec.first_values())
         hours = spec.budget * req.max_runtime_hours
-        return (round(hours * req.gpus * req.nodes, 2),
-                round(hours * self.settings.cost_per_hour(req.gpus, req.nodes), 2))
+        with self.sessions.begin() as s:  # the price book, as a job's estimate at submit
+            rate = hourly_rate(s, self.settings, self.jobs.backend.name, req.gpus, req.nodes)
+        return round(hours * req.gpus * req.nodes, 2), round(hours * rate, 2)
 
     # Reading ----------------------------------------------------------------------------------
     def _row(self, s: Session, user: User, sweep_id: int) -> Sweep:
