@@ -21,7 +21,7 @@ from services.models import Forbidden, StatusGroup, User, ValidationProblem
 from services.notifications_messages import SENTENCES
 from services.notifications_outbox import record
 from services.store.cost_tables import Budget, UsageTotal
-from services.store.notification_tables import NotificationChannel
+from services.store.notification_tables import Notification, NotificationChannel
 from services.store.orm import Job, utcnow
 from services.store.team_tables import Team, TeamMember
 
@@ -139,9 +139,15 @@ def alert_thresholds(s: Session, settings: Settings, owner: str, team: str, mont
             st = standing(s, scope, name, month)
             if st is None:
                 continue
+            crossed = [t for t in THRESHOLDS if st.percent >= t]
+            if not crossed:
+                continue
             recipients = sorted({owner, *(leads_of(s, team) if scope == "team" else [])})
-            for t in THRESHOLDS:
-                if st.percent < t:
+            keys = {f"budget:{st.budget.id}:{month}:{t}:{who}" for t in crossed for who in recipients}
+            # Past 80 % every accrual (each running job's, every few seconds) comes here: one query when all is said.
+            said = set(s.scalars(select(Notification.key).where(Notification.key.in_(keys))))
+            for t in crossed:
+                if all(f"budget:{st.budget.id}:{month}:{t}:{who}" in said for who in recipients):
                     continue
                 whose = f"Team {team}'s" if scope == "team" else f"{name}'s"
                 text_ = (f"{whose} budget for {month} is {t} % spent: {amount(settings, st.budget.unit, st.used)} of "
@@ -152,10 +158,12 @@ def alert_thresholds(s: Session, settings: Settings, owner: str, team: str, mont
                 payload: dict[str, Any] = {"event": EVENT, "text": text_, "path": "/usage", "threshold": t,
                                            "scope": scope, "name": name, "month": month}
                 for who in recipients:
+                    key = f"budget:{st.budget.id}:{month}:{t}:{who}"
+                    if key in said:
+                        continue
                     channels = [c for c in s.scalars(select(NotificationChannel).where(
                         NotificationChannel.owner == who, NotificationChannel.enabled.is_(True)))
                         if c.kind != "email" or c.confirmed_at is not None]
-                    key = f"budget:{st.budget.id}:{month}:{t}:{who}"
                     if record(s, who, EVENT, payload, key=key, channels=channels) is not None and t == 100:
                         spent.add((scope, name))
     return spent

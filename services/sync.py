@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from services import local_queue
 from services.backends.base import ActiveJob, Observation
 from services.budgets import alert_thresholds, spent
-from services.costs import accrue, month_of, team_of
+from services.costs import PriceBook, accrue, load_book, month_of, team_of
 from services.gpu_telemetry import process_tree
 from services.jobs import JobService, set_status, to_view
 from services.leader import Leadership, SoleReplica
@@ -70,6 +70,7 @@ class SyncLoop(PendingWork):
         self._followed = 0.0  # when this replica, following, last read Kueue's view
         self._accrued: dict[int, float] = {}  # job id -> when its cost was last accrued (time.monotonic())
         self._over_budget: set[int] = set()  # running jobs to stop: their budget is spent
+        self._book: PriceBook | None = None
 
     # Thread control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,6 +174,7 @@ class SyncLoop(PendingWork):
     def tick(self) -> None:
         with self._lock:
             svc = self.service
+            self._book = None  # the price book, read once per tick by the first accrual that needs it
             with svc.session() as s:
                 rows = s.execute(
                     select(Job.id, Job.backend_ref, Job.request).where(
@@ -319,7 +321,9 @@ class SyncLoop(PendingWork):
         if final:
             self._accrued.pop(job.id, None)
         settings = self.service.settings
-        months = accrue(s, job, settings, final=final, pods=obs.extra.get("pods"))
+        if self._book is None:
+            self._book = load_book(s, settings)
+        months = accrue(s, job, settings, final=final, pods=obs.extra.get("pods"), book=self._book)
         team = team_of(s, job)
         alert_thresholds(s, settings, job.owner, team, months)
         if not final and settings.budget_stops_running and spent(s, job.owner, team, month_of(utcnow())):
