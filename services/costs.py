@@ -87,6 +87,12 @@ class PriceBook:
                 best = r
         return best
 
+    def in_force(self, at: datetime | None = None, exclude: tuple[str, str] | None = None) -> list[Rate]:
+        """Each GPU type's and node's price in force at `at` (those that have one)."""
+        at = at or utcnow()
+        return [r[-1] for key, series in self._by.items() if key != exclude
+                if (r := [x for x in series if x.effective_from <= at])]
+
     def changes(self, gpu_type: str, node: str | None, start: datetime, end: datetime) -> list[datetime]:
         return [r.effective_from for r in self._series(gpu_type, node) if start < r.effective_from < end]
 
@@ -221,9 +227,14 @@ def _move_totals(s: Session, old: list[JobUsage], new: list[JobUsage]) -> None:
 
 
 def hourly_rate(s: Session, settings: Settings, backend: str, gpus: int, nodes: int) -> float:
-    """What a job of this shape costs an hour at today's price (the submit form's estimate)."""
-    kind = LOCAL_GPU_TYPE if backend == "local" else (settings.default_gpu_type or "gpu")
-    return round(load_book(s, settings).rate(kind).per_hour(gpus, nodes), 2)
+    """What a job of this shape may cost an hour at today's prices (the submit form's estimate, the ceiling a budget
+    weighs). On a cluster the node and GPU type it gets are known only once it runs, and accrual prices it by them:
+    the dearest price in force there, so that no budget is passed by a job that landed on a dearer node."""
+    book = load_book(s, settings)
+    if backend == "local":
+        return round(book.rate(LOCAL_GPU_TYPE).per_hour(gpus, nodes), 2)
+    rates = [book.rate(settings.default_gpu_type or "gpu"), *book.in_force(exclude=("type", LOCAL_GPU_TYPE))]
+    return round(max(r.per_hour(gpus, nodes) for r in rates), 2)
 
 
 def ceiling_sentence(settings: Settings, cost: float, hours: float, gpus: int, nodes: int) -> str:
