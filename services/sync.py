@@ -321,8 +321,7 @@ class SyncLoop(PendingWork):
         if final:
             self._accrued.pop(job.id, None)
         settings = self.service.settings
-        if self._book is None:
-            self._book = load_book(s, settings)
+        self._book = self._book or load_book(s, settings)  # once per tick: tick() forgets it
         months = accrue(s, job, settings, final=final, pods=obs.extra.get("pods"), book=self._book)
         team = team_of(s, job)
         alert_thresholds(s, settings, job.owner, team, months)
