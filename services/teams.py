@@ -24,6 +24,8 @@ from services.store.notification_tables import NotificationMember
 from services.store.orm import Job
 from services.store.team_tables import ADMIN, IDENTITY, Team, TeamMember
 
+TEAM_NAME_MAX = 100  # jobs.team, teams.name
+
 _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")
 
 
@@ -79,9 +81,10 @@ class TeamService:
 
     # Membership --------------------------------------------------------------------------------------------
     def identity_teams(self, groups: tuple[str, ...] | list[str]) -> list[str]:
-        """The groups that count as teams (all, unless PORTAL_TEAM_GROUPS narrows them)."""
+        """The groups that count as teams (all, unless PORTAL_TEAM_GROUPS narrows them). A group longer than a team
+        name may be (an LDAP DN, a Keycloak path) is none: a job of that team could not be stored."""
         pattern = self.settings.team_groups
-        return [g for g in groups if not pattern or re.fullmatch(pattern, g)]
+        return [g for g in groups if len(g) <= TEAM_NAME_MAX and (not pattern or re.fullmatch(pattern, g))]
 
     def teams_of(self, user: User, *, remembered: bool = False) -> list[TeamView]:
         """The user's teams: identity groups first (as the identity lists them), then admin-defined ones.

@@ -208,3 +208,13 @@ def test_team_counts_are_read_from_the_team_index_alone(vision):
                 conn.execute(text("SET enable_seqscan = off"))
                 plan = " ".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters))
                 assert "Index Only Scan using ix_jobs_team_group" in plan, plan
+
+
+def test_a_sign_in_group_too_long_for_a_team_name_is_no_team_and_its_holder_can_still_submit(any_portal):
+    # An LDAP DN as a group was offered as the job's team; on PostgreSQL jobs.team (100) refused the insert.
+    dn = "cn=ml-researchers,ou=groups,ou=research,ou=departments,dc=corp,dc=example,dc=com,o=example-holdings-intl"
+    assert len(dn) > 100
+    frank = User("frank", groups=(dn, "nlp"))
+    assert [t.name for t in any_portal.jobs.teams.teams_of(frank)] == ["nlp"]
+    job = any_portal.jobs.submit(frank, {"name": "ldap-run", "script": "train_example.py", "epochs": 1})
+    assert any_portal.jobs.get(frank, job).team == "nlp"
