@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from services import kueue_estimates
 from services.backends.base import ActiveJob
 from services.backends.k8s_kueue import KueueView
@@ -21,6 +23,13 @@ from services.queue_plan import Holder, Limits, Waiter, simulate
 from services.store.orm import Job
 
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Each test's own now: a module-level one is the suite's collection time, minutes before the test runs."""
+    global NOW
+    NOW = datetime.now(UTC)
 
 
 class KueueAnswers:

@@ -78,6 +78,9 @@ def test_stop_sends_sigterm_then_sigkill_after_grace(portal, user, workspace_scr
     s = workspace_script("stubborn.py", "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + LOOP)
     job_id = submit(portal, user, s)
     wait_running(portal, user, job_id)
+    # Its first line comes after the handler is set: a loaded machine can report it running before that.
+    log = portal.jobs.backend.log_path(job_id)
+    wait_until(lambda: log.exists() and "Epoch 1/600" in log.read_text(errors="replace"), timeout=20)
     t0 = time.monotonic()
     portal.jobs.stop(user, job_id)
     job = run_to_end(portal, user, job_id)

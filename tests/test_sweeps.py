@@ -3,6 +3,7 @@ rate, the sync loop and the sweep runner driven tick by tick, on SQLite and Post
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -150,7 +151,8 @@ def test_too_many_failures_end_the_sweep_with_a_sentence(any_portal, me):
         params={"learning_rate": {"kind": "uniform", "low": 0.001, "high": 0.1}}))
     view = drive(any_portal, me, sweep.id)
     assert view.state == "failed"
-    assert view.stop_reason.startswith("Stopped after 2 failed trials (the limit is 2); the last, trial ")
+    # Two run at once: the one started after the first failure may fail before the sweep sees the second.
+    assert re.match(r"Stopped after [23] failed trials \(the limit is 2\); the last, trial ", view.stop_reason)
     assert "this trial fails" in view.stop_reason or "Exited with code 1" in view.stop_reason
     assert len(sweep_jobs(any_portal, sweep.id)) <= 3  # it did not go on to spend the budget
 
