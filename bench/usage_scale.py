@@ -66,7 +66,8 @@ def main() -> None:
     engine = p.jobs.sessions.kw["bind"]
     t = time.perf_counter()
     n = seed(engine, args.jobs, args.teams)
-    print(f"{engine.dialect.name}: {args.jobs:,} jobs, {args.teams} teams, {n:,} usage rows seeded in {time.perf_counter() - t:.1f} s")
+    took = time.perf_counter() - t
+    print(f"{engine.dialect.name}: {args.jobs:,} jobs, {args.teams} teams, {n:,} usage rows seeded in {took:.1f} s")
     usage = UsageService.of(p.jobs)
     admin, member = User("ada", Role.ADMIN), User("user-03", groups=(f"team-{3 % args.teams}",))
     for who, user in (("admin", admin), ("team member", member)):
