@@ -18,6 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from services.config_costs import CostSettings
 from services.models import Role
 
 
@@ -30,7 +31,7 @@ LOCAL_REPLICAS = ("PORTAL_LEADER_ELECTION=on needs the Kubernetes backend (a Lea
                   "sync loop): replicas of a portal whose jobs run on its own machine are not supported")
 
 
-class Settings(BaseSettings):
+class Settings(CostSettings):
     """Every knob an admin can turn. Env var = ``PORTAL_`` + upper-case field name."""
 
     model_config = SettingsConfigDict(env_prefix="PORTAL_", extra="ignore")
@@ -46,29 +47,6 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL. Default: a SQLite file portal.db in the data directory.",
-    )
-    currency: str = "$"
-    gpu_price_per_hour: float = Field(default=2.50, ge=0, description="Price of one GPU for one hour.")
-    node_price_per_hour: float = Field(
-        default=0.40, ge=0, description="Price of one node's CPU and memory for one hour."
-    )
-    prices: list[dict[str, Any]] = Field(
-        default_factory=list, description="Prices seeded under the admin's own (services/costs.py), e.g. "
-        '[{"gpu_type": "a100", "gpu_hour": 3.2, "node_hour": 0.5, "effective_from": "2026-01-01"}] or '
-        '{"node": "gpu-7", ...}.',
-    )
-    budget_stops_running: bool = Field(
-        default=False, description="A budget spent to 100 % also stops its team's or user's running jobs. False: "
-        "they keep running; only new jobs are held back.",
-    )
-    budget_holds_kueue_queues: bool = Field(
-        default=False, description="With Kueue: a team's budget that says 'wait' at its limit, once spent, holds "
-        "the team's ClusterQueue (stopPolicy Hold) until it is raised or the month turns. Needs the ClusterRole of "
-        "manifests/components/kueue-budget-hold (ClusterQueues are cluster-scoped).",
-    )
-    default_gpu_type: str = Field(
-        default="gpu", description="The GPU type a cluster job is priced as when its node says none "
-        "(the local backend's is 'local').",
     )
     max_gpus_per_node: int = Field(default=8, ge=0)
     max_nodes: int = Field(default=4, ge=1)
@@ -399,9 +377,6 @@ class Settings(BaseSettings):
             return self.backend
         in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         return "kubernetes" if in_cluster or self.kubeconfig_path() else "local"
-
-    def cost_per_hour(self, gpus: int, nodes: int) -> float:
-        return round(nodes * (self.node_price_per_hour + gpus * self.gpu_price_per_hour), 2)
 
     def describe(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

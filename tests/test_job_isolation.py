@@ -319,3 +319,37 @@ def test_a_sandboxed_job_reports_exact_metrics_with_the_portals_helper(open_tmp_
         assert job.final_metrics.get("loss") == 0.25
     finally:
         portal.close()
+
+
+def test_a_sandboxed_job_runs_with_the_packages_of_a_venv_kept_under_tmp(open_tmp_path: Path) -> None:
+    """A portal installed under /tmp (a clone there, its .venv with it): the venv's python links to the base
+    interpreter elsewhere, and a private /tmp once hid the venv itself, so no job could import its packages."""
+    import shutil
+    import tempfile
+
+    from services.portal import build_portal
+    from tests.conftest import run_to_end
+
+    base = Path(sandbox_python()).resolve()
+    venv = Path(tempfile.mkdtemp(prefix="mlp-venv-", dir="/tmp"))
+    try:
+        venv.chmod(0o755)
+        subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = next(venv.glob("lib/python3*/site-packages"))
+        (site / "venv_only_package.py").write_text("WHERE = 'the venv under /tmp'\n")
+        for path in (venv, *venv.rglob("*")):  # as pip leaves it under umask 022
+            path.chmod(0o755 if path.is_dir() else 0o644 | (path.stat().st_mode & 0o111))
+        portal = build_portal(Settings(data_dir=open_tmp_path / "data", auth_mode="proxy", backend="local",
+                                       python_executable=str(venv / "bin" / "python")))
+        try:
+            alice = User(name="alice", role=Role.RESEARCHER)
+            body = b"import venv_only_package\nprint('imported from', venv_only_package.WHERE)\n"
+            script = portal.jobs.workspace.save_upload(alice, "venv_import.py", body)
+            job = run_to_end(portal, alice, portal.jobs.submit(alice, {"name": "v", "script": script, "epochs": 1}))
+            log = "\n".join(portal.jobs.log_tail(job.id))
+            assert job.status.value == "Succeeded", log
+            assert "imported from the venv under /tmp" in log
+        finally:
+            portal.close()
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)

@@ -160,8 +160,9 @@ def test_a_stale_running_observation_never_reopens_a_finished_job(any_portal):
 
 
 def test_a_leader_that_loses_its_lease_while_reading_logs_applies_nothing(portal, user, monkeypatch):
+    # Long enough that a tick sees it Running also on a loaded machine (at 0 s it could end before the first tick).
     job_id = portal.jobs.submit(user, {"name": "lease", "script": "train_example.py", "epochs": 1,
-                                       "extra_args": "--seconds-per-epoch 0"})
+                                       "extra_args": "--seconds-per-epoch 2"})
     wait_until(lambda: (portal.sync.tick(), portal.jobs.get(user, job_id).status is JobStatus.RUNNING)[1])
     with portal.jobs.session() as s:
         row = s.get(Job, job_id)

@@ -74,7 +74,6 @@ def test_the_owner_opens_tensorboard_through_the_portal_with_its_runs_and_policy
 
 
 @pytest.mark.skipif(sandbox_skip_reason() is not None, reason=str(sandbox_skip_reason()))
-@pytest.mark.skip(reason="its sandboxed job fails in a fresh clone's full run (passes alone); see the session 8 note")
 def test_behind_the_proxy_only_who_may_read_the_jobs_files_gets_its_tensorboard(open_tmp_path):
     env = {"PORTAL_AUTH_MODE": "proxy", "PORTAL_PYTHON_EXECUTABLE": sandbox_python(), "PORTAL_VIEWERS": "vera"}
     srv = start(open_tmp_path, env)

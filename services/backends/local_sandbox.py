@@ -52,8 +52,9 @@ def job_env(environ: dict[str, str], out_dir: Path, uid: int) -> dict[str, str]:
 def private_dirs(settings: Settings) -> list[str]:
     """The scratch folders a job gets empty ones of its own: each of /tmp, /var/tmp and /dev/shm unless the
     portal's data or the jobs' Python lives in it (a private one would hide them from the job)."""
-    python = Path(settings.python_executable or sys.executable).resolve()
-    places = (settings.data_dir.resolve(), python)
+    python = Path(settings.python_executable or sys.executable).absolute()
+    # A venv's python links to the base interpreter: the venv itself (its site-packages) must stay in view too.
+    places = (settings.data_dir.resolve(), python.parent.resolve(), python.resolve())
     return [d for d in SCRATCH_DIRS if not any(p.is_relative_to(d) for p in places)]
 
 
