@@ -1,8 +1,9 @@
-"""Budgets that say "wait" on Kubernetes with Kueue: the spent team's ClusterQueue is held until its budget is raised or
-the month turns (opt-in, PORTAL_BUDGET_HOLDS_KUEUE_QUEUES: ClusterQueues are cluster-scoped, so patching them takes a
-ClusterRole, and a ClusterQueue may be shared with other namespaces). A team's queue is its default Kueue queue
-(Teams page), else the one PORTAL_KUEUE_GROUP_QUEUES gives its name. The embedded backend holds such jobs in its own
-queue instead (services/local_queue.py)."""
+"""Budgets that say "wait" on Kubernetes with Kueue: the spent team's own ClusterQueue is held until its budget is
+raised or the month turns (opt-in, PORTAL_BUDGET_HOLDS_KUEUE_QUEUES: ClusterQueues are cluster-scoped, so patching
+them takes a ClusterRole). A team's queue is its default Kueue queue (Teams page), else the one
+PORTAL_KUEUE_GROUP_QUEUES gives its name. A ClusterQueue other teams' jobs reach too is never held; that team's new
+jobs wait in the portal instead (services/budget_wait.py), as they do without Kueue or without this setting. The
+embedded backend holds such jobs in its own queue (services/local_queue.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.backends.k8s_kueue_hold import QueueHolds
 from services.budgets import hold_sentence
@@ -29,8 +31,49 @@ _last = 0.0
 _lock = threading.Lock()
 
 
+def _team_queues(service: JobService, s: Session) -> dict[str, str]:
+    """Each team's Kueue LocalQueue: its default queue (Teams page), else the one PORTAL_KUEUE_GROUP_QUEUES gives."""
+    queues = dict(service.settings.kueue_group_queues)
+    queues.update({name: q for name, q in s.execute(select(Team.name, Team.default_queue)) if q})
+    return queues
+
+
+def _own_cluster_queues(service: JobService, s: Session, holds: QueueHolds) -> dict[str, str]:
+    """team -> the ClusterQueue only its jobs reach: fed by its LocalQueue alone among the namespace's LocalQueues
+    and the queues the portal sends jobs to. A ClusterQueue shared with another team (or with jobs of no team) is
+    left out: holding it would hold them too, so the spent team's jobs wait in the portal instead."""
+    team_queues = _team_queues(service, s)
+    feeds: dict[str, set[str]] = {}  # ClusterQueue -> the LocalQueues that feed it
+    for lq, body in holds.kueue.view.local_queues.items():
+        if cq := (body.get("spec") or {}).get("clusterQueue"):
+            feeds.setdefault(cq, set()).add(lq)
+    sources = {*team_queues.values(), service.settings.kueue_default_queue}
+    out: dict[str, str] = {}
+    for team, queue in team_queues.items():
+        cq = holds.cluster_queue_of(queue)
+        if cq is None:
+            continue
+        feeders = feeds.get(cq, set()) | {q for q in sources if q and q != queue and holds.cluster_queue_of(q) == cq}
+        sharers = [t for t, q in team_queues.items() if q == queue and t != team]
+        if feeders <= {queue} and not sharers and queue != service.settings.kueue_default_queue:
+            out[team] = cq
+    return out
+
+
+def held_in_kueue(service: JobService, s: Session, team: str) -> bool:
+    """Whether this team's spent budget is waited out in Kueue (its own ClusterQueue held), not in the portal."""
+    kueue = getattr(service.backend, "kueue", None)
+    if not service.settings.budget_holds_kueue_queues or kueue is None or not team:
+        return False
+    try:
+        return team in _own_cluster_queues(service, s, QueueHolds(kueue))
+    except Exception:  # the cluster cannot be reached: the portal keeps the job back, which is always safe
+        log.info("could not tell whether team %s's Kueue queue is its own; its job waits in the portal", team)
+        return False
+
+
 def reconcile(service: JobService) -> None:
-    """Hold or release each waiting-budget team's ClusterQueue as its budget stands now."""
+    """Hold or release each waiting-budget team's own ClusterQueue as its budget stands now."""
     global _last
     kueue = getattr(service.backend, "kueue", None)
     if not service.settings.budget_holds_kueue_queues or kueue is None:
@@ -40,18 +83,15 @@ def reconcile(service: JobService) -> None:
             return
         _last = time.monotonic()
         try:
-            with service.session() as s:
-                month = month_of(utcnow())
-                teams = {team: (s.scalar(select(Team.default_queue).where(Team.name == team))
-                                or service.settings.kueue_group_queues.get(team), hold_sentence(s, "", team, month))
-                         for team in s.scalars(select(Budget.name).where(Budget.scope == "team",
-                                                                          Budget.at_limit == "wait"))}
             holds = QueueHolds(kueue)
-            want: dict[str, str | None] = {}
-            for queue, sentence in teams.values():
-                cq = holds.cluster_queue_of(queue) if queue else None
-                if cq:
-                    want[cq] = want.get(cq) or sentence  # a queue shared by teams: held while one of them is spent
+            month = month_of(utcnow())
+            with service.session() as s:
+                own = _own_cluster_queues(service, s, holds)
+                want: dict[str, str | None] = {
+                    cq: sentence for team, cq in own.items()
+                    if s.scalar(select(Budget.id).where(Budget.scope == "team", Budget.name == team,
+                                                        Budget.at_limit == "wait"))
+                    and (sentence := hold_sentence(s, "", team, month))}
             holds.set_holds(want)
         except Exception:  # the cluster cannot be reached: the next tick tries again
             log.exception("could not hold or release the teams' Kueue queues")

@@ -8,6 +8,8 @@ through services/safe_files.py, no link followed, and at most MAX_SCRIPT_BYTES o
 from __future__ import annotations
 
 import difflib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -21,6 +23,20 @@ if TYPE_CHECKING:
 
 MAX_SCRIPT_BYTES = 1024 * 1024  # a training script is far smaller; a bigger file is shown cut, and not diffed
 MAX_DIFF_LINES = 20_000  # difflib's matcher grows with the product of the two lengths
+
+
+def write_snapshot(jdir: Path, source: Path, private: bool) -> Path:
+    """The script as submitted, kept with the job on every backend: what a clone by someone else runs. `private`:
+    a local job's, the portal's alone from the first byte (a running job must not catch another user's script in
+    the moment before the sandbox set-up gives it to its own job); pods read theirs from the data volume."""
+    folder = jdir / "script"
+    jdir.mkdir(mode=0o711 if private else 0o755, parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700 if private else 0o755, exist_ok=True)
+    target = folder / source.name
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    with open(source, "rb") as src, os.fdopen(os.open(target, flags, 0o600 if private else 0o644), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
 
 
 class NotComparable(Exception):

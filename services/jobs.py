@@ -6,8 +6,6 @@ logs, output files) and its charts (services/job_charts.py: metric, GPU and comp
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import local_queue, priority_choice
+from services import budget_wait, local_queue, priority_choice
 from services.auth import may_act
 from services.backends.base import Backend, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
@@ -36,6 +34,7 @@ from services.job_files import JobFiles
 from services.job_queries import JobQueries
 from services.job_queries import to_view as to_view  # re-exported: the sync loop and history use it from here
 from services.job_resources import JobResources
+from services.job_snapshots import write_snapshot
 from services.job_text import search_text
 from services.models import (
     ACTIVE_STATUSES,
@@ -61,6 +60,8 @@ from services.workspace import Workspace
 
 # The end of a waiting job's reason, after what cannot be reached; the sync loop carries these out when it can.
 SUBMIT_WHEN_BACK = "; the job will be submitted when it is back."
+# A job is handed to the backend from Submitting, or from Queued where its budget kept it in the portal.
+HANDED_OVER_FROM = (JobStatus.SUBMITTING.value, JobStatus.QUEUED.value)
 STOP_WHEN_BACK = "; the job will be stopped when it is back."
 
 
@@ -219,7 +220,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             job_id = job.id
         # The row exists before the backend is asked, so a crash here leaves a visible job, never a ghost.
         try:
-            snapshot = self._snapshot(job_id, script_source)
+            snapshot = write_snapshot(self.settings.jobs_dir / str(job_id), script_source,
+                                      private=self.backend.name == "local")
         except OSError as exc:
             self._submit_failed(job_id, exc)
             return job_id
@@ -233,22 +235,24 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         job_id = submission.job_id
         if submission.request.team and (queue := self.teams.queue_of(submission.request.team)):
             submission = replace(submission, queue=queue)  # the team's Kueue queue (also for a later hand-over)
+        if budget_wait.hold_back(self, job_id, submission.owner, submission.request.team):
+            return True  # kept in the portal until the budget allows: the sync loop hands it over then
         try:
             result = self.backend.submit(submission)
         except BackendUnreachable as exc:
             waiting = f"{exc}{SUBMIT_WHEN_BACK}"
             with self.session() as s:
                 job = s.get_one(Job, job_id)
-                if job.status == JobStatus.SUBMITTING.value and job.reason != waiting:
-                    job.reason = waiting
-                    s.add(JobEvent(job_id=job_id, ts=utcnow(), status=job.status, message=waiting))
+                if job.status in HANDED_OVER_FROM and job.backend_ref is None and job.reason != waiting:
+                    job.reason = waiting  # a job its budget kept back is Submitting again, as on a first try
+                    set_status(s, job, JobStatus.SUBMITTING, waiting)
             return False
         except Exception as exc:  # any failure to start is recorded on the job, never left half-done
             self._submit_failed(job_id, exc)
             return True
         with self.session() as s:
             job = s.get_one(Job, job_id)
-            cancelled = job.status != JobStatus.SUBMITTING.value
+            cancelled = job.status not in HANDED_OVER_FROM
             if not cancelled:
                 job.spec = result.spec
                 job.backend_ref = result.ref
@@ -268,26 +272,11 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             exc = BackendError(f"Could not start the job: {type(exc).__name__}: {exc}")
         with self.session() as s:
             job = s.get_one(Job, job_id)
-            if job.status != JobStatus.SUBMITTING.value:
+            if job.status not in HANDED_OVER_FROM or job.backend_ref is not None:
                 return  # cancelled meanwhile
             job.reason = str(exc)
             job.finished_at = utcnow()
             set_status(s, job, JobStatus.SUBMIT_FAILED, str(exc))
-
-    def _snapshot(self, job_id: int, source: Path) -> Path:
-        """The script as submitted, kept with the job on every backend: what a clone by someone else runs."""
-        # Local jobs: the portal's alone from the first byte (a running job must not catch another user's script
-        # in the moment before the sandbox set-up gives it to its own job). Pods read theirs from the data volume.
-        private = self.backend.name == "local"
-        jdir = self.settings.jobs_dir / str(job_id)
-        folder = jdir / "script"
-        jdir.mkdir(mode=0o711 if private else 0o755, parents=True, exist_ok=True)
-        folder.mkdir(mode=0o700 if private else 0o755, exist_ok=True)
-        target = folder / source.name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        with open(source, "rb") as src, os.fdopen(os.open(target, flags, 0o600 if private else 0o644), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return target
 
     def _values_for(self, user: User, job: JobView | Job) -> dict[str, Any]:
         """A job's values for a new job of `user`: someone else's script is not theirs to read in the workspace,
@@ -328,7 +317,8 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
             job = self._stoppable(s, user, job_id)
             if JobStatus(job.status) not in ACTIVE_STATUSES:
                 raise Conflict(f"Job {job.name} has already finished ({job.status}).")
-            if job.backend_ref is None and (job.reason or "").endswith(SUBMIT_WHEN_BACK):
+            if job.backend_ref is None and ((job.reason or "").endswith(SUBMIT_WHEN_BACK)
+                                            or budget_wait.is_waiting(job.status, job.backend_ref)):
                 # Never reached the backend: nothing to stop there (a submission the sync loop has in flight
                 # right now is stopped by it when it sees this).
                 job.reason = "Cancelled before it reached the cluster"

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from services import budget_wait
 from services.backends.base import ActiveJob, BackendError, JobSubmission
 from services.backends.unreachable import BackendUnreachable
 from services.jobs import SUBMIT_WHEN_BACK, JobService, parse_request, set_status
@@ -55,8 +56,18 @@ class PendingWork:
         again = bool(getattr(svc.backend, "idempotent_submit", False))
         with svc.session() as s:
             rows = s.execute(select(Job.id, Job.owner, Job.request, Job.submission_id, Job.reason, Job.created_at,
-                                    Job.status, Job.backend_ref).where(Job.id.in_(job_ids)).order_by(Job.id)).all()
+                                    Job.status, Job.backend_ref, Job.team).where(Job.id.in_(job_ids))
+                             .order_by(Job.id)).all()
+        held: dict[tuple[str, str], bool] = {}  # (owner, team) -> its budget still keeps its jobs back
         for r in rows:
+            if budget_wait.is_waiting(r.status, r.backend_ref):  # kept back for its budget: does it allow now?
+                key = (r.owner, r.team or "")
+                if key not in held:
+                    with svc.session() as s:
+                        held[key] = budget_wait.wait_sentence(svc, s, *key) is not None
+                if not held[key] and not self._submit_again(r):
+                    break  # the cluster cannot be reached: a later tick submits it
+                continue
             if r.status != JobStatus.SUBMITTING.value or r.backend_ref is not None:
                 continue
             waiting = (r.reason or "").endswith(SUBMIT_WHEN_BACK)

@@ -239,7 +239,10 @@ def test_job_folders_from_before_the_sandbox_are_locked_when_it_starts(open_tmp_
 
 def test_a_local_jobs_script_snapshot_is_private_from_the_first_byte(portal, user, workspace_script) -> None:
     script = workspace_script("snap.py", "print(1)\n")
-    snapshot = portal.jobs._snapshot(99, portal.jobs.workspace.resolve(user, script))
+    from services.job_snapshots import write_snapshot
+
+    snapshot = write_snapshot(portal.settings.jobs_dir / "99", portal.jobs.workspace.resolve(user, script),
+                              private=portal.jobs.backend.name == "local")
     assert snapshot.stat().st_mode & 0o077 == 0 and snapshot.parent.stat().st_mode & 0o077 == 0
 
 
