@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from services import local_queue
+from services import budget_wait, local_queue
 from services.backends.base import ActiveJob, queue_summaries
 from services.kueue_estimates import statuses_with_estimates
 from services.models import JobStatus, JobView, User
@@ -23,12 +23,33 @@ if TYPE_CHECKING:
 HIDDEN_NAME = "another user's job"
 
 
+KEPT_BACK_QUEUE = "Kept back for their budgets"
+KEPT_BACK_ABOUT = ("Jobs of a spent budget that says 'wait', kept in the portal: nothing of them is in the cluster "
+                   "yet. Each is submitted when its budget is raised or the month turns.")
+
+
+def kept_back(service: JobService) -> dict[int, QueueStatus]:
+    """The jobs the portal keeps back for their budgets (services/budget_wait.py), in submission order."""
+    if local_queue.uses_store_queue(service):
+        return {}
+    with service.session() as s:
+        rows = s.execute(select(Job.id, Job.reason, Job.request).where(
+            Job.backend == service.backend.name, Job.status == JobStatus.QUEUED.value, Job.backend_ref.is_(None))
+            .order_by(Job.id)).all()
+    return {r.id: QueueStatus(KEPT_BACK_QUEUE, n, [x.id for x in rows[:n - 1]],
+                              (r.reason or "").removeprefix(budget_wait.REASON_PREFIX), None,
+                              str((r.request or {}).get("priority", DEFAULT_PRIORITY)))
+            for n, r in enumerate(rows, 1)}
+
+
 def waiting_status(service: JobService, job: JobView) -> QueueStatus | None:
     """A Queued job's place in its queue; None for any other job, or where the backend does not say."""
     if job.status is not JobStatus.QUEUED:
         return None
     if local_queue.uses_store_queue(service):
         return local_queue.statuses(service).get(job.id)
+    if (job.reason or "").startswith(budget_wait.REASON_PREFIX):
+        return kept_back(service).get(job.id)
     # The backend finds the job by its id (it answers from what its sync loop fetched, not the cluster).
     hours = float((job.request or {}).get("max_runtime_hours", 8))
     return statuses_with_estimates(service, [ActiveJob(job.id, {}, hours)]).get(job.id)
@@ -52,6 +73,8 @@ def ordinal(n: int) -> str:
 def waiting_line(status: QueueStatus) -> str:
     """One line for a card or the status strip: place, blocker, estimate (job ids are "#12": not a place)."""
     blocker = status.blocker[:1].upper() + status.blocker[1:]
+    if status.queue == KEPT_BACK_QUEUE:  # in no queue of the cluster yet: its place there is not known
+        return f"Kept back in the portal · {blocker}"
     return (f"{ordinal(status.position)} in the queue of {status.queue} · {blocker} · "
             f"Estimated start: {estimate_text(status)}")
 
@@ -100,6 +123,10 @@ def queue_views(service: JobService, user: User) -> list[QueueView]:
         summaries = queue_summaries(service.backend)
         ids = [i for q in summaries for i in q.waiting]
         statuses = statuses_with_estimates(service, [ActiveJob(i, {}, 8.0) for i in ids]) if ids else {}
+    kept = kept_back(service)
+    if kept:
+        summaries = [*summaries, QueueSummary(KEPT_BACK_QUEUE, None, 0, list(kept), [], KEPT_BACK_ABOUT)]
+        statuses = {**statuses, **kept}
     ids = {i for q in summaries for i in (*q.waiting, *q.running)}
     with service.session() as s:
         rows = {r.id: r for r in s.execute(select(Job.id, Job.name, Job.owner, Job.team, Job.gpus, Job.request)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services import queues
 from services.budget_wait import RELEASED
 from services.models import JobStatus, Role, User
 from services.usage import UsageService
@@ -48,6 +49,12 @@ def test_without_kueue_a_spent_teams_job_waits_in_the_portal_until_the_budget_is
     job = portal.jobs.get(BOB, job_id)
     assert job.status is JobStatus.QUEUED and job.reason == f"Waiting: {sentence()}"
     assert not in_cluster(cluster, namespace, job_id), "nothing reaches the cluster while the budget is spent"
+    # The Queues page and the job's card say where it is and why (it is in no queue of the cluster).
+    view = next(v for v in queues.queue_views(portal.jobs, BOB) if v.summary.name == queues.KEPT_BACK_QUEUE)
+    assert [line.id for line in view.waiting] == [job_id, cancelled]
+    assert view.waiting[0].status.blocker == sentence()
+    line = queues.waiting_line(queues.waiting_status(portal.jobs, job))
+    assert line == f"Kept back in the portal · T{sentence()[1:]}"
     portal.jobs.stop(BOB, cancelled)  # a job kept back is cancelled at once: there is nothing to stop in the cluster
     assert portal.jobs.get(BOB, cancelled).status is JobStatus.STOPPED
 
@@ -58,6 +65,7 @@ def test_without_kueue_a_spent_teams_job_waits_in_the_portal_until_the_budget_is
     assert done.status is JobStatus.SUCCEEDED, done.reason
     assert [m for _, _, m in portal.jobs.events(job_id)].count(RELEASED) == 1
     assert not in_cluster(cluster, namespace, cancelled), "the cancelled one never went"
+    assert all(v.summary.name != queues.KEPT_BACK_QUEUE for v in queues.queue_views(portal.jobs, BOB))
     jobs = cluster.kubectl("-n", namespace, "get", "jobs", "-o", "name").split()
     assert jobs.count(f"job.batch/mlp-{job_id}") == 1
 
