@@ -28,6 +28,7 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "No or bad API token", 403: "Cross-site mutation", 404: "Not found",
             409: "Conflicts with the job's state", 413: "Too large", 415: "Not JSON", 422: "Invalid values",
+            429: "Past the hourly limit (the Retry-After header says in how many seconds the next may go)",
             503: "The cluster refused or cannot be reached"}
     return {str(c): {"description": text[c], **_content(ERROR)} for c in codes}
 
@@ -133,7 +134,9 @@ def _notification_paths() -> dict[str, Any]:
     channel = {"type": "object", "required": ["id", "kind", "target", "events", "enabled", "has_secret"],
                "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}, "target": {"type": "string"},
                               "events": events, "enabled": {"type": "boolean"}, "disabled_reason": NULLABLE_STR,
-                              "last_result": NULLABLE_STR, "last_at": NULLABLE_STR, "has_secret": {"type": "boolean"}}}
+                              "last_result": NULLABLE_STR, "last_at": NULLABLE_STR, "has_secret": {"type": "boolean"},
+                              "confirmed": {"type": "boolean", "description": "An e-mail address gets nothing but "
+                                            "its confirmation until its code is confirmed (a webhook: true)."}}}
     choice = {"type": "string", "enum": ["end", "failure", "never"]}
     settings = {"type": "object", "required": ["default_notify", "channels"], "properties": {
         "default_notify": choice, "channels": {"type": "array", "items": channel}, **alerts,
@@ -168,7 +171,18 @@ def _notification_paths() -> dict[str, Any]:
             body={"type": "object"})},
         "/api/v1/notifications/channels/{channel_id}/test": {"post": _op(
             "Send a test message to one of your channels (its result shows on the channel)", (202, {"type": "object"}),
-            400, 403, 404, 413, 415, tag="notifications", params=[channel_id], body={"type": "object"})},
+            400, 403, 404, 413, 415, 429, tag="notifications", params=[channel_id], body={"type": "object"})},
+        "/api/v1/notifications/confirm": {"post": _op(
+            "Confirm one of your e-mail addresses with the code its confirmation mail carries (a wrong, expired or "
+            "another user's code is a 422)", (200, channel), 400, 403, 413, 415, 422, tag="notifications",
+            body={"type": "object", "required": ["code"], "properties": {"code": {
+                "type": "string", "description": "The code in the confirmation mail (its link's confirm=...)."}}})},
+        "/api/v1/notifications/channels/{channel_id}/confirmation": {"post": _op(
+            "Send an unconfirmed e-mail address its confirmation again (within the hourly limit of test and "
+            "confirmation messages)", (202, {"type": "object", "required": ["queued", "channel", "message"],
+                                             "properties": {"queued": {"type": "boolean"}, "channel": channel,
+                                                            "message": {"type": "string"}}}),
+            400, 403, 404, 409, 413, 415, 429, tag="notifications", params=[channel_id], body={"type": "object"})},
     }
 
 

@@ -33,6 +33,11 @@ class CostSettings(BaseSettings):
         default="gpu", description="The GPU type a cluster job is priced as when its node says none "
         "(the local backend's is 'local').",
     )
+    gpu_type_node_label: str = Field(
+        default="nvidia.com/gpu.product", max_length=317, description="The node label whose value is the GPU "
+        "type of the pods on that node (NVIDIA GPU feature discovery's); it wins over the Kueue flavor. Empty: "
+        "nodes are not read. Needs manifests/components/node-gpu-types (get on nodes).",
+    )
 
     def cost_per_hour(self, gpus: int, nodes: int) -> float:
         return round(nodes * (self.node_price_per_hour + gpus * self.gpu_price_per_hour), 2)

@@ -184,7 +184,8 @@ def accrue(s: Session, job: Job, settings: Settings, now: datetime | None = None
         return []
     now = now or utcnow()
     book = book or load_book(s, settings)
-    kind = gpu_type_of(job, settings)
+    # Where the backend says what its pods ran on, the card's price per hour is that type's too.
+    kind = next((str(p["gpu_type"]) for p in pods or () if p.get("gpu_type")), None) or gpu_type_of(job, settings)
     priced = price_intervals(book, job_intervals(job, now, pods), kind)
     team = team_of(s, job)
     old = list(s.scalars(select(JobUsage).where(JobUsage.job_id == job.id)))

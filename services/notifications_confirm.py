@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth import _secret_key
 from services.config import Settings
-from services.models import Conflict, ValidationProblem
+from services.models import Conflict, NotFound, ValidationProblem
 from services.notifications_outbox import CONFIRM, FAILED, PENDING, QUIET_EVENTS, record
 from services.store.notification_tables import Notification, NotificationChannel, NotificationDelivery
 from services.store.orm import utcnow
@@ -72,11 +72,25 @@ def send_confirmation(s: Session, settings: Settings, channel: NotificationChann
     channel.last_at = utcnow()
 
 
+def send_again(sessions: sessionmaker[Session], settings: Settings, owner: str, channel_id: int) -> str:
+    """The API's "send the confirmation again" for one of `owner`'s unconfirmed addresses; returns the address.
+    Another user's channel is not found, like a missing one: its id must not tell that it exists."""
+    with sessions.begin() as s:
+        row = s.get(NotificationChannel, channel_id) if 0 < channel_id < 2**62 else None
+        if row is None or row.owner != owner:
+            raise NotFound(f"Channel {channel_id} was not found.")
+        if not needs_confirming(row):
+            what = "its address is confirmed already" if row.kind == "email" else "a webhook needs no confirmation"
+            raise Conflict(f"Channel {channel_id} needs no confirmation: {what}.")
+        send_confirmation(s, settings, row)
+        return row.target
+
+
 def confirm(s: Session, settings: Settings, owner: str, code: str) -> NotificationChannel:
     """The channel `code` confirms, now confirmed; a ValidationProblem (field "code") says why not."""
     try:
         data = _serializer(settings).loads(code.strip(), max_age=CONFIRM_HOURS * 3600)
-    except BadSignature:  # SignatureExpired among them
+    except BadData:  # SignatureExpired among them, and a payload that is not one (typed by hand)
         raise ValidationProblem({"code": NOT_VALID}) from None
     row = s.get(NotificationChannel, data.get("channel")) if isinstance(data, dict) else None
     if row is None or row.owner != data.get("owner") or row.kind != "email" or row.target != data.get("address"):

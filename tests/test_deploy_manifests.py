@@ -30,6 +30,8 @@ def permissions_the_code_uses() -> set[Permission]:
     used: set[Permission] = set()
     for api, action, kind in re.findall(r"self\.(batch|core|coordination)\.(\w+?)_namespaced_(\w+)", source):
         used.add((GROUP_OF_API[api], PLURAL[kind], VERB[action]))
+    for action in re.findall(r"self\.core\.(\w+?)_node\(", source):  # cluster-scoped (k8s_gpu_types.py)
+        used.add(("", "nodes", VERB[action]))
     for api, kind in re.findall(r"WatchCache\(\s*\w+,\s*self\.(batch|core)\.list_namespaced_(\w+)", source):
         used.add(("batch" if api == "batch" else "", PLURAL[kind], "watch"))
     assert "watch=True" in source, "the WatchCache no longer watches: update this derivation"
@@ -67,6 +69,12 @@ def budget_hold_permissions() -> set[Permission]:
     return _rules(next(d for d in docs if d["kind"] == "ClusterRole"))
 
 
+def node_gpu_types_permissions() -> set[Permission]:
+    """The opt-in node-gpu-types component's ClusterRole: get of nodes only (their GPU type label)."""
+    docs = list(yaml.safe_load_all((MANIFESTS / "components" / "node-gpu-types" / "clusterrole.yaml").read_text()))
+    return _rules(next(d for d in docs if d["kind"] == "ClusterRole"))
+
+
 def documented_permissions() -> set[Permission]:
     rows = re.findall(r"^\| `([^`]*)` \| `([^`]+)` \| ([a-z, ]+) \|", (ROOT / "docs" / "admin.md").read_text(), re.M)
     return {(g, r, v.strip()) for g, r, verbs in rows for v in verbs.split(",")}
@@ -74,8 +82,9 @@ def documented_permissions() -> set[Permission]:
 
 def test_the_role_grants_exactly_what_the_code_calls() -> None:
     code = permissions_the_code_uses()
-    role = role_permissions() | kueue_cluster_permissions() | budget_hold_permissions()
+    role = role_permissions() | kueue_cluster_permissions() | budget_hold_permissions() | node_gpu_types_permissions()
     assert budget_hold_permissions() == {("kueue.x-k8s.io", "clusterqueues", "patch")}
+    assert node_gpu_types_permissions() == {("", "nodes", "get")}, "one node at a time: no list or watch"
     assert {r for _, r, _ in kueue_cluster_permissions()} <= {"clusterqueues", "workloadpriorityclasses"}
     assert {v for _, _, v in kueue_cluster_permissions()} == {"list"}, "cluster-wide: reads only"
     assert role - code == set(), f"the Role grants what the code never calls: {sorted(role - code)}"
@@ -85,7 +94,8 @@ def test_the_role_grants_exactly_what_the_code_calls() -> None:
 
 
 def test_docs_list_the_same_permissions() -> None:
-    assert documented_permissions() == role_permissions() | kueue_cluster_permissions() | budget_hold_permissions()
+    assert documented_permissions() == (role_permissions() | kueue_cluster_permissions() | budget_hold_permissions()
+                                        | node_gpu_types_permissions())
 
 
 @pytest.mark.parametrize("doc", ["admin.md", "configuration.md"])

@@ -1,5 +1,6 @@
-"""Notifications for notebooks: your settings (the default per-job choice and channels), the in-portal list, and
-a test message. Per job, pass ``notify="end" | "failure" | "never"`` to ``submit_job``."""
+"""Notifications for notebooks: your settings (the default per-job choice and channels), the in-portal list, a
+test message, and confirming an e-mail address with the code its confirmation mail carries. Per job, pass
+``notify="end" | "failure" | "never"`` to ``submit_job``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ class NotificationsMixin:
 
     def notification_settings(self) -> dict[str, Any]:
         """``{"default_notify", "channels": [{"id", "kind", "target", "events", "enabled", "disabled_reason",
-        "last_result", "last_at", "has_secret"}], "events", "kinds"}``. Webhook secrets are never sent back."""
+        "last_result", "last_at", "has_secret", "confirmed"}], "events", "kinds"}``. Webhook secrets are never sent
+        back. An e-mail channel gets nothing but its confirmation until ``confirmed``."""
         return self._json("GET", "notifications/settings")
 
     def set_notification_settings(
@@ -64,3 +66,14 @@ class NotificationsMixin:
     def send_test_notification(self, channel_id: int) -> None:
         """Queue a test message to one of your channels; its result shows in ``notification_settings()``."""
         self._json("POST", f"notifications/channels/{int(channel_id)}/test")
+
+    def confirm_notification_address(self, code: str) -> dict[str, Any]:
+        """Confirm one of your e-mail channels with the code its confirmation mail carries (the ``confirm=`` of its
+        link, good for 24 hours); returns the channel, now ``confirmed``. A wrong, expired or another user's code
+        raises PortalError (422) with the portal's sentence."""
+        return self._json("POST", "notifications/confirm", json_body={"code": code})
+
+    def resend_confirmation(self, channel_id: int) -> dict[str, Any]:
+        """Send an unconfirmed e-mail channel its confirmation again: ``{"queued", "channel", "message"}``. Counts
+        towards the hourly limit of test and confirmation messages (past it: PortalError 429, saying when)."""
+        return self._json("POST", f"notifications/channels/{int(channel_id)}/confirmation")

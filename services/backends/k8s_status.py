@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,6 +108,19 @@ def _restarted_after(pods: list[dict[str, Any]]) -> str | None:
             if why:
                 return why
     return None
+
+
+def by_job(pods: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Pods grouped under their Job's name, oldest first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        owner = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        if owner:
+            out.setdefault(owner, []).append(pod)
+    for group in out.values():
+        group.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    return out
 
 
 def pod_interval(pod: dict[str, Any]) -> dict[str, Any] | None:

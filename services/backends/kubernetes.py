@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from services.backends.base import ActiveJob, BackendError, JobSubmission, Observation, SubmitResult
 from services.backends.k8s_checkpoint import PodCheckpoints
+from services.backends.k8s_gpu_types import GpuTypes
 from services.backends.k8s_kueue import Kueue
 from services.backends.k8s_logs import PodLogArchive
 from services.backends.k8s_manifests import (
@@ -29,7 +30,7 @@ from services.backends.k8s_manifests import (
     build_job,
     job_name,
 )
-from services.backends.k8s_status import job_ended
+from services.backends.k8s_status import by_job, job_ended
 from services.backends.k8s_status import observe as observe_job
 from services.backends.k8s_template import apply_template
 from services.backends.k8s_watch import WatchCache
@@ -125,6 +126,7 @@ class KubernetesBackend(PodLogArchive, PodCheckpoints):
         self._pull_lock = threading.Lock()  # Stop (a page's thread) and the sync loop both pull logs
         self._finishing: set[int] = set()  # jobs seen finished: their pods' logs are read to the end at once
         self.kueue = Kueue(api, self.namespace, settings, self._inc)
+        self.gpu_types = GpuTypes(self.core, settings, self._inc)
 
     # Bookkeeping --------------------------------------------------------------------------------
     def _inc(self) -> None:
@@ -267,15 +269,7 @@ class KubernetesBackend(PodLogArchive, PodCheckpoints):
     # Observe ------------------------------------------------------------------------------------
     def pods_by_job(self) -> dict[str, list[dict[str, Any]]]:
         """Every cached pod grouped under its Job's name, oldest first (one pass over the cache)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        for pod in self.pods.snapshot().values():
-            labels = pod["metadata"].get("labels") or {}
-            owner = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-            if owner:
-                out.setdefault(owner, []).append(pod)
-        for pods in out.values():
-            pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
-        return out
+        return by_job(self.pods.snapshot().values())
 
     def pods_of(self, name: str) -> list[dict[str, Any]]:
         return self.pods_by_job().get(name, [])
@@ -307,6 +301,7 @@ class KubernetesBackend(PodLogArchive, PodCheckpoints):
                               nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
             if obs is None:
                 continue
+            self.gpu_types.label(obs, self.kueue.view.workloads.get(name))  # what each pod is priced as
             if obs.status not in ACTIVE_STATUSES:
                 self._finishing.add(job.id)  # its pods are read to their end before it leaves the active list
             out[job.id] = obs
@@ -384,7 +379,6 @@ class KubernetesBackend(PodLogArchive, PodCheckpoints):
         if ref:
             self._delete_job(name)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-
 
 
 def _submission_of(kjob: dict[str, Any]) -> str | None:
