@@ -324,7 +324,7 @@ def test_a_sandboxed_job_reports_exact_metrics_with_the_portals_helper(open_tmp_
         portal.close()
 
 
-def test_a_sandboxed_job_runs_with_the_packages_of_a_venv_kept_under_tmp(open_tmp_path: Path) -> None:
+def test_a_sandboxed_job_runs_with_the_packages_of_a_venv_kept_under_tmp(open_tmp_path: Path, caplog) -> None:
     """A portal installed under /tmp (a clone there, its .venv with it): the venv's python links to the base
     interpreter elsewhere, and a private /tmp once hid the venv itself, so no job could import its packages."""
     import shutil
@@ -344,6 +344,8 @@ def test_a_sandboxed_job_runs_with_the_packages_of_a_venv_kept_under_tmp(open_tm
             path.chmod(0o755 if path.is_dir() else 0o644 | (path.stat().st_mode & 0o111))
         portal = build_portal(Settings(data_dir=open_tmp_path / "data", auth_mode="proxy", backend="local",
                                        python_executable=str(venv / "bin" / "python")))
+        # The jobs then share /tmp: the admin is told so when the portal starts.
+        assert any("jobs share /tmp" in r.getMessage() for r in caplog.records)
         try:
             alice = User(name="alice", role=Role.RESEARCHER)
             body = b"import venv_only_package\nprint('imported from', venv_only_package.WHERE)\n"

@@ -18,6 +18,7 @@ to start in a multi-user mode with the local backend, with a sentence saying why
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 from services.backends.local_runner import SCRATCH_DIRS
 from services.config import Settings
 
+log = logging.getLogger(__name__)
 # What a sandboxed job inherits from the portal's environment: how to find programs and GPUs, nothing secret.
 PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "CUDA_HOME")
 PASS_ENV_PREFIXES = ("LC_", "NVIDIA_")
@@ -73,6 +75,10 @@ def protect_data_dir(settings: Settings) -> None:
         _chmod(settings.data_dir / name, 0o600)
     if isolated(settings) and settings.resolved_backend() == "local":
         lock_old_job_folders(settings)
+        shared = [d for d in SCRATCH_DIRS if d not in private_dirs(settings)]
+        if shared:  # said once at start: an admin should know the jobs share these with each other
+            log.warning("jobs share %s with each other and the portal: the portal's data or the jobs' Python lives "
+                        "there; install them elsewhere for a private one per job", ", ".join(shared))
 
 
 LOCKED_MARK = ".sandboxed"  # in the jobs folder: the folders of jobs from before the sandbox were locked once
