@@ -48,8 +48,9 @@ def _op(summary: str, ok: tuple[int, dict[str, Any] | None], *errors: int, param
 
 def _or_later(op: dict[str, Any]) -> dict[str, Any]:
     """A submit that may also be accepted for later: 202 while the cluster cannot be reached (status Submitting)."""
-    op["responses"]["202"] = {"description": "Accepted while the cluster cannot be reached: the job is Submitting "
-                                             "and is submitted, once, when the cluster is back",
+    op["responses"]["202"] = {"description": "Accepted, not yet in the cluster: Submitting while the cluster "
+                                             "cannot be reached, or Queued and kept back while its budget is "
+                                             "spent (its reason says so); submitted, once, when it can be",
                               **_content(_ref("Job"))}
     return op
 

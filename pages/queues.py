@@ -49,7 +49,8 @@ for n, view in enumerate(views):
             status = line.status
             with st.container(key=f"waiting-{line.id}"):
                 row = st.container(horizontal=True, gap="small", vertical_alignment="center")
-                row.markdown(f"**{status.position}.**" if status else "–")  # bold: "1." alone would start a list
+                placed = status is not None and q.name != queues.KEPT_BACK_QUEUE  # kept back: in no line yet
+                row.markdown(f"**{status.position}.**" if placed else "–")  # bold: "1." alone would start a list
                 job_line(row, line, line.priority)
                 if status is not None:
                     why = f"{plain(status.blocker)} · " if line.visible else ""

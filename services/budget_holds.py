@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.backends.k8s_kueue_hold import QueueHolds
+from services.backends.k8s_kueue_hold import QueueHolds, held_by_budget
 from services.budgets import hold_sentence
 from services.costs import month_of
+from services.models import JobStatus
 from services.store.cost_tables import Budget
-from services.store.orm import utcnow
+from services.store.orm import Job, utcnow
 from services.store.team_tables import Team
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ def _own_cluster_queues(service: JobService, s: Session, holds: QueueHolds) -> d
     left out: holding it would hold them too, so the spent team's jobs wait in the portal instead."""
     team_queues = _team_queues(service, s)
     feeds: dict[str, set[str]] = {}  # ClusterQueue -> the LocalQueues that feed it
-    for lq, body in holds.kueue.view.local_queues.items():
-        if cq := (body.get("spec") or {}).get("clusterQueue"):
+    for lq, cq in holds.feeds().items():
+        if cq:
             feeds.setdefault(cq, set()).add(lq)
     sources = {*team_queues.values(), service.settings.kueue_default_queue}
     out: dict[str, str] = {}
@@ -58,6 +59,11 @@ def _own_cluster_queues(service: JobService, s: Session, holds: QueueHolds) -> d
         if feeders <= {queue} and not sharers and queue != service.settings.kueue_default_queue:
             out[team] = cq
     return out
+
+
+def _waits_in_kueue(s: Session, team: str) -> bool:
+    return s.scalar(select(Job.id).where(Job.team == team, Job.status == JobStatus.QUEUED.value,
+                                         Job.backend_ref.is_not(None)).limit(1)) is not None
 
 
 def held_in_kueue(service: JobService, s: Session, team: str) -> bool:
@@ -87,11 +93,20 @@ def reconcile(service: JobService) -> None:
             month = month_of(utcnow())
             with service.session() as s:
                 own = _own_cluster_queues(service, s, holds)
-                want: dict[str, str | None] = {
-                    cq: sentence for team, cq in own.items()
-                    if s.scalar(select(Budget.id).where(Budget.scope == "team", Budget.name == team,
-                                                        Budget.at_limit == "wait"))
-                    and (sentence := hold_sentence(s, "", team, month))}
+                spent = {team: sentence for team in s.scalars(select(Budget.name).where(
+                    Budget.scope == "team", Budget.at_limit == "wait"))
+                    if (sentence := hold_sentence(s, "", team, month))}
+                want: dict[str, str | None] = {cq: spent[team] for team, cq in own.items() if team in spent}
+                # A queue held for a spent team that stopped being its own (another team given it, a LocalQueue
+                # added) stays held while that team's jobs wait in it: released, Kueue would admit them.
+                queues = _team_queues(service, s)
+                for name, cq in holds.kueue.view.cluster_queues.items():
+                    if name in want or held_by_budget(cq) is None:
+                        continue
+                    for team, sentence in spent.items():
+                        if holds.cluster_queue_of(queues.get(team, "")) == name and _waits_in_kueue(s, team):
+                            want[name] = sentence
+                            break
             holds.set_holds(want)
         except Exception:  # the cluster cannot be reached: the next tick tries again
             log.exception("could not hold or release the teams' Kueue queues")

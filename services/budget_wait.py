@@ -14,7 +14,7 @@ from services import budget_holds, local_queue
 from services.budgets import hold_sentence
 from services.costs import month_of
 from services.models import JobStatus
-from services.store.orm import Job, JobEvent, utcnow
+from services.store.orm import Job, utcnow
 
 if TYPE_CHECKING:
     from services.jobs import JobService
@@ -42,21 +42,27 @@ def wait_sentence(service: JobService, s: Session, owner: str, team: str) -> str
     return None
 
 
-def hold_back(service: JobService, job_id: int, owner: str, team: str) -> bool:
+def hold_back(service: JobService, job_id: int, owner: str, team: str, first: bool) -> bool:
     """Before a recorded job is handed to the backend: True when its budget keeps it back (it is then Queued with
-    the reason), or when it was cancelled meanwhile; False: submit it now."""
+    the reason), or when there is nothing to submit (stopped meanwhile, or handed over already: a replica that lost
+    its lease may come late); False: submit it now. `first`: the job's own submit. A Submitting job asked again
+    (after an outage, or a portal that died mid-submit) is never kept back: its earlier create may have landed, and
+    a job kept back is never observed."""
     if local_queue.uses_store_queue(service):
         return False
     from services.jobs import set_status  # not at the top: services/jobs.py imports this module
 
     with service.session() as s:
-        job = s.get_one(Job, job_id)
+        job = s.get_one(Job, job_id, with_for_update=True)  # a Stop meanwhile is not overwritten
         if job.backend_ref is not None or job.status not in (JobStatus.SUBMITTING.value, JobStatus.QUEUED.value):
-            return job.backend_ref is None  # stopped while it waited: nothing to submit
+            return True
+        if job.status == JobStatus.SUBMITTING.value and not first:
+            return False
         sentence = wait_sentence(service, s, owner, team)
         if sentence is None:
-            if job.status == JobStatus.QUEUED.value:
-                s.add(JobEvent(job_id=job_id, ts=utcnow(), status=job.status, message=RELEASED))
+            if job.status == JobStatus.QUEUED.value:  # released: Submitting, as any job being handed over
+                job.reason = None
+                set_status(s, job, JobStatus.SUBMITTING, RELEASED)
             return False
         reason = REASON_PREFIX + sentence
         if job.reason != reason:

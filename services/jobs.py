@@ -233,9 +233,11 @@ class JobService(JobQueries, JobFiles, JobCharts, JobResources):
         be reached: the job then stays Submitting, saying so, and the sync loop asks again (the same submission,
         so the job starts once)."""
         job_id = submission.job_id
-        if submission.request.team and (queue := self.teams.queue_of(submission.request.team)):
-            submission = replace(submission, queue=queue)  # the team's Kueue queue (also for a later hand-over)
-        if budget_wait.hold_back(self, job_id, submission.owner, submission.request.team):
+        team = submission.request.team
+        # The team's Kueue queue (also for a later hand-over): the one its budget's hold is judged by.
+        if team and (queue := self.teams.queue_of(team) or self.settings.kueue_group_queues.get(team)):
+            submission = replace(submission, queue=queue)
+        if budget_wait.hold_back(self, job_id, submission.owner, team, first=began is not None):
             return True  # kept in the portal until the budget allows: the sync loop hands it over then
         try:
             result = self.backend.submit(submission)

@@ -28,6 +28,12 @@ KEPT_BACK_ABOUT = ("Jobs of a spent budget that says 'wait', kept in the portal:
                    "yet. Each is submitted when its budget is raised or the month turns.")
 
 
+def _kept_status(reason: str | None, request: dict[str, Any] | None) -> QueueStatus:
+    # Each is released by its own budget, none waits for another: all are first, with nobody ahead.
+    return QueueStatus(KEPT_BACK_QUEUE, 1, [], (reason or "").removeprefix(budget_wait.REASON_PREFIX), None,
+                       str((request or {}).get("priority", DEFAULT_PRIORITY)))
+
+
 def kept_back(service: JobService) -> dict[int, QueueStatus]:
     """The jobs the portal keeps back for their budgets (services/budget_wait.py), in submission order."""
     if local_queue.uses_store_queue(service):
@@ -36,10 +42,7 @@ def kept_back(service: JobService) -> dict[int, QueueStatus]:
         rows = s.execute(select(Job.id, Job.reason, Job.request).where(
             Job.backend == service.backend.name, Job.status == JobStatus.QUEUED.value, Job.backend_ref.is_(None))
             .order_by(Job.id)).all()
-    return {r.id: QueueStatus(KEPT_BACK_QUEUE, n, [x.id for x in rows[:n - 1]],
-                              (r.reason or "").removeprefix(budget_wait.REASON_PREFIX), None,
-                              str((r.request or {}).get("priority", DEFAULT_PRIORITY)))
-            for n, r in enumerate(rows, 1)}
+    return {r.id: _kept_status(r.reason, r.request) for r in rows}
 
 
 def waiting_status(service: JobService, job: JobView) -> QueueStatus | None:
@@ -49,7 +52,7 @@ def waiting_status(service: JobService, job: JobView) -> QueueStatus | None:
     if local_queue.uses_store_queue(service):
         return local_queue.statuses(service).get(job.id)
     if (job.reason or "").startswith(budget_wait.REASON_PREFIX):
-        return kept_back(service).get(job.id)
+        return _kept_status(job.reason, job.request)
     # The backend finds the job by its id (it answers from what its sync loop fetched, not the cluster).
     hours = float((job.request or {}).get("max_runtime_hours", 8))
     return statuses_with_estimates(service, [ActiveJob(job.id, {}, hours)]).get(job.id)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kubernetes.client.rest import ApiException
-
 from services.backends.k8s_priorities import GROUP, VERSION
 
 if TYPE_CHECKING:
@@ -31,20 +29,22 @@ class QueueHolds:
         self.custom = kueue.custom
         self.namespace = kueue.namespace
         self.timeout = kueue.settings.kube_request_timeout_seconds
+        self._feeds: dict[str, str | None] | None = None
+
+    def feeds(self) -> dict[str, str | None]:
+        """Each LocalQueue of the namespace -> the ClusterQueue it feeds, read now (once for this object): whether a
+        ClusterQueue is one team's own must not rest on the Kueue view, which is read only while jobs wait in Kueue."""
+        if self._feeds is None:
+            self.kueue._count()
+            body = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "localqueues",
+                                                             _request_timeout=self.timeout)
+            self._feeds = {lq["metadata"]["name"]: (lq.get("spec") or {}).get("clusterQueue")
+                           for lq in body.get("items") or []}
+        return self._feeds
 
     def cluster_queue_of(self, local_queue: str) -> str | None:
         """The ClusterQueue a LocalQueue of the namespace feeds (None: no such LocalQueue)."""
-        lq = self.kueue.view.local_queues.get(local_queue)
-        if lq is None:
-            self.kueue._count()
-            try:
-                lq = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "localqueues",
-                                                              local_queue, _request_timeout=self.timeout)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-        return (lq.get("spec") or {}).get("clusterQueue")
+        return self.feeds().get(local_queue)
 
     def set_holds(self, want: dict[str, str | None]) -> None:
         """`want`: ClusterQueue -> the sentence to hold it with, or None to release it. A ClusterQueue the portal

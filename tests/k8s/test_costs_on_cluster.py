@@ -63,6 +63,7 @@ def test_a_multi_node_job_whose_pods_start_apart_costs_what_each_pod_ran(k8s_por
 
 def test_a_spent_budget_that_says_wait_holds_the_teams_kueue_queue_until_it_is_raised(
         cluster, namespace, tmp_path, team_queues):  # noqa: F811
+    from services import budget_holds
     from services.usage import UsageService
     from tests.k8s.test_kueue import KUEUE_MANIFESTS, drain, kueue_portal
 
@@ -99,6 +100,11 @@ def test_a_spent_budget_that_says_wait_holds_the_teams_kueue_queue_until_it_is_r
         time.sleep(3)
         portal.sync.tick()
         assert portal.jobs.get(bob, job_id).status is JobStatus.QUEUED  # Kueue admits nothing from a held queue
+        # Another team given the same queue: no longer vision's own, but held while vision's job waits in it.
+        portal.jobs.teams.save(admin, "nlp", default_queue="team-b")
+        budget_holds._last = 0.0
+        portal.sync.tick()
+        assert stop_policy() == "Hold" and portal.jobs.get(bob, job_id).status is JobStatus.QUEUED
 
         usage.set_budget(admin, {"scope": "team", "name": "vision", "unit": "gpu_hours", "monthly_limit": 10,
                                  "at_limit": "wait"})
