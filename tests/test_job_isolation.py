@@ -358,3 +358,19 @@ def test_a_sandboxed_job_runs_with_the_packages_of_a_venv_kept_under_tmp(open_tm
             portal.close()
     finally:
         shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_a_venv_the_job_accounts_cannot_reach_stops_a_sandboxed_portal_with_the_sentence(open_tmp_path: Path) -> None:
+    """The venv's python links to a base interpreter they can reach, but its own folder (its packages) they cannot:
+    the portal says so at start instead of every job failing with 'permission denied'."""
+    closed = open_tmp_path / "closed"
+    (closed / "venv" / "bin").mkdir(parents=True)
+    closed.chmod(0o700)
+    python = closed / "venv" / "bin" / "python"
+    python.symlink_to(Path(sandbox_python()).resolve())
+    settings = Settings(data_dir=open_tmp_path / "data", auth_mode="proxy", backend="local",
+                        python_executable=str(python))
+    problem = sandbox_problem(settings)
+    assert problem and f"cannot pass through {closed} (it lacks o+x)" in problem
+    closed.chmod(0o711)
+    assert sandbox_problem(settings) is None

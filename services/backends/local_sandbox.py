@@ -174,9 +174,11 @@ def sandbox_problem(settings: Settings) -> str | None:
         return f"{head}, and job isolation needs Linux. {fix}"
     if os.geteuid() != 0:
         return f"{head}, and isolating them needs root (this portal runs as UID {os.geteuid()}). {fix}"
-    python = Path(settings.python_executable or sys.executable).resolve()  # a venv's python links elsewhere
+    given = Path(settings.python_executable or sys.executable).absolute()
+    python = given.resolve()  # a venv's python links elsewhere: both the venv and what it links to must be reached
     for what, folder, setting in (("their folders", settings.data_dir.parent, "PORTAL_DATA_DIR"),
-                                  (f"the jobs' Python {python}", python.parent, "PORTAL_PYTHON_EXECUTABLE")):
+                                  (f"the jobs' Python {python}", python.parent, "PORTAL_PYTHON_EXECUTABLE"),
+                                  (f"the jobs' Python {given}", given.parent.resolve(), "PORTAL_PYTHON_EXECUTABLE")):
         blocked = _unreachable(folder)
         if blocked is not None:
             return (f"{head}: the job accounts cannot pass through {blocked} (it lacks o+x) to reach {what}. "
