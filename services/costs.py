@@ -64,8 +64,8 @@ def _next_month(t: datetime) -> datetime:
 
 
 class PriceBook:
-    """The prices in force at any time: a node's own price wins over its GPU type's, and the settings' default
-    over nothing."""
+    """The prices in force at any time: a node's own price, from the date it takes effect, wins over its GPU type's,
+    and the settings' default over nothing."""
 
     def __init__(self, rows: Iterable[tuple[str | None, str | None, Rate]], default: Rate):
         self.default = default
@@ -76,16 +76,20 @@ class PriceBook:
         for rates in self._by.values():
             rates.sort(key=lambda r: r.effective_from)
 
-    def _series(self, gpu_type: str, node: str | None) -> list[Rate]:
-        return (self._by.get(("node", node)) if node else None) or self._by.get(("type", gpu_type)) or []
+    def _series(self, gpu_type: str, node: str | None) -> list[list[Rate]]:
+        """The series that may apply, the node's first: before its first price the type's is in force."""
+        return [r for r in ((self._by.get(("node", node)) if node else None), self._by.get(("type", gpu_type))) if r]
 
     def rate(self, gpu_type: str, node: str | None = None, at: datetime | None = None) -> Rate:
         at = at or utcnow()
-        best = self.default
-        for r in self._series(gpu_type, node):
-            if r.effective_from <= at:
-                best = r
-        return best
+        for series in self._series(gpu_type, node):
+            best = None
+            for r in series:
+                if r.effective_from <= at:
+                    best = r
+            if best is not None:
+                return best
+        return self.default
 
     def in_force(self, at: datetime | None = None, exclude: tuple[str, str] | None = None) -> list[Rate]:
         """Each GPU type's and node's price in force at `at` (those that have one)."""
@@ -94,7 +98,8 @@ class PriceBook:
                 if (r := [x for x in series if x.effective_from <= at])]
 
     def changes(self, gpu_type: str, node: str | None, start: datetime, end: datetime) -> list[datetime]:
-        return [r.effective_from for r in self._series(gpu_type, node) if start < r.effective_from < end]
+        return [r.effective_from for series in self._series(gpu_type, node) for r in series
+                if start < r.effective_from < end]
 
 
 def load_book(s: Session, settings: Settings) -> PriceBook:
@@ -184,9 +189,12 @@ def accrue(s: Session, job: Job, settings: Settings, now: datetime | None = None
         return []
     now = now or utcnow()
     book = book or load_book(s, settings)
-    # Where the backend says what its pods ran on, the card's price per hour is that type's too.
-    kind = next((str(p["gpu_type"]) for p in pods or () if p.get("gpu_type")), None) or gpu_type_of(job, settings)
-    priced = price_intervals(book, job_intervals(job, now, pods), kind)
+    fallback = gpu_type_of(job, settings)  # a pod whose node and flavor say nothing: not another pod's type
+    priced = price_intervals(book, job_intervals(job, now, pods), fallback)
+    # The card's price per hour: that of a pod that runs (else the first), by its type and node where known.
+    live = [p for p in pods or () if p.get("start") and p.get("end") is None] or [p for p in pods or ()]
+    first = next((p for p in live if p.get("gpu_type")), live[0] if live else {})
+    kind, node = str(first.get("gpu_type") or fallback), first.get("node")
     team = team_of(s, job)
     old = list(s.scalars(select(JobUsage).where(JobUsage.job_id == job.id)))
     s.execute(delete(JobUsage).where(JobUsage.job_id == job.id))
@@ -199,7 +207,7 @@ def accrue(s: Session, job: Job, settings: Settings, now: datetime | None = None
     _move_totals(s, old, new)
     job.cost = round(sum(c for _, c in priced.values()), 4)
     job.gpu_hours = round(sum(gs for gs, _ in priced.values()) / 3600, 4)
-    job.cost_per_hour = round(book.rate(kind, None, now).per_hour(job.gpus, job.nodes), 2)
+    job.cost_per_hour = round(book.rate(kind, node, now).per_hour(job.gpus, job.nodes), 2)
     s.flush()
     return sorted({m for m, _ in priced})
 

@@ -5,6 +5,7 @@ one: tests/k8s/test_gpu_types_on_cluster.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from services.costs import PriceBook, Rate, job_intervals, price_intervals
 from services.models import JobStatus
 
 H100 = "NVIDIA-H100-80GB-HBM3"
+POD_NUMBERS = itertools.count()
 
 
 class Nodes:
@@ -52,8 +54,10 @@ def workload(flavor: str | None) -> dict[str, Any]:
 
 
 def observed(*nodes: str | None) -> Observation:
+    """New pods on these nodes (a pod's type, once known, is kept for it: each call's are other pods)."""
     start = datetime(2026, 12, 1, 10, tzinfo=UTC)
-    pods = [{"start": start, "end": start + timedelta(hours=1), "node": n, "pod": f"p{i}"} for i, n in enumerate(nodes)]
+    pods = [{"start": start, "end": start + timedelta(hours=1), "node": n, "pod": f"p{next(POD_NUMBERS)}"}
+            for n in nodes]
     return Observation(JobStatus.SUCCEEDED, None, extra={"pods": pods})
 
 
@@ -119,5 +123,24 @@ def test_a_refused_or_failed_read_falls_back_to_the_flavor_and_is_said_once(erro
         assert obs.extra["pods"][0]["gpu_type"] == "h100"
     said = [r for r in caplog.records if "GPU type label" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.INFO
-    # Forbidden is the same answer for every node: asked once; an outage: once per node, not on every tick.
-    assert nodes.reads == (["gpu-0"] if getattr(error, "status", None) == 403 else ["gpu-0", "gpu-1"])
+    # Forbidden is the same answer for every node, and in an outage each read would wait out the request timeout
+    # (30 nodes x 10 s a tick): either way asked once, not once per node nor on every tick.
+    assert nodes.reads == ["gpu-0"]
+
+
+def test_after_an_outage_nodes_are_read_again_a_minute_later_and_a_gone_node_stops_only_itself(monkeypatch):
+    from services.backends import k8s_gpu_types
+
+    clock = [1000.0]
+    monkeypatch.setattr(k8s_gpu_types, "time", type("T", (), {"monotonic": staticmethod(lambda: clock[0])}))
+    nodes = Nodes({"gpu-0": {"nvidia.com/gpu.product": H100}}, error=ApiException(status=500))
+    gt = types(nodes)
+    for _ in range(3):
+        gt.label(observed("gpu-0", "gpu-1"), None)
+    assert nodes.reads == ["gpu-0"]
+    clock[0] += k8s_gpu_types.RETRY_SECONDS + 1
+    nodes.error = None
+    obs = observed("gpu-0", "gone-0", "gpu-0")
+    gt.label(obs, None)  # gone-0 answers 404: gpu-0's new pod is still read
+    assert [iv.get("gpu_type") for iv in obs.extra["pods"]] == [H100, None, H100]
+    assert nodes.reads == ["gpu-0", "gpu-0", "gone-0"]

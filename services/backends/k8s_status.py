@@ -139,7 +139,7 @@ def pod_interval(pod: dict[str, Any]) -> dict[str, Any] | None:
         ready = (_conditions(pod).get("Ready") or {}).get("lastTransitionTime")
         end = max(ends) if ends else parse_time(ready) or start
     return {"start": start, "end": max(end, start) if end else None, "node": (pod.get("spec") or {}).get("nodeName"),
-            "pod": pod["metadata"].get("name")}
+            "pod": pod["metadata"].get("name"), "uid": pod["metadata"].get("uid")}
 
 
 def observe(job: dict[str, Any] | None, pods: list[dict[str, Any]], *, stop_requested: bool,
