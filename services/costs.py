@@ -208,8 +208,24 @@ def accrue(s: Session, job: Job, settings: Settings, now: datetime | None = None
     job.cost = round(sum(c for _, c in priced.values()), 4)
     job.gpu_hours = round(sum(gs for gs, _ in priced.values()) / 3600, 4)
     job.cost_per_hour = round(book.rate(kind, node, now).per_hour(job.gpus, job.nodes), 2)
+    remember_pod_types(job, pods)
     s.flush()
     return sorted({m for m, _ in priced})
+
+
+POD_TYPES = "pod_gpu_types"  # in a cluster job's backend_ref: pod (UID, else name) -> the GPU type it ran on
+POD_TYPES_KEPT = 500
+
+
+def remember_pod_types(job: Job, pods: Sequence[dict[str, Any]] | None) -> None:
+    """Each pod's GPU type, kept with the job: a portal that restarts (or a new leader) reprices a running job's
+    earlier pods by what they ran on, also where their node is gone since."""
+    typed = {k: str(p["gpu_type"]) for p in pods or () if (k := p.get("uid") or p.get("pod")) and p.get("gpu_type")}
+    ref = dict(job.backend_ref or {})
+    kept = dict(ref.get(POD_TYPES) or {})
+    new = {k: v for k, v in typed.items() if kept.get(k) != v}
+    if new and job.backend_ref is not None and len(kept) < POD_TYPES_KEPT:
+        job.backend_ref = ref | {POD_TYPES: kept | new}
 
 
 def _move_totals(s: Session, old: list[JobUsage], new: list[JobUsage]) -> None:

@@ -164,3 +164,22 @@ def test_a_node_whose_labels_are_no_map_falls_back_to_the_flavor_and_the_tick_go
     obs = Observation(JobStatus.RUNNING, extra={"pods": [pod("w0", "gpu-0", None)]})
     types(OddNodes()).label(obs, workload("h100"))
     assert obs.extra["pods"][0]["gpu_type"] == "h100"
+
+
+def test_a_pods_type_outlives_the_portal_process_when_its_node_is_gone_meanwhile(p):
+    """The job's row keeps each pod's type: a new leader (or a restarted portal) has none of the old one's memory,
+    and the node the job's first pod ran on was removed meanwhile."""
+    prices(p, {"gpu_type": H100, "gpu_hour": 10.0}, {"gpu_type": "gpu", "gpu_hour": 1.0})
+    job_id = cluster_job(p)
+    first = [pod("w0", "gpu-0", 1)]
+    obs = Observation(JobStatus.RUNNING, extra={"pods": first})
+    types(Nodes({"gpu-0": {LABEL: H100}})).label(obs, None)
+    assert accrued(p, job_id, obs.extra["pods"], T0 + timedelta(hours=1))[0] == {H100: 10.0}
+    with p.jobs.session() as s:
+        ref = dict(s.get(Job, job_id).backend_ref)
+    assert ref["pod_gpu_types"] == {"uid-w0": H100} and ref["job_name"] == "mlp-1"
+    gone = ApiException(status=404, reason="Not Found")
+    later = Observation(JobStatus.RUNNING, extra={"pods": [pod("w0", "gpu-0", 1), pod("w1", "gpu-1", None)]})
+    types(Nodes(error=gone)).label(later, None, ref["pod_gpu_types"])
+    costs, _ = accrued(p, job_id, later.extra["pods"], T0 + timedelta(hours=2))
+    assert costs == {H100: 10.0, "gpu": 2.0}, "w0 still H100 (its node gone); w1's node says nothing"

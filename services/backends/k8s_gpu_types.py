@@ -77,12 +77,17 @@ class GpuTypes:
         # pod -> (its type, whether its node's label said it): a label found later still wins over a flavor
         self._pods: OrderedDict[str, tuple[str, bool]] = OrderedDict()
 
-    def label(self, obs: Observation, workload: dict[str, Any] | None) -> None:
-        """Each pod interval of the observation gets the GPU type it ran on, where one is known."""
+    def label(self, obs: Observation, workload: dict[str, Any] | None,
+              remembered: dict[str, str] | None = None) -> None:
+        """Each pod interval of the observation gets the GPU type it ran on, where one is known. `remembered`: the
+        types the job's row keeps (services/costs.py), what an earlier process of the portal found."""
         intervals = obs.extra.get("pods") or []
         if not intervals:
             return
         flavor = gpu_flavor(workload)
+        for key, kind in (remembered if isinstance(remembered, dict) else {}).items():
+            if key not in self._pods and (kind := clean(kind)):
+                self._pods[key] = (kind, True)
         for iv in intervals:
             kind = self._of_pod(iv, flavor)
             if kind:

@@ -301,7 +301,8 @@ class KubernetesBackend(PodLogArchive, PodCheckpoints):
                               nodes=int(job.ref.get("nodes", 1)), log_tail=lambda p=path: failure_tail(p))
             if obs is None:
                 continue
-            self.gpu_types.label(obs, self.kueue.view.workloads.get(name))  # what each pod is priced as
+            # What each pod is priced as (the row keeps what earlier ticks, or processes, found).
+            self.gpu_types.label(obs, self.kueue.view.workloads.get(name), job.ref.get("pod_gpu_types"))
             if obs.status not in ACTIVE_STATUSES:
                 self._finishing.add(job.id)  # its pods are read to their end before it leaves the active list
             out[job.id] = obs
