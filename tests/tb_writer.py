@@ -4,6 +4,7 @@ torch): what tests/test_tensorboard*.py run as a real job. Its text is written i
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 SCRIPT = '''
 import os, sys, time
@@ -32,8 +33,27 @@ def site_packages() -> str:
     return str(__import__("pathlib").Path(tensorboard.__file__).resolve().parent.parent)
 
 
-def tb_script(steps: int = 20, pause: float = 0.0) -> str:
-    return SCRIPT.format(site=site_packages(), steps=steps, pause=pause).lstrip()
+def tb_script(steps: int = 20, pause: float = 0.0, site: str | None = None) -> str:
+    return SCRIPT.format(site=site or site_packages(), steps=steps, pause=pause).lstrip()
+
+
+NEEDED = ("tensorboard", "google", "numpy", "numpy.libs", "absl")  # what the script imports, and theirs
+
+
+def site_for_sandboxed_jobs(folder: Path) -> str:
+    """Where a sandboxed job finds the packages the script needs. A job gets a private /tmp (and /dev/shm): a test
+    environment kept there (a clone in /tmp with its .venv) is hidden from a job whose Python is the system's, so
+    its packages are copied into `folder` (one the jobs can reach, and that stays visible to them)."""
+    import shutil
+
+    site = Path(site_packages())
+    if not any(site.is_relative_to(d) for d in ("/tmp", "/dev/shm")):
+        return str(site)
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for name in NEEDED:
+        if (site / name).is_dir():
+            shutil.copytree(site / name, folder / name, dirs_exist_ok=True)
+    return str(folder)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import PortalServer, create_token, sandbox_python, sandbox_skip_reason, wait_until
-from tests.tb_writer import tb_script
+from tests.tb_writer import site_for_sandboxed_jobs, tb_script
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -33,7 +33,8 @@ def run_tb_job(srv: PortalServer, token: str, name: str = "tb-only") -> int:
 def start(tmp_path, env: dict[str, str]) -> PortalServer:
     data = tmp_path / "portal-data"
     (data / "workspace").mkdir(parents=True)
-    (data / "workspace" / "tb_only.py").write_text(tb_script(steps=5))
+    site = site_for_sandboxed_jobs(tmp_path / "site") if "PORTAL_PYTHON_EXECUTABLE" in env else None
+    (data / "workspace" / "tb_only.py").write_text(tb_script(steps=5, site=site))
     return PortalServer(data, env=env).start()
 
 
