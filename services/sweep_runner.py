@@ -214,7 +214,7 @@ class SweepRunner:
             elif t.attrs.get(JOB):
                 self._tell_fail(study, t, "stopped", f"Its job {t.attrs[JOB]} was deleted.")
             elif self.leads():  # asked for, then the portal stopped before its job was written: the job now
-                self._submit(row, spec, user, t.number, t.params)
+                self._submit(row, spec, user, t.number, self._params_of(study, spec, t))
             return
         if status in ACTIVE_STATUSES:
             if stopping:
@@ -246,6 +246,19 @@ class SweepRunner:
             if len(jobs) > 1:
                 reason = f"{reason} (after {len(jobs)} attempts)"
         self._tell_fail(study, t, "failed", reason)
+
+    @staticmethod
+    def _params_of(study: optuna.Study, spec: SweepSpec, t: StudyTrial) -> dict[str, Any]:
+        """A trial's parameters. ask() writes the trial, then (a grid) its point, then each parameter, each on its
+        own: a portal stopped in between left some undrawn, and its job would have run the form's defaults. They are
+        drawn now, as ask() would have: the grid's point for this trial number, else a sample."""
+        wanted = distributions(spec)
+        if all(name in t.params for name in wanted):
+            return dict(t.params)
+        study.sampler.before_trial(study, study._storage.get_trial(t.trial_id))  # a grid: its point, if not set
+        trial = optuna.trial.Trial(study, t.trial_id)
+        # Trial has no public way to draw with a distribution object (ask() itself uses this one).
+        return {name: trial._suggest(name, dist) for name, dist in wanted.items()}
 
     def _submit(self, row: Sweep, spec: SweepSpec, user: User, number: int, params: dict[str, Any]) -> None:
         fixed = {n: p.value for n, p in spec.params.items() if p.kind == "fixed"}

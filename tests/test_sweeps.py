@@ -200,6 +200,27 @@ def test_an_optuna_trial_without_its_job_gets_one_job_not_a_new_trial(any_portal
     assert view.progress.done == 3 and view.state == "done"
 
 
+@pytest.mark.parametrize("left", ["a trial row only", "its grid point, not its parameters"])
+def test_a_trial_the_portal_stopped_before_optuna_drew_its_parameters_runs_its_own_grid_point(any_portal, me, left):
+    """Killed inside ask(): Optuna writes the trial, then the grid point, then each parameter, each on its own. The
+    job the next tick gives that trial must run the grid's point for it, not the form's defaults (a killed portal
+    once ran 0.001 twice and never 0.03)."""
+    sweep = any_portal.sweeps.create(me, spec(name="half-asked", method="grid", parallel=2, params={
+        "learning_rate": {"kind": "list", "values": [0.003, 0.03, 0.3]}}))
+    runner = runner_of(any_portal)
+    runner.tick()  # trials 0 and 1 and their jobs
+    study = runner._studies[sweep.id]
+    trial_id = study._storage.create_new_trial(study._study_id)
+    if left != "a trial row only":
+        study.sampler.before_trial(study, study._storage.get_trial(trial_id))
+    runner._studies.clear()  # as after a restart
+    view = drive(any_portal, me, sweep.id)
+    jobs = sweep_jobs(any_portal, sweep.id)
+    assert sorted(j.sweep_trial for j in jobs) == [0, 1, 2]
+    assert sorted(j.request["learning_rate"] for j in jobs) == [0.003, 0.03, 0.3]
+    assert view.state == "done"
+
+
 def test_stop_extend_visibility_and_cost(any_portal, me):
     sweep = any_portal.sweeps.create(me, spec(name="ext", method="random", budget=2, parallel=1, base={
         "gpus": 0, "max_runtime_hours": 2.0}, params={"learning_rate": {"kind": "uniform", "low": 0.001,
