@@ -21,7 +21,7 @@ from api import logs as logs_api
 from api.common import ApiError, endpoint, finite, iso, job_json, jobs, path_int, query_int, visible
 from api.common import error as error  # re-exported: api/routes.py uses it from here
 from api.file_responses import FdResponse
-from services import budget_wait, local_queue
+from services import budget_wait
 from services import job_snapshots as snapshots
 from services.history import HistoryQuery
 from services.jobs import validation_problems
@@ -63,9 +63,8 @@ def submitted(user: User, job_id: int) -> Response:
     Submitting, the reason says it is submitted when the backend is back) or kept back for its spent budget (Queued,
     the reason says until when): a script that checks the status learns the difference."""
     job = jobs().get(user, job_id)
-    kept = (job.status is JobStatus.QUEUED and (job.reason or "").startswith(budget_wait.REASON_PREFIX)
-            and not local_queue.uses_store_queue(jobs()))  # the embedded queue took it: 201
-    return JSONResponse(job_json(job), status_code=202 if job.status is JobStatus.SUBMITTING or kept else 201)
+    later = job.status is JobStatus.SUBMITTING or budget_wait.is_kept_back(jobs(), job)
+    return JSONResponse(job_json(job), status_code=202 if later else 201)
 
 
 @endpoint(mutation=True)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services import budget_holds, local_queue
 from services.budgets import hold_sentence
 from services.costs import month_of
-from services.models import JobStatus
+from services.models import JobStatus, JobView
 from services.store.orm import Job, utcnow
 
 if TYPE_CHECKING:
@@ -26,6 +26,12 @@ RELEASED = "The budget allows it now: submitted to the cluster"
 def is_waiting(status: str, ref: dict[str, Any] | None) -> bool:
     """A job the portal keeps back for its budget: Queued, and never handed to the backend."""
     return status == JobStatus.QUEUED.value and ref is None
+
+
+def is_kept_back(service: JobService, job: JobView) -> bool:
+    """Whether a job as pages and the API see it is one the portal keeps back for its budget."""
+    return (job.status is JobStatus.QUEUED and (job.reason or "").startswith(REASON_PREFIX)
+            and not local_queue.uses_store_queue(service))  # the embedded queue's own budget waits are its jobs
 
 
 def wait_sentence(service: JobService, s: Session, owner: str, team: str) -> str | None:
@@ -52,13 +58,15 @@ def hold_back(service: JobService, job_id: int, owner: str, team: str, first: bo
         return False
     from services.jobs import set_status  # not at the top: services/jobs.py imports this module
 
+    # Weighed before the row is locked: with Kueue holds it may ask the cluster, and a Stop must not wait on that.
+    with service.session() as s:
+        sentence = wait_sentence(service, s, owner, team)
     with service.session() as s:
         job = s.get_one(Job, job_id, with_for_update=True)  # a Stop meanwhile is not overwritten
         if job.backend_ref is not None or job.status not in (JobStatus.SUBMITTING.value, JobStatus.QUEUED.value):
             return True
         if job.status == JobStatus.SUBMITTING.value and not first:
             return False
-        sentence = wait_sentence(service, s, owner, team)
         if sentence is None:
             if job.status == JobStatus.QUEUED.value:  # released: Submitting, as any job being handed over
                 job.reason = None

@@ -51,7 +51,7 @@ def waiting_status(service: JobService, job: JobView) -> QueueStatus | None:
         return None
     if local_queue.uses_store_queue(service):
         return local_queue.statuses(service).get(job.id)
-    if (job.reason or "").startswith(budget_wait.REASON_PREFIX):
+    if budget_wait.is_kept_back(service, job):
         return _kept_status(job.reason, job.request)
     # The backend finds the job by its id (it answers from what its sync loop fetched, not the cluster).
     hours = float((job.request or {}).get("max_runtime_hours", 8))
