@@ -4,7 +4,10 @@ are whole and inside the window, and a 1300 px window still shows them so."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import PortalServer
 from tests.e2e.test_browser import browser, submit_from_form, wait_for_app  # noqa: F401 (the browser fixture)
@@ -35,6 +38,9 @@ def two_jobs(browser, tmp_path_factory):  # noqa: F811
 
 
 def assert_whole(locator, what: str) -> None:
+    # The page draws in steps: the cards can be there before the toggles above them (a cold first run in CI).
+    with contextlib.suppress(PlaywrightTimeout):
+        locator.first.wait_for(timeout=10_000)
     assert locator.count() > 0, f"{what} is not on the page"
     for i in range(locator.count()):
         shown = locator.nth(i).evaluate(FITS)
